@@ -1,0 +1,1 @@
+//! Every `PYOCO_*` setting (placeholder).
