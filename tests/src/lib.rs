@@ -1,1 +1,187 @@
-//! Test kit (placeholder).
+//! The test kit every integration test uses, and (under `tests/e2e/`) the end-to-end tests.
+//!
+//! What it gives a test:
+//! - [`TestNats::start`]: a real nats-server with JetStream, started through `pyoco-natsd` on a
+//!   free port with a temporary store, stopped (and its store removed) when dropped. Tests never
+//!   touch the machine's own NATS on 4222.
+//! - [`python`]: the Python interpreter of the venv that has the pinned pyoco installed,
+//!   created once by `scripts/setup.sh` and cached between runs.
+//! - [`interop_venv`]: the venv with the real `pyoco-server==0.5.1`, for interop tests.
+//!
+//! Environment it honours (set by `scripts/test.sh`): `PYOCO_NATS_SERVER_BIN`,
+//! `PYOCO_TEST_PYTHON`, `PYOCO_TEST_INTEROP_VENV`, `PYOCO_DATA_DIR`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+use pyoco_natsd::{NatsServerConfig, NatsSupervisor, RestartPolicy};
+
+/// The repository root (the workspace).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Route `tracing` output to the test harness's captured output, once per test binary.
+pub fn init_tracing() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,async_nats=warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+fn data_dir() -> PathBuf {
+    pyoco_config::AppDirs::new(std::env::var_os("PYOCO_DATA_DIR").as_deref().map(Path::new))
+        .expect("a home directory for the app data dir")
+        .data_dir()
+        .to_path_buf()
+}
+
+/// The nats-server binary tests use: `PYOCO_NATS_SERVER_BIN`, else the one `scripts/setup.sh`
+/// installed in the data dir, else `PATH`.
+pub fn nats_server_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let explicit = std::env::var_os("PYOCO_NATS_SERVER_BIN").map(PathBuf::from);
+        let data = data_dir();
+        if explicit.is_none() && !data.join("bin").join("nats-server").exists() {
+            run_setup(&[]);
+        }
+        pyoco_natsd::find_nats_server(explicit.as_deref(), Some(&data))
+            .unwrap_or_else(|e| panic!("no nats-server for tests: {e}"))
+    })
+    .clone()
+}
+
+/// A real nats-server for one test.
+pub struct TestNats {
+    supervisor: Option<NatsSupervisor>,
+    _store: tempfile::TempDir,
+}
+
+impl TestNats {
+    /// Start a nats-server with JetStream on a free loopback port and a temporary store.
+    pub async fn start() -> TestNats {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`TestNats::start`], letting the test adjust the config first.
+    pub async fn start_with(adjust: impl FnOnce(&mut NatsServerConfig)) -> TestNats {
+        init_tracing();
+        let store = tempfile::Builder::new()
+            .prefix("pyoco-test-nats-")
+            .tempdir()
+            .expect("temp dir");
+        let mut config = NatsServerConfig::new(nats_server_bin(), store.path().join("js"));
+        config.port = None;
+        config.restart = RestartPolicy::default();
+        config.startup_timeout = Duration::from_secs(20);
+        config.stop_grace = Duration::from_secs(3);
+        adjust(&mut config);
+        let supervisor = NatsSupervisor::start(config)
+            .await
+            .unwrap_or_else(|e| panic!("starting the test nats-server failed: {e}"));
+        TestNats {
+            supervisor: Some(supervisor),
+            _store: store,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.supervisor().client_url().to_string()
+    }
+
+    pub fn supervisor(&self) -> &NatsSupervisor {
+        self.supervisor.as_ref().expect("running")
+    }
+
+    /// Stop the server now (the store is kept until the value is dropped).
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.supervisor.take() {
+            s.stop().await;
+        }
+    }
+}
+
+/// The Python interpreter with the pinned pyoco: `PYOCO_TEST_PYTHON`, else the data dir's
+/// venv, created by `scripts/setup.sh` on first use.
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        if let Some(p) = std::env::var_os("PYOCO_TEST_PYTHON") {
+            return PathBuf::from(p);
+        }
+        let py = data_dir().join("venv").join("bin").join("python");
+        if !py.exists() {
+            run_setup(&[]);
+        }
+        assert!(
+            py.exists(),
+            "scripts/setup.sh did not create {}",
+            py.display()
+        );
+        py
+    })
+    .clone()
+}
+
+/// The venv with the real `pyoco-server==0.5.1` (its `bin/` has `pyoco-server`,
+/// `pyoco-worker`, `pyoco-client`): `PYOCO_TEST_INTEROP_VENV`, else the data dir's, created by
+/// `scripts/setup.sh --with-interop` on first use.
+pub fn interop_venv() -> PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        if let Some(p) = std::env::var_os("PYOCO_TEST_INTEROP_VENV") {
+            return PathBuf::from(p);
+        }
+        let venv = data_dir().join("venv-pyoco-server-0.5.1");
+        if !venv.join("bin").join("pyoco-worker").exists() {
+            run_setup(&["--with-interop"]);
+        }
+        venv
+    })
+    .clone()
+}
+
+/// Run `scripts/setup.sh` once at a time across the test threads of this binary.
+fn run_setup(args: &[&str]) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let status = Command::new("bash")
+        .arg(workspace_root().join("scripts").join("setup.sh"))
+        .args(args)
+        .status()
+        .expect("running scripts/setup.sh");
+    assert!(
+        status.success(),
+        "scripts/setup.sh {args:?} failed: {status}"
+    );
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, or panic with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,1 +1,42 @@
-//! Every `PYOCO_*` setting (placeholder).
+//! Every `PYOCO_*` setting, in one place.
+//!
+//! This crate is the single source of truth for configuration: the table of settings (name,
+//! group, kind, default, help, scope — see [`specs`]), loading them the way pyoco-server does
+//! (process environment → `.env` → default; [`Settings::load`]), validating them with errors that
+//! name the variable, the value, the expected form and where it came from ([`ConfigError`]),
+//! editing a `.env` file without losing its comments and order ([`EnvDocument`]), and the OS app
+//! directories ([`AppDirs`]). The CLI's `--help`, the settings window and
+//! `docs/configuration.md` ([`configuration_markdown`]) are all fed from the table.
+//!
+//! ```no_run
+//! use pyoco_config::{LoadOptions, Settings};
+//!
+//! let settings = Settings::load(&LoadOptions::from_process()?)?;
+//! println!("NATS at {} (from {})", settings.nats_url, settings.source("PYOCO_NATS_URL").unwrap());
+//! # Ok::<(), pyoco_config::ConfigError>(())
+//! ```
+//!
+//! What it is not: it does not connect to anything, create directories, start processes or
+//! apply settings (the store, gateway, worker and appliance crates do), and it never changes the
+//! process environment: the loader works on a snapshot ([`LoadOptions`]), so it is testable and
+//! thread-safe. One caveat inherited from dotenvy: `$VAR` expansion inside a `.env` reads the
+//! real process environment, not the snapshot.
+
+mod atomic;
+mod dirs;
+mod docs;
+mod document;
+mod error;
+mod settings;
+mod spec;
+mod table;
+mod value;
+
+pub use dirs::AppDirs;
+pub use docs::configuration_markdown;
+pub use document::{quote_value, EnvDocument, ParseError};
+pub use error::{ConfigError, Problem};
+pub use settings::{LoadOptions, Source};
+pub use spec::{spec, specs, Group, Kind, Scope, Spec};
+pub use table::Settings;
+pub use value::{AuthMode, DashboardLang, LogFormat, LogLevel};

@@ -1,0 +1,56 @@
+//! Logging for every binary, configured from `PYOCO_LOG_*` (read from the environment *and*
+//! `.env`, unlike pyoco-server 0.5.1, §14-13).
+//!
+//! `json` (the default) writes one JSON object per line with `timestamp`, `level`, `target`,
+//! `service` and the event's fields flattened; `text` writes human-readable lines.
+//! `RUST_LOG`, when set, overrides the level filter (handy for debugging one module).
+
+use std::io::IsTerminal;
+
+use pyoco_config::{LogFormat, LogLevel, Settings};
+use tracing_subscriber::{
+    fmt::time::{ChronoLocal, ChronoUtc},
+    EnvFilter,
+};
+
+fn level_directive(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warning => "warn",
+        LogLevel::Error | LogLevel::Critical => "error",
+    }
+}
+
+/// Install the global subscriber. `service` names the program (`pyoco-server:http`, …).
+pub fn init(settings: &Settings, service: &'static str) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| {
+            let level = level_directive(settings.log_level);
+            // async-nats logs every reconnect attempt at info: keep it at warn unless asked.
+            // nats-server's own info lines (its start banner) are noise for users of `up`.
+            EnvFilter::new(format!("{level},async_nats=warn,nats_server=warn"))
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let result = match (settings.log_format, settings.log_utc) {
+        (LogFormat::Text, true) => builder.with_timer(ChronoUtc::rfc_3339()).try_init(),
+        (LogFormat::Text, false) => builder.with_timer(ChronoLocal::rfc_3339()).try_init(),
+        (_, utc) => {
+            let json = builder.json().flatten_event(true).with_current_span(false);
+            if utc {
+                json.with_timer(ChronoUtc::rfc_3339()).try_init()
+            } else {
+                json.with_timer(ChronoLocal::rfc_3339()).try_init()
+            }
+        }
+    };
+    // A second init (tests) is harmless.
+    let _ = result;
+    tracing::debug!(service, "logging initialised");
+}

@@ -1,0 +1,300 @@
+//! `pyoco-server`: the gateway launcher of pyoco-server, and our all-in-one appliance.
+//!
+//! Compatible with 0.5.1's command line (contract §10.1): no arguments means `up`, and a first
+//! argument that is a flag means `up <flags>` (the legacy flat form). `--with-nats` (alias
+//! `--with-nats-bootstrap`) starts a supervised nats-server with its store in the data dir,
+//! instead of 0.5.1's external `nats-bootstrap` program.
+
+use std::{ffi::OsString, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+use pyoco_config::{spec, AppDirs, Settings};
+use pyoco_natsd::{NatsServerConfig, NatsState, NatsSupervisor};
+
+fn help(name: &str) -> String {
+    let spec = spec(name).unwrap_or_else(|| panic!("{name} is in the settings table"));
+    format!("{} [env: {name}]", spec.help)
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pyoco-server",
+    version,
+    about = "pyoco-server: HTTP gateway, local worker and supervised NATS in one command",
+    long_about = "pyoco-server: HTTP gateway, local worker and supervised NATS in one command.\n\n\
+        Without a subcommand runs `up`. Every flag overrides its PYOCO_* setting (environment or \
+        .env); docs/configuration.md lists them all."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the services (the default command).
+    Up(UpArgs),
+}
+
+#[derive(Args, Debug, Default)]
+struct UpArgs {
+    #[arg(long, value_name = "HOST", help = help("PYOCO_HTTP_HOST"))]
+    host: Option<String>,
+    #[arg(long, value_name = "PORT", help = help("PYOCO_HTTP_PORT"))]
+    port: Option<u16>,
+    /// Log level (trace, debug, info, warning, error) [env: PYOCO_LOG_LEVEL].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    #[arg(long, value_name = "URL", help = help("PYOCO_NATS_URL"))]
+    nats_url: Option<String>,
+    #[arg(long, value_name = "LANG", help = help("PYOCO_DASHBOARD_LANG"))]
+    dashboard_lang: Option<String>,
+    /// Start and supervise a local nats-server with JetStream (store in the data dir) and use it.
+    #[arg(long, visible_alias = "with-nats-bootstrap")]
+    with_nats: bool,
+    #[arg(long, value_name = "HOST", help = help("PYOCO_NATS_LISTEN_HOST"))]
+    nats_listen_host: Option<String>,
+    #[arg(long, value_name = "PORT", help = help("PYOCO_NATS_CLIENT_PORT"))]
+    nats_client_port: Option<u16>,
+    #[arg(long, value_name = "PORT", help = help("PYOCO_NATS_HTTP_PORT"))]
+    nats_http_port: Option<u16>,
+    #[arg(long, value_name = "DIR", help = help("PYOCO_DATA_DIR"))]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+impl UpArgs {
+    /// Flags as `PYOCO_*` overrides, so they are validated like every other value.
+    fn overrides(&self) -> Vec<(&'static str, String)> {
+        let mut o = Vec::new();
+        let mut add = |name, v: Option<String>| {
+            if let Some(v) = v {
+                o.push((name, v));
+            }
+        };
+        add("PYOCO_HTTP_HOST", self.host.clone());
+        add("PYOCO_HTTP_PORT", self.port.map(|p| p.to_string()));
+        add("PYOCO_LOG_LEVEL", self.log_level.clone());
+        add("PYOCO_DASHBOARD_LANG", self.dashboard_lang.clone());
+        add("PYOCO_NATS_LISTEN_HOST", self.nats_listen_host.clone());
+        add(
+            "PYOCO_NATS_CLIENT_PORT",
+            self.nats_client_port.map(|p| p.to_string()),
+        );
+        add(
+            "PYOCO_NATS_HTTP_PORT",
+            self.nats_http_port.map(|p| p.to_string()),
+        );
+        add(
+            "PYOCO_DATA_DIR",
+            self.data_dir.as_ref().map(|d| d.display().to_string()),
+        );
+        // With a managed NATS, --nats-url may only repeat the managed URL (checked later).
+        if !self.with_nats {
+            add("PYOCO_NATS_URL", self.nats_url.clone());
+        }
+        o
+    }
+}
+
+/// 0.5.1's legacy forms: no arguments ⇒ `up`; a leading flag ⇒ `up <flags>`.
+fn normalise_args(mut args: Vec<OsString>) -> Vec<OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+    match first.as_deref() {
+        None => args.push("up".into()),
+        Some("-h" | "--help" | "-V" | "--version") => {}
+        Some(a) if a.starts_with('-') => args.insert(1, "up".into()),
+        _ => {}
+    }
+    args
+}
+
+/// A failure worth one clear line on stderr and exit code 1.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalise_args(std::env::args_os().collect()));
+    let Command::Up(args) = cli.command;
+    let settings = crate::load_settings("pyoco-server", &args.overrides());
+    crate::logging::init(&settings, "pyoco-server:http");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(up(args, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("[pyoco-server][ERR-PYOCO-0018] {message}");
+    ExitCode::from(1)
+}
+
+async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
+    let dirs = AppDirs::from_settings(&settings)?;
+    if !args.with_nats {
+        return Err(Failure(format!(
+            "the HTTP gateway is not part of this build yet; run `pyoco-server up --with-nats` \
+             to start the supervised nats-server (NATS URL would be {})",
+            settings.nats_url
+        )));
+    }
+    let nats = start_managed_nats(&settings, &dirs).await?;
+    if let Some(url) = &args.nats_url {
+        if url.trim_end_matches('/') != nats.client_url() {
+            let expected = nats.client_url().to_string();
+            nats.stop().await;
+            return Err(Failure(format!(
+                "--nats-url mismatch with managed NATS: expected {expected}, got {url} \
+                 (drop --with-nats to use an external NATS)"
+            )));
+        }
+    }
+    println!(
+        "pyoco-server: NATS (JetStream) ready at {}",
+        nats.client_url()
+    );
+    if let Some(m) = nats.monitor_url() {
+        println!("pyoco-server: NATS monitoring at {m}");
+    }
+    println!("pyoco-server: data dir {}", dirs.data_dir().display());
+    println!(
+        "pyoco-server: JetStream store {}",
+        nats.store_dir().display()
+    );
+    println!("pyoco-server: press Ctrl-C to stop");
+
+    let outcome = wait_for_stop(&nats).await;
+    tracing::info!("stopping nats-server");
+    nats.stop().await;
+    println!("pyoco-server: stopped");
+    outcome
+}
+
+async fn start_managed_nats(
+    settings: &Settings,
+    dirs: &AppDirs,
+) -> Result<NatsSupervisor, Failure> {
+    let binary =
+        pyoco_natsd::find_nats_server(settings.nats_server_bin.as_deref(), Some(dirs.data_dir()))?;
+    match pyoco_natsd::nats_server_version(&binary) {
+        Ok(v) if !v.is_at_least(2, 10) => tracing::warn!(
+            binary = %binary.display(),
+            version = %v,
+            "nats-server is older than 2.10; run scripts/setup.sh to install the pinned version"
+        ),
+        Ok(v) => tracing::info!(binary = %binary.display(), version = %v, "using nats-server"),
+        Err(e) => {
+            tracing::warn!(binary = %binary.display(), "cannot read nats-server version: {e}")
+        }
+    }
+    let store_dir = settings
+        .nats_store_dir
+        .clone()
+        .unwrap_or_else(|| dirs.nats_store_dir());
+    let mut config = NatsServerConfig::new(binary, store_dir);
+    config.host = settings.nats_listen_host.clone();
+    config.port = (settings.nats_client_port != 0).then_some(settings.nats_client_port);
+    config.monitor_port = settings.nats_http_port;
+    Ok(NatsSupervisor::start(config).await?)
+}
+
+/// Wait for Ctrl-C or SIGTERM (Ok), or for the supervised server to fail for good (Err).
+async fn wait_for_stop(nats: &NatsSupervisor) -> Result<(), Failure> {
+    let mut state = nats.state();
+    let failed = async {
+        loop {
+            if let NatsState::Failed { error } = &*state.borrow_and_update() {
+                return error.to_string();
+            }
+            if state.changed().await.is_err() {
+                return "the nats-server supervisor stopped unexpectedly".to_string();
+            }
+        }
+    };
+    tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutdown requested");
+            Ok(())
+        }
+        error = failed => Err(Failure(format!("nats-server failed: {error}"))),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM, with the signal's name.
+pub async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn no_arguments_means_up() {
+        assert_eq!(
+            normalise_args(args(&["pyoco-server"])),
+            args(&["pyoco-server", "up"])
+        );
+    }
+
+    #[test]
+    fn a_leading_flag_means_up_with_flags() {
+        assert_eq!(
+            normalise_args(args(&["pyoco-server", "--port", "9000"])),
+            args(&["pyoco-server", "up", "--port", "9000"])
+        );
+        assert_eq!(
+            normalise_args(args(&["pyoco-server", "--help"])),
+            args(&["pyoco-server", "--help"])
+        );
+    }
+
+    #[test]
+    fn flags_become_overrides_and_help_names_the_variable() {
+        let cli = Cli::parse_from(normalise_args(args(&[
+            "pyoco-server",
+            "--with-nats-bootstrap",
+            "--nats-client-port",
+            "0",
+            "--port",
+            "9001",
+        ])));
+        let Command::Up(up) = cli.command;
+        assert!(up.with_nats);
+        let o = up.overrides();
+        assert!(o.contains(&("PYOCO_NATS_CLIENT_PORT", "0".to_string())));
+        assert!(o.contains(&("PYOCO_HTTP_PORT", "9001".to_string())));
+        assert!(help("PYOCO_HTTP_PORT").contains("[env: PYOCO_HTTP_PORT]"));
+    }
+}

@@ -1,0 +1,196 @@
+//! `pyoco-server up --with-nats` as a user runs it: a real binary, a real nats-server.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+
+fn pyoco_server(data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pyoco-server"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", data_dir)
+        .env("PYOCO_DATA_DIR", data_dir)
+        .env("PYOCO_LOAD_DOTENV", "0")
+        .env("PYOCO_LOG_FORMAT", "text")
+        .env("PYOCO_NATS_SERVER_BIN", pyoco_testkit::nats_server_bin())
+        .current_dir(data_dir);
+    cmd
+}
+
+/// Read stdout lines until one contains `needle`; returns that line.
+fn wait_for_line(child: &mut Child, needle: &str) -> String {
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    let mut reader = BufReader::new(stdout);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut line = String::new();
+    while Instant::now() < deadline {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("pyoco-server exited before printing {needle:?}");
+        }
+        if line.contains(needle) {
+            return line.trim().to_string();
+        }
+    }
+    panic!("no line with {needle:?} within 20 s");
+}
+
+fn nats_pids_using(store: &std::path::Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("nats-server") && cmdline.contains(&*store.to_string_lossy()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+async fn jetstream_answers(url: &str) -> bool {
+    let Ok(client) = async_nats::connect(url).await else {
+        return false;
+    };
+    async_nats::jetstream::new(client)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "PROBE".into(),
+            subjects: vec!["probe.>".into()],
+            ..Default::default()
+        })
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn up_with_nats_runs_jetstream_until_ctrl_c_and_leaves_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = pyoco_server(data.path())
+        .args(["up", "--with-nats", "--nats-client-port", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = wait_for_line(&mut child, "ready at nats://");
+    let url = line.rsplit(' ').next().unwrap().to_string();
+    assert!(jetstream_answers(&url).await, "JetStream answers at {url}");
+    let store = data.path().join("nats");
+    assert_eq!(
+        nats_pids_using(&store).len(),
+        1,
+        "one nats-server on the data dir's store"
+    );
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "Ctrl-C is a clean stop: {status}");
+    assert!(
+        nats_pids_using(&store).is_empty(),
+        "nats-server stopped with us"
+    );
+}
+
+#[tokio::test]
+async fn kill_9_of_pyoco_server_leaves_no_nats_server() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = pyoco_server(data.path())
+        .args(["--with-nats", "--nats-client-port", "0"]) // legacy flat form
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut child, "ready at nats://");
+    let store = data.path().join("nats");
+    assert_eq!(nats_pids_using(&store).len(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !nats_pids_using(&store).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server outlived a kill -9 of its parent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_bad_setting_is_reported_with_its_variable_and_exit_code_1() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join(".env"), "PYOCO_CONSUMER_MAX_DELIVER=abc\n").unwrap();
+    let out = pyoco_server(data.path())
+        .env("PYOCO_LOAD_DOTENV", "1")
+        .env("PYOCO_HTTP_AUTH_MODE", "basic")
+        .args(["up", "--with-nats"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PYOCO_CONSUMER_MAX_DELIVER"), "{err}");
+    assert!(err.contains(".env"), "names the file: {err}");
+    assert!(
+        err.contains("PYOCO_HTTP_AUTH_MODE"),
+        "all problems together: {err}"
+    );
+}
+
+#[test]
+fn a_busy_nats_port_says_what_to_do() {
+    let data = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let out = pyoco_server(data.path())
+        .args(["up", "--with-nats", "--nats-client-port", &port.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("port {port}")) && err.contains("already in use"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--nats-url"),
+        "suggests using the running server: {err}"
+    );
+}
+
+#[test]
+fn a_missing_nats_server_binary_says_what_to_do() {
+    let data = tempfile::tempdir().unwrap();
+    // An explicit path that does not exist: named, with the fix.
+    let out = pyoco_server(data.path())
+        .env(
+            "PYOCO_NATS_SERVER_BIN",
+            data.path().join("no-such-nats-server"),
+        )
+        .args(["up", "--with-nats"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-nats-server") && err.contains("PYOCO_NATS_SERVER_BIN"),
+        "{err}"
+    );
+
+    // None anywhere (empty data dir, nothing on PATH): how to install one.
+    let out = pyoco_server(data.path())
+        .env_remove("PYOCO_NATS_SERVER_BIN")
+        .env("PATH", data.path())
+        .args(["up", "--with-nats"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("scripts/setup.sh"), "{err}");
+}

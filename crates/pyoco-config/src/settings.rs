@@ -1,0 +1,210 @@
+//! Loading: process environment → `.env` → default, per setting, then validation of everything.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::document::EnvDocument;
+use crate::error::{ConfigError, Problem};
+use crate::spec::{Kind, Scope, Spec};
+use crate::table::SPECS;
+use crate::value::{self, Context, Value};
+use crate::Settings;
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The process environment.
+    Env,
+    /// A `.env` file (absolute path).
+    File { path: PathBuf },
+    /// The table's default (or unset, when there is none).
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Env => f.write_str("environment"),
+            Source::File { path } => write!(f, "file {}", path.display()),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// A setting's effective text and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Effective {
+    pub raw: Option<String>,
+    pub source: Source,
+}
+
+/// Everything the loader reads from the outside world, so tests can load without touching the
+/// real process environment or working directory.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// A snapshot of the process environment.
+    pub env: HashMap<String, String>,
+    /// The working directory relative paths are resolved against (absolute).
+    pub cwd: PathBuf,
+    /// The home directory `~` expands to (`None`: a `~` path is an error).
+    pub home: Option<PathBuf>,
+}
+
+impl LoadOptions {
+    /// Snapshot of this process: its environment (non-UTF-8 text replaced lossily), current
+    /// directory and home directory.
+    pub fn from_process() -> Result<LoadOptions, ConfigError> {
+        let env = std::env::vars_os()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
+        let home = directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf());
+        Ok(LoadOptions { env, cwd, home })
+    }
+
+    /// The `.env` file the loader would read: `None` when `PYOCO_LOAD_DOTENV` disables it or
+    /// `PYOCO_ENV_FILE` is set but empty. An invalid `PYOCO_LOAD_DOTENV` counts as "on" here (the
+    /// load reports it); an unexpandable `~` gives `None` (likewise reported).
+    pub fn env_file_path(&self) -> Option<PathBuf> {
+        let enabled = self
+            .env
+            .get("PYOCO_LOAD_DOTENV")
+            .and_then(|raw| value::parse_bool(raw))
+            .unwrap_or(true);
+        if !enabled {
+            return None;
+        }
+        let raw = self
+            .env
+            .get("PYOCO_ENV_FILE")
+            .map_or(".env", String::as_str);
+        match value::parse(Kind::EnvFile, raw, &self.context()) {
+            Ok(Some(Value::Path(path))) => Some(path),
+            _ => None,
+        }
+    }
+
+    fn context(&self) -> Context<'_> {
+        Context {
+            cwd: &self.cwd,
+            home: self.home.as_deref(),
+        }
+    }
+}
+
+impl Settings {
+    /// Load every setting: process environment (non-empty) → `.env` (non-empty) → default.
+    ///
+    /// A missing `.env` is fine; an unreadable or unparsable one is an error naming the file and
+    /// line. Every invalid value is reported together in [`ConfigError::Invalid`].
+    pub fn load(opts: &LoadOptions) -> Result<Settings, ConfigError> {
+        let dotenv = match opts.env_file_path() {
+            Some(path) => EnvDocument::read(&path)?.map(|doc| (path, doc)),
+            None => None,
+        };
+        Settings::resolve(opts, dotenv.as_ref().map(|(p, d)| (p.as_path(), d)))
+    }
+
+    /// [`Settings::load`] with an explicit `.env` document (or none) instead of the file named by
+    /// `PYOCO_ENV_FILE`: e.g. the settings window validating an edited document before saving it.
+    /// `path` is only used to report where values came from.
+    pub fn resolve(
+        opts: &LoadOptions,
+        dotenv: Option<(&Path, &EnvDocument)>,
+    ) -> Result<Settings, ConfigError> {
+        let ctx = opts.context();
+        let mut problems = Vec::new();
+        let mut values = Vec::with_capacity(SPECS.len());
+        let mut effective = Vec::with_capacity(SPECS.len());
+        for spec in SPECS {
+            let eff = effective_text(spec, &opts.env, dotenv);
+            let value = match &eff.raw {
+                None => None,
+                Some(raw) => match value::parse(spec.kind, raw, &ctx) {
+                    Ok(value) => value,
+                    Err(reason) => {
+                        problems.push(Problem::new(spec, raw, &eff.source, reason));
+                        None
+                    }
+                },
+            };
+            values.push(value);
+            effective.push(eff);
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { problems });
+        }
+        let mut settings =
+            Settings::from_values(values, effective).map_err(|name| ConfigError::Invalid {
+                problems: vec![Problem::internal(name)],
+            })?;
+        if settings.worker_tags.is_empty() {
+            settings.worker_tags = vec![settings.default_tag.clone()];
+        }
+        Ok(settings)
+    }
+
+    /// The effective text of setting `name` (as found in the environment, the `.env` or the
+    /// default), or `None` when it is unset or not a setting. Secrets are returned too: mask
+    /// them using [`Spec::secret`] before showing them.
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.effective_of(name)?.raw.as_deref()
+    }
+
+    /// Where setting `name`'s value came from (`None` when `name` is not a setting).
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        Some(&self.effective_of(name)?.source)
+    }
+
+    /// Every setting with its effective text and source, in table order (for the settings
+    /// window and `--print-config`-style output).
+    pub fn entries(&self) -> impl Iterator<Item = (&'static Spec, Option<&str>, &Source)> + '_ {
+        SPECS
+            .iter()
+            .zip(&self.effective)
+            .map(|(spec, eff)| (spec, eff.raw.as_deref(), &eff.source))
+    }
+
+    fn effective_of(&self, name: &str) -> Option<&Effective> {
+        let index = SPECS.iter().position(|s| s.name == name)?;
+        self.effective.get(index)
+    }
+}
+
+/// Resolution of one setting's text. Blank (whitespace-only) counts as unset, except that a set
+/// `PYOCO_ENV_FILE` (even empty) is used as is: empty means "no `.env`".
+fn effective_text(
+    spec: &Spec,
+    env: &HashMap<String, String>,
+    dotenv: Option<(&Path, &EnvDocument)>,
+) -> Effective {
+    let present = |v: &&String| !v.trim().is_empty() || spec.kind == Kind::EnvFile;
+    if let Some(raw) = env.get(spec.name).filter(present) {
+        return Effective {
+            raw: Some(raw.clone()),
+            source: Source::Env,
+        };
+    }
+    if spec.scope != Scope::ProcessEnv {
+        if let Some((path, doc)) = dotenv {
+            if let Some(raw) = doc.get(spec.name).filter(|v| !v.trim().is_empty()) {
+                return Effective {
+                    raw: Some(raw.to_owned()),
+                    source: Source::File {
+                        path: path.to_path_buf(),
+                    },
+                };
+            }
+        }
+    }
+    Effective {
+        raw: spec.default.map(str::to_owned),
+        source: Source::Default,
+    }
+}

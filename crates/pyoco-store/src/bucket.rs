@@ -1,0 +1,111 @@
+//! A KV bucket with the operations pyoco needs, errors mapped to [`StoreError`].
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::{error::nats, StoreError};
+
+/// A value and the revision (stream sequence) it was read at; the revision is what a
+/// compare-and-set write must name.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub revision: u64,
+}
+
+/// One KV bucket.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    kv: kv::Store,
+}
+
+impl Bucket {
+    pub(crate) fn new(kv: kv::Store) -> Self {
+        Self { kv }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.kv.name
+    }
+
+    /// The live value of `key`; `None` when it never existed or was deleted/purged.
+    pub async fn get(&self, key: &str) -> Result<Option<Versioned<Bytes>>, StoreError> {
+        let entry = self.kv.entry(key).await.map_err(nats)?;
+        Ok(entry.and_then(|e| match e.operation {
+            Operation::Put => Some(Versioned {
+                value: e.value,
+                revision: e.revision,
+            }),
+            Operation::Delete | Operation::Purge => None,
+        }))
+    }
+
+    /// Write `key` only if it has no live value. `Conflict` when it exists.
+    pub async fn create(&self, key: &str, value: impl Into<Bytes>) -> Result<u64, StoreError> {
+        self.kv
+            .create(key, value.into())
+            .await
+            .map_err(|err| match err.kind() {
+                CreateErrorKind::AlreadyExists => StoreError::Conflict(key.to_string()),
+                _ => nats(err),
+            })
+    }
+
+    /// Write `key` only if its current revision is `revision`. `Conflict` when another writer
+    /// got there first.
+    pub async fn update(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        revision: u64,
+    ) -> Result<u64, StoreError> {
+        self.kv
+            .update(key, value.into(), revision)
+            .await
+            .map_err(|err| match err.kind() {
+                UpdateErrorKind::WrongLastRevision => StoreError::Conflict(key.to_string()),
+                _ => nats(err),
+            })
+    }
+
+    /// Unconditional write (what pyoco-server 0.5.1 does everywhere).
+    pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<u64, StoreError> {
+        self.kv.put(key, value.into()).await.map_err(nats)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.kv.delete(key).await.map_err(nats)
+    }
+
+    /// Every live key. An empty bucket is an empty list, not an error (0.5.1 quirk §14-4).
+    pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let keys = self.kv.keys().await.map_err(nats)?;
+        keys.map_err(nats).try_collect().await
+    }
+
+    /// Watch every key: first the latest value of each key, then every change.
+    pub async fn watch_all_with_history(&self) -> Result<kv::Watch, StoreError> {
+        self.kv.watch_with_history(">").await.map_err(nats)
+    }
+
+    /// Watch every key from now on.
+    pub async fn watch_all(&self) -> Result<kv::Watch, StoreError> {
+        self.kv.watch_all().await.map_err(nats)
+    }
+
+    /// Watch one key from now on.
+    pub async fn watch(&self, key: &str) -> Result<kv::Watch, StoreError> {
+        self.kv.watch(key).await.map_err(nats)
+    }
+
+    /// The underlying async-nats store, for what this wrapper does not cover.
+    pub fn raw(&self) -> &kv::Store {
+        &self.kv
+    }
+}
+
+/// Drain a watch until it has caught up, for tests and tools.
+pub async fn next_entry(watch: &mut kv::Watch) -> Option<Result<kv::Entry, StoreError>> {
+    watch.next().await.map(|r| r.map_err(nats))
+}

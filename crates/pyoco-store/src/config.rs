@@ -1,0 +1,116 @@
+//! Names and creation parameters of every JetStream resource.
+//!
+//! Kept separate from `pyoco-config` so the store can be used (and tested) with plain values;
+//! the binaries build it from their `Settings`.
+
+use std::time::Duration;
+
+/// Resource names and the parameters that matter when a resource is created.
+///
+/// Only the process that creates a resource first decides its configuration ("first creator
+/// wins", contract §1); later processes keep what exists and log differences.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Work stream name. Not configurable in pyoco-server 0.5.1.
+    pub work_stream: String,
+    /// `PYOCO_WORK_SUBJECT_PREFIX`; the work stream takes `<prefix>.>`.
+    pub work_subject_prefix: String,
+    /// Durable consumer prefix; consumers are `<prefix>_<tag>`. Not configurable in 0.5.1.
+    pub consumer_prefix: String,
+    pub consumer_ack_wait: Duration,
+    pub consumer_max_deliver: i64,
+    pub consumer_max_ack_pending: i64,
+    pub dlq_stream: String,
+    pub dlq_subject_prefix: String,
+    pub dlq_max_age: Duration,
+    pub dlq_max_msgs: i64,
+    pub dlq_max_bytes: i64,
+    pub runs_bucket: String,
+    pub workers_bucket: String,
+    pub workers_ttl: Duration,
+    pub auth_bucket: String,
+    pub wheel_history_bucket: String,
+    pub wheel_history_ttl: Duration,
+    pub wheel_bucket: String,
+    pub wheel_max_bytes: i64,
+    /// Timeout of one JetStream API request (nats-py's default is 5 s).
+    pub request_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    /// The pyoco-server 0.5.1 defaults (contract §13).
+    fn default() -> Self {
+        Self {
+            work_stream: "PYOCO_WORK".into(),
+            work_subject_prefix: "pyoco.work".into(),
+            consumer_prefix: "pyoco_workers".into(),
+            consumer_ack_wait: Duration::from_secs(30),
+            consumer_max_deliver: 20,
+            consumer_max_ack_pending: 200,
+            dlq_stream: "PYOCO_DLQ".into(),
+            dlq_subject_prefix: "pyoco.dlq".into(),
+            dlq_max_age: Duration::from_secs(604_800),
+            dlq_max_msgs: 100_000,
+            dlq_max_bytes: 536_870_912,
+            runs_bucket: "pyoco_runs".into(),
+            workers_bucket: "pyoco_workers".into(),
+            workers_ttl: Duration::from_secs(15),
+            auth_bucket: "pyoco_auth".into(),
+            wheel_history_bucket: "pyoco_wheel_history".into(),
+            wheel_history_ttl: Duration::from_secs(7_776_000),
+            wheel_bucket: "pyoco_wheels".into(),
+            wheel_max_bytes: 536_870_912,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Subject a job for `tag` is published on.
+    pub fn work_subject(&self, tag: &str) -> String {
+        format!("{}.{}", self.work_subject_prefix, tag)
+    }
+
+    /// Subject a DLQ record for `tag` is published on.
+    pub fn dlq_subject(&self, tag: &str) -> String {
+        format!("{}.{}", self.dlq_subject_prefix, tag)
+    }
+
+    /// Durable consumer name shared by every worker serving `tag`.
+    pub fn consumer_name(&self, tag: &str) -> String {
+        format!("{}_{}", self.consumer_prefix, tag)
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or(Duration::ZERO)
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl From<&pyoco_config::Settings> for StoreConfig {
+    fn from(s: &pyoco_config::Settings) -> Self {
+        StoreConfig {
+            work_subject_prefix: s.work_subject_prefix.clone(),
+            consumer_ack_wait: secs(s.consumer_ack_wait_sec),
+            consumer_max_deliver: int(s.consumer_max_deliver),
+            consumer_max_ack_pending: int(s.consumer_max_ack_pending),
+            dlq_stream: s.dlq_stream.clone(),
+            dlq_subject_prefix: s.dlq_subject_prefix.clone(),
+            dlq_max_age: secs(s.dlq_max_age_sec),
+            dlq_max_msgs: int(s.dlq_max_msgs),
+            dlq_max_bytes: int(s.dlq_max_bytes),
+            runs_bucket: s.runs_kv_bucket.clone(),
+            workers_bucket: s.workers_kv_bucket.clone(),
+            workers_ttl: secs(s.workers_kv_ttl_sec),
+            auth_bucket: s.auth_kv_bucket.clone(),
+            wheel_history_bucket: s.wheel_history_kv_bucket.clone(),
+            wheel_history_ttl: secs(s.wheel_history_ttl_sec),
+            wheel_bucket: s.wheel_object_store_bucket.clone(),
+            wheel_max_bytes: int(s.wheel_max_bytes),
+            ..StoreConfig::default()
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! JetStream for pyoco: the resources of the pyoco-server 0.5.x wire contract, created
+//! compatibly, and small typed handles over them.
+//!
+//! What this crate is for: connecting to NATS, creating the work stream, the DLQ stream, the KV
+//! buckets and the per-tag durable consumers exactly as the Python implementation does (so
+//! Python and Rust gateways and workers can share one server), and the operations the gateway
+//! and the worker need on them — including compare-and-set writes, which 0.5.1 lacks.
+//!
+//! What it is not: it does not know the JSON inside the records (that is `pyoco-wire`), nor
+//! HTTP or worker policy.
+
+mod bucket;
+mod config;
+mod error;
+mod resources;
+
+use std::time::Duration;
+
+use async_nats::{
+    connection::State,
+    header::NATS_EXPECTED_STREAM,
+    jetstream::{self, consumer},
+    ConnectOptions, HeaderMap,
+};
+use bytes::Bytes;
+
+pub use bucket::{next_entry, Bucket, Versioned};
+pub use config::StoreConfig;
+pub use error::StoreError;
+pub use resources::consumer_config;
+
+use error::nats;
+
+/// A pull consumer of the work queue.
+pub type WorkConsumer = consumer::Consumer<consumer::pull::Config>;
+
+/// A connected client with every resource ensured. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    cfg: StoreConfig,
+    runs: Bucket,
+    workers: Bucket,
+    auth: Bucket,
+    wheel_history: Bucket,
+}
+
+/// How long to wait for the first connection in [`Store::connect`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Connect to `url` (retrying for up to `connect_timeout`), create every missing resource
+    /// and open the buckets. Once connected the client reconnects forever (0.5.1 gives up after
+    /// about two minutes, §14-21).
+    pub async fn connect(
+        url: &str,
+        client_name: &str,
+        cfg: StoreConfig,
+        connect_timeout: Duration,
+    ) -> Result<Store, StoreError> {
+        let client = connect_client(url, client_name, connect_timeout).await?;
+        Store::from_client(client, cfg).await
+    }
+
+    /// Create every missing resource over an existing client and open the buckets.
+    pub async fn from_client(
+        client: async_nats::Client,
+        cfg: StoreConfig,
+    ) -> Result<Store, StoreError> {
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(cfg.request_timeout);
+        resources::ensure_stream(&js, resources::work_stream_config(&cfg)).await?;
+        resources::ensure_stream(&js, resources::dlq_stream_config(&cfg)).await?;
+        let runs = open_bucket(&js, &cfg.runs_bucket, Duration::ZERO).await?;
+        let workers = open_bucket(&js, &cfg.workers_bucket, cfg.workers_ttl).await?;
+        let auth = open_bucket(&js, &cfg.auth_bucket, Duration::ZERO).await?;
+        let wheel_history =
+            open_bucket(&js, &cfg.wheel_history_bucket, cfg.wheel_history_ttl).await?;
+        Ok(Store {
+            client,
+            js,
+            cfg,
+            runs,
+            workers,
+            auth,
+            wheel_history,
+        })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Fail fast with `Unavailable("Disconnected")` instead of waiting for a request timeout
+    /// while the connection is down.
+    pub fn check_connected(&self) -> Result<(), StoreError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            state => Err(StoreError::unavailable(
+                "Disconnected",
+                format!("connection to NATS is {state:?}"),
+            )),
+        }
+    }
+
+    /// Run snapshots, key `<run_id>`.
+    pub fn runs(&self) -> &Bucket {
+        &self.runs
+    }
+
+    /// Worker registry, key `<worker_id>`.
+    pub fn workers(&self) -> &Bucket {
+        &self.workers
+    }
+
+    /// API keys, key `api_keys.<key_id>`.
+    pub fn auth(&self) -> &Bucket {
+        &self.auth
+    }
+
+    /// Wheel upload/delete history.
+    pub fn wheel_history(&self) -> &Bucket {
+        &self.wheel_history
+    }
+
+    /// Publish a job on `pyoco.work.<tag>` and wait for the stream's ack.
+    pub async fn publish_job(&self, tag: &str, payload: Bytes) -> Result<(), StoreError> {
+        self.publish_to_stream(self.cfg.work_subject(tag), &self.cfg.work_stream, payload)
+            .await
+    }
+
+    /// Publish a DLQ record on `pyoco.dlq.<tag>` and wait for the stream's ack.
+    pub async fn publish_dlq(&self, tag: &str, payload: Bytes) -> Result<(), StoreError> {
+        self.publish_to_stream(self.cfg.dlq_subject(tag), &self.cfg.dlq_stream, payload)
+            .await
+    }
+
+    async fn publish_to_stream(
+        &self,
+        subject: String,
+        stream: &str,
+        payload: Bytes,
+    ) -> Result<(), StoreError> {
+        self.check_connected()?;
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_EXPECTED_STREAM, stream);
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(nats)?;
+        ack.await.map_err(nats)?;
+        Ok(())
+    }
+
+    /// The durable pull consumer shared by every worker serving `tag`, created when missing.
+    pub async fn work_consumer(&self, tag: &str) -> Result<WorkConsumer, StoreError> {
+        let stream = self
+            .js
+            .get_stream(&self.cfg.work_stream)
+            .await
+            .map_err(nats)?;
+        resources::ensure_consumer(&stream, consumer_config(&self.cfg, tag)).await
+    }
+
+    /// Number of messages in the DLQ stream.
+    pub async fn dlq_message_count(&self) -> Result<u64, StoreError> {
+        let mut stream = self
+            .js
+            .get_stream(&self.cfg.dlq_stream)
+            .await
+            .map_err(nats)?;
+        let info = stream.info().await.map_err(nats)?;
+        Ok(info.state.messages)
+    }
+}
+
+/// Connect with the options every pyoco process uses: a client name, unlimited reconnects,
+/// and a bounded wait for the first connection.
+pub async fn connect_client(
+    url: &str,
+    client_name: &str,
+    connect_timeout: Duration,
+) -> Result<async_nats::Client, StoreError> {
+    let options = ConnectOptions::new()
+        .name(client_name)
+        .max_reconnects(None)
+        .connection_timeout(connect_timeout.min(Duration::from_secs(5)))
+        .retry_on_initial_connect();
+    let client = options
+        .connect(url)
+        .await
+        .map_err(|err| StoreError::unavailable("ConnectError", err))?;
+    let deadline = tokio::time::Instant::now() + connect_timeout;
+    while client.connection_state() != State::Connected {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StoreError::unavailable(
+                "ConnectTimeout",
+                format!("could not connect to {url} within {connect_timeout:?}"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(client)
+}
+
+async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    ttl: Duration,
+) -> Result<Bucket, StoreError> {
+    resources::ensure_stream(js, resources::kv_stream_config(bucket, 1, ttl)).await?;
+    let kv = js.get_key_value(bucket).await.map_err(nats)?;
+    Ok(Bucket::new(kv))
+}

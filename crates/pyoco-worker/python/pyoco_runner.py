@@ -1,0 +1,1667 @@
+#!/usr/bin/env python3
+"""pyoco_runner -- long-lived pyoco execution process for the Rust pyoco-worker.
+
+The Rust worker starts ``python -u pyoco_runner.py`` once, keeps it warm and
+sends it one run at a time.  Requests arrive on stdin and events leave on
+stdout, one compact ASCII JSON object per line.  The exact protocol is
+documented in PROTOCOL.md next to this file; keep both in sync.
+
+Only the standard library and the real ``pyoco`` package (plus its own
+dependency PyYAML) are used.  Python >= 3.10.
+
+Design notes (details in PROTOCOL.md):
+
+* stdout/stdin file descriptors are moved away at start-up: protocol lines go
+  to a private duplicate of fd 1, fd 1 itself is pointed at fd 2 (so stray
+  writes from C code or child processes end up in the log, never in the
+  protocol) and fd 0 is replaced by /dev/null.
+* ``sys.stdout``/``sys.stderr`` become thread-aware proxies that route text to
+  the buffer of the task running on the writing thread (bounded per task).
+* flow.yaml graphs are never ``exec``-ed: Python-expression graphs (the 0.5.1
+  syntax) are parsed with ``ast`` and interpreted over a small whitelist of
+  node types using pyoco's real DSL objects; anything that is not valid Python
+  is handed to pyoco's own graph DSL parser (``build_flow_from_graph``), which
+  is a hand-written lexer/parser.
+* only tasks referenced by the graph are imported and added to the Flow.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib
+import importlib.util
+import io
+import json
+import math
+import operator
+import os
+import platform
+import queue
+import signal
+import sys
+import textwrap
+import threading
+import time
+import traceback
+import types
+from collections import OrderedDict
+
+RUNNER_VERSION = "1.0.0"
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_TASK_OUTPUT_BYTES = 64 * 1024
+MAX_REMEMBERED_CANCELS = 1024
+MAX_GRAPH_AST_NODES = 20000
+TRUNCATION_MARKER = "\u2026[truncated %d bytes]"
+
+# Error kinds reported in run_finished.error_kind
+EK_INVALID_REQUEST = "invalid_request"
+EK_INVALID_WORKFLOW = "invalid_workflow"
+EK_UNKNOWN_TASK = "unknown_task"
+EK_IMPORT_ERROR = "import_error"
+EK_FLOW_NOT_FOUND = "flow_not_found"
+EK_RESOLVER_ERROR = "resolver_error"
+EK_EXECUTION_ERROR = "execution_error"
+EK_INTERNAL_ERROR = "internal_error"
+
+
+# ---------------------------------------------------------------------------
+# JSON helpers
+# ---------------------------------------------------------------------------
+
+def _fix_str(s):
+    """Strings must be encodable as UTF-8 (lone surrogates are not)."""
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _safe_repr(value):
+    try:
+        return _fix_str(repr(value))
+    except Exception as exc:  # a broken __repr__ must not break the runner
+        return "<unrepresentable %s: %s>" % (type(value).__name__, type(exc).__name__)
+
+
+def _json_key(key):
+    if isinstance(key, str):
+        return _fix_str(key)
+    if key is None:
+        return "null"
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if isinstance(key, int):
+        return str(int(key))
+    if isinstance(key, float) and math.isfinite(key):
+        return repr(float(key))
+    return _safe_repr(key)
+
+
+def _jsonable(value, _depth=0):
+    """Deep copy of ``value`` that strict JSON readers (serde_json) accept.
+
+    Non-finite floats become their repr ('nan', 'inf'), unknown objects their
+    repr(), strings are made UTF-8 safe.
+    """
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, str):
+        return _fix_str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else repr(float(value))
+    if _depth > 100:
+        return _safe_repr(value)
+    if isinstance(value, dict):
+        return {_json_key(k): _jsonable(v, _depth + 1) for k, v in list(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, _depth + 1) for v in list(value)]
+    return _safe_repr(value)
+
+
+def dumps_line(msg):
+    """One protocol line (bytes, newline terminated): compact, ASCII-only."""
+    text = json.dumps(_jsonable(msg), separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text.encode("ascii") + b"\n"
+
+
+# ---------------------------------------------------------------------------
+# Protocol output and diagnostics
+# ---------------------------------------------------------------------------
+
+class ProtocolWriter:
+    """Serialises protocol lines from any thread onto the private stdout fd."""
+
+    def __init__(self, binary_file):
+        self._file = binary_file
+        self.lock = threading.RLock()
+
+    def emit(self, msg):
+        data = dumps_line(msg)
+        with self.lock:
+            try:
+                self._file.write(data)
+                self._file.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                # The reader (Rust worker) is gone: nothing left to serve.
+                os._exit(0)
+
+
+_REAL_STDERR = sys.__stderr__
+
+
+def log(level, message):
+    """Runner diagnostics: one line on the real stderr (fd 2)."""
+    stream = _REAL_STDERR
+    if stream is None:
+        return
+    try:
+        for line in str(message).splitlines() or [""]:
+            stream.write("pyoco_runner %s: %s\n" % (level, line))
+        stream.flush()
+    except Exception:
+        pass
+
+
+def _passthrough(text):
+    stream = _REAL_STDERR
+    if stream is None:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except Exception:
+        pass
+
+
+# ---------------------------------------------------------------------------
+# Task output capture
+# ---------------------------------------------------------------------------
+
+def _utf8_len(s):
+    return len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass"))
+
+
+class BoundedText:
+    """Keeps the first ``limit`` UTF-8 bytes written; counts the rest."""
+
+    __slots__ = ("limit", "parts", "used", "dropped")
+
+    def __init__(self, limit):
+        self.limit = max(0, int(limit))
+        self.parts = []
+        self.used = 0
+        self.dropped = 0
+
+    def append(self, s):
+        if not s:
+            return
+        n = _utf8_len(s)
+        if self.dropped:
+            self.dropped += n
+            return
+        room = self.limit - self.used
+        if n <= room:
+            self.parts.append(s)
+            self.used += n
+            if len(self.parts) > 256:
+                self.parts = ["".join(self.parts)]
+            return
+        if room > 0:
+            if s.isascii():
+                head = s[:room]
+            else:
+                head = s.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
+            hn = _utf8_len(head)
+            self.parts.append(head)
+            self.used += hn
+            self.dropped += n - hn
+        else:
+            self.dropped += n
+
+    def text(self):
+        out = "".join(self.parts)
+        if self.dropped:
+            out += TRUNCATION_MARKER % self.dropped
+        return out
+
+
+class RunCapture:
+    """Per-run output buffers, keyed by task name."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.tasks = {}
+        self.unattributed = {"stdout": BoundedText(limit), "stderr": BoundedText(limit)}
+        self.running = {}  # task name -> number of executions in progress
+
+    def _bufs(self, task):
+        bufs = self.tasks.get(task)
+        if bufs is None:
+            bufs = {"stdout": BoundedText(self.limit), "stderr": BoundedText(self.limit)}
+            self.tasks[task] = bufs
+        return bufs
+
+    def append(self, task, stream, text):
+        with self.lock:
+            if task is None:
+                self.unattributed[stream].append(text)
+            else:
+                self._bufs(task)[stream].append(text)
+
+    def sole_running_task(self):
+        with self.lock:
+            if len(self.running) == 1:
+                return next(iter(self.running))
+        return None
+
+    def task_started(self, task):
+        with self.lock:
+            self.running[task] = self.running.get(task, 0) + 1
+            self._bufs(task)
+
+    def task_ended(self, task):
+        with self.lock:
+            n = self.running.get(task, 0) - 1
+            if n > 0:
+                self.running[task] = n
+            else:
+                self.running.pop(task, None)
+
+    def output(self, task):
+        with self.lock:
+            bufs = self.tasks.get(task)
+            if bufs is None:
+                return "", ""
+            return bufs["stdout"].text(), bufs["stderr"].text()
+
+    def unattributed_output(self):
+        with self.lock:
+            return {k: v.text() for k, v in self.unattributed.items()}
+
+
+class OutputRouter:
+    """Decides where text written to sys.stdout / sys.stderr goes.
+
+    * thread executing a task (thread-local marker) -> that task's buffer;
+    * unknown thread while exactly one task is running -> that task;
+    * otherwise, during a run -> the run's "unattributed" buffer + real stderr;
+    * outside runs -> real stderr.
+    """
+
+    def __init__(self, tee=False):
+        self.tls = threading.local()
+        self.capture = None
+        self.tee = tee
+
+    def set_task(self, name):
+        self.tls.task = name
+
+    def clear_task(self):
+        self.tls.task = None
+
+    def write(self, stream, text):
+        cap = self.capture
+        if cap is not None:
+            task = getattr(self.tls, "task", None)
+            if task is None:
+                task = cap.sole_running_task()
+            cap.append(task, stream, text)
+            if task is not None and not self.tee:
+                return
+        _passthrough(text)
+
+
+class _BinaryShim(io.RawIOBase):
+    """``sys.stdout.buffer`` stand-in: decodes bytes and routes them as text."""
+
+    def __init__(self, text_stream):
+        super().__init__()
+        self._text = text_stream
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        data = bytes(b)
+        self._text.write(data.decode("utf-8", "replace"))
+        return len(data)
+
+    def fileno(self):
+        return self._text.fileno()
+
+    def close(self):
+        pass
+
+
+class TaskStream(io.TextIOBase):
+    """Replacement for sys.stdout / sys.stderr (see OutputRouter)."""
+
+    def __init__(self, router, stream_name, fd):
+        super().__init__()
+        self._router = router
+        self._stream = stream_name
+        self._fd = fd
+        self.buffer = _BinaryShim(self)
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    @property
+    def errors(self):
+        return "strict"
+
+    @property
+    def name(self):
+        return "<%s>" % self._stream
+
+    @property
+    def line_buffering(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError("write() argument must be str, not %s" % type(s).__name__)
+        if s:
+            self._router.write(self._stream, s)
+        return len(s)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self._fd
+
+    def reconfigure(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        # Tasks must not be able to close the runner's streams.
+        pass
+
+
+# ---------------------------------------------------------------------------
+# pyoco integration (classes are created once pyoco is imported)
+# ---------------------------------------------------------------------------
+
+PYOCO = types.SimpleNamespace(loaded=False)
+
+
+def load_pyoco():
+    """Import pyoco and build the subclasses that hook into it (idempotent)."""
+    if PYOCO.loaded:
+        return PYOCO
+    from importlib import metadata as importlib_metadata
+
+    from pyoco.core.context import Context
+    from pyoco.core.engine import Engine
+    from pyoco.core.models import Flow, RunContext, RunStatus, Task, TaskState
+    from pyoco.dsl import graph as dsl_graph
+    from pyoco.dsl.graph_terms import ForEachTerm, PipeRefTerm, RepeatTerm, SwitchTerm, TaskTerm, UntilTerm
+    from pyoco.dsl.syntax import TaskWrapper, switch
+    from pyoco.discovery.loader import TaskLoader
+    from pyoco.trace.backend import TraceBackend
+
+    import concurrent.futures  # noqa: F401  (imported lazily by pyoco's engine; warm it up)
+    import inspect  # noqa: F401
+
+    try:
+        version = importlib_metadata.version("pyoco")
+    except Exception:
+        version = getattr(sys.modules.get("pyoco"), "__version__", None) or "unknown"
+
+    class RunnerTrace(TraceBackend):
+        """pyoco trace callbacks -> protocol events (called from engine threads)."""
+
+        def __init__(self, active):
+            self.active = active
+
+        def on_flow_start(self, flow_name, run_id=None):
+            pass
+
+        def on_flow_end(self, flow_name):
+            pass
+
+        def on_node_start(self, node_name):
+            self.active.on_task_started(node_name)
+
+        def on_node_end(self, node_name, duration_ms):
+            # The task record is only final after _execute_task returns;
+            # task_finished is emitted from RunnerEngine._execute_task.
+            pass
+
+        def on_node_error(self, node_name, error):
+            pass
+
+    class RunnerEngine(Engine):
+        """pyoco's Engine with two hooks.
+
+        * ``run`` is Engine.run without pyoco's RunLogCapture (which buffers all
+          task output unbounded, twice); the runner's own bounded, thread-aware
+          capture replaces it.  Scheduling (``_run_flow``) is pyoco's.
+        * ``_execute_task`` marks the executing thread with the task name and
+          reports the task once pyoco has finalised its record.
+        """
+
+        def __init__(self, trace_backend, active):
+            super().__init__(trace_backend=trace_backend)
+            self._active = active
+
+        def run(self, flow, params=None, run_context=None):
+            if not hasattr(Engine, "_run_flow"):  # pragma: no cover - other pyoco versions
+                return super().run(flow, params, run_context)
+            if run_context is None:
+                run_context = RunContext()
+            run_ctx = run_context
+            run_ctx.flow_name = flow.name
+            run_ctx.params = params or {}
+            for t in flow.tasks:
+                run_ctx.tasks[t.name] = TaskState.PENDING
+                run_ctx.ensure_task_record(t.name)
+            ctx = Context(params=params or {}, run_context=run_ctx)
+            self.trace.on_flow_start(flow.name, run_id=run_ctx.run_id)
+            self.active_runs[run_ctx.run_id] = run_ctx
+            return self._run_flow(flow, ctx, run_ctx, None)
+
+        def _execute_task(self, task, ctx, log_capture=None):
+            active = self._active
+            active.task_enter(task.name)
+            try:
+                return super()._execute_task(task, ctx, log_capture)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    # SystemExit & co. bypass pyoco's `except Exception`:
+                    # finalise the record the way pyoco would have.
+                    active.fail_unfinished_record(task.name, exc)
+                raise
+            finally:
+                active.task_exit(task.name)
+
+    PYOCO.version = version
+    PYOCO.Context = Context
+    PYOCO.Engine = Engine
+    PYOCO.Flow = Flow
+    PYOCO.RunContext = RunContext
+    PYOCO.RunStatus = RunStatus
+    PYOCO.Task = Task
+    PYOCO.TaskState = TaskState
+    PYOCO.TaskWrapper = TaskWrapper
+    PYOCO.switch = switch
+    PYOCO.graph = dsl_graph
+    PYOCO.terms = types.SimpleNamespace(
+        ForEachTerm=ForEachTerm, PipeRefTerm=PipeRefTerm, RepeatTerm=RepeatTerm,
+        SwitchTerm=SwitchTerm, TaskTerm=TaskTerm, UntilTerm=UntilTerm,
+    )
+    PYOCO.TaskLoader = TaskLoader
+    PYOCO.RunnerTrace = RunnerTrace
+    PYOCO.RunnerEngine = RunnerEngine
+    PYOCO.loaded = True
+    return PYOCO
+
+
+# ---------------------------------------------------------------------------
+# Errors while preparing a run
+# ---------------------------------------------------------------------------
+
+class RunFailure(Exception):
+    """A run that cannot start; becomes run_finished FAILED with error_kind."""
+
+    def __init__(self, kind, detail, prefix=True):
+        self.kind = kind
+        self.detail = detail
+        self.message = "%s: %s" % (kind, detail) if prefix else detail
+        super().__init__(self.message)
+
+
+# ---------------------------------------------------------------------------
+# flow.yaml validation (contract section 8, same reasons and order)
+# ---------------------------------------------------------------------------
+
+TOP_KEYS = {"version", "flow", "tasks", "runtime"}
+FLOW_KEYS = {"graph", "defaults"}
+TASK_KEYS = {"callable", "inputs", "outputs"}
+RUNTIME_KEYS = {"expose_env"}
+
+_yaml = None
+
+
+def _yaml_load(text):
+    global _yaml
+    if _yaml is None:
+        import yaml as _y
+        _yaml = _y
+    loader = getattr(_yaml, "CSafeLoader", None) or _yaml.SafeLoader
+    return _yaml.load(text, Loader=loader)
+
+
+def _invalid(reason):
+    return RunFailure(EK_INVALID_WORKFLOW, "invalid workflow yaml: %s" % reason, prefix=False)
+
+
+def parse_workflow_yaml(text):
+    """Validate flow.yaml text; returns a normalised dict or raises RunFailure.
+
+    Lenient where 0.5.1's gateway already decided (a null optional section is
+    treated as absent): the gateway validated the file before publishing it.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _invalid("invalid_utf8")
+    if not isinstance(text, str):
+        raise _invalid("invalid_bytes")
+    try:
+        data = _yaml_load(text)
+    except Exception as exc:
+        raise _invalid("invalid_yaml (%s)" % (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+    if not isinstance(data, dict):
+        raise _invalid("invalid_yaml_root")
+    if "flows" in data:
+        raise _invalid("unsupported_key_flows")
+    if "discovery" in data:
+        raise _invalid("unsupported_key_discovery")
+    unknown = sorted(str(k) for k in data if k not in TOP_KEYS)
+    if unknown:
+        raise _invalid("unknown_top_level_keys: %r" % unknown)
+    flow = data.get("flow")
+    if flow is None:
+        raise _invalid("missing_flow")
+    if not isinstance(flow, dict):
+        raise _invalid("invalid_flow")
+    unknown = sorted(str(k) for k in flow if k not in FLOW_KEYS)
+    if unknown:
+        raise _invalid("unknown_flow_keys: %r" % unknown)
+    graph = flow.get("graph")
+    if not isinstance(graph, str) or not graph.strip():
+        raise _invalid("missing_flow_graph")
+    defaults = flow.get("defaults")
+    if defaults is None:
+        defaults = {}
+    if not isinstance(defaults, dict):
+        raise _invalid("invalid_flow_defaults")
+    tasks = data.get("tasks")
+    if tasks is None:
+        tasks = {}
+    if not isinstance(tasks, dict):
+        raise _invalid("invalid_tasks")
+    norm_tasks = OrderedDict()
+    for name, conf in tasks.items():
+        if not isinstance(name, str) or not name.strip():
+            raise _invalid("invalid_task_name")
+        if conf is None:
+            conf = {}
+        if not isinstance(conf, dict):
+            raise _invalid("invalid_task_config: %s" % name)
+        unknown = sorted(str(k) for k in conf if k not in TASK_KEYS)
+        if unknown:
+            raise _invalid("unknown_task_keys: %s: %r" % (name, unknown))
+        call = conf.get("callable")
+        if call is not None and (not isinstance(call, str) or ":" not in call):
+            raise _invalid("invalid_task_callable: %s" % name)
+        inputs = conf.get("inputs")
+        if inputs is None:
+            inputs = {}
+        if not isinstance(inputs, dict):
+            raise _invalid("invalid_task_inputs: %s" % name)
+        outputs = conf.get("outputs")
+        if outputs is None:
+            outputs = []
+        if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+            raise _invalid("invalid_task_outputs: %s" % name)
+        norm_tasks[name] = {"callable": call or None, "inputs": inputs, "outputs": outputs}
+    runtime = data.get("runtime")
+    if runtime is None:
+        runtime = {}
+    if not isinstance(runtime, dict):
+        raise _invalid("invalid_runtime")
+    unknown = sorted(str(k) for k in runtime if k not in RUNTIME_KEYS)
+    if unknown:
+        raise _invalid("unknown_runtime_keys: %r" % unknown)
+    expose_env = runtime.get("expose_env")
+    if expose_env is None:
+        expose_env = []
+    if not isinstance(expose_env, list) or not all(isinstance(e, str) for e in expose_env):
+        raise _invalid("invalid_runtime_expose_env")
+    version = data.get("version", 1)
+    try:
+        version = int(version)
+    except Exception:
+        raise _invalid("invalid_version")
+    return {
+        "version": version,
+        "flow": {"graph": graph, "defaults": defaults},
+        "tasks": norm_tasks,
+        "runtime": {"expose_env": expose_env},
+    }
+
+
+# ---------------------------------------------------------------------------
+# Task resolution (only what the graph references)
+# ---------------------------------------------------------------------------
+
+def _describe_exc(exc):
+    text = str(exc)
+    return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
+
+
+def import_callable(task_name, spec):
+    """Import ``module:attr[.attr]``; returns the plain function."""
+    p = PYOCO
+    module_name, _, attr_path = spec.partition(":")
+    module_name = module_name.strip()
+    attr_path = attr_path.strip()
+    if not module_name or not attr_path or ":" in attr_path:
+        raise RunFailure(EK_IMPORT_ERROR, "task %r: invalid callable %r (expected 'module:attr')" % (task_name, spec))
+    try:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            # A wheel may have been installed since the last import attempt.
+            importlib.invalidate_caches()
+            module = importlib.import_module(module_name)
+    except BaseException as exc:
+        raise RunFailure(
+            EK_IMPORT_ERROR,
+            "task %r: cannot import module %r (callable %r): %s" % (task_name, module_name, spec, _describe_exc(exc)),
+        )
+    obj = module
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise RunFailure(
+                EK_IMPORT_ERROR,
+                "task %r: module %r has no attribute %r (callable %r): %s"
+                % (task_name, module_name, attr_path, spec, _describe_exc(exc)),
+            )
+    if isinstance(obj, p.TaskWrapper):
+        obj = obj.task.func
+    elif isinstance(obj, p.Task):
+        obj = obj.func
+    if not callable(obj):
+        raise RunFailure(
+            EK_IMPORT_ERROR, "task %r: %r is not callable (got %s)" % (task_name, spec, type(obj).__name__)
+        )
+    return obj
+
+
+def _copy_value(value):
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
+
+
+def _clone_task(source, name):
+    p = PYOCO
+    return p.Task(
+        func=source.func,
+        name=name,
+        inputs=_copy_value(dict(source.inputs or {})),
+        outputs=list(source.outputs or []),
+        parallel_group=source.parallel_group,
+        fail_policy=source.fail_policy,
+        retries=source.retries,
+        timeout_sec=source.timeout_sec,
+        trigger_policy=source.trigger_policy,
+    )
+
+
+def discover_tasks():
+    """Tasks from PYOCO_DISCOVERY_MODULES and ``pyoco.tasks`` entry points.
+
+    Uses pyoco's TaskLoader with an empty config (so it never mutates the
+    shared module-level Task objects); callers clone what they use.
+    """
+    loader = PYOCO.TaskLoader(types.SimpleNamespace(tasks={}))
+    try:
+        loader.load()
+    except BaseException as exc:
+        raise RunFailure(EK_IMPORT_ERROR, "task discovery failed (PYOCO_DISCOVERY_MODULES / pyoco.tasks plugins): %s"
+                         % _describe_exc(exc))
+    return dict(loader.tasks)
+
+
+def resolve_tasks(names, tasks_conf):
+    """Build fresh Task objects for the referenced ``names``.
+
+    YAML tasks with ``callable`` win; other names come from discovery (with
+    the YAML ``inputs``/``outputs`` overlaid like pyoco's TaskLoader does).
+    """
+    p = PYOCO
+    resolved = OrderedDict()
+    import_errors = []
+    need_discovery = []
+    for name in names:
+        conf = tasks_conf.get(name)
+        if conf is not None and conf.get("callable"):
+            try:
+                func = import_callable(name, conf["callable"])
+            except RunFailure as failure:
+                import_errors.append(failure.detail)
+                continue
+            resolved[name] = p.Task(
+                func=func,
+                name=name,
+                inputs=_copy_value(dict(conf.get("inputs") or {})),
+                outputs=list(conf.get("outputs") or []),
+            )
+        else:
+            need_discovery.append(name)
+    unknown = []
+    if need_discovery:
+        discovered = discover_tasks()
+        for name in need_discovery:
+            source = discovered.get(name)
+            if source is None:
+                unknown.append(name)
+                continue
+            task = _clone_task(source, name)
+            conf = tasks_conf.get(name)
+            if conf:
+                if conf.get("inputs"):
+                    task.inputs.update(_copy_value(conf["inputs"]))
+                if conf.get("outputs"):
+                    task.outputs.extend(conf["outputs"])
+            resolved[name] = task
+    if unknown:
+        parts = []
+        for name in unknown:
+            if name in tasks_conf:
+                parts.append("%r (defined in tasks without 'callable' and not provided by "
+                             "PYOCO_DISCOVERY_MODULES or a pyoco.tasks plugin)" % name)
+            else:
+                parts.append("%r" % name)
+        raise RunFailure(EK_UNKNOWN_TASK, "graph references undefined task(s): %s" % ", ".join(parts))
+    if import_errors:
+        raise RunFailure(EK_IMPORT_ERROR, "; ".join(import_errors))
+    return [resolved[n] for n in names]
+
+
+# ---------------------------------------------------------------------------
+# Graph: Python-expression syntax (0.5.1), interpreted -- never exec'd
+# ---------------------------------------------------------------------------
+
+GRAPH_BUILTINS = ("flow", "switch")
+_BINOPS = {
+    ast.RShift: operator.rshift,
+    ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_,
+    ast.Mod: operator.mod,
+}
+_OP_SYMBOL = {ast.RShift: ">>", ast.BitAnd: "&", ast.BitOr: "|", ast.Mod: "%"}
+_CONSTANT_TYPES = (str, int, float, bool)
+
+
+def _where(node):
+    line = getattr(node, "lineno", None)
+    col = getattr(node, "col_offset", None)
+    if line is None:
+        return ""
+    return " at line %d, column %d" % (line, (col or 0) + 1)
+
+
+def _graph_syntax_error(node, what):
+    return RunFailure(EK_INVALID_WORKFLOW, "graph: %s%s (allowed: task names, flow, >> & | %% [..], "
+                      "switch('<expr>'), string/number constants, tuples/lists)" % (what, _where(node)))
+
+
+def check_expression_graph(tree, source=None):
+    """Whitelist check of a parsed graph.  Returns referenced task names in
+    order of first appearance (``flow``/``switch`` excluded)."""
+    names = []
+    seen = set()
+    count = [0]
+
+    def src(node):
+        text = None
+        if source is not None:
+            try:
+                text = ast.get_source_segment(source, node)
+            except Exception:
+                text = None
+        if not text:
+            return type(node).__name__
+        text = " ".join(text.split())
+        return repr(text if len(text) <= 60 else text[:57] + "...")
+
+    def visit(node):
+        count[0] += 1
+        if count[0] > MAX_GRAPH_AST_NODES:
+            raise _graph_syntax_error(node, "graph too large")
+        if isinstance(node, ast.Name):
+            if not isinstance(node.ctx, ast.Load):
+                raise _graph_syntax_error(node, "assignment to %r is not allowed" % node.id)
+            if node.id not in GRAPH_BUILTINS and node.id not in seen:
+                seen.add(node.id)
+                names.append(node.id)
+            return
+        if isinstance(node, ast.Constant):
+            if type(node.value) not in (str, int, float, bool):
+                raise _graph_syntax_error(node, "constant %r is not allowed" % (node.value,))
+            return
+        if isinstance(node, ast.BinOp):
+            if type(node.op) not in _BINOPS:
+                raise _graph_syntax_error(node, "operator %s is not allowed" % type(node.op).__name__)
+            visit(node.left)
+            visit(node.right)
+            return
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, (ast.USub, ast.UAdd)) and isinstance(node.operand, ast.Constant) \
+                    and type(node.operand.value) in (int, float):
+                return
+            raise _graph_syntax_error(node, "unary operator %s is not allowed" % type(node.op).__name__)
+        if isinstance(node, ast.Subscript):
+            visit(node.value)
+            sl = node.slice
+            if isinstance(sl, ast.Slice):
+                raise _graph_syntax_error(node, "slices are not allowed")
+            if sl.__class__.__name__ == "Index":  # pragma: no cover - Python < 3.9 AST
+                sl = sl.value
+            visit(sl)
+            return
+        if isinstance(node, (ast.Tuple, ast.List)):
+            for elt in node.elts:
+                if isinstance(elt, ast.Starred):
+                    raise _graph_syntax_error(elt, "starred expressions are not allowed")
+                visit(elt)
+            return
+        if isinstance(node, ast.Call):
+            func = node.func
+            if not isinstance(func, ast.Name):
+                raise _graph_syntax_error(node, "call %s is not allowed" % src(node))
+            if func.id == "switch":
+                if node.keywords or len(node.args) != 1 or not isinstance(node.args[0], ast.Constant) \
+                        or not isinstance(node.args[0].value, str):
+                    raise _graph_syntax_error(node, "switch() takes exactly one string argument")
+                return
+            if func.id in GRAPH_BUILTINS:
+                raise _graph_syntax_error(node, "call of %r is not allowed" % func.id)
+            if node.args or node.keywords:
+                raise _graph_syntax_error(node, "call of %r with arguments is not allowed" % func.id)
+            # `task()` is a no-op on pyoco's TaskWrapper; the name must be a task.
+            visit(func)
+            return
+        raise _graph_syntax_error(node, "%s %s is not allowed" % (type(node).__name__, src(node)))
+
+    if not isinstance(tree, ast.Module):
+        raise _graph_syntax_error(tree, "unexpected graph root")
+    if not tree.body:
+        raise _graph_syntax_error(tree, "graph is empty")
+    for stmt in tree.body:
+        if not isinstance(stmt, ast.Expr):
+            raise _graph_syntax_error(stmt, "statement %s %s is not allowed" % (type(stmt).__name__, src(stmt)))
+        visit(stmt.value)
+    return names
+
+
+def eval_expression_graph(tree, namespace):
+    """Evaluate a checked graph with Python operator semantics on pyoco objects."""
+
+    def ev(node):
+        if isinstance(node, ast.Name):
+            return namespace[node.id]
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.BinOp):
+            left = ev(node.left)
+            right = ev(node.right)
+            op = type(node.op)
+            # Constants may only appear as switch case keys (`"x" >> task`):
+            # this keeps `%` string formatting and friends out of reach.
+            if isinstance(left, _CONSTANT_TYPES) and (op is not ast.RShift or isinstance(right, _CONSTANT_TYPES)):
+                raise _graph_syntax_error(node, "operator %s cannot be applied to constant %r"
+                                          % (_OP_SYMBOL[op], left))
+            return _BINOPS[op](left, right)
+        if isinstance(node, ast.UnaryOp):
+            value = ev(node.operand)
+            return -value if isinstance(node.op, ast.USub) else +value
+        if isinstance(node, ast.Subscript):
+            value = ev(node.value)
+            sl = node.slice
+            if sl.__class__.__name__ == "Index":  # pragma: no cover
+                sl = sl.value
+            return value[ev(sl)]
+        if isinstance(node, ast.Tuple):
+            return tuple(ev(e) for e in node.elts)
+        if isinstance(node, ast.List):
+            return [ev(e) for e in node.elts]
+        if isinstance(node, ast.Call):
+            if node.func.id == "switch":
+                return namespace["switch"](node.args[0].value)
+            return namespace[node.func.id]()
+        raise RunFailure(EK_INTERNAL_ERROR, "unexpected graph node %s" % type(node).__name__)
+
+    for stmt in tree.body:
+        ev(stmt.value)
+
+
+def build_expression_flow(tree, tasks_conf, flow_name, source=None):
+    p = PYOCO
+    names = check_expression_graph(tree, source)
+    tasks = resolve_tasks(names, tasks_conf)
+    flow = p.Flow(name=flow_name)
+    namespace = {}
+    for t in tasks:
+        flow.add_task(t)  # 0.5.1 adds tasks before evaluating the graph; we add only referenced ones
+        namespace[t.name] = p.TaskWrapper(t)
+    namespace["flow"] = flow
+    namespace["switch"] = p.switch
+    try:
+        eval_expression_graph(tree, namespace)
+    except RunFailure:
+        raise
+    except RecursionError:
+        raise RunFailure(EK_INVALID_WORKFLOW, "graph: nested too deeply")
+    except Exception as exc:
+        raise RunFailure(EK_INVALID_WORKFLOW, "graph: evaluation failed: %s" % _describe_exc(exc))
+    return flow, [t.name for t in tasks]
+
+
+# ---------------------------------------------------------------------------
+# Graph: pyoco 0.8 graph DSL (pyoco.dsl.graph; lexer/parser, no eval)
+# ---------------------------------------------------------------------------
+
+def _dsl_names(pipeline):
+    """(task refs, node names) in order of appearance."""
+    terms = PYOCO.terms
+    refs, nodes = [], []
+
+    def walk(pl):
+        for term in pl.terms:
+            if isinstance(term, terms.TaskTerm):
+                if term.name not in refs:
+                    refs.append(term.name)
+                node = term.node_name or term.name
+                if node not in nodes:
+                    nodes.append(node)
+            elif isinstance(term, terms.PipeRefTerm):
+                raise RunFailure(EK_INVALID_WORKFLOW,
+                                 "graph: pipe(%s) is not supported (flow.yaml has no 'pipes' section)" % term.name)
+            elif isinstance(term, terms.SwitchTerm):
+                for case in term.cases:
+                    walk(case.branch)
+                if term.default is not None:
+                    walk(term.default)
+            elif isinstance(term, (terms.RepeatTerm, terms.ForEachTerm, terms.UntilTerm)):
+                walk(term.body)
+
+    walk(pipeline)
+    return refs, nodes
+
+
+def build_dsl_flow(graph_src, tasks_conf, flow_name, python_error):
+    p = PYOCO
+    g = p.graph
+    try:
+        parsed = g.parse_graph(graph_src)
+    except Exception as exc:
+        raise RunFailure(
+            EK_INVALID_WORKFLOW,
+            "graph is neither a pyoco expression graph (%s) nor valid pyoco graph DSL (%s)"
+            % (python_error, _describe_exc(exc)),
+        )
+    refs, nodes = _dsl_names(parsed)
+    report = g.validate_graph_terms(parsed)
+    if report.errors:
+        raise RunFailure(EK_INVALID_WORKFLOW, "graph: " + "; ".join(report.errors))
+    tasks = resolve_tasks(refs, tasks_conf)
+    try:
+        flow = g.build_flow_from_graph(
+            graph=graph_src, tasks={t.name: t for t in tasks}, pipes={}, flow_name=flow_name
+        )
+    except g.GraphReferenceError as exc:
+        raise RunFailure(EK_UNKNOWN_TASK, "graph: %s" % exc)
+    except RecursionError:
+        raise RunFailure(EK_INVALID_WORKFLOW, "graph: nested too deeply")
+    except Exception as exc:
+        raise RunFailure(EK_INVALID_WORKFLOW, "graph: %s" % _describe_exc(exc))
+    return flow, nodes
+
+
+def build_yaml_flow(workflow_yaml, flow_name):
+    """Returns (flow, task order, graph mode)."""
+    cfg = parse_workflow_yaml(workflow_yaml)
+    name = flow_name or "main"
+    graph_src = textwrap.dedent(cfg["flow"]["graph"]).strip()
+    try:
+        tree = ast.parse(graph_src, mode="exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        if isinstance(exc, SyntaxError):
+            python_error = "SyntaxError: %s (line %s)" % (exc.msg, exc.lineno)
+        else:
+            python_error = _describe_exc(exc)
+        flow, order = build_dsl_flow(graph_src, cfg["tasks"], name, python_error)
+        return flow, order, "pyoco_dsl"
+    flow, order = build_expression_flow(tree, cfg["tasks"], name, graph_src)
+    return flow, order, "expression"
+
+
+# ---------------------------------------------------------------------------
+# Flow resolver (runs without workflow_yaml)
+# ---------------------------------------------------------------------------
+
+class Resolver:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._fn = None
+        self._spec = None
+
+    def spec(self):
+        return (os.environ.get("PYOCO_FLOW_RESOLVER") or "").strip()
+
+    def get(self):
+        spec = self.spec()
+        if not spec:
+            return None
+        with self._lock:
+            if self._fn is not None and self._spec == spec:
+                return self._fn
+            fn = self._load(spec)
+            self._fn, self._spec = fn, spec
+            return fn
+
+    @staticmethod
+    def _load(spec):
+        target, sep, attr = spec.rpartition(":")
+        target, attr = target.strip(), attr.strip()
+        if not sep or not target or not attr:
+            raise RunFailure(EK_RESOLVER_ERROR,
+                             "PYOCO_FLOW_RESOLVER=%r: expected 'module:function' or 'path/file.py:function'" % spec)
+        is_path = target.endswith(".py") or "/" in target or "\\" in target
+        try:
+            if is_path:
+                path = os.path.abspath(target)
+                if not os.path.isfile(path):
+                    raise FileNotFoundError("no such file: %s" % path)
+                directory = os.path.dirname(path)
+                if directory not in sys.path:
+                    sys.path.append(directory)  # let the resolver import its siblings
+                mod_name = "_pyoco_runner_flow_resolver"
+                mspec = importlib.util.spec_from_file_location(mod_name, path)
+                if mspec is None or mspec.loader is None:
+                    raise ImportError("cannot load %s" % path)
+                module = importlib.util.module_from_spec(mspec)
+                sys.modules[mod_name] = module
+                try:
+                    mspec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(mod_name, None)
+                    raise
+            else:
+                module = importlib.import_module(target)
+            obj = module
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except RunFailure:
+            raise
+        except BaseException as exc:
+            raise RunFailure(EK_RESOLVER_ERROR,
+                             "cannot load PYOCO_FLOW_RESOLVER=%r: %s" % (spec, _describe_exc(exc)))
+        if not callable(obj):
+            raise RunFailure(EK_RESOLVER_ERROR, "PYOCO_FLOW_RESOLVER=%r is not callable" % spec)
+        return obj
+
+
+RESOLVER = Resolver()
+
+
+def build_resolver_flow(flow_name):
+    p = PYOCO
+    not_found = RunFailure(EK_FLOW_NOT_FOUND, "flow_not_found: %r" % (flow_name,), prefix=False)
+    fn = RESOLVER.get()
+    if fn is None:
+        raise not_found
+    try:
+        flow = fn(flow_name)
+    except KeyError:
+        raise not_found
+    except BaseException as exc:
+        raise RunFailure(EK_RESOLVER_ERROR, "flow resolver failed for %r: %s" % (flow_name, _describe_exc(exc)))
+    if not isinstance(flow, p.Flow):
+        raise RunFailure(EK_RESOLVER_ERROR,
+                         "flow resolver returned %s for %r, expected a pyoco Flow" % (type(flow).__name__, flow_name))
+    order = sorted(t.name for t in flow.tasks)
+    return flow, order, "resolver"
+
+
+# ---------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------
+
+class ActiveRun:
+    """State of the run being executed; shared with the stdin thread (cancel)
+    and with engine threads (trace callbacks)."""
+
+    def __init__(self, server, run_id, flow_name, limit):
+        self.server = server
+        self.proto = server.proto
+        self.router = server.router
+        self.run_id = run_id
+        self.flow_name = flow_name
+        self.capture = RunCapture(limit)
+        self.lock = threading.Lock()
+        self.cancel_requested = False
+        self.engine = None
+        self.run_ctx = None
+        self.last_error = None
+        self.finished_tasks = set()
+        self.closed = False  # set once run_finished is being written
+
+    # -- cancel (stdin thread) ------------------------------------------------
+    def request_cancel(self):
+        p = PYOCO
+        with self.lock:
+            already = self.cancel_requested
+            self.cancel_requested = True
+            ctx = self.run_ctx
+            if ctx is None:
+                return "cancelling"  # flow still being built; applied before the engine starts
+            if ctx.status in (p.RunStatus.COMPLETED, p.RunStatus.FAILED, p.RunStatus.CANCELLED):
+                return "finishing"
+            if self.engine is not None:
+                self.engine.cancel(self.run_id)  # RUNNING -> CANCELLING (pyoco)
+            if ctx.status == p.RunStatus.RUNNING:
+                ctx.status = p.RunStatus.CANCELLING  # engine not registered yet
+            return "already_cancelling" if already else "cancelling"
+
+    # -- engine callbacks ------------------------------------------------------
+    def task_enter(self, name):
+        self.router.set_task(name)
+        self.capture.task_started(name)
+
+    def on_task_started(self, name):
+        try:
+            record = self.run_ctx.task_records.get(name) if self.run_ctx else None
+            at = record.started_at if record is not None and record.started_at else time.time()
+            self.proto.emit({"type": "task_started", "run_id": self.run_id, "task": name, "at": at})
+        except Exception:
+            log("ERROR", "task_started emit failed: %s" % traceback.format_exc())
+
+    def fail_unfinished_record(self, name, exc):
+        p = PYOCO
+        try:
+            ctx = self.run_ctx
+            record = ctx.ensure_task_record(name)
+            if record.state == p.TaskState.RUNNING:
+                now = time.time()
+                record.state = p.TaskState.FAILED
+                record.ended_at = now
+                if record.started_at:
+                    record.duration_ms = (now - record.started_at) * 1000
+                record.error = str(exc) or type(exc).__name__
+                record.traceback = traceback.format_exc()
+                ctx.tasks[name] = p.TaskState.FAILED
+        except Exception:
+            log("ERROR", "cannot finalise record of %s: %s" % (name, traceback.format_exc()))
+
+    def task_exit(self, name):
+        self.router.clear_task()
+        self.capture.task_ended(name)
+        try:
+            self._emit_task_finished(name)
+        except Exception:
+            log("ERROR", "task_finished emit failed: %s" % traceback.format_exc())
+
+    def _emit_task_finished(self, name, synthetic=False):
+        p = PYOCO
+        ctx = self.run_ctx
+        record = ctx.task_records.get(name)
+        state = ctx.tasks.get(name)
+        if record is not None and record.state in (p.TaskState.SUCCEEDED, p.TaskState.FAILED, p.TaskState.CANCELLED):
+            state = record.state
+        state_value = state.value if hasattr(state, "value") else state
+        if state_value == "FAILED" and record is not None and record.error is not None:
+            self.last_error = record.error
+        out, err = self.capture.output(name)
+        with self.proto.lock:
+            self.finished_tasks.add(name)
+            self.proto.emit({
+                "type": "task_finished",
+                "run_id": self.run_id,
+                "task": name,
+                "state": state_value,
+                "at": record.ended_at if record is not None else time.time(),
+                "duration_ms": None if synthetic or record is None else record.duration_ms,
+                "error": None if synthetic or record is None else record.error,
+                "stdout": out,
+                "stderr": err,
+            })
+            if not synthetic:
+                self.emit_snapshot()
+
+    # -- snapshots -------------------------------------------------------------
+    def task_map(self):
+        ctx = self.run_ctx
+        if ctx is None:
+            return {}
+        for _ in range(5):
+            try:
+                return {k: (v.value if hasattr(v, "value") else v) for k, v in list(ctx.tasks.items())}
+            except RuntimeError:  # dict changed size during iteration
+                time.sleep(0)
+        return {}
+
+    def task_records(self):
+        ctx = self.run_ctx
+        if ctx is None:
+            return {}
+        records = None
+        for _ in range(5):
+            try:
+                records = ctx.serialize_task_records()
+                break
+            except RuntimeError:
+                time.sleep(0)
+        if records is None:
+            return {}
+        for name, rec in records.items():
+            out, err = self.capture.output(name)
+            rec["stdout"] = out
+            rec["stderr"] = err
+        return records
+
+    def status_value(self):
+        ctx = self.run_ctx
+        return ctx.status.value if ctx is not None else "RUNNING"
+
+    def emit_snapshot(self):
+        with self.proto.lock:
+            if self.closed:
+                return
+            ctx = self.run_ctx
+            self.proto.emit({
+                "type": "snapshot",
+                "run_id": self.run_id,
+                "status": self.status_value(),
+                "tasks": self.task_map(),
+                "task_records": self.task_records(),
+                "error": self.last_error,
+                "start_time": ctx.start_time if ctx else None,
+                "end_time": ctx.end_time if ctx else None,
+            })
+
+
+class Server:
+    def __init__(self, proto, router, max_output, streams=None):
+        self.proto = proto
+        self.router = router
+        self.max_output = max_output
+        self.streams = streams  # (stdout proxy, stderr proxy, stdin) to restore before each run
+        self.cwd = os.getcwd()
+        self.requests = queue.Queue()
+        self.state_lock = threading.Lock()
+        self.current = None
+        self.remembered_cancels = OrderedDict()
+        self.parent_pid = os.getppid()
+
+    # -- stdin thread ------------------------------------------------------------
+    def read_requests(self, binary_in):
+        try:
+            for raw in binary_in:
+                try:
+                    self.handle_line(raw)
+                except Exception:
+                    log("ERROR", "request handling failed: %s" % traceback.format_exc())
+                    self.proto.emit({"type": "error", "error": "internal error while handling a request"})
+        except Exception:
+            log("ERROR", "stdin reader failed: %s" % traceback.format_exc())
+        # EOF = no more requests: finish what is queued, then exit (like
+        # "shutdown").  If the parent process is gone, exit immediately.
+        self.requests.put(None)
+        parent = self.parent_pid
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                log("INFO", "parent process gone; exiting")
+                os._exit(0)
+
+    def handle_line(self, raw):
+        line = raw.strip()
+        if not line:
+            return
+        try:
+            req = json.loads(line.decode("utf-8"))
+        except Exception as exc:
+            self.proto.emit({"type": "error", "error": "invalid request line: %s" % _describe_exc(exc)})
+            return
+        if not isinstance(req, dict):
+            self.proto.emit({"type": "error", "error": "invalid request: not a JSON object"})
+            return
+        rtype = req.get("type")
+        rid = req.get("id")
+        if rtype == "ping":
+            msg = {"type": "pong"}
+            if rid is not None:
+                msg["id"] = rid
+            with self.state_lock:
+                cur = self.current
+            msg["busy"] = cur is not None
+            msg["run_id"] = cur.run_id if cur is not None else None
+            self.proto.emit(msg)
+        elif rtype == "cancel":
+            self.handle_cancel(req)
+        elif rtype == "run":
+            self.requests.put(req)
+        elif rtype == "shutdown":
+            self.requests.put(None)
+        else:
+            msg = {"type": "error", "error": "unknown request type %r" % (rtype,), "request_type": rtype}
+            if rid is not None:
+                msg["id"] = rid
+            self.proto.emit(msg)
+
+    def handle_cancel(self, req):
+        run_id = req.get("run_id")
+        with self.state_lock:
+            active = self.current
+            if active is not None and active.run_id == run_id:
+                result = active.request_cancel()
+            else:
+                result = "not_running"
+                if isinstance(run_id, str):
+                    self.remembered_cancels[run_id] = time.time()
+                    while len(self.remembered_cancels) > MAX_REMEMBERED_CANCELS:
+                        self.remembered_cancels.popitem(last=False)
+        msg = {"type": "cancel_ack", "run_id": run_id, "result": result,
+               "accepted": result in ("cancelling", "already_cancelling")}
+        if req.get("id") is not None:
+            msg["id"] = req.get("id")
+        self.proto.emit(msg)
+        if active is not None and result == "cancelling" and active.run_ctx is not None:
+            try:
+                active.emit_snapshot()
+            except Exception:
+                log("ERROR", "snapshot after cancel failed: %s" % traceback.format_exc())
+
+    # -- main thread -------------------------------------------------------------
+    def serve(self):
+        while True:
+            req = self.requests.get()
+            if req is None:
+                self.proto.emit({"type": "bye"})
+                return
+            try:
+                self.execute(req)
+            except BaseException:
+                # execute() reports its own failures; this is a last resort.
+                log("ERROR", "run execution crashed: %s" % traceback.format_exc())
+                with self.state_lock:
+                    self.current = None
+                self.router.capture = None
+
+    def reset_process_state(self):
+        """Undo what a previous task may have changed process-wide."""
+        if self.streams is not None:
+            out, err, inp = self.streams
+            if sys.stdout is not out:
+                sys.stdout = out
+            if sys.stderr is not err:
+                sys.stderr = err
+            if sys.stdin is not inp:
+                sys.stdin = inp
+        try:
+            if os.getcwd() != self.cwd:
+                os.chdir(self.cwd)
+        except OSError:
+            try:
+                os.chdir(self.cwd)
+            except OSError:
+                log("WARNING", "cannot return to working directory %s" % self.cwd)
+
+    def execute(self, req):
+        received = time.time()
+        self.reset_process_state()
+        run_id = req.get("run_id")
+        flow_name = req.get("flow_name")
+        finished = [False]
+
+        def finish(status, error=None, kind=None, active=None, mode=None, tb=None, start=None, end=None,
+                   cancel_requested=False):
+            if finished[0]:
+                return
+            finished[0] = True
+            msg = {"type": "run_finished", "run_id": run_id, "flow_name": flow_name, "status": status,
+                   "error": error, "error_kind": kind, "tasks": {}, "task_records": {},
+                   "start_time": start if start is not None else received,
+                   "end_time": end if end is not None else time.time(),
+                   "cancel_requested": cancel_requested, "graph_mode": mode, "traceback": tb,
+                   "unattributed": {"stdout": "", "stderr": ""}}
+            if active is not None:
+                msg["unattributed"] = active.capture.unattributed_output()
+                if active.run_ctx is not None:
+                    msg["tasks"] = active.task_map()
+                    msg["task_records"] = active.task_records()
+                    msg["flow_name"] = active.flow_name
+            with self.state_lock:
+                if self.current is active:
+                    self.current = None
+            self.router.capture = None
+            try:
+                with self.proto.lock:
+                    if active is not None:
+                        active.closed = True
+                    self.proto.emit(msg)
+            except Exception:
+                log("ERROR", "run_finished serialisation failed: %s" % traceback.format_exc())
+                self.proto.emit({"type": "run_finished", "run_id": _jsonable(run_id), "flow_name": None,
+                                 "status": "FAILED", "error": "internal_error: cannot serialise run result",
+                                 "error_kind": EK_INTERNAL_ERROR, "tasks": {}, "task_records": {},
+                                 "start_time": received, "end_time": time.time(), "cancel_requested": False,
+                                 "graph_mode": mode, "traceback": None,
+                                 "unattributed": {"stdout": "", "stderr": ""}})
+
+        # -- request validation
+        problem = None
+        if not isinstance(run_id, str) or not run_id:
+            problem = "'run_id' must be a non-empty string"
+        elif flow_name is not None and not isinstance(flow_name, str):
+            problem = "'flow_name' must be a string"
+        elif req.get("params") is not None and not isinstance(req.get("params"), dict):
+            problem = "'params' must be an object"
+        elif req.get("workflow_yaml") is not None and not isinstance(req.get("workflow_yaml"), str):
+            problem = "'workflow_yaml' must be a string or null"
+        limit = req.get("max_output_bytes", self.max_output)
+        if problem is None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            problem = "'max_output_bytes' must be a non-negative integer"
+        if problem is not None:
+            finish("FAILED", "invalid_request: " + problem, EK_INVALID_REQUEST)
+            return
+        params = req.get("params") or {}
+
+        active = ActiveRun(self, run_id, flow_name, limit)
+        with self.state_lock:
+            self.current = active
+            if self.remembered_cancels.pop(run_id, None) is not None:
+                active.cancel_requested = True
+        if active.cancel_requested:
+            finish("CANCELLED", active=active, cancel_requested=True)
+            return
+
+        p = PYOCO
+        self.router.capture = active.capture
+        mode = None
+        try:
+            try:
+                if req.get("workflow_yaml") is not None:
+                    flow, order, mode = build_yaml_flow(req["workflow_yaml"], flow_name)
+                else:
+                    flow, order, mode = build_resolver_flow(flow_name)
+            except RunFailure as failure:
+                finish("FAILED", failure.message, failure.kind, active=active, mode=mode,
+                       cancel_requested=active.cancel_requested)
+                return
+            active.flow_name = flow.name
+
+            run_ctx = p.RunContext(run_id=run_id)
+            run_ctx.flow_name = flow.name
+            run_ctx.params = params
+            for key in ("tag", "tags", "tenant_id", "api_key_id", "workflow_yaml_sha256", "workflow_yaml_bytes"):
+                if key in req:
+                    run_ctx.metadata[key] = req[key]
+            # Deterministic task order (graph order) in every tasks map we emit.
+            flow_names = {t.name for t in flow.tasks}
+            ordered = [n for n in order if n in flow_names] + sorted(flow_names.difference(order))
+            for name in ordered:
+                run_ctx.tasks[name] = p.TaskState.PENDING
+                run_ctx.ensure_task_record(name)
+
+            engine = p.RunnerEngine(p.RunnerTrace(active), active)
+            with active.lock:
+                active.run_ctx = run_ctx
+                active.engine = engine
+                if active.cancel_requested:
+                    run_ctx.status = p.RunStatus.CANCELLING
+
+            self.proto.emit({
+                "type": "run_started", "run_id": run_id, "flow_name": flow.name,
+                "status": run_ctx.status.value, "graph_mode": mode,
+                "tasks": active.task_map(), "task_records": active.task_records(),
+                "start_time": run_ctx.start_time,
+            })
+
+            error = kind = tb = None
+            try:
+                engine.run(flow, params, run_ctx)
+            except BaseException as exc:
+                if run_ctx.status == p.RunStatus.CANCELLED:
+                    pass  # 0.5.1: a cancelled run that raised is still CANCELLED, no error
+                else:
+                    run_ctx.status = p.RunStatus.FAILED
+                    error = str(exc) or type(exc).__name__
+                    kind = EK_EXECUTION_ERROR
+                    tb = traceback.format_exc()
+            if run_ctx.end_time is None:
+                run_ctx.end_time = time.time()
+            status = run_ctx.status
+            if status in (p.RunStatus.CANCELLING, p.RunStatus.RUNNING, p.RunStatus.PENDING):
+                # The run ended before the engine noticed the cancel (e.g. during
+                # the last task): every task ran, so the run completed.
+                run_ctx.status = status = p.RunStatus.COMPLETED
+            if status == p.RunStatus.CANCELLED:
+                for name, state in list(run_ctx.tasks.items()):
+                    if state == p.TaskState.CANCELLED and name not in active.finished_tasks:
+                        active._emit_task_finished(name, synthetic=True)
+            finish(status.value, error, kind, active=active, mode=mode, tb=tb,
+                   start=run_ctx.start_time, end=run_ctx.end_time, cancel_requested=active.cancel_requested)
+        except BaseException as exc:
+            tb = traceback.format_exc()
+            log("ERROR", "internal error in run %s: %s" % (run_id, tb))
+            finish("FAILED", "internal_error: %s" % _describe_exc(exc), EK_INTERNAL_ERROR, active=active,
+                   mode=mode, tb=tb, cancel_requested=active.cancel_requested)
+
+
+# ---------------------------------------------------------------------------
+# Start-up
+# ---------------------------------------------------------------------------
+
+def _env_int(name, default):
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+        return value if value >= 0 else default
+    except ValueError:
+        log("WARNING", "ignoring %s=%r (not a non-negative integer)" % (name, raw))
+        return default
+
+
+def _env_flag(name):
+    return (os.environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def setup_stdio():
+    """Move the protocol off fds 0/1; returns (binary protocol out, binary protocol in)."""
+    proto_out_fd = os.dup(1)
+    proto_in_fd = os.dup(0)
+    os.dup2(2, 1)  # anything written to fd 1 now lands in the log (stderr)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    if sys.platform == "win32":  # pragma: no cover - best effort for child processes
+        try:
+            import ctypes
+            import msvcrt
+            kernel32 = ctypes.windll.kernel32
+            kernel32.SetStdHandle(-11, msvcrt.get_osfhandle(1))  # STD_OUTPUT_HANDLE
+            kernel32.SetStdHandle(-10, msvcrt.get_osfhandle(0))  # STD_INPUT_HANDLE
+        except Exception:
+            pass
+    out = os.fdopen(proto_out_fd, "wb")
+    inp = os.fdopen(proto_in_fd, "rb")
+    return out, inp
+
+
+def main():
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    except Exception:
+        pass
+    # Do not let the runner's own directory shadow user modules.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+
+    out, inp = setup_stdio()
+    proto = ProtocolWriter(out)
+    router = OutputRouter(tee=_env_flag("PYOCO_RUNNER_TEE_TASK_OUTPUT"))
+    sys.stdout = TaskStream(router, "stdout", 1)
+    sys.stderr = TaskStream(router, "stderr", 2)
+    sys.stdin = open(os.devnull, "r")
+    streams = (sys.stdout, sys.stderr, sys.stdin)
+
+    try:
+        load_pyoco()
+    except BaseException as exc:
+        proto.emit({"type": "fatal", "error": "cannot import pyoco: %s" % _describe_exc(exc),
+                    "traceback": traceback.format_exc()})
+        sys.exit(3)
+
+    max_output = _env_int("PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES", DEFAULT_MAX_TASK_OUTPUT_BYTES)
+    server = Server(proto, router, max_output, streams)
+    proto.emit({
+        "type": "ready",
+        "protocol": PROTOCOL_VERSION,
+        "runner": RUNNER_VERSION,
+        "pid": os.getpid(),
+        "python": platform.python_version(),
+        "pyoco": PYOCO.version,
+        "cwd": os.getcwd(),
+        "max_task_output_bytes": max_output,
+        "flow_resolver": RESOLVER.spec() or None,
+    })
+    reader = threading.Thread(target=server.read_requests, args=(inp,), name="pyoco-runner-stdin", daemon=True)
+    reader.start()
+    server.serve()
+    try:
+        out.flush()
+    except Exception:
+        pass
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

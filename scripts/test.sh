@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Set up this machine and pass the whole test suite, in one command:
+#
+#   sudo bash scripts/test.sh [--quick] [setup.sh options...]
+#
+# 1. setup    scripts/setup.sh --with-interop (plus any setup.sh option given here, such as
+#             --with-desktop or --with-browser)
+# 2. fmt      cargo fmt --all -- --check                        (skipped with --quick)
+# 3. clippy   cargo clippy --workspace --all-targets -- -D warnings  (skipped with --quick)
+# 4. runner   the Python runner's unittest suite, with the runner venv's Python
+# 5. doctest  cargo test --workspace --doc
+# 6. test     cargo nextest run --workspace when cargo-nextest is installed, else
+#             cargo test --workspace --lib --bins --tests
+#
+# The tests find the tools through PYOCO_NATS_SERVER_BIN, PYOCO_TEST_PYTHON and
+# PYOCO_TEST_INTEROP_VENV, exported here from the data dir setup.sh filled. Every phase runs even
+# after an earlier one failed (setup excepted), so one run shows every problem; the exit status is
+# non-zero when any phase failed, and the last line says which.
+# Through sudo from a normal user who owns the checkout, everything but apt runs as that user.
+set -euo pipefail
+
+LOG_TAG="test"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
+QUICK=0
+SETUP_ARGS=()
+for arg in "$@"; do
+  case $arg in
+    --quick) QUICK=1 ;;
+    -h | --help)
+      usage
+      echo "setup.sh options:"
+      bash "$PYOCO_SCRIPTS_DIR/setup.sh" --help | sed -n '/^Options:/,$p' | tail -n +2
+      exit 0
+      ;;
+    *) SETUP_ARGS+=("$arg") ;;
+  esac
+done
+
+if pyoco_should_drop_to_sudo_user; then
+  bash "$PYOCO_SCRIPTS_DIR/setup.sh" --apt-only --with-interop "${SETUP_ARGS[@]}"
+  pyoco_exec_as_sudo_user bash "${BASH_SOURCE[0]}" --skip-apt "$@"
+fi
+
+START=$SECONDS
+SUMMARY=()
+FAILED=()
+
+# phase NAME CMD...: run one phase with a banner, its time, and its result.
+phase() {
+  local name=$1 t0=$SECONDS rc=0
+  shift
+  printf '\n==== %s: %s: %s\n' "$LOG_TAG" "$name" "$*"
+  "$@" || rc=$?
+  local took
+  took=$(fmt_secs $((SECONDS - t0)))
+  if ((rc == 0)); then
+    printf '==== %s: %s: ok (%s)\n' "$LOG_TAG" "$name" "$took"
+    SUMMARY+=("$name ok $took")
+  else
+    printf '==== %s: %s: FAILED with exit code %d (%s)\n' "$LOG_TAG" "$name" "$rc" "$took" >&2
+    SUMMARY+=("$name FAILED $took")
+    FAILED+=("$name")
+  fi
+  return "$rc"
+}
+
+finish() {
+  local total phases
+  total=$(fmt_secs $((SECONDS - START)))
+  phases=$(printf '%s, ' "${SUMMARY[@]}")
+  phases=${phases%, }
+  echo
+  if ((${#FAILED[@]} == 0)); then
+    log "ALL PHASES PASSED in $total ($phases)"
+    exit 0
+  fi
+  log "FAILED: ${FAILED[*]} (total $total: $phases)"
+  exit 1
+}
+
+# 1. setup: without it nothing below means anything.
+if ! phase setup bash "$PYOCO_SCRIPTS_DIR/setup.sh" --with-interop "${SETUP_ARGS[@]}"; then
+  log "setup failed: nothing was tested (see the ERROR lines above for what to do)"
+  finish
+fi
+
+pyoco_find_cargo || die "cargo not found after setup" "add ~/.cargo/bin to PATH"
+DATA=$(pyoco_data_dir)
+export PYOCO_NATS_SERVER_BIN="$DATA/bin/nats-server"
+export PYOCO_TEST_PYTHON="$DATA/venv/bin/python"
+INTEROP_VERSION=$(pyoco_interop_version)
+export PYOCO_TEST_INTEROP_VENV="$DATA/venv-pyoco-server-$INTEROP_VERSION"
+log "PYOCO_NATS_SERVER_BIN=$PYOCO_NATS_SERVER_BIN"
+log "PYOCO_TEST_PYTHON=$PYOCO_TEST_PYTHON"
+log "PYOCO_TEST_INTEROP_VENV=$PYOCO_TEST_INTEROP_VENV"
+
+cd "$PYOCO_ROOT"
+
+if [[ $QUICK == 1 ]]; then
+  log "--quick: skipping fmt and clippy"
+else
+  # rustfmt colours its diff even into a log file unless told (cargo's setting doesn't reach it).
+  phase fmt cargo fmt --all -- --check --color "${CARGO_TERM_COLOR:-auto}" || true
+  phase clippy cargo clippy --workspace --all-targets -- -D warnings || true
+fi
+
+# The worker's Python runner (real pyoco), tested on its own protocol.
+phase runner "$PYOCO_TEST_PYTHON" -m unittest discover -s crates/pyoco-worker/python/tests || true
+# Doctests first and the test run last, so the log closes on the real test summary.
+phase doctest cargo test --workspace --doc || true
+if cargo nextest --version >/dev/null 2>&1; then
+  phase test cargo nextest run --workspace --no-fail-fast || true
+else
+  log "cargo-nextest not installed: using cargo test (cargo install cargo-nextest --locked for nicer output)"
+  phase test cargo test --workspace --lib --bins --tests --no-fail-fast || true
+fi
+
+finish
