@@ -13,6 +13,7 @@ mod bucket;
 mod config;
 mod error;
 mod resources;
+mod shared;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ pub use bucket::{next_entry, Bucket, Versioned};
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use resources::consumer_config;
+pub use shared::SharedStore;
 
 use error::nats;
 

@@ -218,3 +218,30 @@ async fn operations_fail_fast_while_nats_is_down() {
     assert_eq!(err.unavailable_kind(), Some("Disconnected"));
     assert!(started.elapsed() < Duration::from_millis(500));
 }
+
+#[tokio::test]
+async fn shared_store_waits_for_nats_and_becomes_ready() {
+    // Pick a port, start nothing there yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let shared = pyoco_store::SharedStore::connect_in_background(
+        &format!("nats://127.0.0.1:{port}"),
+        "test",
+        StoreConfig::default(),
+    );
+    assert_eq!(
+        shared.get().unwrap_err().unavailable_kind(),
+        Some("NotConnected")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _nats = TestNats::start_with(|c| c.port = Some(port)).await;
+    let store = shared
+        .wait_ready(Duration::from_secs(10))
+        .await
+        .expect("ready once NATS is up");
+    assert!(store.runs().keys().await.unwrap().is_empty());
+    assert!(shared.get().is_ok());
+}
