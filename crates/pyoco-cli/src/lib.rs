@@ -8,5 +8,6 @@
 pub mod logging;
 pub mod server;
 mod settings;
+pub mod worker;
 
 pub use settings::load_settings;

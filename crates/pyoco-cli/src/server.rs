@@ -2,14 +2,17 @@
 //!
 //! Compatible with 0.5.1's command line (contract §10.1): no arguments means `up`, and a first
 //! argument that is a flag means `up <flags>` (the legacy flat form). `--with-nats` (alias
-//! `--with-nats-bootstrap`) starts a supervised nats-server with its store in the data dir,
-//! instead of 0.5.1's external `nats-bootstrap` program.
+//! `--with-nats-bootstrap`) is the all-in-one appliance: a supervised nats-server with its
+//! store in the data dir (instead of 0.5.1's external `nats-bootstrap` program), the gateway
+//! and a local worker. Without it, `up` is 0.5.1's gateway-only launcher (add `--with-worker`
+//! for a local worker, as in later pyoco-server versions).
 
 use std::{ffi::OsString, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
-use pyoco_config::{spec, AppDirs, Settings};
-use pyoco_natsd::{NatsServerConfig, NatsState, NatsSupervisor};
+use pyoco_appliance::{Appliance, ApplianceOptions, Component, ComponentState};
+use pyoco_config::{spec, Settings};
+use pyoco_worker::WorkerConfig;
 
 fn help(name: &str) -> String {
     let spec = spec(name).unwrap_or_else(|| panic!("{name} is in the settings table"));
@@ -49,9 +52,24 @@ struct UpArgs {
     nats_url: Option<String>,
     #[arg(long, value_name = "LANG", help = help("PYOCO_DASHBOARD_LANG"))]
     dashboard_lang: Option<String>,
-    /// Start and supervise a local nats-server with JetStream (store in the data dir) and use it.
+    /// All in one: start and supervise a local nats-server with JetStream (store in the data
+    /// dir), and run a local worker beside the gateway.
     #[arg(long, visible_alias = "with-nats-bootstrap")]
     with_nats: bool,
+    /// Run a local worker beside the gateway (the default with --with-nats).
+    #[arg(long, conflicts_with = "no_worker")]
+    with_worker: bool,
+    /// With --with-nats: do not run a local worker.
+    #[arg(long)]
+    no_worker: bool,
+    #[arg(long, value_name = "ID", help = help("PYOCO_WORKER_ID"))]
+    worker_id: Option<String>,
+    #[arg(long, value_name = "TAGS", help = help("PYOCO_WORKER_TAGS"))]
+    worker_tags: Option<String>,
+    /// The local worker's flow resolver for jobs without flow.yaml: `module:function` or
+    /// `path/file.py:function`.
+    #[arg(long, value_name = "SPEC")]
+    worker_flow_resolver: Option<String>,
     #[arg(long, value_name = "HOST", help = help("PYOCO_NATS_LISTEN_HOST"))]
     nats_listen_host: Option<String>,
     #[arg(long, value_name = "PORT", help = help("PYOCO_NATS_CLIENT_PORT"))]
@@ -75,6 +93,8 @@ impl UpArgs {
         add("PYOCO_HTTP_PORT", self.port.map(|p| p.to_string()));
         add("PYOCO_LOG_LEVEL", self.log_level.clone());
         add("PYOCO_DASHBOARD_LANG", self.dashboard_lang.clone());
+        add("PYOCO_WORKER_ID", self.worker_id.clone());
+        add("PYOCO_WORKER_TAGS", self.worker_tags.clone());
         add("PYOCO_NATS_LISTEN_HOST", self.nats_listen_host.clone());
         add(
             "PYOCO_NATS_CLIENT_PORT",
@@ -138,84 +158,87 @@ fn fail(message: &str) -> ExitCode {
 }
 
 async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
-    let dirs = AppDirs::from_settings(&settings)?;
-    if !args.with_nats {
-        return Err(Failure(format!(
-            "the HTTP gateway is not part of this build yet; run `pyoco-server up --with-nats` \
-             to start the supervised nats-server (NATS URL would be {})",
-            settings.nats_url
-        )));
+    let managed_nats = args.with_nats;
+    let worker = if managed_nats {
+        !args.no_worker
+    } else {
+        args.with_worker
+    };
+    let mut options = ApplianceOptions::all_in_one(settings.clone());
+    options.managed_nats = managed_nats;
+    options.worker = worker;
+    if worker {
+        let mut config = WorkerConfig::from_settings(&settings)?;
+        let cwd = std::env::current_dir()?;
+        if let Some(resolver) = &args.worker_flow_resolver {
+            config.set_flow_resolver(resolver, &cwd);
+        }
+        // Task modules next to the user's flow.yaml import without any PYTHONPATH.
+        config.set_pythonpath(std::env::var_os("PYTHONPATH").as_deref(), &cwd, true)?;
+        options.worker_config = Some(config);
     }
-    let nats = start_managed_nats(&settings, &dirs).await?;
-    if let Some(url) = &args.nats_url {
-        if url.trim_end_matches('/') != nats.client_url() {
-            let expected = nats.client_url().to_string();
-            nats.stop().await;
+    let appliance = Appliance::start(options).await?;
+    let status = appliance.status().borrow().clone();
+    if let (true, Some(url)) = (managed_nats, &args.nats_url) {
+        if url.trim_end_matches('/') != status.nats_url {
+            appliance.stop().await;
             return Err(Failure(format!(
-                "--nats-url mismatch with managed NATS: expected {expected}, got {url} \
-                 (drop --with-nats to use an external NATS)"
+                "--nats-url mismatch with managed NATS: expected {}, got {url} \
+                 (drop --with-nats to use an external NATS)",
+                status.nats_url
             )));
         }
     }
-    println!(
-        "pyoco-server: NATS (JetStream) ready at {}",
-        nats.client_url()
-    );
-    if let Some(m) = nats.monitor_url() {
-        println!("pyoco-server: NATS monitoring at {m}");
+    if let Some(api) = &status.api_url {
+        println!("pyoco-server: API and dashboard at {api}/");
     }
-    println!("pyoco-server: data dir {}", dirs.data_dir().display());
-    println!(
-        "pyoco-server: JetStream store {}",
-        nats.store_dir().display()
-    );
+    if managed_nats {
+        println!(
+            "pyoco-server: NATS (JetStream) ready at {}",
+            status.nats_url
+        );
+        if let Some(m) = appliance.nats().and_then(|n| n.monitor_url()) {
+            println!("pyoco-server: NATS monitoring at {m}");
+        }
+        if let Some(n) = appliance.nats() {
+            println!("pyoco-server: JetStream store {}", n.store_dir().display());
+        }
+    } else {
+        println!("pyoco-server: using NATS at {}", status.nats_url);
+    }
+    if worker {
+        println!(
+            "pyoco-server: local worker {:?} serving tags {}",
+            settings.worker_id,
+            settings.worker_tags.join(",")
+        );
+    }
+    println!("pyoco-server: data dir {}", status.data_dir);
     println!("pyoco-server: press Ctrl-C to stop");
 
-    let outcome = wait_for_stop(&nats).await;
-    tracing::info!("stopping nats-server");
-    nats.stop().await;
+    let outcome = wait_for_stop(&appliance).await;
+    tracing::info!("stopping");
+    appliance.stop().await;
     println!("pyoco-server: stopped");
     outcome
 }
 
-async fn start_managed_nats(
-    settings: &Settings,
-    dirs: &AppDirs,
-) -> Result<NatsSupervisor, Failure> {
-    let binary =
-        pyoco_natsd::find_nats_server(settings.nats_server_bin.as_deref(), Some(dirs.data_dir()))?;
-    match pyoco_natsd::nats_server_version(&binary) {
-        Ok(v) if !v.is_at_least(2, 10) => tracing::warn!(
-            binary = %binary.display(),
-            version = %v,
-            "nats-server is older than 2.10; run scripts/setup.sh to install the pinned version"
-        ),
-        Ok(v) => tracing::info!(binary = %binary.display(), version = %v, "using nats-server"),
-        Err(e) => {
-            tracing::warn!(binary = %binary.display(), "cannot read nats-server version: {e}")
-        }
-    }
-    let store_dir = settings
-        .nats_store_dir
-        .clone()
-        .unwrap_or_else(|| dirs.nats_store_dir());
-    let mut config = NatsServerConfig::new(binary, store_dir);
-    config.host = settings.nats_listen_host.clone();
-    config.port = (settings.nats_client_port != 0).then_some(settings.nats_client_port);
-    config.monitor_port = settings.nats_http_port;
-    Ok(NatsSupervisor::start(config).await?)
-}
-
-/// Wait for Ctrl-C or SIGTERM (Ok), or for the supervised server to fail for good (Err).
-async fn wait_for_stop(nats: &NatsSupervisor) -> Result<(), Failure> {
-    let mut state = nats.state();
+/// Wait for Ctrl-C or SIGTERM (Ok), or for NATS or the gateway to fail for good (Err). A
+/// failing local worker is restarted by the appliance and does not stop the gateway.
+async fn wait_for_stop(appliance: &Appliance) -> Result<(), Failure> {
+    let mut status = appliance.status();
     let failed = async {
         loop {
-            if let NatsState::Failed { error } = &*state.borrow_and_update() {
-                return error.to_string();
+            {
+                let s = status.borrow_and_update();
+                for c in [Component::Nats, Component::Gateway] {
+                    if let ComponentState::Failed { error } = &s.component(c).state {
+                        return format!("{} failed: {error}", c.label());
+                    }
+                }
             }
-            if state.changed().await.is_err() {
-                return "the nats-server supervisor stopped unexpectedly".to_string();
+            if status.changed().await.is_err() {
+                return "the appliance stopped unexpectedly".to_string();
             }
         }
     };
@@ -224,7 +247,7 @@ async fn wait_for_stop(nats: &NatsSupervisor) -> Result<(), Failure> {
             tracing::info!(signal, "shutdown requested");
             Ok(())
         }
-        error = failed => Err(Failure(format!("nats-server failed: {error}"))),
+        error = failed => Err(Failure(error)),
     }
 }
 

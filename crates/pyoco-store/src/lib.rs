@@ -36,9 +36,14 @@ use error::nats;
 /// A pull consumer of the work queue.
 pub type WorkConsumer = consumer::Consumer<consumer::pull::Config>;
 
-/// A connected client with every resource ensured. Cheap to clone.
+/// A connected client with every resource ensured. Cheap to clone (one `Arc`).
 #[derive(Clone, Debug)]
 pub struct Store {
+    inner: std::sync::Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     client: async_nats::Client,
     js: jetstream::Context,
     cfg: StoreConfig,
@@ -80,32 +85,34 @@ impl Store {
         let wheel_history =
             open_bucket(&js, &cfg.wheel_history_bucket, cfg.wheel_history_ttl).await?;
         Ok(Store {
-            client,
-            js,
-            cfg,
-            runs,
-            workers,
-            auth,
-            wheel_history,
+            inner: std::sync::Arc::new(Inner {
+                client,
+                js,
+                cfg,
+                runs,
+                workers,
+                auth,
+                wheel_history,
+            }),
         })
     }
 
     pub fn config(&self) -> &StoreConfig {
-        &self.cfg
+        &self.inner.cfg
     }
 
     pub fn client(&self) -> &async_nats::Client {
-        &self.client
+        &self.inner.client
     }
 
     pub fn jetstream(&self) -> &jetstream::Context {
-        &self.js
+        &self.inner.js
     }
 
     /// Fail fast with `Unavailable("Disconnected")` instead of waiting for a request timeout
     /// while the connection is down.
     pub fn check_connected(&self) -> Result<(), StoreError> {
-        match self.client.connection_state() {
+        match self.inner.client.connection_state() {
             State::Connected => Ok(()),
             state => Err(StoreError::unavailable(
                 "Disconnected",
@@ -116,34 +123,42 @@ impl Store {
 
     /// Run snapshots, key `<run_id>`.
     pub fn runs(&self) -> &Bucket {
-        &self.runs
+        &self.inner.runs
     }
 
     /// Worker registry, key `<worker_id>`.
     pub fn workers(&self) -> &Bucket {
-        &self.workers
+        &self.inner.workers
     }
 
     /// API keys, key `api_keys.<key_id>`.
     pub fn auth(&self) -> &Bucket {
-        &self.auth
+        &self.inner.auth
     }
 
     /// Wheel upload/delete history.
     pub fn wheel_history(&self) -> &Bucket {
-        &self.wheel_history
+        &self.inner.wheel_history
     }
 
     /// Publish a job on `pyoco.work.<tag>` and wait for the stream's ack.
     pub async fn publish_job(&self, tag: &str, payload: Bytes) -> Result<(), StoreError> {
-        self.publish_to_stream(self.cfg.work_subject(tag), &self.cfg.work_stream, payload)
-            .await
+        self.publish_to_stream(
+            self.inner.cfg.work_subject(tag),
+            &self.inner.cfg.work_stream,
+            payload,
+        )
+        .await
     }
 
     /// Publish a DLQ record on `pyoco.dlq.<tag>` and wait for the stream's ack.
     pub async fn publish_dlq(&self, tag: &str, payload: Bytes) -> Result<(), StoreError> {
-        self.publish_to_stream(self.cfg.dlq_subject(tag), &self.cfg.dlq_stream, payload)
-            .await
+        self.publish_to_stream(
+            self.inner.cfg.dlq_subject(tag),
+            &self.inner.cfg.dlq_stream,
+            payload,
+        )
+        .await
     }
 
     async fn publish_to_stream(
@@ -156,6 +171,7 @@ impl Store {
         let mut headers = HeaderMap::new();
         headers.insert(NATS_EXPECTED_STREAM, stream);
         let ack = self
+            .inner
             .js
             .publish_with_headers(subject, headers, payload)
             .await
@@ -167,18 +183,20 @@ impl Store {
     /// The durable pull consumer shared by every worker serving `tag`, created when missing.
     pub async fn work_consumer(&self, tag: &str) -> Result<WorkConsumer, StoreError> {
         let stream = self
+            .inner
             .js
-            .get_stream(&self.cfg.work_stream)
+            .get_stream(&self.inner.cfg.work_stream)
             .await
             .map_err(nats)?;
-        resources::ensure_consumer(&stream, consumer_config(&self.cfg, tag)).await
+        resources::ensure_consumer(&stream, consumer_config(&self.inner.cfg, tag)).await
     }
 
     /// Number of messages in the DLQ stream.
     pub async fn dlq_message_count(&self) -> Result<u64, StoreError> {
         let mut stream = self
+            .inner
             .js
-            .get_stream(&self.cfg.dlq_stream)
+            .get_stream(&self.inner.cfg.dlq_stream)
             .await
             .map_err(nats)?;
         let info = stream.info().await.map_err(nats)?;

@@ -1,0 +1,1305 @@
+//! `pyoco-bench`: the Rust gateway and worker against Python pyoco-server 0.5.1, side by side,
+//! in one invocation on one machine. See docs/benchmarks.md for what each number means.
+
+mod load;
+mod procs;
+mod report;
+mod watch;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use pyoco_natsd::{NatsServerConfig, NatsSupervisor, RestartPolicy};
+use serde_json::{json, Value};
+
+use procs::{ChildProc, Spawn};
+use report::SystemResult;
+use watch::RunWatcher;
+
+const TASKS_PY: &str = "\
+def a(x=1):
+    return x + 1
+
+
+def b(a):
+    return a * 2
+";
+
+const FLOW_YAML: &str = "\
+version: 1
+flow:
+  graph: \"a >> b\"
+  defaults:
+    x: 1
+tasks:
+  a:
+    callable: \"bench_tasks:a\"
+  b:
+    callable: \"bench_tasks:b\"
+";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Only {
+    Python,
+    Rust,
+}
+
+/// Benchmark the Rust pyoco-server against Python pyoco-server 0.5.1, side by side.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "pyoco-bench", version)]
+struct Args {
+    /// Run only one system.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// Smoke run: small request counts (about a minute for both systems).
+    #[arg(long)]
+    quick: bool,
+    /// Runs stored for the `GET /runs?limit=100` measurement (K). Default 2000 (200 with --quick).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Sequential end-to-end runs measured (after 10 warm-up runs). Default 200 (30 with --quick).
+    #[arg(long)]
+    e2e_runs: Option<usize>,
+    /// Runs per throughput batch. Default 500 (100 with --quick).
+    #[arg(long)]
+    tput_runs: Option<usize>,
+    /// Gateway / worker start measurements (median reported). Default 3.
+    #[arg(long, default_value_t = 3)]
+    start_reps: usize,
+    /// Venv of Python pyoco-server 0.5.1 (its bin/ has pyoco-server, pyoco-worker).
+    #[arg(long, env = "PYOCO_BENCH_PYTHON_VENV")]
+    python_venv: Option<PathBuf>,
+    /// Directory with the Rust `pyoco-server` and `pyoco-worker` binaries. Default: the
+    /// directory of this executable, else <workspace>/target/release.
+    #[arg(long, env = "PYOCO_BENCH_RUST_BIN_DIR")]
+    rust_bin_dir: Option<PathBuf>,
+    /// nats-server binary. Default: $PYOCO_NATS_SERVER_BIN, else <data dir>/bin/nats-server, else PATH.
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
+    /// Python interpreter for the Rust worker's runner (sets PYOCO_PYTHON). Default: the
+    /// worker's own default (<data dir>/venv/bin/python).
+    #[arg(long)]
+    rust_python: Option<PathBuf>,
+    /// Keep the temporary directories (logs, stores) instead of deleting them.
+    #[arg(long)]
+    keep_tmp: bool,
+    /// Measure each system this many times, interleaved (P R, R P, …); the table shows the
+    /// median of each number over the rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Give up on the whole benchmark after this many minutes.
+    #[arg(long, default_value_t = 30)]
+    max_minutes: u64,
+}
+
+/// Request counts for one invocation.
+#[derive(Debug, Clone)]
+struct Plan {
+    k: usize,
+    post: [(usize, usize); 3],
+    get: [(usize, usize); 3],
+    list_reqs: usize,
+    list_reqs_big: usize,
+    e2e_warmup: usize,
+    e2e_runs: usize,
+    tput: usize,
+    start_reps: usize,
+}
+
+impl Plan {
+    fn from(a: &Args) -> Plan {
+        let q = a.quick;
+        Plan {
+            k: a.runs.unwrap_or(if q { 200 } else { 2000 }),
+            post: if q {
+                [(1, 50), (8, 200), (32, 400)]
+            } else {
+                [(1, 500), (8, 2000), (32, 4000)]
+            },
+            get: if q {
+                [(1, 200), (8, 500), (32, 1000)]
+            } else {
+                [(1, 2000), (8, 5000), (32, 10000)]
+            },
+            list_reqs: if q { 5 } else { 20 },
+            list_reqs_big: if q { 3 } else { 5 },
+            e2e_warmup: if q { 3 } else { 10 },
+            e2e_runs: a.e2e_runs.unwrap_or(if q { 30 } else { 200 }),
+            tput: a.tput_runs.unwrap_or(if q { 100 } else { 500 }),
+            start_reps: a.start_reps.max(1),
+        }
+    }
+    /// Runs stored at the second list measurement.
+    fn m(&self) -> usize {
+        self.k + POST_WARMUP + self.post.iter().map(|p| p.1).sum::<usize>()
+    }
+}
+
+const POST_WARMUP: usize = 20;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        procs::kill_all_registered();
+        prev(info);
+    }));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pyoco-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let limit = Duration::from_secs(args.max_minutes.max(1) * 60);
+    let code = rt.block_on(async move {
+        tokio::select! {
+            r = run(args) => match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => { eprintln!("pyoco-bench: ERROR: {e:#}"); ExitCode::FAILURE }
+            },
+            s = shutdown_signal() => {
+                eprintln!("pyoco-bench: {s}: stopping every process it started");
+                ExitCode::from(130)
+            }
+            _ = tokio::time::sleep(limit) => {
+                eprintln!("pyoco-bench: ERROR: gave up after --max-minutes {}; stopping every process it started", limit.as_secs() / 60);
+                ExitCode::FAILURE
+            }
+        }
+    });
+    // The run future (and with it every child guard and nats supervisor) is dropped by now.
+    procs::kill_all_registered();
+    rt.shutdown_timeout(Duration::from_secs(3));
+    code
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "interrupted";
+        }
+    };
+    let mut hup = signal(SignalKind::hangup()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted (Ctrl-C)",
+        _ = term.recv() => "terminated (SIGTERM)",
+        _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => "hangup (SIGHUP)",
+    }
+}
+
+fn loadavg1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PYOCO_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from) {
+        if x.is_absolute() {
+            return x.join("pyoco-server");
+        }
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
+    home.join(".local/share/pyoco-server")
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+struct SystemSpec {
+    name: &'static str,
+    gateway: PathBuf,
+    worker: PathBuf,
+    /// Rust worker: accepts `--concurrency N`.
+    concurrency_flag: bool,
+    extra_worker_env: Vec<(String, String)>,
+}
+
+async fn run(args: Args) -> Result<()> {
+    let t_all = Instant::now();
+    let plan = Plan::from(&args);
+    let dd = data_dir();
+    let nats_bin = pyoco_natsd::find_nats_server(args.nats_server.as_deref(), Some(&dd))
+        .context("no nats-server found (pass --nats-server)")?;
+    let nats_version = pyoco_natsd::nats_server_version(&nats_bin)
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let venv = args
+        .python_venv
+        .clone()
+        .unwrap_or_else(|| dd.join("venv-pyoco-server-0.5.1"));
+    let rust_dir = args.rust_bin_dir.clone().unwrap_or_else(|| {
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        match exe_dir {
+            Some(d) if d.join("pyoco-server").exists() => d,
+            _ => workspace_root().join("target/release"),
+        }
+    });
+
+    eprintln!(
+        "pyoco-bench: plan: K={} stored runs, POST {:?}, GET {:?}, e2e {}+{} warm-up, throughput {} runs{}",
+        plan.k,
+        plan.post,
+        plan.get,
+        plan.e2e_runs,
+        plan.e2e_warmup,
+        plan.tput,
+        if args.quick { " (--quick)" } else { "" }
+    );
+    eprintln!(
+        "pyoco-bench: nats-server {} ({nats_version})",
+        nats_bin.display()
+    );
+
+    // Which systems, and whether each can run at all.
+    let mut specs: Vec<Result<SystemSpec, String>> = Vec::new();
+    let want = |o: Only| args.only.is_none() || args.only == Some(o);
+    if want(Only::Python) {
+        let gw = venv.join("bin/pyoco-server");
+        let wk = venv.join("bin/pyoco-worker");
+        specs.push(if !gw.exists() || !wk.exists() {
+            Err(format!(
+                "python: skipped: Python pyoco-server 0.5.1 not found in {} (bash scripts/setup.sh --with-interop, or --python-venv)",
+                venv.display()
+            ))
+        } else {
+            Ok(SystemSpec {
+                name: "python",
+                gateway: gw,
+                worker: wk,
+                concurrency_flag: false,
+                extra_worker_env: vec![],
+            })
+        });
+    }
+    if want(Only::Rust) {
+        let gw = rust_dir.join("pyoco-server");
+        let wk = rust_dir.join("pyoco-worker");
+        specs.push(if !gw.exists() {
+            Err(format!(
+                "rust: skipped: {} does not exist (cargo build --release -p pyoco-cli)",
+                gw.display()
+            ))
+        } else {
+            let mut env = vec![];
+            if let Some(p) = &args.rust_python {
+                env.push(("PYOCO_PYTHON".to_string(), p.display().to_string()));
+            }
+            Ok(SystemSpec {
+                name: "rust",
+                gateway: gw,
+                worker: wk,
+                concurrency_flag: true,
+                extra_worker_env: env,
+            })
+        });
+    }
+
+    for b in ["pyoco-server", "pyoco-worker"] {
+        let p = rust_dir.join(b);
+        if let Some(age) = std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+        {
+            eprintln!(
+                "pyoco-bench: rust {b}: {} (built {:.0} min ago)",
+                p.display(),
+                age.as_secs_f64() / 60.0
+            );
+        }
+    }
+
+    let load1 = loadavg1();
+    if load1 > 0.7 {
+        eprintln!(
+            "pyoco-bench: WARNING: 1-minute load average is {load1:.2} before the start: something else is using the CPU; absolute numbers will be low and noisy (the side-by-side ratios less so)"
+        );
+    }
+
+    // Rounds: each system once per round, the order alternating between rounds, so slow drift
+    // of the machine's load hits both systems alike. Reported value = median over rounds.
+    let rounds = args.rounds.max(1);
+    let mut per_round: Vec<Vec<SystemResult>> = Vec::new();
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..specs.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut this = Vec::new();
+        for i in order {
+            match &specs[i] {
+                Ok(spec) => {
+                    let mut res = SystemResult::new(spec.name);
+                    if rounds > 1 {
+                        eprintln!("pyoco-bench: round {}/{rounds}: {}", round + 1, spec.name);
+                    }
+                    res.detail("loadavg_start", json!(loadavg1()));
+                    bench_system(spec, &plan, &args, &nats_bin, &mut res).await;
+                    this.push(res);
+                }
+                Err(msg) => {
+                    let (name, m) = msg.split_once(": ").unwrap_or(("?", msg));
+                    let mut res = SystemResult::new(name);
+                    res.note(m.to_string());
+                    this.push(res);
+                }
+            }
+        }
+        this.sort_by_key(|r| if r.name == "python" { 0 } else { 1 });
+        per_round.push(this);
+    }
+    let results: Vec<SystemResult> = if rounds == 1 {
+        per_round.pop().unwrap_or_default()
+    } else {
+        report::combine(per_round)
+    };
+
+    let rows = report::rows(plan.k, plan.m(), plan.tput, plan.start_reps);
+    let refs: Vec<&SystemResult> = results.iter().collect();
+    let table = report::table(&rows, &refs);
+    let total = t_all.elapsed().as_secs_f64();
+    println!();
+    println!(
+        "## pyoco-bench results ({} cores, {}{}{})",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        if args.quick { "--quick, " } else { "" },
+        if rounds > 1 {
+            format!("median of {rounds} rounds, ")
+        } else {
+            String::new()
+        },
+        format_args!("total {:.0} s", total)
+    );
+    println!();
+    print!("{table}");
+    for r in &results {
+        if !r.notes.is_empty() {
+            println!();
+            println!("Notes ({}):", report::title(&r.name));
+            for n in &r.notes {
+                println!("- {}", n.replace('\n', "\n  "));
+            }
+        }
+    }
+    if let Some(out) = &args.out {
+        let mut systems = serde_json::Map::new();
+        for r in &results {
+            systems.insert(r.name.clone(), r.to_json());
+        }
+        let rows_json: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "key": r.key,
+                    "label": r.label,
+                    "better": if r.better == report::Better::Higher { "higher" } else { "lower" },
+                    "python": results.iter().find(|s| s.name == "python").and_then(|s| s.metrics.get(&r.key)),
+                    "rust": results.iter().find(|s| s.name == "rust").and_then(|s| s.metrics.get(&r.key)),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "tool": "pyoco-bench",
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() - total).unwrap_or(0.0),
+            "total_seconds": total,
+            "machine": {
+                "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+                "loadavg_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+            },
+            "nats_server": { "path": nats_bin, "version": nats_version },
+            "python_venv": venv,
+            "rust_bin_dir": rust_dir,
+            "plan": {
+                "k": plan.k, "m": plan.m(), "post": plan.post, "get": plan.get,
+                "list_requests": plan.list_reqs, "list_requests_big": plan.list_reqs_big,
+                "e2e_warmup": plan.e2e_warmup, "e2e_runs": plan.e2e_runs,
+                "throughput_runs": plan.tput, "start_reps": plan.start_reps, "quick": args.quick,
+                "rounds": rounds,
+            },
+            "rows": rows_json,
+            "systems": systems,
+            "table_markdown": table,
+        });
+        std::fs::write(out, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("pyoco-bench: JSON written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// Everything one system needs while it is measured.
+struct Ctx<'a> {
+    spec: &'a SystemSpec,
+    plan: &'a Plan,
+    dir: PathBuf,
+    tasks_dir: PathBuf,
+    nats_url: String,
+    http: reqwest::Client,
+    base: String,
+    yaml: &'static [u8],
+}
+
+fn log(sys: &str, msg: impl AsRef<str>) {
+    eprintln!("[{sys}] {}", msg.as_ref());
+}
+
+async fn bench_system(
+    spec: &SystemSpec,
+    plan: &Plan,
+    args: &Args,
+    nats_bin: &Path,
+    res: &mut SystemResult,
+) {
+    let t0 = Instant::now();
+    log(spec.name, "---- start ----");
+    let tmp = match tempfile::Builder::new()
+        .prefix(&format!("pyoco-bench-{}-", spec.name))
+        .tempdir()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            res.note(format!("skipped: no temp dir: {e}"));
+            return;
+        }
+    };
+    let dir = tmp.path().to_path_buf();
+    if let Err(e) = bench_system_inner(spec, plan, &dir, nats_bin, res).await {
+        res.note(format!("aborted: {e:#}"));
+    }
+    res.seconds = t0.elapsed().as_secs_f64();
+    if args.keep_tmp {
+        let kept = tmp.keep();
+        log(spec.name, format!("kept {}", kept.display()));
+    }
+    log(spec.name, format!("---- done in {:.1} s ----", res.seconds));
+}
+
+async fn bench_system_inner(
+    spec: &SystemSpec,
+    plan: &Plan,
+    dir: &Path,
+    nats_bin: &Path,
+    res: &mut SystemResult,
+) -> Result<()> {
+    let name = spec.name;
+    let tasks_dir = dir.join("tasks");
+    std::fs::create_dir_all(&tasks_dir)?;
+    std::fs::write(tasks_dir.join("bench_tasks.py"), TASKS_PY)?;
+    std::fs::write(dir.join("flow.yaml"), FLOW_YAML)?;
+
+    // A fresh nats-server per system: nothing of the other system's streams is visible.
+    let mut ncfg = NatsServerConfig::new(nats_bin, dir.join("js"));
+    ncfg.port = None;
+    ncfg.restart = RestartPolicy::never();
+    ncfg.startup_timeout = Duration::from_secs(20);
+    ncfg.stop_grace = Duration::from_secs(5);
+    let nats = NatsSupervisor::start(ncfg)
+        .await
+        .map_err(|e| anyhow!("starting nats-server: {e}"))?;
+    let nats_url = nats.client_url().to_string();
+    log(name, format!("nats-server at {nats_url}"));
+    let nats_pid = nats.pid();
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(120))
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut ctx = Ctx {
+        spec,
+        plan,
+        dir: dir.to_path_buf(),
+        tasks_dir,
+        nats_url,
+        http,
+        base: String::new(),
+        yaml: FLOW_YAML.as_bytes(),
+    };
+
+    let result = phases(&mut ctx, res, nats_pid).await;
+    nats.stop().await;
+    result
+}
+
+async fn phases(ctx: &mut Ctx<'_>, res: &mut SystemResult, nats_pid: Option<u32>) -> Result<()> {
+    let name = ctx.spec.name;
+    // 1. Gateway start.
+    let mut starts = Vec::new();
+    let mut gateway = None;
+    for rep in 0..ctx.plan.start_reps {
+        let (g, ms) = start_gateway(ctx, rep).await?;
+        starts.push(ms);
+        if rep + 1 < ctx.plan.start_reps {
+            g.stop(Duration::from_secs(5)).await;
+        } else {
+            gateway = Some(g);
+        }
+    }
+    let gateway = gateway.expect("at least one rep");
+    let gw_ms = load::median(starts.clone());
+    res.ran = true;
+    res.set("gateway_start_ms", gw_ms);
+    res.detail("gateway_start_ms_all", json!(starts));
+    log(
+        name,
+        format!("gateway start → /health: {gw_ms:.0} ms (all: {starts:.0?})"),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Some(r) = procs::rss_mib(gateway.pid) {
+        res.set("rss_gateway_idle_mib", r);
+    }
+    if let Some(r) = nats_pid.and_then(procs::rss_mib) {
+        res.set("rss_nats_idle_mib", r);
+    }
+
+    let result = http_and_worker_phases(ctx, res, &gateway).await;
+    if let Some(r) = procs::rss_mib(gateway.pid) {
+        res.set("rss_gateway_load_mib", r);
+    }
+    if let Some(r) = nats_pid.and_then(procs::rss_mib) {
+        res.set("rss_nats_load_mib", r);
+    }
+    gateway.stop(Duration::from_secs(5)).await;
+    result
+}
+
+async fn start_gateway(ctx: &mut Ctx<'_>, rep: usize) -> Result<(ChildProc, f64)> {
+    let port = procs::free_port()?;
+    let mut g = ChildProc::spawn(Spawn {
+        name: format!("{}-gateway", ctx.spec.name),
+        program: ctx.spec.gateway.clone(),
+        args: vec![
+            "up".into(),
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--nats-url".into(),
+            ctx.nats_url.clone(),
+        ],
+        env: vec![],
+        cwd: &ctx.dir,
+        log: ctx.dir.join(format!("gateway-{rep}.log")),
+    })?;
+    let base = format!("http://127.0.0.1:{port}");
+    let url = format!("{base}/health");
+    let probe = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = g.exited() {
+            bail!(
+                "the gateway exited during start-up ({st}); last log lines:\n{}",
+                g.log_tail(15)
+            );
+        }
+        if let Ok(r) = probe.get(&url).send().await {
+            if r.status().is_success() {
+                let ms = g.started.elapsed().as_secs_f64() * 1e3;
+                ctx.base = base;
+                return Ok((g, ms));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the gateway did not answer /health within 30 s; last log lines:\n{}",
+                g.log_tail(15)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn post_yaml(http: &reqwest::Client, base: &str, yaml: &'static [u8]) -> Result<String> {
+    let part = reqwest::multipart::Part::bytes(yaml)
+        .file_name("flow.yaml")
+        .mime_str("application/x-yaml")?;
+    let form = reqwest::multipart::Form::new()
+        .part("workflow", part)
+        .text("flow_name", "bench")
+        .text("tag", "default");
+    let r = http
+        .post(format!("{base}/runs/yaml"))
+        .multipart(form)
+        .send()
+        .await?;
+    let st = r.status();
+    let body = r.bytes().await?;
+    if !st.is_success() {
+        bail!("POST /runs/yaml: HTTP {st}: {}", snippet(&body));
+    }
+    let v: Value = serde_json::from_slice(&body).context("POST /runs/yaml: not JSON")?;
+    v.get("run_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("POST /runs/yaml: no run_id in {}", snippet(&body)))
+}
+
+async fn get_ok(http: &reqwest::Client, url: &str) -> Result<usize> {
+    let r = http.get(url).send().await?;
+    let st = r.status();
+    let body = r.bytes().await?;
+    if !st.is_success() {
+        bail!("GET {url}: HTTP {st}: {}", snippet(&body));
+    }
+    Ok(body.len())
+}
+
+fn snippet(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    s.chars().take(300).collect()
+}
+
+fn load_detail(r: &load::LoadResult<impl Sized>, n: usize, c: usize) -> Value {
+    json!({
+        "requests": n, "concurrency": c, "ok": r.ok, "errors": r.errors,
+        "first_error": r.first_error, "seconds": r.elapsed.as_secs_f64(), "rps": r.rps(),
+        "p50_ms": r.latency.p50, "p99_ms": r.latency.p99, "mean_ms": r.latency.mean,
+        "min_ms": r.latency.min, "max_ms": r.latency.max,
+    })
+}
+
+/// POST `n` runs at concurrency `c`; returns the result with the run ids as outputs.
+async fn post_load(ctx: &Ctx<'_>, n: usize, c: usize) -> Result<load::LoadResult<String>> {
+    let http = ctx.http.clone();
+    let base = Arc::new(ctx.base.clone());
+    let yaml = ctx.yaml;
+    let limit = Duration::from_secs(120 + n as u64 / 10);
+    load::run(n, c, limit, move |_| {
+        let http = http.clone();
+        let base = base.clone();
+        async move { post_yaml(&http, &base, yaml).await }
+    })
+    .await
+}
+
+/// Latency of `GET /runs?limit=100`: one warm-up request (retried a few times), then `reqs`
+/// sequential requests. Failed requests are counted, not timed.
+async fn list_latency(ctx: &Ctx<'_>, reqs: usize) -> Result<ListResult> {
+    let url = format!("{}/runs?limit=100", ctx.base);
+    let mut items = None;
+    let mut last_err = String::new();
+    let mut attempts = 0;
+    while attempts < 5 {
+        attempts += 1;
+        match list_once(&ctx.http, &url).await {
+            Ok(n) => {
+                items = Some(n);
+                break;
+            }
+            Err(e) => {
+                last_err = format!("{e:#}");
+                // Only 5xx and connection errors may be transient; a 4xx is an answer.
+                if last_err.contains("HTTP 4") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let Some(items) = items else {
+        bail!("{attempts} attempt(s) failed, last: {last_err}");
+    };
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for _ in 0..reqs {
+        let t = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(60), list_once(&ctx.http, &url)).await {
+            Ok(Ok(_)) => lat.push(t.elapsed().as_secs_f64() * 1e3),
+            Ok(Err(e)) => {
+                errors += 1;
+                first_error.get_or_insert(format!("{e:#}"));
+            }
+            Err(_) => bail!("GET /runs?limit=100 took more than 60 s"),
+        }
+    }
+    if lat.is_empty() {
+        bail!(
+            "every request failed, first: {}",
+            first_error.unwrap_or_default()
+        );
+    }
+    Ok(ListResult {
+        stats: load::stats_ms(lat),
+        items,
+        errors,
+        first_error,
+    })
+}
+
+struct ListResult {
+    stats: load::Stats,
+    items: usize,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+/// One `GET /runs?limit=100`; the number of items.
+async fn list_once(http: &reqwest::Client, url: &str) -> Result<usize> {
+    let r = http.get(url).send().await?;
+    let st = r.status();
+    let body = r.bytes().await?;
+    if !st.is_success() {
+        bail!("GET /runs?limit=100: HTTP {st}: {}", snippet(&body));
+    }
+    Ok(serde_json::from_slice::<Value>(&body)
+        .ok()
+        .map(|v| match v {
+            Value::Array(a) => a.len(),
+            Value::Object(o) => o.get("items").and_then(Value::as_array).map_or(0, Vec::len),
+            _ => 0,
+        })
+        .unwrap_or(0))
+}
+
+/// Run the list measurement and record it under `key` ("k" or "m").
+async fn list_phase(ctx: &Ctx<'_>, res: &mut SystemResult, key: &str, reqs: usize, stored: usize) {
+    match list_latency(ctx, reqs).await {
+        Ok(l) => {
+            let s = &l.stats;
+            log(
+                ctx.spec.name,
+                format!(
+                    "GET /runs?limit=100 with {stored} runs: p50 {:.1} ms (items {}, errors {})",
+                    s.p50, l.items, l.errors
+                ),
+            );
+            if l.errors > 0 {
+                res.note(format!(
+                    "GET /runs?limit=100 with {stored} runs: {} of {reqs} requests failed, first: {}",
+                    l.errors,
+                    l.first_error.clone().unwrap_or_default()
+                ));
+            }
+            res.set(&format!("list_{key}_p50_ms"), s.p50);
+            res.detail(
+                &format!("list_{key}"),
+                json!({"stored": stored, "items": l.items, "n": s.n, "errors": l.errors,
+                       "first_error": l.first_error, "p50_ms": s.p50, "p99_ms": s.p99,
+                       "min_ms": s.min, "max_ms": s.max}),
+            );
+        }
+        Err(e) => res.note(format!("GET /runs?limit=100 with {stored} runs: {e:#}")),
+    }
+}
+
+async fn http_and_worker_phases(
+    ctx: &mut Ctx<'_>,
+    res: &mut SystemResult,
+    gateway: &ChildProc,
+) -> Result<()> {
+    let name = ctx.spec.name;
+    let plan = ctx.plan.clone();
+
+    // 2a. Seed K runs (no worker: they just queue). Also the ids for GET /runs/{id}.
+    log(
+        name,
+        format!("seeding {} runs (POST /runs/yaml, c=32)", plan.k),
+    );
+    let seed = post_load(ctx, plan.k, 32).await?;
+    res.detail("seed", load_detail(&seed, plan.k, 32));
+    if seed.ok == 0 {
+        bail!(
+            "POST /runs/yaml never succeeded: {}",
+            seed.first_error.clone().unwrap_or_default()
+        );
+    }
+    if seed.errors > 0 {
+        res.note(format!(
+            "seed: {} of {} POSTs failed, first: {}",
+            seed.errors,
+            plan.k,
+            seed.first_error.clone().unwrap_or_default()
+        ));
+    }
+    let ids = Arc::new(seed.outputs);
+    let mut stored = ids.len();
+    log(
+        name,
+        format!(
+            "seeded {} runs at {:.0} req/s",
+            stored,
+            seed_rps(&ids, &seed.elapsed)
+        ),
+    );
+
+    // 4a. GET /runs?limit=100 with K runs stored.
+    list_phase(ctx, res, "k", plan.list_reqs, stored).await;
+
+    // 3. GET /runs/{id} at 1/8/32.
+    for (c, n) in plan.get {
+        let http = ctx.http.clone();
+        let base = Arc::new(ctx.base.clone());
+        let ids2 = ids.clone();
+        let r = load::run(n, c, Duration::from_secs(120 + n as u64 / 20), move |i| {
+            let http = http.clone();
+            let url = format!("{}/runs/{}", base, ids2[i % ids2.len()]);
+            async move { get_ok(&http, &url).await }
+        })
+        .await;
+        match r {
+            Ok(r) => {
+                log(name, format!("GET /runs/{{id}} c={c}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}", r.rps(), r.latency.p50, r.latency.p99, r.errors));
+                if r.errors > 0 {
+                    res.note(format!(
+                        "GET /runs/{{id}} c={c}: {} errors, first: {}",
+                        r.errors,
+                        r.first_error.clone().unwrap_or_default()
+                    ));
+                }
+                if r.ok > 0 {
+                    res.set(&format!("get_c{c}_rps"), r.rps());
+                    res.set(&format!("get_c{c}_p50_ms"), r.latency.p50);
+                    res.set(&format!("get_c{c}_p99_ms"), r.latency.p99);
+                }
+                res.detail(&format!("get_c{c}"), load_detail(&r, n, c));
+            }
+            Err(e) => res.note(format!("GET /runs/{{id}} c={c}: {e:#}")),
+        }
+    }
+
+    // 2. POST /runs/yaml at 1/8/32 (a short warm-up first).
+    let w = post_load(ctx, POST_WARMUP, 8).await?;
+    stored += w.ok;
+    for (c, n) in plan.post {
+        match post_load(ctx, n, c).await {
+            Ok(r) => {
+                stored += r.ok;
+                log(
+                    name,
+                    format!(
+                        "POST /runs/yaml c={c}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+                        r.rps(),
+                        r.latency.p50,
+                        r.latency.p99,
+                        r.errors
+                    ),
+                );
+                if r.errors > 0 {
+                    res.note(format!(
+                        "POST /runs/yaml c={c}: {} errors, first: {}",
+                        r.errors,
+                        r.first_error.clone().unwrap_or_default()
+                    ));
+                }
+                if r.ok > 0 {
+                    res.set(&format!("post_c{c}_rps"), r.rps());
+                    res.set(&format!("post_c{c}_p50_ms"), r.latency.p50);
+                    res.set(&format!("post_c{c}_p99_ms"), r.latency.p99);
+                }
+                res.detail(&format!("post_c{c}"), load_detail(&r, n, c));
+            }
+            Err(e) => res.note(format!("POST /runs/yaml c={c}: {e:#}")),
+        }
+    }
+
+    // 4b. GET /runs?limit=100 with M runs stored.
+    list_phase(ctx, res, "m", plan.list_reqs_big, stored).await;
+    if let Some(r) = procs::rss_mib(gateway.pid) {
+        res.set("rss_gateway_http_mib", r);
+    }
+
+    // Workers from here on. The queued jobs of the HTTP phases are thrown away first.
+    if !ctx.spec.worker.exists() {
+        res.note(format!(
+            "worker phases skipped: {} does not exist",
+            ctx.spec.worker.display()
+        ));
+        return Ok(());
+    }
+    let client = tokio::time::timeout(
+        Duration::from_secs(10),
+        async_nats::connect(ctx.nats_url.as_str()),
+    )
+    .await
+    .map_err(|_| anyhow!("connecting to nats timed out"))??;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js
+        .get_stream("PYOCO_WORK")
+        .await
+        .context("the gateway did not create the PYOCO_WORK stream")?;
+    let purged = stream.purge().await.context("purging PYOCO_WORK")?;
+    log(
+        name,
+        format!("purged {} queued jobs from PYOCO_WORK", purged.purged),
+    );
+    let _ = stream.info().await;
+    let watcher = RunWatcher::start(&client, "pyoco_runs").await?;
+
+    worker_phases(ctx, res, &watcher).await
+}
+
+fn seed_rps(ids: &[String], e: &Duration) -> f64 {
+    ids.len() as f64 / e.as_secs_f64()
+}
+
+/// How a worker readiness wait ended.
+enum Listed {
+    Yes(f64),
+    /// The gateway has no usable `GET /workers`.
+    Unsupported(String),
+}
+
+fn spawn_worker(ctx: &Ctx<'_>, id: &str, concurrency: Option<usize>) -> Result<ChildProc> {
+    let wdir = ctx.dir.join(format!("work-{id}"));
+    std::fs::create_dir_all(&wdir)?;
+    let mut args = vec![
+        "--nats-url".to_string(),
+        ctx.nats_url.clone(),
+        "--tags".into(),
+        "default".into(),
+        "--worker-id".into(),
+        id.to_string(),
+    ];
+    if let Some(c) = concurrency {
+        args.push("--concurrency".into());
+        args.push(c.to_string());
+    }
+    let mut env = vec![(
+        "PYTHONPATH".to_string(),
+        ctx.tasks_dir.display().to_string(),
+    )];
+    env.extend(ctx.spec.extra_worker_env.iter().cloned());
+    ChildProc::spawn(Spawn {
+        name: format!("{}-worker-{id}", ctx.spec.name),
+        program: ctx.spec.worker.clone(),
+        args,
+        env,
+        cwd: &wdir,
+        log: ctx.dir.join(format!("worker-{id}.log")),
+    })
+}
+
+/// Wait until `id` appears in `GET /workers`; ms since the worker was spawned.
+async fn wait_listed(ctx: &Ctx<'_>, w: &mut ChildProc, id: &str) -> Result<Listed> {
+    let url = format!("{}/workers", ctx.base);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    loop {
+        if let Some(st) = w.exited() {
+            bail!(
+                "worker {id} exited during start-up ({st}); last log lines:\n{}",
+                w.log_tail(15)
+            );
+        }
+        match ctx.http.get(&url).send().await {
+            Ok(r) => {
+                let st = r.status();
+                if st == reqwest::StatusCode::NOT_FOUND
+                    || st == reqwest::StatusCode::METHOD_NOT_ALLOWED
+                {
+                    return Ok(Listed::Unsupported(format!("GET /workers answers {st}")));
+                }
+                let body = r.bytes().await.unwrap_or_default();
+                if st.is_success() {
+                    let items = match serde_json::from_slice::<Value>(&body) {
+                        Ok(Value::Array(a)) => Some(a),
+                        Ok(Value::Object(mut o)) => match o.remove("items") {
+                            Some(Value::Array(a)) => Some(a),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    if let Some(items) = items {
+                        if items
+                            .iter()
+                            .any(|i| i.get("worker_id").and_then(Value::as_str) == Some(id))
+                        {
+                            return Ok(Listed::Yes(w.started.elapsed().as_secs_f64() * 1e3));
+                        }
+                    }
+                } else {
+                    last = format!("HTTP {st}: {}", snippet(&body));
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "worker {id} not listed in GET /workers within 30 s (last: {last}); worker log:\n{}",
+                w.log_tail(15)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Start a worker and wait until it is ready: listed in `GET /workers`, or (without that
+/// endpoint) until it has completed one run.
+async fn start_ready_worker(
+    ctx: &Ctx<'_>,
+    watcher: &RunWatcher,
+    id: &str,
+    concurrency: Option<usize>,
+) -> Result<(ChildProc, Option<f64>)> {
+    let mut w = spawn_worker(ctx, id, concurrency)?;
+    match wait_listed(ctx, &mut w, id).await? {
+        Listed::Yes(ms) => Ok((w, Some(ms))),
+        Listed::Unsupported(_) => {
+            // Readiness by doing: one run completes. (Not a start-time measurement.)
+            let rid = post_yaml(&ctx.http, &ctx.base, ctx.yaml).await?;
+            watcher
+                .wait_one(&rid, Duration::from_secs(60))
+                .await
+                .with_context(|| format!("worker {id}: first run; log:\n{}", w.log_tail(15)))?;
+            Ok((w, None))
+        }
+    }
+}
+
+fn worker_rss(res: &mut SystemResult, w: &ChildProc, phase: &str) {
+    let own = procs::rss_mib(w.pid);
+    let (kids, n) = procs::descendants_rss_mib(w.pid);
+    if let Some(o) = own {
+        res.set(&format!("rss_worker_{phase}_mib"), o);
+        res.set(&format!("rss_worker_total_{phase}_mib"), o + kids);
+    }
+    if n > 0 {
+        res.set(&format!("rss_worker_children_{phase}_mib"), kids);
+    }
+    res.detail(&format!("worker_children_{phase}"), json!(n));
+}
+
+/// Submit `n` runs at once (c=32) and time until all are terminal. runs/s.
+async fn throughput(
+    ctx: &Ctx<'_>,
+    watcher: &RunWatcher,
+    n: usize,
+    res: &mut SystemResult,
+    key: &str,
+) -> Result<f64> {
+    let t0 = Instant::now();
+    let r = post_load(ctx, n, 32).await?;
+    if r.errors > 0 {
+        res.note(format!(
+            "{key}: {} of {n} submits failed, first: {}",
+            r.errors,
+            r.first_error.clone().unwrap_or_default()
+        ));
+    }
+    let submit_s = t0.elapsed().as_secs_f64();
+    let limit = Duration::from_secs(120 + n as u64 / 5);
+    let done = watcher.wait_all(&r.outputs, limit).await?;
+    let last = done.iter().map(|t| t.at).max().unwrap_or(t0);
+    let secs = last.duration_since(t0).as_secs_f64();
+    let failed: Vec<&watch::Terminal> = done.iter().filter(|t| t.status != "COMPLETED").collect();
+    if let Some(f) = failed.first() {
+        res.note(format!(
+            "{key}: {} of {} runs not COMPLETED (first: {} {})",
+            failed.len(),
+            done.len(),
+            f.status,
+            f.error.clone().unwrap_or_default()
+        ));
+    }
+    let rps = done.len() as f64 / secs;
+    res.detail(
+        key,
+        json!({"runs": done.len(), "seconds": secs, "submit_seconds": submit_s, "runs_per_s": rps, "not_completed": failed.len()}),
+    );
+    if !failed.is_empty() {
+        // Failing fast must not look like throughput.
+        bail!("not reported: {} runs did not complete", failed.len());
+    }
+    Ok(rps)
+}
+
+/// A few runs through the current workers so every one has warmed up.
+async fn warm(ctx: &Ctx<'_>, watcher: &RunWatcher, n: usize) -> Result<()> {
+    let r = post_load(ctx, n, 8).await?;
+    watcher
+        .wait_all(&r.outputs, Duration::from_secs(60))
+        .await
+        .context("warm-up runs")?;
+    Ok(())
+}
+
+async fn worker_phases(ctx: &Ctx<'_>, res: &mut SystemResult, watcher: &RunWatcher) -> Result<()> {
+    let name = ctx.spec.name;
+    let plan = ctx.plan;
+
+    // 1b. Worker start → listed (fresh worker ids each time; nothing is queued).
+    let mut starts = Vec::new();
+    for rep in 0..plan.start_reps {
+        let id = format!("bench-probe-{rep}");
+        let mut w = spawn_worker(ctx, &id, None)?;
+        let r = wait_listed(ctx, &mut w, &id).await;
+        w.stop(Duration::from_secs(10)).await;
+        match r? {
+            Listed::Yes(ms) => starts.push(ms),
+            Listed::Unsupported(why) => {
+                res.note(format!("worker start time not measured: {why}"));
+                break;
+            }
+        }
+    }
+    if !starts.is_empty() {
+        let m = load::median(starts.clone());
+        log(
+            name,
+            format!("worker start → listed: {m:.0} ms (all: {starts:.0?})"),
+        );
+        res.set("worker_start_ms", m);
+        res.detail("worker_start_ms_all", json!(starts));
+    }
+
+    // One worker.
+    let (w1, _) = start_ready_worker(ctx, watcher, "bench-w1", None).await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    worker_rss(res, &w1, "idle");
+
+    // 5. End-to-end latency, sequential.
+    let mut lat = Vec::new();
+    let mut not_completed = 0usize;
+    let mut first_bad = None;
+    for i in 0..plan.e2e_warmup + plan.e2e_runs {
+        let t = Instant::now();
+        let rid = post_yaml(&ctx.http, &ctx.base, ctx.yaml).await?;
+        let term = watcher
+            .wait_one(&rid, Duration::from_secs(60))
+            .await
+            .with_context(|| format!("end-to-end run {i}; worker log:\n{}", w1.log_tail(15)))?;
+        if term.status != "COMPLETED" {
+            not_completed += 1;
+            if first_bad.is_none() {
+                first_bad = Some(format!(
+                    "{} {}",
+                    term.status,
+                    term.error.unwrap_or_default()
+                ));
+            }
+        }
+        if i >= plan.e2e_warmup {
+            lat.push(term.at.duration_since(t).as_secs_f64() * 1e3);
+        }
+    }
+    if let Some(b) = first_bad {
+        res.note(format!(
+            "end-to-end: {not_completed} runs not COMPLETED (first: {b}) — the worker cannot run the bench flow"
+        ));
+    }
+    let s = load::stats_ms(lat);
+    log(
+        name,
+        format!(
+            "submit → COMPLETED: p50 {:.2} ms, p99 {:.2} ms, mean {:.2} ms (n={})",
+            s.p50, s.p99, s.mean, s.n
+        ),
+    );
+    if not_completed == 0 {
+        res.set("e2e_p50_ms", s.p50);
+        res.set("e2e_p99_ms", s.p99);
+        res.set("e2e_mean_ms", s.mean);
+    }
+    res.detail(
+        "e2e",
+        json!({"n": s.n, "warmup": plan.e2e_warmup, "p50_ms": s.p50, "p99_ms": s.p99, "mean_ms": s.mean, "min_ms": s.min, "max_ms": s.max, "not_completed": not_completed}),
+    );
+
+    // 6. Throughput, 1 worker.
+    match throughput(ctx, watcher, plan.tput, res, "tput_1w").await {
+        Ok(rps) => {
+            log(
+                name,
+                format!("{} runs, 1 worker: {rps:.1} runs/s", plan.tput),
+            );
+            res.set("tput_1w_rps", rps);
+        }
+        Err(e) => res.note(format!("throughput 1 worker: {e:#}")),
+    }
+    worker_rss(res, &w1, "load");
+
+    // 6b. Two workers.
+    match start_ready_worker(ctx, watcher, "bench-w2", None).await {
+        Ok((w2, _)) => {
+            let r = async {
+                warm(ctx, watcher, 8).await?;
+                throughput(ctx, watcher, plan.tput, res, "tput_2w").await
+            }
+            .await;
+            match r {
+                Ok(rps) => {
+                    log(
+                        name,
+                        format!("{} runs, 2 workers: {rps:.1} runs/s", plan.tput),
+                    );
+                    res.set("tput_2w_rps", rps);
+                }
+                Err(e) => res.note(format!("throughput 2 workers: {e:#}")),
+            }
+            w2.stop(Duration::from_secs(10)).await;
+        }
+        Err(e) => res.note(format!("second worker: {e:#}")),
+    }
+    w1.stop(Duration::from_secs(10)).await;
+
+    // 6c. Rust only: one worker with --concurrency 4.
+    if ctx.spec.concurrency_flag {
+        match start_ready_worker(ctx, watcher, "bench-w4", Some(4)).await {
+            Ok((w4, _)) => {
+                let r = async {
+                    warm(ctx, watcher, 8).await?;
+                    throughput(ctx, watcher, plan.tput, res, "tput_1w_c4").await
+                }
+                .await;
+                match r {
+                    Ok(rps) => {
+                        log(
+                            name,
+                            format!(
+                                "{} runs, 1 worker --concurrency 4: {rps:.1} runs/s",
+                                plan.tput
+                            ),
+                        );
+                        res.set("tput_1w_c4_rps", rps);
+                    }
+                    Err(e) => res.note(format!("throughput --concurrency 4: {e:#}")),
+                }
+                let own = procs::rss_mib(w4.pid).unwrap_or(0.0);
+                let (kids, n) = procs::descendants_rss_mib(w4.pid);
+                res.set("rss_worker_c4_total_mib", own + kids);
+                res.detail("worker_c4_children", json!(n));
+                w4.stop(Duration::from_secs(10)).await;
+            }
+            Err(e) => res.note(format!("worker --concurrency 4: {e:#}")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! The one error type of the gateway, and how it becomes an HTTP answer.
+//!
+//! Every error body is JSON with a `detail` (contract §3): a string for the errors the 0.5.1
+//! gateway raises itself (§3.3), or the list of pydantic v2 error objects FastAPI answers for a
+//! malformed request body. Where 0.5.1 only logged why a request was refused (the flow.yaml
+//! reason, which tag rule failed), we add a `reason` string next to `detail`; a client that
+//! reads only `detail` sees exactly what 0.5.1 sent.
+
+use std::borrow::Cow;
+
+use axum::{
+    extract::rejection::{BytesRejection, PathRejection},
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use pyoco_store::StoreError;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Why a request failed. Handlers return `Result<_, ApiError>`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// `{"detail": "<detail>"}`, plus `"reason"` when there is one.
+    #[error("{status}: {detail}")]
+    Detail {
+        status: StatusCode,
+        detail: Cow<'static, str>,
+        reason: Option<String>,
+    },
+    /// 422 with a pydantic-v2-shaped list as `detail` (request body validation).
+    #[error("422: request validation failed: {0:?}")]
+    Validation(Vec<FieldError>),
+    /// `503 nats unavailable: <kind>`.
+    #[error("503: nats unavailable: {kind}: {message}")]
+    Unavailable { kind: String, message: String },
+}
+
+impl ApiError {
+    /// `{"detail": detail}` with `status`.
+    pub fn detail(status: StatusCode, detail: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::Detail {
+            status,
+            detail: detail.into(),
+            reason: None,
+        }
+    }
+
+    /// `{"detail": detail, "reason": reason}` with `status`.
+    pub fn with_reason(
+        status: StatusCode,
+        detail: impl Into<Cow<'static, str>>,
+        reason: impl Into<String>,
+    ) -> Self {
+        ApiError::Detail {
+            status,
+            detail: detail.into(),
+            reason: Some(reason.into()),
+        }
+    }
+
+    /// 404 `run not found` (also what another tenant's run looks like, §3.1).
+    pub fn run_not_found() -> Self {
+        Self::detail(StatusCode::NOT_FOUND, "run not found")
+    }
+
+    /// 400 for a body that cannot be parsed at all (what Starlette says for a broken form).
+    pub fn unparsable_body() -> Self {
+        Self::detail(
+            StatusCode::BAD_REQUEST,
+            "There was an error parsing the body",
+        )
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Detail { status, .. } => *status,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// The generic mapping; handlers turn `NotFound` into the 404 of the resource at hand
+    /// before it gets here.
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable { kind, message } => ApiError::Unavailable { kind, message },
+            StoreError::NotFound(what) => {
+                ApiError::with_reason(StatusCode::NOT_FOUND, "Not Found", what)
+            }
+            StoreError::Conflict(key) => ApiError::with_reason(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{key} was changed concurrently; retry"),
+            ),
+            StoreError::Corrupt { key, message } => ApiError::with_reason(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "record is corrupt",
+                format!("{key}: {message}"),
+            ),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::detail(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::detail(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        } else {
+            ApiError::unparsable_body()
+        }
+    }
+}
+
+/// One pydantic v2 validation error as FastAPI reports it: `type`, `loc`, `msg`, `input` and,
+/// for some types, `ctx`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub loc: Vec<Loc>,
+    pub msg: Cow<'static, str>,
+    pub input: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<Value>,
+}
+
+/// One step of a [`FieldError::loc`]: a key or a list index.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Loc {
+    Key(Cow<'static, str>),
+    Index(usize),
+}
+
+impl From<&'static str> for Loc {
+    fn from(key: &'static str) -> Self {
+        Loc::Key(Cow::Borrowed(key))
+    }
+}
+
+impl From<usize> for Loc {
+    fn from(index: usize) -> Self {
+        Loc::Index(index)
+    }
+}
+
+#[derive(Serialize)]
+struct DetailBody<'a> {
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ValidationBody<'a> {
+    detail: &'a [FieldError],
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            ApiError::Detail { detail, reason, .. } => {
+                if status.is_server_error() {
+                    tracing::error!(%status, detail = %detail, reason = reason.as_deref(), "request failed");
+                } else {
+                    tracing::debug!(%status, detail = %detail, reason = reason.as_deref(), "request refused");
+                }
+                pyoco_wire::to_python_json(&DetailBody {
+                    detail,
+                    reason: reason.as_deref(),
+                })
+            }
+            ApiError::Validation(errors) => {
+                tracing::debug!(?errors, "request body invalid");
+                pyoco_wire::to_python_json(&ValidationBody { detail: errors })
+            }
+            ApiError::Unavailable { kind, message } => {
+                tracing::warn!(kind = %kind, "nats unavailable: {message}");
+                let detail = format!("nats unavailable: {kind}");
+                pyoco_wire::to_python_json(&DetailBody {
+                    detail: &detail,
+                    reason: None,
+                })
+            }
+        };
+        json_bytes_response(status, body)
+    }
+}
+
+/// A JSON response from already-encoded bytes.
+pub(crate) fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

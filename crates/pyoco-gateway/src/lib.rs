@@ -1,0 +1,166 @@
+//! The pyoco-server HTTP gateway: the HTTP API of contract §3 over NATS JetStream, wire-
+//! compatible with the Python 0.5.1 gateway (a Python worker can run what this gateway
+//! submits, and the other way round).
+//!
+//! What it is: an axum [`router`] and a [`serve`] function that runs it on a listener you bind
+//! (port 0 in tests) until a shutdown future resolves. Today it serves `GET /health`,
+//! `POST /runs`, `POST /runs/yaml`, `GET /runs/{run_id}` and `GET /runs/{run_id}/tasks`; every
+//! error is JSON with a `detail` ([`ApiError`]). It starts while NATS is down (NATS-backed
+//! endpoints answer `503 nats unavailable: NotConnected` until the [`SharedStore`] is ready,
+//! and recover by themselves), turns a handler panic into a 500 JSON answer, and reads an
+//! upload only up to the configured limit.
+//!
+//! What it is not: it does not read the environment (the caller passes [`Settings`]), does not
+//! bind sockets or install signal handlers (the CLI and the appliance do), does not know JSON
+//! shapes (`pyoco-wire`) or JetStream details (`pyoco-store`), and runs no work. API-key
+//! authentication (§9) is not implemented yet; [`Caller`] is where it plugs in.
+//! Deliberate differences from 0.5.1 are listed in `DIFFERENCES.md` next to this crate.
+//!
+//! ```no_run
+//! # async fn run(settings: pyoco_config::Settings) -> std::io::Result<()> {
+//! let store = pyoco_store::SharedStore::connect_in_background(
+//!     &settings.nats_url,
+//!     "pyoco-http-api",
+//!     pyoco_store::StoreConfig::from(&settings),
+//! );
+//! let state = pyoco_gateway::AppState::new(&settings, store);
+//! let listener = tokio::net::TcpListener::bind((settings.http_host.as_str(), settings.http_port)).await?;
+//! pyoco_gateway::serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+mod auth;
+mod error;
+mod json;
+mod routes;
+mod state;
+
+use std::{any::Any, future::Future, io};
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    serve::ListenerExt,
+    Router,
+};
+use tokio::net::TcpListener;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+pub use auth::Caller;
+pub use error::{ApiError, FieldError, Loc};
+pub use state::AppState;
+
+#[doc(no_inline)]
+pub use pyoco_config::Settings;
+#[doc(no_inline)]
+pub use pyoco_store::SharedStore;
+
+/// The gateway's routes with their layers: a debug-level tracing span per request (free when
+/// debug logging is off) and panic-to-500 conversion.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(routes::public())
+        .merge(routes::protected(&state));
+    with_layers(routes).with_state(state)
+}
+
+/// JSON fallbacks for unknown paths and methods, panic-to-500, and the tracing span.
+fn with_layers(routes: Router<AppState>) -> Router<AppState> {
+    routes
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+                .on_request(DefaultOnRequest::new().level(Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                // `ApiError` already logs server errors with their reason.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
+}
+
+/// Serve the gateway on `listener` until `shutdown` resolves, then finish the requests in
+/// flight and return.
+pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTP gateway listening");
+    }
+    let listener = listener.tap_io(|tcp| {
+        // Small JSON answers: don't let Nagle hold them back.
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A handler panicked: answer 500 JSON instead of dropping the connection.
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!("request handler panicked: {message}");
+    ApiError::detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+
+    fn state() -> AppState {
+        let opts = pyoco_config::LoadOptions {
+            env: [("PYOCO_LOAD_DOTENV".to_string(), "0".to_string())].into(),
+            cwd: std::env::temp_dir(),
+            home: None,
+        };
+        let settings = Settings::load(&opts).unwrap();
+        // Nothing listens on port 1: the store never becomes ready.
+        let store = SharedStore::connect_in_background(
+            "nats://127.0.0.1:1",
+            "test",
+            pyoco_store::StoreConfig::default(),
+        );
+        AppState::new(&settings, store)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_json_and_the_server_lives_on() {
+        let app = with_layers(Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("boom");
+                }
+            }),
+        ))
+        .with_state(state());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let client = reqwest::Client::new();
+        for _ in 0..2 {
+            let response = client
+                .get(format!("http://{addr}/boom"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 500);
+            assert_eq!(
+                response.text().await.unwrap(),
+                r#"{"detail":"Internal Server Error"}"#
+            );
+        }
+    }
+}

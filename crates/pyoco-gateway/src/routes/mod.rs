@@ -1,0 +1,30 @@
+//! The routes, one module per feature, composed into the public and the protected parts.
+
+use axum::{http::StatusCode, Router};
+
+use crate::{error::ApiError, AppState};
+
+mod health;
+mod runs;
+mod submit_request;
+mod yaml_form;
+
+/// Routes anyone may call (contract §3.1, left column of "not protected").
+pub(crate) fn public() -> Router<AppState> {
+    health::routes()
+}
+
+/// Routes behind authentication once it exists (§9): the auth layer goes on this router.
+pub(crate) fn protected(state: &AppState) -> Router<AppState> {
+    runs::routes(state)
+}
+
+/// 404 `{"detail":"Not Found"}` for unknown paths, like Starlette.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::detail(StatusCode::NOT_FOUND, "Not Found")
+}
+
+/// 405 `{"detail":"Method Not Allowed"}` for a known path with another method.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}

@@ -1,0 +1,111 @@
+//! Reading the `POST /runs/yaml` multipart form without ever holding more than the allowed
+//! flow.yaml in memory.
+//!
+//! Parts: `workflow` (the file), `flow_name` (text), `tag` (optional text); other parts are
+//! skipped. The `workflow` part is read chunk by chunk and given up as soon as it passes
+//! `PYOCO_WORKFLOW_YAML_MAX_BYTES` (its remaining bytes are read and dropped, so the answer
+//! can still be a clean 413 after the whole form was read). The route also caps the whole
+//! body ([`body_limit`]), so a client cannot stream forever.
+//!
+//! Like Starlette, the last part of a given name wins, and an empty text part counts as
+//! absent (FastAPI treats `flow_name=""` as a missing field).
+
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::Multipart;
+use axum::http::StatusCode;
+
+use crate::error::ApiError;
+
+/// Room for the form's other parts and the multipart framing, on top of the flow.yaml limit.
+pub(crate) const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// The whole-body cap of `POST /runs/yaml` for a flow.yaml limit of `max_yaml` bytes.
+pub(crate) fn body_limit(max_yaml: u64) -> usize {
+    usize::try_from(max_yaml)
+        .unwrap_or(usize::MAX)
+        .saturating_add(FORM_OVERHEAD_BYTES)
+}
+
+/// The uploaded flow.yaml.
+#[derive(Debug)]
+pub(crate) enum Upload {
+    /// Within the limit: all its bytes.
+    Fits(Vec<u8>),
+    /// Over the limit: only how many bytes were seen.
+    TooLarge { bytes: u64 },
+}
+
+/// The parts of the form we know, as read.
+#[derive(Debug, Default)]
+pub(crate) struct YamlForm {
+    pub workflow: Option<Upload>,
+    pub flow_name: Option<String>,
+    pub tag: Option<String>,
+}
+
+impl YamlForm {
+    /// Read every part. A request that is not multipart, or whose form is broken, reads as an
+    /// empty form, so the answer is FastAPI's 422 for the missing parts (what Starlette does
+    /// with an unparsable form); only a body over the route's cap is an error (413).
+    pub(crate) async fn read(
+        multipart: Option<Multipart>,
+        max_yaml: u64,
+    ) -> Result<YamlForm, ApiError> {
+        let Some(multipart) = multipart else {
+            return Ok(YamlForm::default());
+        };
+        match Self::read_parts(multipart, max_yaml).await {
+            Ok(form) => Ok(form),
+            Err(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::with_reason(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "workflow too large",
+                    "the request body is larger than the flow.yaml limit plus the form overhead",
+                ))
+            }
+            Err(err) => {
+                tracing::debug!("unreadable multipart body, read as an empty form: {err}");
+                Ok(YamlForm::default())
+            }
+        }
+    }
+
+    async fn read_parts(
+        mut multipart: Multipart,
+        max_yaml: u64,
+    ) -> Result<YamlForm, MultipartError> {
+        let mut form = YamlForm::default();
+        while let Some(field) = multipart.next_field().await? {
+            match field.name() {
+                Some("workflow") => form.workflow = Some(read_upload(field, max_yaml).await?),
+                Some("flow_name") => form.flow_name = non_empty(field.text().await?),
+                Some("tag") => form.tag = non_empty(field.text().await?),
+                _ => {} // skipped by the next `next_field`
+            }
+        }
+        Ok(form)
+    }
+}
+
+fn non_empty(text: String) -> Option<String> {
+    Some(text).filter(|s| !s.is_empty())
+}
+
+/// The `workflow` part's bytes, kept only while they are within `max_yaml`.
+async fn read_upload(mut field: Field<'_>, max_yaml: u64) -> Result<Upload, MultipartError> {
+    let mut buf = Vec::new();
+    let mut seen: u64 = 0;
+    while let Some(chunk) = field.chunk().await? {
+        seen += chunk.len() as u64;
+        if seen <= max_yaml {
+            buf.extend_from_slice(&chunk);
+        } else if !buf.is_empty() {
+            buf = Vec::new();
+        }
+    }
+    Ok(if seen <= max_yaml {
+        Upload::Fits(buf)
+    } else {
+        Upload::TooLarge { bytes: seen }
+    })
+}

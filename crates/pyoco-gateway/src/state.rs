@@ -1,0 +1,72 @@
+//! What every handler shares: the store handle and the few settings the routes read.
+//!
+//! Settings are copied out of [`Settings`] once at startup, so handlers read plain fields
+//! instead of a large struct, and the gateway never re-reads the environment.
+
+use std::sync::{Arc, OnceLock};
+
+use pyoco_config::Settings;
+use pyoco_store::{SharedStore, Store};
+
+use crate::error::ApiError;
+
+/// Shared state of the gateway. Cheap to clone (one `Arc`).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: SharedStore,
+    /// The store once [`SharedStore`] reported it ready. A `SharedStore` becomes ready once
+    /// and never changes its store afterwards, so keeping it here is exact, and it spares each
+    /// request the clone of a whole `Store` (its config strings and bucket handles) that
+    /// [`SharedStore::get`] returns.
+    ready: OnceLock<Store>,
+    default_tag: String,
+    workflow_yaml_max_bytes: u64,
+    worker_disconnect_timeout_sec: f64,
+}
+
+impl AppState {
+    /// State for a gateway configured by `settings`, talking to NATS through `store` (which may
+    /// still be connecting: NATS-backed endpoints answer 503 until it is ready).
+    pub fn new(settings: &Settings, store: SharedStore) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                shared: store,
+                ready: OnceLock::new(),
+                default_tag: settings.default_tag.clone(),
+                workflow_yaml_max_bytes: settings.workflow_yaml_max_bytes,
+                worker_disconnect_timeout_sec: settings.worker_disconnect_timeout_sec,
+            }),
+        }
+    }
+
+    /// The connected store, or `503 nats unavailable: NotConnected` before the first
+    /// connection and `503 nats unavailable: Disconnected` while the connection is down.
+    pub fn store(&self) -> Result<&Store, ApiError> {
+        if let Some(store) = self.inner.ready.get() {
+            store.check_connected()?;
+            return Ok(store);
+        }
+        let store = self.inner.shared.get()?;
+        Ok(self.inner.ready.get_or_init(|| store))
+    }
+
+    /// `PYOCO_DEFAULT_TAG`: the routing tag of a submission that names none.
+    pub fn default_tag(&self) -> &str {
+        &self.inner.default_tag
+    }
+
+    /// `PYOCO_WORKFLOW_YAML_MAX_BYTES`: the largest flow.yaml `POST /runs/yaml` accepts.
+    pub fn workflow_yaml_max_bytes(&self) -> u64 {
+        self.inner.workflow_yaml_max_bytes
+    }
+
+    /// `PYOCO_WORKER_DISCONNECT_TIMEOUT_SEC`, for the derived worker state (§4.3).
+    pub fn worker_disconnect_timeout_sec(&self) -> f64 {
+        self.inner.worker_disconnect_timeout_sec
+    }
+}

@@ -1,0 +1,303 @@
+//! What a worker needs to know, built once from [`Settings`] (plus CLI overrides).
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use pyoco_config::{AppDirs, Settings};
+
+use crate::{heartbeat::ack_progress_interval, runner::RunnerSpec, WorkerError};
+
+/// Everything the worker's behaviour depends on. Build it with [`WorkerConfig::from_settings`]
+/// and adjust fields (tests, CLI flags) before [`crate::Worker::new`].
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Registry key and the `worker_id` written into every run snapshot.
+    pub worker_id: String,
+    /// Tags served, in preference order (earlier tags are fetched first).
+    pub tags: Vec<String>,
+    /// `PYOCO_DEFAULT_TAG`: the tag of a job message without one.
+    pub default_tag: String,
+    /// Runs executed at the same time (one warm runner each).
+    pub concurrency: usize,
+    /// How long one pull request waits for jobs (`--poll-timeout`).
+    pub poll_timeout: Duration,
+    /// Poll once, finish what was fetched, and stop (`--run-once`).
+    pub run_once: bool,
+    /// Interpreter for the runners.
+    pub python: PathBuf,
+    /// Where `pyoco_runner.py` is written at startup.
+    pub runner_dir: PathBuf,
+    /// The runners' working directory (pyoco writes `./artifacts` there).
+    pub work_dir: PathBuf,
+    /// Environment added to the runners' (`PYOCO_DISCOVERY_MODULES`, `PYOCO_FLOW_RESOLVER`,
+    /// `PYTHONPATH`, …).
+    pub runner_env: Vec<(String, String)>,
+    /// How long a runner may take to start.
+    pub runner_ready_timeout: Duration,
+    /// `PYOCO_RUN_HEARTBEAT_INTERVAL_SEC`: snapshot heartbeat and cancel check period.
+    pub run_heartbeat_interval: Duration,
+    /// `PYOCO_ACK_PROGRESS_INTERVAL_SEC` as configured (≤ 0 disables in-progress ACKs). The
+    /// period actually used also depends on the consumer's ack wait (§6.5).
+    pub ack_progress_interval_sec: f64,
+    /// `PYOCO_CONSUMER_ACK_WAIT_SEC`: used for the §6.5 rule when the consumer's own ack wait
+    /// cannot be read.
+    pub ack_wait: Duration,
+    /// `PYOCO_CANCEL_GRACE_PERIOD_SEC`; `None` (0) never kills a cancelled run.
+    pub cancel_grace_period: Option<Duration>,
+    /// `PYOCO_MAX_RUN_SNAPSHOT_BYTES` (≤ 0 disables compaction).
+    pub max_run_snapshot_bytes: i64,
+    /// `PYOCO_DLQ_PUBLISH_EXECUTION_ERROR`.
+    pub dlq_publish_execution_error: bool,
+    /// `PYOCO_WORKER_HEARTBEAT_INTERVAL_SEC`: registry touch period.
+    pub worker_heartbeat_interval: Duration,
+    /// Least time between two non-terminal snapshot writes of one run.
+    pub snapshot_min_interval: Duration,
+    /// On shutdown, how long runs in progress may take to finish before they are stopped and
+    /// their jobs handed back to the queue.
+    pub stop_timeout: Duration,
+    /// Delay of a NAK (0.5.1: 2 s).
+    pub nak_delay: Duration,
+}
+
+/// Default least time between two non-terminal snapshot writes (0.5.1's trace flush: 0.25 s).
+pub const DEFAULT_SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_millis(200);
+
+impl WorkerConfig {
+    /// The configuration `settings` describe. Tags: `PYOCO_WORKER_TAGS`, else
+    /// `[PYOCO_DEFAULT_TAG]` (§14-26). Interpreter: `PYOCO_PYTHON`, else the data dir's venv if
+    /// it exists, else `python3`. Runner files live under `<data dir>/runner`.
+    pub fn from_settings(settings: &Settings) -> Result<WorkerConfig, WorkerError> {
+        let dirs = AppDirs::from_settings(settings)
+            .map_err(|e| WorkerError::Config(format!("cannot find the app data dir: {e}")))?;
+        let tags = if settings.worker_tags.is_empty() {
+            vec![settings.default_tag.clone()]
+        } else {
+            settings.worker_tags.clone()
+        };
+        let python = settings
+            .python
+            .clone()
+            .unwrap_or_else(|| default_python(&dirs.venv_dir()));
+        let runner_dir = dirs.data_dir().join("runner");
+        // The worker id may contain `/` and `.` (a KV key): keep it one path component.
+        let dir_name: String = settings
+            .worker_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let work_dir = runner_dir.join("work").join(dir_name);
+        let mut runner_env = Vec::new();
+        if let Some(m) = settings
+            .discovery_modules
+            .as_ref()
+            .filter(|m| !m.is_empty())
+        {
+            runner_env.push(("PYOCO_DISCOVERY_MODULES".to_string(), m.clone()));
+        }
+        let secs = |v: f64| Duration::try_from_secs_f64(v.max(0.0)).unwrap_or(Duration::ZERO);
+        Ok(WorkerConfig {
+            worker_id: settings.worker_id.clone(),
+            tags,
+            default_tag: settings.default_tag.clone(),
+            concurrency: 1,
+            poll_timeout: Duration::from_secs(1),
+            run_once: false,
+            python,
+            runner_dir,
+            work_dir,
+            runner_env,
+            runner_ready_timeout: Duration::from_secs(60),
+            run_heartbeat_interval: secs(settings.run_heartbeat_interval_sec.max(0.1)),
+            ack_progress_interval_sec: settings.ack_progress_interval_sec,
+            ack_wait: secs(settings.consumer_ack_wait_sec),
+            cancel_grace_period: (settings.cancel_grace_period_sec > 0.0)
+                .then(|| secs(settings.cancel_grace_period_sec)),
+            max_run_snapshot_bytes: i64::try_from(settings.max_run_snapshot_bytes)
+                .unwrap_or(i64::MAX),
+            dlq_publish_execution_error: settings.dlq_publish_execution_error,
+            worker_heartbeat_interval: secs(settings.worker_heartbeat_interval_sec.max(0.1)),
+            snapshot_min_interval: DEFAULT_SNAPSHOT_MIN_INTERVAL,
+            stop_timeout: Duration::from_secs(30),
+            nak_delay: Duration::from_secs(2),
+        })
+    }
+
+    /// Give the runners a `PYTHONPATH` that means what it meant where the worker was started:
+    /// relative entries of `pythonpath` (the caller's `PYTHONPATH`) are made absolute against
+    /// `cwd`, because the runners work in their own scratch directory. With `include_cwd`,
+    /// `cwd` itself is appended, so task modules next to the user's flow.yaml import without
+    /// setting anything (what `pyoco-server up` does).
+    pub fn set_pythonpath(
+        &mut self,
+        pythonpath: Option<&std::ffi::OsStr>,
+        cwd: &Path,
+        include_cwd: bool,
+    ) -> Result<(), WorkerError> {
+        let mut entries: Vec<PathBuf> = pythonpath
+            .map(|p| {
+                std::env::split_paths(p)
+                    .map(|e| {
+                        if e.as_os_str().is_empty() || e.is_relative() {
+                            cwd.join(e)
+                        } else {
+                            e
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if include_cwd && !entries.iter().any(|e| e == cwd) {
+            entries.push(cwd.to_path_buf());
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let joined = std::env::join_paths(entries)
+            .map_err(|e| WorkerError::Config(format!("PYTHONPATH: {e}")))?;
+        self.set_runner_env("PYTHONPATH", &joined.to_string_lossy());
+        Ok(())
+    }
+
+    /// Set `PYOCO_FLOW_RESOLVER` for the runners. A relative file path
+    /// (`flows/resolver.py:resolve`) is made absolute against `cwd`, because the runners work
+    /// in their own scratch directory.
+    pub fn set_flow_resolver(&mut self, spec: &str, cwd: &Path) {
+        let spec = absolutize_resolver(spec, cwd);
+        self.set_runner_env("PYOCO_FLOW_RESOLVER", &spec);
+    }
+
+    /// Set (or replace) one variable of the runners' environment.
+    pub fn set_runner_env(&mut self, name: &str, value: &str) {
+        self.runner_env.retain(|(k, _)| k != name);
+        self.runner_env.push((name.to_string(), value.to_string()));
+    }
+
+    /// In-progress ACK period for a consumer whose ack wait is `ack_wait` (§6.5).
+    pub fn ack_progress_period(&self, ack_wait: Duration) -> Option<Duration> {
+        ack_progress_interval(self.ack_progress_interval_sec, ack_wait)
+    }
+
+    pub(crate) fn runner_spec(&self, script: PathBuf) -> RunnerSpec {
+        RunnerSpec {
+            python: self.python.clone(),
+            script,
+            cwd: self.work_dir.clone(),
+            env: self.runner_env.clone(),
+            ready_timeout: self.runner_ready_timeout,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), WorkerError> {
+        if self.tags.is_empty() {
+            return Err(WorkerError::Config(
+                "the worker has no tags to serve".into(),
+            ));
+        }
+        for tag in &self.tags {
+            pyoco_wire::validate_tag(tag)
+                .map_err(|e| WorkerError::Config(format!("invalid worker tag: {e}")))?;
+        }
+        if self.worker_id.is_empty() {
+            return Err(WorkerError::Config(
+                "the worker id must not be empty".into(),
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(WorkerError::Config("concurrency must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `<venv>/bin/python` (`Scripts\python.exe` on Windows) if it exists, else `python3`.
+fn default_python(venv: &Path) -> PathBuf {
+    let candidate = if cfg!(windows) {
+        venv.join("Scripts").join("python.exe")
+    } else {
+        venv.join("bin").join("python")
+    };
+    if candidate.exists() {
+        candidate
+    } else {
+        PathBuf::from(if cfg!(windows) { "python" } else { "python3" })
+    }
+}
+
+/// `path/file.py:function` with a relative path → the same with `cwd/path`. Module specs
+/// (`pkg.mod:function`) are returned unchanged. The target is a path when it ends in `.py` or
+/// contains `/` or `\` (the runner's rule, split at the last `:`).
+fn absolutize_resolver(spec: &str, cwd: &Path) -> String {
+    let Some((target, func)) = spec.rsplit_once(':') else {
+        return spec.to_string();
+    };
+    let is_path = target.ends_with(".py") || target.contains('/') || target.contains('\\');
+    if !is_path || Path::new(target).is_absolute() || target.is_empty() {
+        return spec.to_string();
+    }
+    format!("{}:{func}", cwd.join(target).display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_resolver_paths_become_absolute() {
+        let cwd = Path::new("/home/u/proj");
+        assert_eq!(
+            absolutize_resolver("flows/r.py:resolve", cwd),
+            "/home/u/proj/flows/r.py:resolve"
+        );
+        assert_eq!(
+            absolutize_resolver("r.py:resolve", cwd),
+            "/home/u/proj/r.py:resolve"
+        );
+        assert_eq!(
+            absolutize_resolver("/abs/r.py:resolve", cwd),
+            "/abs/r.py:resolve"
+        );
+        assert_eq!(
+            absolutize_resolver("my_pkg.flows:resolve", cwd),
+            "my_pkg.flows:resolve"
+        );
+    }
+
+    #[test]
+    fn settings_defaults_give_the_default_tag_and_one_runner() {
+        let mut opts = pyoco_config::LoadOptions {
+            env: Default::default(),
+            cwd: PathBuf::from("/"),
+            home: None,
+        };
+        opts.env.insert("PYOCO_DEFAULT_TAG".into(), "gpu".into());
+        opts.env.insert("PYOCO_LOAD_DOTENV".into(), "0".into());
+        opts.env
+            .insert("PYOCO_DATA_DIR".into(), "/tmp/pyoco-worker-cfg-test".into());
+        opts.env
+            .insert("PYOCO_DISCOVERY_MODULES".into(), "my.tasks".into());
+        let settings = Settings::load(&opts).unwrap();
+        let cfg = WorkerConfig::from_settings(&settings).unwrap();
+        assert_eq!(cfg.tags, vec!["gpu".to_string()]);
+        assert_eq!(cfg.concurrency, 1);
+        assert_eq!(
+            cfg.runner_dir,
+            PathBuf::from("/tmp/pyoco-worker-cfg-test/runner")
+        );
+        assert_eq!(cfg.cancel_grace_period, Some(Duration::from_secs(30)));
+        assert!(cfg
+            .runner_env
+            .contains(&("PYOCO_DISCOVERY_MODULES".into(), "my.tasks".into())));
+        assert_eq!(
+            cfg.ack_progress_period(Duration::from_secs(30)),
+            Some(Duration::from_secs(10))
+        );
+    }
+}

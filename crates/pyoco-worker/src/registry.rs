@@ -1,0 +1,181 @@
+//! The worker's record in the registry (KV `pyoco_workers`, key `<worker_id>`, §2.4).
+//!
+//! 0.5.1 writes the record at startup, at the start and end of every run, every
+//! `PYOCO_WORKER_HEARTBEAT_INTERVAL_SEC` and at a graceful stop. Here the same writes happen
+//! in one background task: jobs only report "run started"/"run finished" to a shared state
+//! ([`RegistryHandle`]) and wake the task, so a run never waits for a registry write, and bursts
+//! of short runs collapse into one write. Each write re-reads the stored record first and keeps
+//! what others own (`hidden`, set by `PATCH /workers/{id}`; `wheel_sync`; unknown keys).
+//!
+//! With concurrency above one, `current_run_id` is the most recently started run still
+//! executing and the state is `RUNNING` while any run executes.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use indexmap::IndexMap;
+use pyoco_store::Bucket;
+use pyoco_wire::{WheelSyncStatus, WorkerRecord, WorkerState};
+use tokio::{sync::Notify, task::JoinHandle};
+
+use crate::now;
+
+/// Least time between two registry writes caused by run starts/ends.
+const MIN_GAP: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Default)]
+struct State {
+    /// Runs executing now → start time, in start order.
+    running: IndexMap<String, f64>,
+    last_run_id: Option<String>,
+    last_run_status: Option<String>,
+    last_run_started_at: Option<f64>,
+    last_run_finished_at: Option<f64>,
+}
+
+/// What jobs use to report runs to the registry. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RegistryHandle {
+    state: Arc<Mutex<State>>,
+    wake: Arc<Notify>,
+}
+
+impl RegistryHandle {
+    pub(crate) fn run_started(&self, run_id: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            let t = now();
+            s.running.insert(run_id.to_string(), t);
+            s.last_run_started_at = Some(t);
+        }
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn run_finished(&self, run_id: &str, status: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            let started = s.running.shift_remove(run_id);
+            s.last_run_id = Some(run_id.to_string());
+            s.last_run_status = Some(status.to_string());
+            if let Some(t) = started {
+                s.last_run_started_at = Some(t);
+            }
+            s.last_run_finished_at = Some(now());
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// The registry writer of one worker process.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    bucket: Bucket,
+    worker_id: String,
+    instance_id: String,
+    tags: Vec<String>,
+    handle: RegistryHandle,
+}
+
+impl Registry {
+    pub(crate) fn new(bucket: Bucket, worker_id: &str, tags: &[String]) -> Registry {
+        Registry {
+            bucket,
+            worker_id: worker_id.to_string(),
+            instance_id: uuid::Uuid::new_v4().simple().to_string(),
+            tags: tags.to_vec(),
+            handle: RegistryHandle::default(),
+        }
+    }
+
+    pub(crate) fn handle(&self) -> RegistryHandle {
+        self.handle.clone()
+    }
+
+    /// Write the record once (`IDLE`/`RUNNING`, or `STOPPED_GRACEFUL` when `stopping`).
+    pub(crate) async fn write(&self, stopping: bool) {
+        if let Err(err) = self.try_write(stopping).await {
+            tracing::warn!(worker_id = %self.worker_id, "worker registry update failed: {err}");
+        }
+    }
+
+    async fn try_write(&self, stopping: bool) -> Result<(), pyoco_store::StoreError> {
+        let t = now();
+        let existing = match self.bucket.get(&self.worker_id).await? {
+            Some(v) => match WorkerRecord::from_json(&v.value, &self.worker_id) {
+                Ok(r) => Some(r),
+                Err(err) => {
+                    tracing::warn!(
+                        worker_id = %self.worker_id,
+                        "stored worker record is not readable, replacing it: {err}"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut rec = match existing {
+            Some(mut r) => {
+                r.instance_id = self.instance_id.clone();
+                r.worker_id = self.worker_id.clone();
+                r.tags = self.tags.clone();
+                if r.wheel_sync.is_none() {
+                    r.wheel_sync = Some(WheelSyncStatus::initial(false));
+                }
+                r
+            }
+            None => WorkerRecord::starting(
+                &self.worker_id,
+                &self.instance_id,
+                self.tags.clone(),
+                t,
+                WheelSyncStatus::initial(false),
+            ),
+        };
+        {
+            let s = self.handle.state.lock().expect("registry state");
+            rec.state = if stopping {
+                WorkerState::StoppedGraceful
+            } else if s.running.is_empty() {
+                WorkerState::Idle
+            } else {
+                WorkerState::Running
+            };
+            rec.current_run_id = if stopping {
+                None
+            } else {
+                s.running.keys().last().cloned()
+            };
+            rec.last_run_id = s.last_run_id.clone();
+            rec.last_run_status = s.last_run_status.clone();
+            rec.last_run_started_at = s.last_run_started_at;
+            rec.last_run_finished_at = s.last_run_finished_at;
+        }
+        if stopping {
+            rec.stopped_at = Some(t);
+            rec.stop_reason = Some("graceful_shutdown".into());
+        } else {
+            rec.stopped_at = None;
+            rec.stop_reason = None;
+        }
+        rec.touch(t);
+        self.bucket.put(&self.worker_id, rec.to_json()).await?;
+        Ok(())
+    }
+
+    /// Keep the record fresh: every `interval`, and shortly after each run start/end.
+    pub(crate) fn spawn_heartbeat(self: &Arc<Self>, interval: Duration) -> JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = crate::heartbeat::ticker(interval);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = me.handle.wake.notified() => {
+                        tokio::time::sleep(MIN_GAP).await;
+                    }
+                }
+                me.write(false).await;
+            }
+        })
+    }
+}

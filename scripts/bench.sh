@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Benchmark the Rust gateway and worker against Python pyoco-server 0.5.1, side by side, in one
+# run on this machine:
+#
+#   bash scripts/bench.sh [pyoco-bench options]
+#
+# Builds pyoco-cli (the Rust pyoco-server / pyoco-worker) and pyoco-bench in release mode, then
+# runs target/release/pyoco-bench with the options given. Common options:
+#   --quick            smoke run with small request counts (well under a minute)
+#   --only python|rust measure one system only
+#   --rounds N         each system N times, interleaved; medians are reported
+#   --runs K           runs stored for the GET /runs?limit=100 measurement (default 2000)
+#   --out FILE         also write the results as JSON
+#   --help             every option
+# Needs the Python venv with pyoco-server 0.5.1 (bash scripts/setup.sh --with-interop) and the
+# pinned nats-server (bash scripts/setup.sh). If the Rust binaries do not build, the Python side
+# is still measured and the Rust column says why it is missing. See docs/benchmarks.md.
+set -euo pipefail
+
+LOG_TAG="bench"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+for arg in "$@"; do
+  case $arg in
+    -h | --help)
+      sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+      echo
+      echo "pyoco-bench options (after building it):"
+      ;;
+  esac
+done
+
+pyoco_find_cargo || die "cargo not found" "install a Rust toolchain (>= 1.89), or run bash scripts/setup.sh"
+cd "$PYOCO_ROOT"
+
+if ! cargo build --release -p pyoco-cli -p pyoco-bench; then
+  warn "building pyoco-cli failed: building pyoco-bench alone (the Rust side will be skipped or use stale binaries)"
+  cargo build --release -p pyoco-bench
+fi
+
+exec "$PYOCO_ROOT/target/release/pyoco-bench" "$@"
