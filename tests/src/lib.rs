@@ -8,6 +8,13 @@
 //!   created once by `scripts/setup.sh` and cached between runs.
 //! - [`interop_venv`]: the venv with the real `pyoco-server==0.5.1`, for interop tests.
 //!
+//! With the `app` feature (on for this package's own tests, off for the other crates'):
+//! - [`TestApp::start`]: the whole application for one test — a fresh nats-server, the
+//!   appliance in-process with its gateway on a free port and an optional local worker, an HTTP
+//!   client, and a direct store connection for assertions;
+//! - [`PythonGateway`], [`python_worker`], [`pyoco_client`]: the real Python 0.5.1 processes
+//!   beside ours on one NATS, killed with their process group when dropped.
+//!
 //! Environment it honours (set by `scripts/test.sh`): `PYOCO_NATS_SERVER_BIN`,
 //! `PYOCO_TEST_PYTHON`, `PYOCO_TEST_INTEROP_VENV`, `PYOCO_DATA_DIR`.
 
@@ -19,6 +26,21 @@ use std::{
 };
 
 use pyoco_natsd::{NatsServerConfig, NatsSupervisor, RestartPolicy};
+
+#[cfg(feature = "app")]
+mod app;
+#[cfg(feature = "app")]
+mod interop;
+
+#[cfg(feature = "app")]
+pub use app::{
+    epoch_now, free_port, post_yaml, status_json, submit_yaml, wait_status, write_task_module,
+    AppOptions, TestApp, TASKS_MODULE, TASKS_PY,
+};
+#[cfg(feature = "app")]
+pub use interop::{
+    interop_bin, pyoco_client, python_worker, ClientOutput, PyocoProcess, PythonGateway,
+};
 
 /// The repository root (the workspace).
 pub fn workspace_root() -> PathBuf {
@@ -66,6 +88,8 @@ pub fn nats_server_bin() -> PathBuf {
 /// A real nats-server for one test.
 pub struct TestNats {
     supervisor: Option<NatsSupervisor>,
+    port: u16,
+    store_dir: PathBuf,
     _store: tempfile::TempDir,
 }
 
@@ -88,10 +112,13 @@ impl TestNats {
         config.startup_timeout = Duration::from_secs(20);
         config.stop_grace = Duration::from_secs(3);
         adjust(&mut config);
+        let store_dir = config.store_dir.clone();
         let supervisor = NatsSupervisor::start(config)
             .await
             .unwrap_or_else(|e| panic!("starting the test nats-server failed: {e}"));
         TestNats {
+            port: supervisor.port(),
+            store_dir,
             supervisor: Some(supervisor),
             _store: store,
         }
@@ -103,6 +130,17 @@ impl TestNats {
 
     pub fn supervisor(&self) -> &NatsSupervisor {
         self.supervisor.as_ref().expect("running")
+    }
+
+    /// The client port (still known after [`TestNats::stop`], to start a server on it again).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The JetStream store directory (kept after [`TestNats::stop`] until the value is
+    /// dropped, so a server started with it finds every stream and bucket again).
+    pub fn store_dir(&self) -> &Path {
+        &self.store_dir
     }
 
     /// Stop the server now (the store is kept until the value is dropped).

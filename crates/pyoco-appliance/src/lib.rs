@@ -174,14 +174,20 @@ impl Appliance {
         let nats_url = status.borrow().nats_url.clone();
         let store_config = StoreConfig::from(&settings);
 
+        // One connection for the gateway and the local worker; it connects in the background
+        // and keeps reconnecting, so both survive a NATS restart.
+        let store = SharedStore::connect_in_background(&nats_url, "pyoco-appliance", store_config);
+        if managed_nats {
+            // NATS answers already: be ready before we say the gateway runs, so a client that
+            // saw /health answer never gets `503 NotConnected` (as 0.5.1, which connected first).
+            if let Err(e) = store.wait_ready(Duration::from_secs(10)).await {
+                tracing::warn!("the managed NATS answers but the store is not ready yet: {e}");
+            }
+        }
+
         // 2. Gateway.
         let gateway_stop = CancellationToken::new();
         let gateway_task = if gateway {
-            let store = SharedStore::connect_in_background(
-                &nats_url,
-                "pyoco-http-api",
-                store_config.clone(),
-            );
             let listener = match bind(&settings, http_listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -192,13 +198,24 @@ impl Appliance {
                 }
             };
             let addr = listener.local_addr().ok();
-            let state = pyoco_gateway::AppState::new(&settings, store);
+            let state = pyoco_gateway::AppState::new(&settings, store.clone());
             let stop = gateway_stop.clone();
             let status2 = status.clone();
             status.send_modify(|s| {
                 s.api_url = addr.map(|a| format!("http://{}", display_addr(a)));
             });
-            set_state(&status, Component::Gateway, ComponentState::Running);
+            // Running once it can reach NATS; until then it answers 503 (and /health).
+            let ready_store = store.clone();
+            let status3 = status.clone();
+            watcher_tasks.push(tokio::spawn(async move {
+                if ready_store
+                    .wait_ready(Duration::from_secs(86_400))
+                    .await
+                    .is_ok()
+                {
+                    set_state(&status3, Component::Gateway, ComponentState::Running);
+                }
+            }));
             Some(tokio::spawn(async move {
                 let result =
                     pyoco_gateway::serve(listener, state, async move { stop.cancelled().await })
@@ -217,7 +234,6 @@ impl Appliance {
 
         // 3. Local worker, restarted with backoff when it fails.
         let worker_stop = CancellationToken::new();
-        let store = SharedStore::connect_in_background(&nats_url, "pyoco-appliance", store_config);
         let worker_task = worker_config.map(|config| {
             tokio::spawn(run_worker(
                 config,
@@ -294,6 +310,7 @@ impl Appliance {
         }
         self.watchers_stop.cancel();
         for task in self.watcher_tasks.drain(..) {
+            task.abort();
             let _ = task.await;
         }
         if let Some(nats) = self.nats.take() {

@@ -361,6 +361,12 @@ async fn fetch_batch(
 /// After a pull error, make sure the durable consumer exists (a NATS server restarted with a
 /// fresh store has none) and use it.
 async fn refresh_consumer(sh: &Shared, tc: &TagConsumer) {
+    // A request sent while disconnected is lost across the reconnect and only fails after the
+    // request timeout (5 s): ask only when connected; the caller retries shortly.
+    if let Err(err) = sh.store.check_connected() {
+        tracing::debug!(tag = %tc.tag, "consumer not refreshed: {err}");
+        return;
+    }
     match sh.store.work_consumer(&tc.tag).await {
         Ok(c) => *tc.consumer.lock().await = c,
         Err(err) => tracing::debug!(tag = %tc.tag, "consumer not available yet: {err}"),
