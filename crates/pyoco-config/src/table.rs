@@ -122,8 +122,8 @@ settings_table! {
         help: "Seconds between a worker's registry updates.",
     },
     workers_kv_ttl_sec: f64 = PYOCO_WORKERS_KV_TTL_SEC {
-        group: Heartbeat, kind: Kind::Seconds, default: Some("15.0"), scope: Server,
-        help: "Max age of worker registry entries (applied when the bucket is created; 0 = no expiry).",
+        group: Heartbeat, kind: Kind::Seconds, default: Some("86400.0"), scope: Server,
+        help: "Max age of worker registry entries (applied when the bucket is created; 0 = no expiry); keep it above the disconnect timeout.",
     },
     worker_disconnect_timeout_sec: f64 = PYOCO_WORKER_DISCONNECT_TIMEOUT_SEC {
         group: Heartbeat, kind: Kind::Interval { floor: 0.0 }, default: Some("20.0"), scope: Server,

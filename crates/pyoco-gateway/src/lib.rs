@@ -3,8 +3,10 @@
 //! submits, and the other way round).
 //!
 //! What it is: an axum [`router`] and a [`serve`] function that runs it on a listener you bind
-//! (port 0 in tests) until a shutdown future resolves. Today it serves `GET /health`,
-//! `POST /runs`, `POST /runs/yaml`, `GET /runs/{run_id}` and `GET /runs/{run_id}/tasks`; every
+//! (port 0 in tests) until a shutdown future resolves. It serves `GET /health`, `POST /runs`,
+//! `POST /runs/yaml`, `GET /runs` (from an in-memory index fed by one KV watch, `index.rs`),
+//! `GET /runs/{run_id}`, `/tasks`, `/watch` (SSE driven by a KV watch), `/cancel`
+//! (compare-and-set), `GET /workers`, `PATCH /workers/{worker_id}` and `GET /metrics`; every
 //! error is JSON with a `detail` ([`ApiError`]). It starts while NATS is down (NATS-backed
 //! endpoints answer `503 nats unavailable: NotConnected` until the [`SharedStore`] is ready,
 //! and recover by themselves), turns a handler panic into a 500 JSON answer, and reads an
@@ -31,7 +33,9 @@
 
 mod auth;
 mod error;
+mod index;
 mod json;
+mod pydantic;
 mod routes;
 mod state;
 
@@ -97,8 +101,13 @@ where
         // Small JSON answers: don't let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let app = router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // End SSE streams now; in-flight requests still finish.
+            state.begin_shutdown();
+        })
         .await
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use pyoco_config::Settings;
 use pyoco_store::{SharedStore, Store};
 
-use crate::error::ApiError;
+use crate::{error::ApiError, index::RunIndex};
 
 /// Shared state of the gateway. Cheap to clone (one `Arc`).
 #[derive(Clone, Debug)]
@@ -18,6 +18,9 @@ pub struct AppState {
 
 #[derive(Debug)]
 struct Inner {
+    /// Flipped once when the server starts its graceful shutdown, so long-lived responses
+    /// (SSE watches) end instead of holding the shutdown up for their whole `timeout_sec`.
+    shutdown: tokio::sync::watch::Sender<bool>,
     shared: SharedStore,
     /// The store once [`SharedStore`] reported it ready. A `SharedStore` becomes ready once
     /// and never changes its store afterwards, so keeping it here is exact, and it spares each
@@ -27,6 +30,8 @@ struct Inner {
     default_tag: String,
     workflow_yaml_max_bytes: u64,
     worker_disconnect_timeout_sec: f64,
+    /// Every run in memory, fed by a KV watch: `GET /runs` and `/metrics` read it.
+    run_index: RunIndex,
 }
 
 impl AppState {
@@ -35,6 +40,8 @@ impl AppState {
     pub fn new(settings: &Settings, store: SharedStore) -> AppState {
         AppState {
             inner: Arc::new(Inner {
+                shutdown: tokio::sync::watch::Sender::new(false),
+                run_index: RunIndex::new(store.clone()),
                 shared: store,
                 ready: OnceLock::new(),
                 default_tag: settings.default_tag.clone(),
@@ -68,5 +75,23 @@ impl AppState {
     /// `PYOCO_WORKER_DISCONNECT_TIMEOUT_SEC`, for the derived worker state (§4.3).
     pub fn worker_disconnect_timeout_sec(&self) -> f64 {
         self.inner.worker_disconnect_timeout_sec
+    }
+
+    /// The in-memory index of every run (`GET /runs`, `/metrics`).
+    pub(crate) fn run_index(&self) -> &RunIndex {
+        &self.inner.run_index
+    }
+
+    /// Tell long-lived responses that the server is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`AppState::begin_shutdown`] was called.
+    pub fn shutting_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|down| *down).await;
+        }
     }
 }

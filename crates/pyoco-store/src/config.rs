@@ -38,7 +38,8 @@ pub struct StoreConfig {
 }
 
 impl Default for StoreConfig {
-    /// The pyoco-server 0.5.1 defaults (contract §13).
+    /// The pyoco-server 0.5.1 defaults (contract §13), except the worker registry TTL: one day
+    /// instead of 15 s, so dead and stopped workers can be shown (§14-10).
     fn default() -> Self {
         Self {
             work_stream: "PYOCO_WORK".into(),
@@ -54,7 +55,7 @@ impl Default for StoreConfig {
             dlq_max_bytes: 536_870_912,
             runs_bucket: "pyoco_runs".into(),
             workers_bucket: "pyoco_workers".into(),
-            workers_ttl: Duration::from_secs(15),
+            workers_ttl: Duration::from_secs(86_400),
             auth_bucket: "pyoco_auth".into(),
             wheel_history_bucket: "pyoco_wheel_history".into(),
             wheel_history_ttl: Duration::from_secs(7_776_000),

@@ -42,7 +42,7 @@ async fn every_resource_is_created_with_the_contract_config() {
 
     for (bucket, ttl) in [
         ("pyoco_runs", Duration::ZERO),
-        ("pyoco_workers", Duration::from_secs(15)),
+        ("pyoco_workers", Duration::from_secs(86_400)),
         ("pyoco_auth", Duration::ZERO),
         ("pyoco_wheel_history", Duration::from_secs(7_776_000)),
     ] {

@@ -272,7 +272,7 @@ impl JobMessage {
 
 /// NATS KV key rule (`^[-/_=.a-zA-Z0-9]+$`, no leading/trailing `.`): a run id outside it
 /// cannot be written to `pyoco_runs`.
-fn is_valid_kv_key(key: &str) -> bool {
+pub fn is_valid_kv_key(key: &str) -> bool {
     !key.is_empty()
         && !key.starts_with('.')
         && !key.ends_with('.')

@@ -28,7 +28,7 @@ mod cursor;
 mod dlq;
 mod job;
 mod json;
-mod python;
+pub mod python;
 mod snapshot;
 mod tag;
 mod wheel;
@@ -43,7 +43,7 @@ pub use cursor::{CursorError, RunsCursor};
 pub use dlq::{
     flow_not_found_error, DlqMessage, DlqPayload, DlqRunInfo, INVALID_JOB_PAYLOAD_MAX_BYTES,
 };
-pub use job::{InvalidJob, InvalidJobKind, JobMessage, NewRun, WorkflowUpload};
+pub use job::{is_valid_kv_key, InvalidJob, InvalidJobKind, JobMessage, NewRun, WorkflowUpload};
 pub use json::{
     from_python_json, to_python_json, try_to_python_json, value_from_python_json, PythonFormatter,
 };

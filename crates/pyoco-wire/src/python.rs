@@ -95,12 +95,17 @@ pub(crate) fn strip_digit_underscores(s: &str) -> Option<String> {
 
 /// Characters Python's `str.strip()` removes (Unicode whitespace plus the ASCII
 /// information separators U+001C..U+001F, which Python counts as whitespace).
-pub(crate) fn is_py_space(c: char) -> bool {
+pub fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
+/// Python's `str.strip()`.
+pub fn py_strip(s: &str) -> &str {
+    s.trim_matches(is_py_space)
+}
+
 /// Python truthiness of a JSON value.
-pub(crate) fn truthy(value: &Value) -> bool {
+pub fn truthy(value: &Value) -> bool {
     match value {
         Value::Null => false,
         Value::Bool(b) => *b,

@@ -4,19 +4,29 @@ use axum::{http::StatusCode, Router};
 
 use crate::{error::ApiError, AppState};
 
+mod cancel;
 mod health;
+mod list;
+mod metrics;
 mod runs;
 mod submit_request;
+mod watch;
+mod workers;
 mod yaml_form;
 
 /// Routes anyone may call (contract §3.1, left column of "not protected").
 pub(crate) fn public() -> Router<AppState> {
     health::routes()
+        .merge(workers::routes())
+        .merge(metrics::routes())
 }
 
 /// Routes behind authentication once it exists (§9): the auth layer goes on this router.
 pub(crate) fn protected(state: &AppState) -> Router<AppState> {
     runs::routes(state)
+        .merge(watch::routes())
+        .merge(cancel::routes())
+        .merge(list::routes())
 }
 
 /// 404 `{"detail":"Not Found"}` for unknown paths, like Starlette.

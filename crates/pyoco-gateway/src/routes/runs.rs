@@ -19,6 +19,8 @@ use axum::{
     Router,
 };
 use pyoco_store::{Store, StoreError};
+pub(crate) use pyoco_wire::is_valid_kv_key;
+use pyoco_wire::python::{py_strip, truthy};
 use pyoco_wire::{
     parse_workflow_yaml, JobMessage, NewRun, RunSnapshot, WorkerRecord, WorkflowUpload,
 };
@@ -184,7 +186,7 @@ fn missing_form_parts(workflow: bool, flow_name: bool) -> ApiError {
 async fn submit_new_run(state: &AppState, run: NewRun) -> Result<PyJson<Submitted>, ApiError> {
     let store = state.store()?;
     let now = epoch_now();
-    let snapshot = RunSnapshot::pending(&run, now).to_json();
+    let snapshot = Bytes::from(RunSnapshot::pending(&run, now).to_json());
     let job = JobMessage::for_new_run(&run, now).to_json();
     let NewRun {
         run_id,
@@ -193,19 +195,26 @@ async fn submit_new_run(state: &AppState, run: NewRun) -> Result<PyJson<Submitte
         ..
     } = run;
 
-    if let Err(err) = store.runs().create(&run_id, snapshot).await {
-        tracing::warn!(%run_id, %flow_name, %tag, "submit failed writing the snapshot: {err}");
-        if err.unavailable_kind().is_some() {
-            // A timed-out write may still have landed; the run id is ours alone.
-            forget_snapshot(store, &run_id).await;
+    let revision = match store.runs().create(&run_id, snapshot.clone()).await {
+        Ok(revision) => revision,
+        Err(err) => {
+            tracing::warn!(%run_id, %flow_name, %tag, "submit failed writing the snapshot: {err}");
+            if err.unavailable_kind().is_some() {
+                // A timed-out write may still have landed; the run id is ours alone.
+                forget_snapshot(store, &run_id).await;
+            }
+            return Err(err.into());
         }
-        return Err(err.into());
-    }
+    };
     if let Err(err) = store.publish_job(&tag, Bytes::from(job)).await {
         tracing::warn!(%run_id, %flow_name, %tag, "submit failed publishing the job: {err}");
         forget_snapshot(store, &run_id).await;
         return Err(err.into());
     }
+    // Read-your-writes: the submitter's next `GET /runs` lists it, watch or no watch yet.
+    state
+        .run_index()
+        .insert_submitted(&run_id, &snapshot, revision);
     tracing::debug!(%run_id, %flow_name, %tag, "run submitted");
     Ok(PyJson(Submitted {
         run_id,
@@ -296,7 +305,7 @@ async fn get_tasks(
 /// Read a run's snapshot as raw JSON (so keys this version does not know are kept), hidden
 /// from other tenants. A value that is not a JSON object is a corrupt record: 500
 /// `run record is corrupt` (a server-side data problem, logged with the run id).
-async fn load_run(
+pub(crate) async fn load_run(
     store: &Store,
     caller: &Caller,
     run_id: &str,
@@ -321,7 +330,7 @@ async fn load_run(
     Ok(snapshot)
 }
 
-fn corrupt_run(run_id: &str, why: impl std::fmt::Display) -> ApiError {
+pub(crate) fn corrupt_run(run_id: &str, why: impl std::fmt::Display) -> ApiError {
     let err = StoreError::Corrupt {
         key: run_id.to_string(),
         message: why.to_string(),
@@ -370,12 +379,12 @@ async fn add_worker_liveness(
 
 /// The `include` query of `GET /runs/{run_id}` (repeatable).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Include {
+pub(crate) struct Include {
     records: bool,
 }
 
 impl Include {
-    fn parse(query: Option<&str>) -> Include {
+    pub(crate) fn parse(query: Option<&str>) -> Include {
         let mut include = Include::default();
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             if key == "include" {
@@ -388,7 +397,7 @@ impl Include {
         include
     }
 
-    fn apply(self, snapshot: &mut Map<String, Value>) {
+    pub(crate) fn apply(self, snapshot: &mut Map<String, Value>) {
         if !self.records {
             snapshot.shift_remove("task_records");
             snapshot.shift_remove("task_records_truncated");
@@ -402,7 +411,7 @@ fn new_run_id() -> String {
 }
 
 /// Seconds since the epoch, like Python's `time.time()`.
-fn epoch_now() -> f64 {
+pub(crate) fn epoch_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -410,33 +419,6 @@ fn epoch_now() -> f64 {
 
 fn float_value(f: f64) -> Value {
     serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
-}
-
-/// Python truthiness of a JSON value.
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
-
-/// Python's `str.strip()`: Unicode whitespace plus the ASCII separators U+001C..U+001F.
-fn py_strip(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
-}
-
-/// NATS KV key rule: `^[-/_=.a-zA-Z0-9]+$`, no leading or trailing `.`.
-fn is_valid_kv_key(key: &str) -> bool {
-    !key.is_empty()
-        && !key.starts_with('.')
-        && !key.ends_with('.')
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'=' | b'.'))
 }
 
 #[cfg(test)]

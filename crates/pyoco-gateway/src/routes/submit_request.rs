@@ -150,7 +150,7 @@ impl RunSubmitRequest {
 /// The body as JSON, following FastAPI: parsed as JSON when there is no `Content-Type` or it is
 /// `application/json` / `application/*+json`; any other type is "not an object" (so a
 /// cross-site `text/plain` form post cannot submit runs); an empty body is "missing".
-fn read_json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn read_json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let is_json = match headers.get(header::CONTENT_TYPE) {
         None => true,
         Some(v) => v.to_str().is_ok_and(is_json_content_type),

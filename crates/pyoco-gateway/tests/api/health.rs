@@ -46,7 +46,12 @@ async fn wrong_method_is_json_405() {
         (status, body),
         (405, json!({"detail": "Method Not Allowed"}))
     );
-    let response = gateway.get("/runs").await;
+    let response = gateway
+        .http
+        .delete(gateway.url("/runs"))
+        .send()
+        .await
+        .unwrap();
     let (status, body) = status_json(response).await;
     assert_eq!(
         (status, body),

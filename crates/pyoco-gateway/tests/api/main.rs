@@ -3,7 +3,12 @@
 mod helpers;
 
 mod health;
+mod metrics;
 mod nats_outage;
+mod runs_cancel;
 mod runs_get;
+mod runs_list;
 mod runs_submit;
+mod runs_watch;
 mod runs_yaml;
+mod workers;

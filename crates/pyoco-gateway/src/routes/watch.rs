@@ -1,0 +1,695 @@
+//! `GET /runs/{run_id}/watch`: a run's snapshots as Server-Sent Events (contract §3.2, §14-23).
+//!
+//! 0.5.1 polls the KV key every 0.5 s; here each stream is driven by a JetStream **KV watch**
+//! of the run's key, so a change reaches the client within milliseconds and an idle stream
+//! costs nothing but a timer. The watch starts at the key's *current* value (deliver policy
+//! "last per subject"), so the first event and every later one come from the same ordered
+//! source: no change between "read" and "watch" can fall through the gap, and no revision is
+//! sent twice.
+//!
+//! The frames are the ones old clients parse (`event:` and one `data:` line of compact,
+//! ASCII-safe JSON); `snapshot` frames add an `id: <KV revision>` line, which the Python client
+//! and the dashboard ignore and which lets a reconnecting client say what it already has
+//! (`Last-Event-ID`). Opt-in, invisible to old clients: `until_terminal=true` ends the stream
+//! right after a terminal snapshot. The deliberate differences are listed in `DIFFERENCES.md`.
+//!
+//! Every stream owns its JetStream consumer: when the stream ends for any reason — timeout,
+//! terminal state, key deleted, NATS trouble, or the client going away (hyper drops the body) —
+//! the consumer is deleted at once instead of lingering for the server's 30 s inactivity
+//! threshold.
+
+use std::{convert::Infallible, time::Duration};
+
+use async_nats::jetstream::{
+    self,
+    consumer::{push, DeliverPolicy, ReplayPolicy},
+};
+use axum::{
+    body::{Body, Bytes},
+    extract::{rejection::PathRejection, Path, RawQuery, State},
+    http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use futures::StreamExt;
+use pyoco_store::{Store, StoreError};
+use pyoco_wire::RunStatus;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::runs::{epoch_now, load_run, Include};
+use crate::{
+    auth::Caller,
+    error::{ApiError, FieldError},
+    AppState,
+};
+
+/// A `heartbeat` event goes out when nothing was sent for this long (0.5.1: 5 s).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// `timeout_sec` bounds and default (0.5.1: `Query(default=60, ge=1, le=600)`).
+const TIMEOUT_SEC_MIN: i64 = 1;
+const TIMEOUT_SEC_MAX: i64 = 600;
+const TIMEOUT_SEC_DEFAULT: u64 = 60;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route("/runs/{run_id}/watch", get(watch_run))
+}
+
+/// `GET /runs/{run_id}/watch`: validate, check the run exists and is the caller's, open the KV
+/// watch, then stream. Anything that fails before the first byte is an ordinary JSON error.
+async fn watch_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    run_id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(run_id) = run_id?;
+    let query = WatchQuery::parse(query.as_deref(), &headers)?;
+    let store = state.store()?;
+    // 404 `run not found` (also for another tenant's run), 503, or 500 for a corrupt record.
+    load_run(store, &caller, &run_id).await?;
+    let watch = KeyWatch::open(store, &run_id).await?;
+    tracing::debug!(%run_id, consumer = %watch.consumer_name(), "watch started");
+
+    let stream = RunEvents::new(
+        store.clone(),
+        watch,
+        run_id,
+        caller,
+        query,
+        state.shutting_down(),
+    );
+    let body = Body::from_stream(futures::stream::unfold(stream, |mut events| async move {
+        let frame = events.next_frame().await?;
+        Some((Ok::<_, Infallible>(frame), events))
+    }));
+    Ok(sse_response(body))
+}
+
+/// 200 with the headers 0.5.1 (Starlette) sends.
+fn sse_response(body: Body) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    response
+}
+
+/// The query of a watch, validated like FastAPI validates 0.5.1's signature
+/// (`include: list[str]`, `since: float | None`, `timeout_sec: int = Query(60, ge=1, le=600)`),
+/// plus this version's opt-ins.
+#[derive(Debug, Clone, PartialEq)]
+struct WatchQuery {
+    include: Include,
+    /// Snapshots whose `updated_at` is older are not sent.
+    since: Option<f64>,
+    timeout: Duration,
+    /// `until_terminal=true`: end the stream after a terminal snapshot.
+    until_terminal: bool,
+    /// `last_event_id` query, else the `Last-Event-ID` header: the revision the client has.
+    last_event_id: Option<u64>,
+}
+
+impl WatchQuery {
+    /// A repeated parameter counts with its last value (Starlette). Every invalid parameter is
+    /// reported in one FastAPI-style 422 list, in declaration order.
+    fn parse(query: Option<&str>, headers: &HeaderMap) -> Result<WatchQuery, ApiError> {
+        let mut since = None;
+        let mut timeout_sec = None;
+        let mut until_terminal = None;
+        let mut last_event_id = None;
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = match &*key {
+                "since" => &mut since,
+                "timeout_sec" => &mut timeout_sec,
+                "until_terminal" => &mut until_terminal,
+                "last_event_id" => &mut last_event_id,
+                _ => continue,
+            };
+            *slot = Some(value.into_owned());
+        }
+
+        let mut errors = Vec::new();
+        let since = since.and_then(|raw| match crate::pydantic::float(&raw) {
+            Some(f) => Some(f),
+            None => {
+                errors.push(invalid(
+                    "float_parsing",
+                    "since",
+                    "Input should be a valid number, unable to parse string as a number",
+                    raw,
+                ));
+                None
+            }
+        });
+        let timeout_sec = match timeout_sec {
+            None => TIMEOUT_SEC_DEFAULT,
+            Some(raw) => match crate::pydantic::int_opt(&raw) {
+                None => {
+                    errors.push(invalid(
+                        "int_parsing",
+                        "timeout_sec",
+                        "Input should be a valid integer, unable to parse string as an integer",
+                        raw,
+                    ));
+                    TIMEOUT_SEC_DEFAULT
+                }
+                Some(n) if n < i128::from(TIMEOUT_SEC_MIN) => {
+                    errors.push(FieldError {
+                        ctx: Some(serde_json::json!({ "ge": TIMEOUT_SEC_MIN })),
+                        ..invalid(
+                            "greater_than_equal",
+                            "timeout_sec",
+                            "Input should be greater than or equal to 1",
+                            raw,
+                        )
+                    });
+                    TIMEOUT_SEC_DEFAULT
+                }
+                Some(n) if n > i128::from(TIMEOUT_SEC_MAX) => {
+                    errors.push(FieldError {
+                        ctx: Some(serde_json::json!({ "le": TIMEOUT_SEC_MAX })),
+                        ..invalid(
+                            "less_than_equal",
+                            "timeout_sec",
+                            "Input should be less than or equal to 600",
+                            raw,
+                        )
+                    });
+                    TIMEOUT_SEC_DEFAULT
+                }
+                // In range, so it fits.
+                Some(n) => n as u64,
+            },
+        };
+        let until_terminal = match until_terminal {
+            None => false,
+            Some(raw) => crate::pydantic::boolean(&raw).unwrap_or_else(|| {
+                errors.push(invalid(
+                    "bool_parsing",
+                    "until_terminal",
+                    "Input should be a valid boolean, unable to interpret input",
+                    raw,
+                ));
+                false
+            }),
+        };
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+
+        // An id we did not hand out (not a revision) is ignored, as SSE ids are opaque to
+        // the client: the client then simply gets the current snapshot.
+        let last_event_id = last_event_id
+            .or_else(|| {
+                headers
+                    .get("last-event-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .and_then(|raw| raw.trim().parse::<u64>().ok());
+
+        Ok(WatchQuery {
+            include: Include::parse(query),
+            since,
+            timeout: Duration::from_secs(timeout_sec),
+            until_terminal,
+            last_event_id,
+        })
+    }
+}
+
+/// A pydantic v2 error for the query parameter `name`.
+fn invalid(kind: &'static str, name: &'static str, msg: &'static str, raw: String) -> FieldError {
+    FieldError {
+        kind,
+        loc: vec!["query".into(), name.into()],
+        msg: msg.into(),
+        input: Value::String(raw),
+        ctx: None,
+    }
+}
+
+/// A JetStream watch of one key of the runs bucket, starting at its current value. Its
+/// ephemeral consumer is deleted when the watch is dropped.
+struct KeyWatch {
+    // Dropped first: unsubscribes, then the consumer is deleted.
+    messages: push::Ordered,
+    consumer: DeleteOnDrop,
+    /// The last revision handed out; the ordered consumer never goes back, this makes sure.
+    last_revision: u64,
+}
+
+impl KeyWatch {
+    async fn open(store: &Store, key: &str) -> Result<KeyWatch, ApiError> {
+        let kv = store.runs().raw();
+        let js = store.jetstream();
+        // Named by us, so the consumer can be deleted by name on drop.
+        let name = format!("pyoco_watch_{}", uuid::Uuid::new_v4().simple());
+        let config = push::OrderedConfig {
+            name: Some(name.clone()),
+            description: Some(format!("pyoco-gateway watch of run {key}")),
+            deliver_subject: store.client().new_inbox(),
+            filter_subject: format!("{}{key}", kv.prefix),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            replay_policy: ReplayPolicy::Instant,
+            ..Default::default()
+        };
+        let consumer = js
+            .create_consumer_on_stream(config, &kv.stream_name)
+            .await
+            .map_err(|err| unavailable(&err.kind(), &err))?;
+        let cleanup = DeleteOnDrop {
+            js: js.clone(),
+            stream: kv.stream_name.clone(),
+            name,
+        };
+        // From here on `cleanup` deletes the consumer whatever happens.
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|err| unavailable(&err.kind(), &err))?;
+        Ok(KeyWatch {
+            messages,
+            consumer: cleanup,
+            last_revision: 0,
+        })
+    }
+
+    fn consumer_name(&self) -> &str {
+        &self.consumer.name
+    }
+
+    /// The next change of the key: `None` when the watch broke.
+    async fn next(&mut self) -> Option<Result<Change, String>> {
+        loop {
+            let message = match self.messages.next().await? {
+                Ok(message) => message,
+                Err(err) => return Some(Err(err.to_string())),
+            };
+            let revision = match message.info() {
+                Ok(info) => info.stream_sequence,
+                Err(err) => return Some(Err(format!("unreadable message metadata: {err}"))),
+            };
+            if revision <= self.last_revision {
+                continue;
+            }
+            self.last_revision = revision;
+            return Some(Ok(Change {
+                revision,
+                value: (!is_removal(&message)).then(|| message.payload.clone()),
+            }));
+        }
+    }
+}
+
+/// One revision of the watched key; `value` is `None` for a delete or purge marker.
+struct Change {
+    revision: u64,
+    value: Option<Bytes>,
+}
+
+/// A KV delete (`KV-Operation: DEL`), purge (`PURGE`) or server marker (TTL, 2.11+).
+fn is_removal(message: &jetstream::Message) -> bool {
+    message.headers.as_ref().is_some_and(|headers| {
+        headers
+            .get("KV-Operation")
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
+            || headers.get("Nats-Marker-Reason").is_some()
+    })
+}
+
+/// Deletes an ephemeral consumer when dropped, in the background.
+///
+/// If the ordered consumer had to be re-created (after a gap in its sequence), the live one is
+/// named `<name>_<n>` and only the server's inactivity threshold (30 s) removes it.
+struct DeleteOnDrop {
+    js: jetstream::Context,
+    stream: String,
+    name: String,
+}
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let js = self.js.clone();
+        let stream = std::mem::take(&mut self.stream);
+        let name = std::mem::take(&mut self.name);
+        runtime.spawn(async move {
+            match js.delete_consumer_from_stream(&name, &stream).await {
+                Ok(_) => tracing::trace!(consumer = %name, "watch consumer deleted"),
+                Err(err) => tracing::debug!(
+                    consumer = %name,
+                    "watch consumer not deleted (the server drops it after 30 s): {err}"
+                ),
+            }
+        });
+    }
+}
+
+/// `503 nats unavailable: <kind>` with the error kind's name (`TimedOut`, `JetStream`, …).
+fn unavailable(kind: &impl std::fmt::Debug, err: &impl std::fmt::Display) -> ApiError {
+    let kind = format!("{kind:?}");
+    // `JetStream(Error { .. })` → `JetStream`.
+    let kind = kind
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .filter(|k| !k.is_empty() && *k != "Other")
+        .unwrap_or("NatsError")
+        .to_string();
+    StoreError::unavailable(kind, err).into()
+}
+
+#[derive(Serialize)]
+struct SnapshotEvent<'a> {
+    run_id: &'a str,
+    snapshot: &'a Map<String, Value>,
+    ts: f64,
+}
+
+#[derive(Serialize)]
+struct HeartbeatEvent<'a> {
+    run_id: &'a str,
+    ts: f64,
+}
+
+/// The event source of one stream.
+struct RunEvents {
+    store: Store,
+    watch: KeyWatch,
+    run_id: String,
+    caller: Caller,
+    query: WatchQuery,
+    deadline: Instant,
+    next_heartbeat: Instant,
+    /// Whether the first revision (the value current when the watch started) is still ahead.
+    first: bool,
+    /// Set after the frame that ends the stream.
+    done: bool,
+    /// Resolves when the server shuts down: the stream ends so shutdown is not held up.
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl RunEvents {
+    fn new(
+        store: Store,
+        watch: KeyWatch,
+        run_id: String,
+        caller: Caller,
+        query: WatchQuery,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> RunEvents {
+        let now = Instant::now();
+        RunEvents {
+            store,
+            watch,
+            run_id,
+            caller,
+            deadline: now + query.timeout,
+            next_heartbeat: now + HEARTBEAT_INTERVAL,
+            query,
+            first: true,
+            done: false,
+            shutdown: Box::pin(shutdown),
+        }
+    }
+
+    /// The next frame to send, or `None` when the stream ends.
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        loop {
+            // Checked here too: a key changing non-stop must not keep the stream past it.
+            if Instant::now() >= self.deadline {
+                tracing::debug!(run_id = %self.run_id, "watch ended: timeout");
+                return None;
+            }
+            let wake = self.next_heartbeat.min(self.deadline);
+            tokio::select! {
+                biased;
+                () = &mut self.shutdown => {
+                    tracing::debug!(run_id = %self.run_id, "watch ended: server shutting down");
+                    return None;
+                }
+                change = self.watch.next() => {
+                    let change = match change {
+                        Some(Ok(change)) => change,
+                        Some(Err(err)) => {
+                            tracing::debug!(run_id = %self.run_id, "watch ended: {err}");
+                            return None;
+                        }
+                        None => {
+                            tracing::debug!(run_id = %self.run_id, "watch ended: subscription closed");
+                            return None;
+                        }
+                    };
+                    match self.on_change(change) {
+                        Step::Send(frame) => {
+                            self.next_heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
+                            return Some(frame);
+                        }
+                        Step::Skip => {}
+                        Step::End => return None,
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= self.deadline {
+                        tracing::debug!(run_id = %self.run_id, "watch ended: timeout");
+                        return None;
+                    }
+                    // An ordered consumer waits out a NATS outage silently; end the stream
+                    // like 0.5.1 does on a NATS error, so the client reconnects (and sees 503).
+                    if let Err(err) = self.store.check_connected() {
+                        tracing::debug!(run_id = %self.run_id, "watch ended: {err}");
+                        return None;
+                    }
+                    self.next_heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
+                    return self.frame(
+                        "heartbeat",
+                        None,
+                        &HeartbeatEvent { run_id: &self.run_id, ts: epoch_now() },
+                    );
+                }
+            }
+        }
+    }
+
+    /// What a new revision of the key means for the stream.
+    fn on_change(&mut self, change: Change) -> Step {
+        let first = std::mem::take(&mut self.first);
+        let Some(value) = change.value else {
+            tracing::debug!(run_id = %self.run_id, "watch ended: run deleted");
+            return Step::End;
+        };
+        let mut snapshot = match pyoco_wire::value_from_python_json(&value) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                tracing::warn!(run_id = %self.run_id, revision = change.revision, "watch ended: the run record is not a JSON object");
+                return Step::End;
+            }
+        };
+        if !self.caller.can_see(&snapshot) {
+            tracing::debug!(run_id = %self.run_id, "watch ended: run moved to another tenant");
+            return Step::End;
+        }
+        let terminal = snapshot
+            .get("status")
+            .and_then(Value::as_str)
+            .is_some_and(|s| RunStatus::parse(s).is_terminal());
+        let end_after = terminal && self.query.until_terminal;
+        // The client said it holds this revision: nothing new to tell it.
+        let already_has = first && self.query.last_event_id == Some(change.revision);
+        let too_old = self
+            .query
+            .since
+            .is_some_and(|since| updated_at(&snapshot) < since);
+        if already_has || too_old {
+            return if end_after { Step::End } else { Step::Skip };
+        }
+        self.query.include.apply(&mut snapshot);
+        let event = SnapshotEvent {
+            run_id: &self.run_id,
+            snapshot: &snapshot,
+            ts: epoch_now(),
+        };
+        match self.frame("snapshot", Some(change.revision), &event) {
+            Some(frame) => {
+                self.done = end_after;
+                Step::Send(frame)
+            }
+            None => Step::End,
+        }
+    }
+
+    /// `event: <name>\ndata: <json>\n[id: <revision>\n]\n`; the JSON has no raw newline (JSON
+    /// escapes them), so it is always one `data:` line.
+    fn frame(&self, name: &str, id: Option<u64>, data: &impl Serialize) -> Option<Bytes> {
+        let json = match pyoco_wire::try_to_python_json(data) {
+            Ok(json) => json,
+            Err(err) => {
+                tracing::error!(run_id = %self.run_id, "watch ended: encoding an event failed: {err}");
+                return None;
+            }
+        };
+        let mut frame = Vec::with_capacity(json.len() + name.len() + 40);
+        frame.extend_from_slice(b"event: ");
+        frame.extend_from_slice(name.as_bytes());
+        frame.extend_from_slice(b"\ndata: ");
+        frame.extend_from_slice(&json);
+        frame.push(b'\n');
+        if let Some(id) = id {
+            frame.extend_from_slice(format!("id: {id}\n").as_bytes());
+        }
+        frame.push(b'\n');
+        Some(Bytes::from(frame))
+    }
+}
+
+enum Step {
+    Send(Bytes),
+    Skip,
+    End,
+}
+
+/// `float(snapshot.get("updated_at") or 0.0)`, with anything `float()` would choke on read
+/// as 0.
+fn updated_at(snapshot: &Map<String, Value>) -> f64 {
+    match snapshot.get("updated_at") {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
+        Some(Value::String(s)) => crate::pydantic::float(s).unwrap_or(0.0),
+        Some(Value::Bool(true)) => 1.0,
+        _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(query: &str) -> Result<WatchQuery, ApiError> {
+        WatchQuery::parse(Some(query), &HeaderMap::new())
+    }
+
+    fn errors(query: &str) -> Value {
+        match parse(query) {
+            Err(ApiError::Validation(errors)) => serde_json::to_value(errors).unwrap(),
+            other => panic!("{query}: expected a 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_those_of_0_5_1() {
+        let q = parse("").unwrap();
+        assert_eq!(q.timeout, Duration::from_secs(60));
+        assert_eq!(q.since, None);
+        assert!(!q.until_terminal);
+        assert_eq!(q.last_event_id, None);
+        assert_eq!(q.include, Include::parse(None));
+    }
+
+    #[test]
+    fn query_values_parse_like_pydantic() {
+        // Values checked against pydantic 2.14.
+        for (raw, want) in [
+            ("1.00", Some(1)),
+            ("+0", Some(0)),
+            ("0010", Some(10)),
+            ("5 ", Some(5)),
+            ("1_0", Some(10)),
+            ("1.", None),
+            ("0x10", None),
+            (" ", None),
+            ("1__0", None),
+            ("_1", None),
+            ("1e1", None),
+            ("1.5", None),
+        ] {
+            assert_eq!(crate::pydantic::int_opt(raw), want, "{raw:?}");
+        }
+        for (raw, want) in [
+            ("1_000.5", Some(1000.5)),
+            (" 2 ", Some(2.0)),
+            ("1.5e-3", Some(0.0015)),
+            (".5", Some(0.5)),
+            ("5.", Some(5.0)),
+            ("+1", Some(1.0)),
+            ("-inf", Some(f64::NEG_INFINITY)),
+            ("0x1", None),
+            ("1__0", None),
+            ("", None),
+        ] {
+            assert_eq!(crate::pydantic::float(raw), want, "{raw:?}");
+        }
+        assert!(crate::pydantic::float("NaN").unwrap().is_nan());
+        assert_eq!(crate::pydantic::boolean("TRUE"), Some(true));
+        assert_eq!(crate::pydantic::boolean("off"), Some(false));
+        assert_eq!(crate::pydantic::boolean("2"), None);
+    }
+
+    #[test]
+    fn invalid_parameters_give_fastapis_422_list() {
+        // Bodies recorded from the 0.5.1 app.
+        assert_eq!(
+            errors("since=abc&timeout_sec=0"),
+            serde_json::json!([
+                {"type":"float_parsing","loc":["query","since"],"msg":"Input should be a valid number, unable to parse string as a number","input":"abc"},
+                {"type":"greater_than_equal","loc":["query","timeout_sec"],"msg":"Input should be greater than or equal to 1","input":"0","ctx":{"ge":1}}
+            ])
+        );
+        assert_eq!(
+            errors("timeout_sec=5&timeout_sec=99999999999999999999999"),
+            serde_json::json!([
+                {"type":"less_than_equal","loc":["query","timeout_sec"],"msg":"Input should be less than or equal to 600","input":"99999999999999999999999","ctx":{"le":600}}
+            ])
+        );
+        assert_eq!(
+            errors("timeout_sec="),
+            serde_json::json!([
+                {"type":"int_parsing","loc":["query","timeout_sec"],"msg":"Input should be a valid integer, unable to parse string as an integer","input":""}
+            ])
+        );
+        assert_eq!(errors("until_terminal=maybe")[0]["type"], "bool_parsing");
+    }
+
+    #[test]
+    fn last_event_id_comes_from_the_query_or_the_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert("last-event-id", HeaderValue::from_static("41"));
+        let q = WatchQuery::parse(None, &headers).unwrap();
+        assert_eq!(q.last_event_id, Some(41));
+        let q = WatchQuery::parse(Some("last_event_id=42"), &headers).unwrap();
+        assert_eq!(q.last_event_id, Some(42));
+        headers.insert("last-event-id", HeaderValue::from_static("not-ours"));
+        assert_eq!(
+            WatchQuery::parse(None, &headers).unwrap().last_event_id,
+            None
+        );
+    }
+
+    #[test]
+    fn updated_at_reads_like_python_float_or_zero() {
+        let snap = |v: Value| {
+            let mut m = Map::new();
+            m.insert("updated_at".into(), v);
+            m
+        };
+        assert_eq!(updated_at(&snap(Value::from(12.5))), 12.5);
+        assert_eq!(updated_at(&snap(Value::from("3.5"))), 3.5);
+        assert_eq!(updated_at(&snap(Value::Null)), 0.0);
+        assert_eq!(updated_at(&Map::new()), 0.0);
+    }
+}
