@@ -7,8 +7,9 @@
 //! `python3`), started in a scratch directory under the data dir, so pyoco's `./artifacts` no
 //! longer appears in the directory the worker was started from.
 //!
-//! Ctrl-C or SIGTERM stop it gracefully: no new jobs, runs in progress may finish (30 s), the
-//! registry record says `STOPPED_GRACEFUL`. Exit codes: 0 after SIGTERM, `--run-once` or a
+//! Ctrl-C or SIGTERM stop it gracefully: no new jobs, runs in progress may finish
+//! (`--stop-timeout`, 30 s; runs still going then are stopped and handed back to the queue), the
+//! registry record says `STOPPED_GRACEFUL`. (0.5.1: SIGTERM killed the worker outright.) Exit codes: 0 after SIGTERM, `--run-once` or a
 //! normal end; 130 after Ctrl-C (as 0.5.1); 1 for configuration and startup errors; 2 for
 //! malformed arguments.
 
@@ -62,6 +63,10 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
+    /// On Ctrl-C / SIGTERM, seconds runs in progress may take to finish; runs still going then
+    /// are stopped and their jobs handed back to the queue (NAK) for another worker.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    stop_timeout: f64,
     #[arg(long, overrides_with = "no_wheel_sync", help = NOT_IMPLEMENTED)]
     wheel_sync: bool,
     #[arg(long, overrides_with = "wheel_sync", help = NOT_IMPLEMENTED)]
@@ -148,6 +153,13 @@ fn worker_config(cli: &Cli, settings: &Settings, cwd: &Path) -> Result<WorkerCon
         )));
     }
     config.poll_timeout = Duration::from_secs_f64(cli.poll_timeout);
+    if !(cli.stop_timeout.is_finite() && cli.stop_timeout >= 0.0) {
+        return Err(Failure(format!(
+            "--stop-timeout must be a number of seconds ≥ 0, got {}",
+            cli.stop_timeout
+        )));
+    }
+    config.stop_timeout = Duration::from_secs_f64(cli.stop_timeout);
     config.run_once = cli.run_once;
     config.concurrency = usize::from(cli.concurrency);
     if let Some(resolver) = cli.flow_resolver.as_deref().filter(|r| !r.is_empty()) {
@@ -221,6 +233,7 @@ mod tests {
         assert!(o.contains(&("PYOCO_WHEEL_SYNC_ENABLED", "false".to_string())));
         assert_eq!(cli.concurrency, 1);
         assert_eq!(cli.poll_timeout, 1.0);
+        assert_eq!(cli.stop_timeout, 30.0);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::{
     pool::Lease,
     runner::{cancel_request, run_request, RunFinished, RunnerEvent},
     snapshot_writer::SnapshotWriter,
-    worker::{Phase, Shared, TagConsumer},
+    worker::{Phase, RunOverhead, Shared, TagConsumer},
 };
 
 /// Attempts of the terminal write before the message is NAKed, and the pauses between them.
@@ -43,8 +43,12 @@ pub(crate) struct Delivery {
     pub tag: String,
     /// The consumer's `max_deliver` (≤ 0: unlimited).
     pub max_deliver: i64,
+    /// The consumer's ack wait.
+    pub ack_wait: Duration,
     /// In-progress ACK period for this consumer (§6.5).
     pub ack_progress: Option<Duration>,
+    /// When the message arrived (start of the worker-side overhead).
+    pub received: Instant,
 }
 
 impl Delivery {
@@ -53,23 +57,30 @@ impl Delivery {
             msg,
             tag: from.tag.clone(),
             max_deliver: from.max_deliver,
+            ack_wait: from.ack_wait,
             ack_progress: from.ack_progress,
+            received: Instant::now(),
         }
     }
 
+    /// How many times JetStream has delivered this message (1 = first delivery).
     fn delivered(&self) -> Option<i64> {
         self.msg.info().ok().map(|i| i.delivered)
     }
 
-    async fn ack(&self) {
-        if let Err(err) = self.msg.ack().await {
-            tracing::warn!("ACK failed (the job will be redelivered and skipped): {err}");
+    async fn ack(&self) -> bool {
+        match self.msg.ack().await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!("ACK failed (the job will be redelivered and skipped): {err}");
+                false
+            }
         }
     }
 
     async fn term(&self) {
         if let Err(err) = self.msg.ack_with(AckKind::Term).await {
-            tracing::warn!("TERM failed: {err}");
+            tracing::warn!("TERM failed (the job may be delivered again): {err}");
         }
     }
 }
@@ -84,6 +95,10 @@ enum Outcome {
     CancelTimedOut,
     /// The worker is stopping and the run did not finish in time; its runner was killed.
     Aborted,
+    /// A later delivery of the job took the run over (this delivery's ack wait passed without
+    /// an ACK reaching JetStream); its runner was killed and this delivery leaves everything
+    /// to the new owner.
+    Superseded,
 }
 
 /// Process one message with the runner in `lease`.
@@ -101,18 +116,19 @@ pub(crate) async fn process(sh: Arc<Shared>, d: Delivery, lease: Lease) {
         "run",
         run_id = %job.run_id,
         flow = %job.flow_name,
-        tag = %job.tag
+        tag = %job.tag,
+        attempt = d.delivered().unwrap_or(0)
     );
     run_job(sh, d, job, lease).instrument(span).await;
 }
 
 async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease) {
-    let claimed = match claim(&sh, &job).await {
+    let claimed = match claim(&sh, &d, &job).await {
         Ok(c) => c,
         Err(err) => {
             lease.give_back();
             tracing::error!("claiming the run failed, the job goes back to the queue: {err}");
-            nak(&sh, &d, Some(&job)).await;
+            nak(&sh, &d).await;
             return;
         }
     };
@@ -132,27 +148,57 @@ async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease
             d.ack().await;
             return;
         }
+        Claim::RunningElsewhere { worker_id, age } => {
+            lease.give_back();
+            tracing::warn!(
+                owner = worker_id.as_deref().unwrap_or("?"),
+                heartbeat_age_s = age,
+                "a first delivery found its run already RUNNING with a fresh heartbeat (a \
+                 duplicate job message); acknowledged without running it again — the owner's \
+                 own message brings the run back if the owner dies"
+            );
+            d.ack().await;
+            return;
+        }
     };
     let runner = lease.runner();
     runner.drain_events();
     let pid = runner.pid();
     sh.probe.started(&job.run_id, pid);
     sh.registry.run_started(&job.run_id);
-    tracing::debug!(pid, "run handed to the pyoco runner");
     let outcome = if runner.send(run_request(&job)) {
-        drive(&sh, &d, &job, &mut lease, &mut writer).await
+        let before_run = d.received.elapsed();
+        tracing::debug!(pid, ?before_run, "run handed to the pyoco runner");
+        let outcome = drive(&sh, &d, &job, &mut lease, &mut writer).await;
+        (outcome, Some(before_run))
     } else {
         let exit = lease.runner().wait_exit().await;
-        Outcome::RunnerDied(exit)
+        (Outcome::RunnerDied(exit), None)
     };
+    let run_done = Instant::now();
+    let (outcome, before_run) = outcome;
     sh.probe.finished(&job.run_id);
 
     // The runner is free (or replaced) before the terminal write: the next job can start.
-    match &outcome {
-        Outcome::Finished(_) => lease.give_back(),
-        _ => lease.replace(),
+    let normal = matches!(outcome, Outcome::Finished(_));
+    if normal {
+        lease.give_back();
+    } else {
+        lease.replace();
     }
-    finish(&sh, &d, &job, writer, outcome).await;
+    let acked = finish(&sh, &d, &job, writer, outcome).await;
+    if let (true, true, Some(before_run)) = (normal, acked, before_run) {
+        let o = RunOverhead {
+            before_run,
+            after_run: run_done.elapsed(),
+        };
+        tracing::debug!(
+            before_run_us = o.before_run.as_micros() as u64,
+            after_run_us = o.after_run.as_micros() as u64,
+            "worker overhead of the run (outside the pyoco runner)"
+        );
+        sh.probe.record_overhead(o);
+    }
 }
 
 /// Follow the runner's events until the run ends, keeping the snapshot, the heartbeat and the
@@ -220,6 +266,15 @@ async fn drive(
                 let _ = lease.runner().wait_exit().await;
                 return Outcome::Aborted;
             }
+        }
+        if w.superseded() {
+            tracing::warn!(
+                "a later delivery of this job took the run over (our ACKs did not reach \
+                 JetStream within the ack wait); stopping this execution"
+            );
+            lease.runner().kill();
+            let _ = lease.runner().wait_exit().await;
+            return Outcome::Superseded;
         }
         if cancel_seen && !cancel_sent {
             cancel_sent = true;
@@ -334,14 +389,14 @@ fn unreadable_finish(run_id: &str, error: &str) -> RunFinished {
 }
 
 /// Write the outcome: DLQ record if due, terminal snapshot, then ACK (or NAK if the snapshot
-/// cannot be written).
+/// cannot be written). Returns true when the message was ACKed.
 async fn finish(
     sh: &Shared,
     d: &Delivery,
     job: &JobMessage,
     mut w: SnapshotWriter,
     outcome: Outcome,
-) {
+) -> bool {
     let t = now();
     let worker_id = sh.config.worker_id.as_str();
     let mut dlq = None;
@@ -418,14 +473,18 @@ async fn finish(
             tracing::info!("run CANCELLED (runner killed after the grace period)");
         }
         Outcome::Aborted => {
-            sh.registry
-                .run_finished(&job.run_id, w.snapshot().status.as_str());
-            nak(sh, d, Some(job)).await;
-            return;
+            sh.registry.run_abandoned(&job.run_id);
+            nak(sh, d).await;
+            return false;
+        }
+        Outcome::Superseded => {
+            // Neither a snapshot write nor an ACK: both belong to the new delivery now.
+            sh.registry.run_abandoned(&job.run_id);
+            return false;
         }
     }
     if let Some(record) = dlq {
-        publish_dlq(sh, &record).await;
+        let _ = publish_dlq(sh, &record).await;
     }
     let status = w.snapshot().status.clone();
     let mut written = w.write_terminal().await;
@@ -439,14 +498,23 @@ async fn finish(
             }
         }
     }
-    match written {
+    let acked = match written {
+        Ok(_) if w.superseded() => {
+            tracing::warn!(
+                "a later delivery of this job took the run over while it finished here; \
+                 its result is left to the new owner"
+            );
+            false
+        }
         Ok(_) => d.ack().await,
         Err(err) => {
             tracing::error!("terminal snapshot write failed; NAK so the job is retried: {err}");
-            nak(sh, d, Some(job)).await;
+            nak(sh, d).await;
+            false
         }
-    }
+    };
     sh.registry.run_finished(&job.run_id, status.as_str());
+    acked
 }
 
 /// Tasks still in one of `from` become `to` (with `ended_at`, and `error` if given).
@@ -472,33 +540,35 @@ fn end_unfinished_tasks(
 }
 
 /// Give the message back to the queue (NAK with `nak_delay`). On its last allowed delivery a
-/// NAK would leave it in the stream forever, unreported (§14-9): publish a
-/// `max_deliver_exceeded` DLQ record and terminate it instead.
-async fn nak(sh: &Shared, d: &Delivery, job: Option<&JobMessage>) {
+/// NAK would leave it in the stream forever, unreported (§14-9): give up on it instead
+/// ([`give_up`]: the run FAILED, a `max_deliver_exceeded` DLQ record) and terminate it.
+async fn nak(sh: &Shared, d: &Delivery) {
     let delivered = d.delivered().unwrap_or(0);
     if d.max_deliver > 0 && delivered >= d.max_deliver {
         tracing::error!(
             delivered,
             max_deliver = d.max_deliver,
-            "job reached max_deliver; giving up on it (DLQ max_deliver_exceeded)"
+            "job reached max_deliver; giving up on it (run FAILED, DLQ max_deliver_exceeded)"
         );
-        let record = DlqMessage {
-            error: Some(format!(
-                "max_deliver {} reached without completing",
-                d.max_deliver
-            )),
-            timestamp: now(),
-            payload: DlqPayload::MaxDeliverExceeded {
-                subject: d.msg.subject.to_string(),
-                worker_id: sh.config.worker_id.clone(),
-                num_delivered: u64::try_from(delivered).unwrap_or(0),
+        let subject = d.msg.subject.to_string();
+        let reported = give_up(
+            sh,
+            &Exhausted {
+                subject: &subject,
+                tag: &d.tag,
+                payload: &d.msg.payload,
+                delivered: u64::try_from(delivered).unwrap_or(0),
                 max_deliver: u64::try_from(d.max_deliver).unwrap_or(0),
-                run: job.map(DlqRunInfo::from_job),
             },
-        };
-        publish_dlq(sh, &record).await;
-        d.term().await;
-        return;
+        )
+        .await;
+        if reported {
+            d.term().await;
+            return;
+        }
+        // Nothing could be recorded (NATS trouble): keep the message; the MAX_DELIVERIES
+        // advisory that follows this NAK gives a worker another chance to report it.
+        tracing::warn!("the exhausted job could not be reported; NAK so the advisory path retries");
     }
     if let Err(err) = d
         .msg
@@ -509,13 +579,79 @@ async fn nak(sh: &Shared, d: &Delivery, job: Option<&JobMessage>) {
     }
 }
 
-async fn publish_dlq(sh: &Shared, record: &DlqMessage) {
-    if let Err(err) = sh
+/// A job message JetStream will not deliver again: its consumer's `max_deliver` is used up.
+pub(crate) struct Exhausted<'a> {
+    /// The message's subject (`pyoco.work.<tag>`).
+    pub subject: &'a str,
+    /// The tag of the consumer that delivered it.
+    pub tag: &'a str,
+    pub payload: &'a [u8],
+    pub delivered: u64,
+    pub max_deliver: u64,
+}
+
+/// Report a job JetStream will not deliver again (§14-9): its run — when the message names one
+/// and the run is not finished — becomes FAILED with `max_deliver_exceeded: delivered N times`
+/// (CANCELLED instead if a cancel was requested), keeping the run's metadata, and a
+/// `max_deliver_exceeded` DLQ record is published. Removing the message (TERM or delete) is the
+/// caller's part. A run that already finished is left alone and gets no DLQ record, so several
+/// workers reporting the same message do no harm. Returns false when nothing at all could be
+/// recorded (neither the snapshot nor the DLQ record).
+pub(crate) async fn give_up(sh: &Shared, e: &Exhausted<'_>) -> bool {
+    let error = format!("max_deliver_exceeded: delivered {} times", e.delivered);
+    let job = JobMessage::decode(e.payload, &sh.config.default_tag);
+    let run_id = match &job {
+        Ok(j) => Some(j.run_id.as_str()),
+        Err(invalid) => invalid.run_id(),
+    };
+    let mut recorded = false;
+    if let Some(run_id) = run_id {
+        let flow_name = flow_name_of(e.payload);
+        match fail_run(sh, run_id, &error, job.as_ref().ok(), e.tag, &flow_name).await {
+            Ok(Failed::AlreadyFinished(status)) => {
+                tracing::info!(
+                    run_id,
+                    %status,
+                    "the run of the exhausted job had already finished; nothing to report"
+                );
+                return true;
+            }
+            Ok(Failed::Written(status)) => {
+                recorded = true;
+                tracing::error!(run_id, %status, "run marked {status}: {error}");
+            }
+            Err(err) => tracing::warn!(
+                run_id,
+                "marking the run of the exhausted job FAILED failed: {err}"
+            ),
+        }
+    }
+    let record = DlqMessage {
+        error: Some(error),
+        timestamp: now(),
+        payload: DlqPayload::MaxDeliverExceeded {
+            subject: e.subject.to_string(),
+            worker_id: sh.config.worker_id.clone(),
+            num_delivered: e.delivered,
+            max_deliver: e.max_deliver,
+            run: job.as_ref().ok().map(DlqRunInfo::from_job),
+        },
+    };
+    publish_dlq(sh, &record).await || recorded
+}
+
+/// Publish a DLQ record; a failure is logged (0.5.1 swallowed it, §14-24). True when published.
+async fn publish_dlq(sh: &Shared, record: &DlqMessage) -> bool {
+    match sh
         .store
         .publish_dlq(record.tag(), record.to_json().into())
         .await
     {
-        tracing::warn!(reason = record.reason(), "DLQ publish failed: {err}");
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(reason = record.reason(), "DLQ publish failed: {err}");
+            false
+        }
     }
 }
 
@@ -532,53 +668,96 @@ async fn invalid_job(sh: &Shared, d: &Delivery, invalid: InvalidJob) {
         &invalid.message(),
         now(),
     );
-    publish_dlq(sh, &record).await;
+    let _ = publish_dlq(sh, &record).await;
     if let Some(run_id) = invalid.run_id() {
         let error = format!("invalid_job: {}", invalid.message());
-        if let Err(err) = fail_unreadable_run(sh, d, run_id, &error).await {
-            tracing::warn!(
+        let flow_name = flow_name_of(&d.msg.payload);
+        match fail_run(sh, run_id, &error, None, &d.tag, &flow_name).await {
+            Ok(_) => {}
+            Err(err) => tracing::warn!(
                 run_id,
                 "marking the run of an invalid job FAILED failed: {err}"
-            );
+            ),
         }
     }
     d.term().await;
 }
 
-async fn fail_unreadable_run(
+/// What [`fail_run`] did.
+enum Failed {
+    /// The run was written with this terminal status (FAILED, or CANCELLED when a cancel had
+    /// been requested).
+    Written(RunStatus),
+    /// The run had already finished; nothing was written.
+    AlreadyFinished(RunStatus),
+}
+
+/// End a run that will not execute (any more) with `error`, by compare-and-set: FAILED (or
+/// CANCELLED if a cancel was requested), unfinished running tasks FAILED, the stored metadata
+/// kept and — with `job` — the job's metadata (tenant, tags, params, …) laid over it (§14-6).
+/// A missing or unreadable snapshot is replaced by a fresh one for `run_id`.
+async fn fail_run(
     sh: &Shared,
-    d: &Delivery,
     run_id: &str,
     error: &str,
-) -> Result<(), StoreError> {
+    job: Option<&JobMessage>,
+    tag: &str,
+    flow_name: &str,
+) -> Result<Failed, StoreError> {
     let runs = sh.store.runs();
     for _ in 0..MAX_CLAIM_ATTEMPTS {
         let t = now();
         let current = runs.get(run_id).await?;
         let (mut snap, revision) = match &current {
             Some(v) => match RunSnapshot::from_json(&v.value) {
-                Ok(s) if s.status.is_terminal() => {
-                    tracing::info!(run_id, status = %s.status, "run of the invalid job is already finished; left as it is");
-                    return Ok(());
-                }
+                Ok(s) if s.status.is_terminal() => return Ok(Failed::AlreadyFinished(s.status)),
                 Ok(s) => (s, v.revision),
-                Err(_) => (
-                    blank_snapshot(run_id, &flow_name_of(&d.msg.payload), t),
-                    v.revision,
-                ),
+                Err(_) => (blank_snapshot(run_id, flow_name, t), v.revision),
             },
-            None => (blank_snapshot(run_id, &flow_name_of(&d.msg.payload), t), 0),
+            None => (blank_snapshot(run_id, flow_name, t), 0),
         };
-        if snap.tag.is_none() {
-            snap.tag = Some(d.tag.clone());
-            snap.tags = vec![d.tag.clone()];
+        if let Some(job) = job {
+            apply_job_metadata(&mut snap, job);
         }
-        snap.status = RunStatus::Failed;
-        snap.error = Some(error.to_string());
-        snap.worker_id = Some(sh.config.worker_id.clone());
+        if snap.tag.is_none() {
+            snap.tag = Some(tag.to_string());
+            snap.tags = vec![tag.to_string()];
+        }
+        snap.workflow_yaml_sha256 = Some(snap.workflow_yaml_sha256.flatten());
+        snap.workflow_yaml_bytes = Some(snap.workflow_yaml_bytes.flatten());
+        if let Some((at, by)) = snap.cancel_request(t) {
+            snap.status = RunStatus::Cancelled;
+            snap.error = None;
+            snap.cancel_requested_at = Some(Some(at));
+            snap.cancel_requested_by = Some(by);
+            end_unfinished_tasks(
+                &mut snap,
+                &[TaskState::Running, TaskState::Pending],
+                TaskState::Cancelled,
+                None,
+                t,
+            );
+        } else {
+            snap.status = RunStatus::Failed;
+            snap.error = Some(error.to_string());
+            snap.cancel_requested_at = Some(snap.cancel_requested_at.flatten());
+            snap.cancel_requested_by = Some(snap.cancel_requested_by.clone().flatten());
+            end_unfinished_tasks(
+                &mut snap,
+                &[TaskState::Running],
+                TaskState::Failed,
+                Some(error),
+                t,
+            );
+        }
+        // The worker that last executed it, else the one reporting it.
+        if snap.worker_id.is_none() {
+            snap.worker_id = Some(sh.config.worker_id.clone());
+        }
         snap.end_time = Some(t);
         snap.heartbeat_at = t;
         snap.updated_at = t;
+        let status = snap.status.clone();
         let bytes = compact_snapshot(&snap, sh.config.max_run_snapshot_bytes);
         let written = if revision == 0 {
             runs.create(run_id, bytes).await
@@ -586,7 +765,7 @@ async fn fail_unreadable_run(
             runs.update(run_id, bytes, revision).await
         };
         match written {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(Failed::Written(status)),
             Err(StoreError::Conflict(_)) => continue,
             Err(err) => return Err(err),
         }
@@ -637,12 +816,29 @@ enum Claim {
     Terminal(RunStatus),
     /// A cancel was requested before the run started: CANCELLED was written.
     CancelledBeforeStart,
+    /// A first delivery found the run RUNNING with a heartbeat younger than the ack wait: it is
+    /// executing elsewhere and this message is a duplicate.
+    RunningElsewhere {
+        worker_id: Option<String>,
+        /// Seconds since its last heartbeat.
+        age: f64,
+    },
 }
 
 /// Take ownership of the run with compare-and-set writes (§14-1, §14-2).
-async fn claim(sh: &Shared, job: &JobMessage) -> Result<Claim, StoreError> {
+///
+/// The stale-run rule: a RUNNING snapshot is taken over (and the run executed again from the
+/// start) when this delivery is a redelivery — JetStream redelivers only after a NAK or after
+/// the previous holder sent no ACK (in-progress ACKs included) for a whole ack wait, so that
+/// execution is considered dead — or when its heartbeat is older than the ack wait. A *first*
+/// delivery that finds a fresh RUNNING snapshot is a duplicate message for a run executing
+/// elsewhere: it is acknowledged and dropped.
+async fn claim(sh: &Shared, d: &Delivery, job: &JobMessage) -> Result<Claim, StoreError> {
     let runs = sh.store.runs();
     let cfg = &sh.config;
+    let delivered = d.delivered();
+    let attempt = delivered.and_then(|n| u64::try_from(n).ok());
+    let mut takeover_logged = false;
     for _ in 0..MAX_CLAIM_ATTEMPTS {
         let t = now();
         let current = runs.get(&job.run_id).await?;
@@ -668,11 +864,13 @@ async fn claim(sh: &Shared, job: &JobMessage) -> Result<Claim, StoreError> {
                 c.worker_id = Some(cfg.worker_id.clone());
                 c.workflow_yaml_sha256 = Some(c.workflow_yaml_sha256.flatten());
                 c.workflow_yaml_bytes = Some(c.workflow_yaml_bytes.flatten());
-                for state in c.tasks.values_mut() {
-                    if matches!(state, TaskState::Pending | TaskState::Running) {
-                        *state = TaskState::Cancelled;
-                    }
-                }
+                end_unfinished_tasks(
+                    &mut c,
+                    &[TaskState::Pending, TaskState::Running],
+                    TaskState::Cancelled,
+                    None,
+                    t,
+                );
                 c.end_time = Some(t);
                 c.heartbeat_at = t;
                 c.updated_at = t;
@@ -689,8 +887,27 @@ async fn claim(sh: &Shared, job: &JobMessage) -> Result<Claim, StoreError> {
                     Err(err) => return Err(err),
                 }
             }
+            if s.status == RunStatus::Running {
+                let age = t - s.heartbeat_at;
+                if delivered == Some(1) && age < d.ack_wait.as_secs_f64() {
+                    return Ok(Claim::RunningElsewhere {
+                        worker_id: s.worker_id.clone(),
+                        age,
+                    });
+                }
+                if !takeover_logged {
+                    takeover_logged = true;
+                    tracing::warn!(
+                        previous_worker = s.worker_id.as_deref().unwrap_or("?"),
+                        previous_attempt = s.extra.get("attempt").and_then(|v| v.as_u64()),
+                        heartbeat_age_s = age,
+                        "taking over a run whose previous execution stopped (redelivered after \
+                         its ack wait, or its heartbeat is stale); it runs again from the start"
+                    );
+                }
+            }
         }
-        let snap = ownership_snapshot(stored, job, &cfg.worker_id, t);
+        let snap = ownership_snapshot(stored, job, &cfg.worker_id, attempt, t);
         let bytes = compact_snapshot(&snap, cfg.max_run_snapshot_bytes);
         let written = if revision == 0 {
             runs.create(&job.run_id, bytes).await
@@ -717,15 +934,9 @@ async fn claim(sh: &Shared, job: &JobMessage) -> Result<Claim, StoreError> {
     )))
 }
 
-/// The RUNNING snapshot of a claimed run: what the gateway stored (unknown keys included),
-/// the job's metadata over it, our `worker_id`, and a fresh execution state.
-fn ownership_snapshot(
-    stored: Option<RunSnapshot>,
-    job: &JobMessage,
-    worker_id: &str,
-    t: f64,
-) -> RunSnapshot {
-    let mut s = stored.unwrap_or_else(|| blank_snapshot(&job.run_id, &job.flow_name, t));
+/// Lay the job's metadata over a stored snapshot: flow name, tags, tenant, API key, workflow
+/// digest and params (what a gateway stored is kept where the job says nothing).
+fn apply_job_metadata(s: &mut RunSnapshot, job: &JobMessage) {
     s.flow_name = job.flow_name.clone();
     s.tag = Some(job.tag.clone());
     s.tags = if job.tags.is_empty() {
@@ -738,13 +949,31 @@ fn ownership_snapshot(
     s.workflow_yaml_sha256 = Some(
         job.workflow_yaml_sha256
             .clone()
-            .or(s.workflow_yaml_sha256.flatten()),
+            .or(s.workflow_yaml_sha256.clone().flatten()),
     );
     s.workflow_yaml_bytes = Some(job.workflow_yaml_bytes.or(s.workflow_yaml_bytes.flatten()));
+    s.params = job.params.clone();
+}
+
+/// Snapshot key (our addition) holding the JetStream delivery count of the execution that owns
+/// the run: 1 for the first execution, 2+ after a redelivery.
+pub(crate) const ATTEMPT_KEY: &str = "attempt";
+
+/// The RUNNING snapshot of a claimed run: what the gateway stored (unknown keys included),
+/// the job's metadata over it, our `worker_id`, the delivery count as `attempt`, and a fresh
+/// execution state.
+fn ownership_snapshot(
+    stored: Option<RunSnapshot>,
+    job: &JobMessage,
+    worker_id: &str,
+    attempt: Option<u64>,
+    t: f64,
+) -> RunSnapshot {
+    let mut s = stored.unwrap_or_else(|| blank_snapshot(&job.run_id, &job.flow_name, t));
+    apply_job_metadata(&mut s, job);
     s.cancel_requested_at = Some(s.cancel_requested_at.flatten());
     s.cancel_requested_by = Some(s.cancel_requested_by.clone().flatten());
     s.status = RunStatus::Running;
-    s.params = job.params.clone();
     s.tasks.clear();
     s.task_records.clear();
     s.start_time = Some(t);
@@ -754,6 +983,14 @@ fn ownership_snapshot(
     s.error = None;
     s.worker_id = Some(worker_id.to_string());
     s.task_records_truncated = None;
+    match attempt {
+        Some(a) => {
+            s.extra.insert(ATTEMPT_KEY.into(), a.into());
+        }
+        None => {
+            s.extra.shift_remove(ATTEMPT_KEY);
+        }
+    }
     s
 }
 
@@ -787,7 +1024,7 @@ mod tests {
             1.0,
         );
         pending.extra.insert("schedule_id".into(), json!("s1"));
-        let s = ownership_snapshot(Some(pending), &job(), "w1", 5.0);
+        let s = ownership_snapshot(Some(pending), &job(), "w1", Some(2), 5.0);
         assert_eq!(s.status, RunStatus::Running);
         assert_eq!(s.worker_id.as_deref(), Some("w1"));
         assert_eq!(s.tags, vec!["cpu".to_string()]);
@@ -795,6 +1032,7 @@ mod tests {
         assert_eq!(s.workflow_yaml_sha256, Some(Some("ab".into())));
         assert_eq!(s.cancel_requested_at, Some(None));
         assert_eq!(s.extra["schedule_id"], "s1");
+        assert_eq!(s.extra["attempt"], 2);
         let v: serde_json::Value = serde_json::from_slice(&s.to_json()).unwrap();
         assert_eq!(v["params"]["x"], 1);
         assert_eq!(v["cancel_requested_by"], serde_json::Value::Null);

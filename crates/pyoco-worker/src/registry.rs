@@ -25,6 +25,9 @@ use crate::now;
 /// Least time between two registry writes caused by run starts/ends.
 const MIN_GAP: Duration = Duration::from_millis(50);
 
+/// Compare-and-set attempts of one registry write.
+const MAX_CAS_ATTEMPTS: usize = 5;
+
 #[derive(Debug, Default)]
 struct State {
     /// Runs executing now → start time, in start order.
@@ -48,6 +51,15 @@ impl RegistryHandle {
             let t = now();
             s.running.insert(run_id.to_string(), t);
             s.last_run_started_at = Some(t);
+        }
+        self.wake.notify_one();
+    }
+
+    /// The run stopped here without a result of ours (handed back to the queue, or taken over
+    /// by another delivery): it is no longer current, and `last_run_*` stay as they were.
+    pub(crate) fn run_abandoned(&self, run_id: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.running.shift_remove(run_id);
         }
         self.wake.notify_one();
     }
@@ -99,20 +111,45 @@ impl Registry {
     }
 
     async fn try_write(&self, stopping: bool) -> Result<(), pyoco_store::StoreError> {
-        let t = now();
-        let existing = match self.bucket.get(&self.worker_id).await? {
-            Some(v) => match WorkerRecord::from_json(&v.value, &self.worker_id) {
-                Ok(r) => Some(r),
-                Err(err) => {
-                    tracing::warn!(
-                        worker_id = %self.worker_id,
-                        "stored worker record is not readable, replacing it: {err}"
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
+        // Compare-and-set, so a `PATCH /workers/{id}` (`hidden`) landing between our read and
+        // our write is never lost: on a conflict, read again and rebuild.
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let t = now();
+            let current = self.bucket.get(&self.worker_id).await?;
+            let revision = current.as_ref().map_or(0, |v| v.revision);
+            let existing = current.and_then(|v| {
+                WorkerRecord::from_json(&v.value, &self.worker_id)
+                    .inspect_err(|err| {
+                        tracing::warn!(
+                            worker_id = %self.worker_id,
+                            "stored worker record is not readable, replacing it: {err}"
+                        )
+                    })
+                    .ok()
+            });
+            let rec = self.record(existing, stopping, t);
+            let written = if revision == 0 {
+                self.bucket.create(&self.worker_id, rec.to_json()).await
+            } else {
+                self.bucket
+                    .update(&self.worker_id, rec.to_json(), revision)
+                    .await
+            };
+            match written {
+                Ok(_) => return Ok(()),
+                Err(pyoco_store::StoreError::Conflict(_)) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(pyoco_store::StoreError::Conflict(format!(
+            "worker record {} (gave up after {MAX_CAS_ATTEMPTS} concurrent writes)",
+            self.worker_id
+        )))
+    }
+
+    /// The full record (§2.4) to write: what others own in `existing` (`hidden`, `wheel_sync`,
+    /// unknown keys) kept, everything else ours.
+    fn record(&self, existing: Option<WorkerRecord>, stopping: bool, t: f64) -> WorkerRecord {
         let mut rec = match existing {
             Some(mut r) => {
                 r.instance_id = self.instance_id.clone();
@@ -158,8 +195,7 @@ impl Registry {
             rec.stop_reason = None;
         }
         rec.touch(t);
-        self.bucket.put(&self.worker_id, rec.to_json()).await?;
-        Ok(())
+        rec
     }
 
     /// Keep the record fresh: every `interval`, and shortly after each run start/end.

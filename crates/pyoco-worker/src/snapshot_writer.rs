@@ -13,7 +13,12 @@
 //!   `PYOCO_MAX_RUN_SNAPSHOT_BYTES` (§6.9, also heartbeats: §14-5);
 //! * progress writes are coalesced: the job marks the snapshot dirty on each runner event and
 //!   asks [`SnapshotWriter::flush_at`] when the next write may happen (at most one write in
-//!   flight, at least `min_interval` apart); only the terminal write skips the wait.
+//!   flight, at least `min_interval` apart); only the terminal write skips the wait;
+//! * a conflict that reveals a higher `attempt` (our snapshot key: the JetStream delivery count
+//!   of the owning execution) means a redelivery of the job took the run over while this
+//!   execution was still alive (its ACKs did not reach JetStream for a whole ack wait, e.g.
+//!   during a network partition). The writer then stops writing altogether
+//!   ([`SnapshotWriter::superseded`]); the job stops the run and leaves the message alone.
 
 use std::time::Duration;
 
@@ -21,7 +26,7 @@ use pyoco_store::{Bucket, StoreError};
 use pyoco_wire::{compact_snapshot, RunSnapshot, RunStatus};
 use tokio::time::Instant;
 
-use crate::now;
+use crate::{job::ATTEMPT_KEY, now};
 
 /// Conflicts tolerated in a row before a write gives up (each one means another writer got in
 /// between our read and our write).
@@ -44,6 +49,9 @@ pub struct SnapshotWriter {
     cancel: Option<CancelRequest>,
     /// Another writer stored a terminal status while we were still running.
     foreign_terminal: bool,
+    /// A later delivery of the job took the run over (the stored `attempt` is higher than
+    /// ours): nothing more is written.
+    superseded: bool,
 }
 
 impl SnapshotWriter {
@@ -65,6 +73,7 @@ impl SnapshotWriter {
             last_write: Instant::now(),
             cancel: None,
             foreign_terminal: false,
+            superseded: false,
         }
     }
 
@@ -85,6 +94,12 @@ impl SnapshotWriter {
     /// The cancel request seen so far, if any.
     pub fn cancel(&self) -> Option<&CancelRequest> {
         self.cancel.as_ref()
+    }
+
+    /// True once a later delivery of the job has taken the run over (see the module docs):
+    /// this execution must stop and must not write or ACK anything more.
+    pub fn superseded(&self) -> bool {
+        self.superseded
     }
 
     /// Revision of the last write.
@@ -113,6 +128,10 @@ impl SnapshotWriter {
         let key = self.snapshot.run_id.clone();
         let mut new_cancel = false;
         for _ in 0..MAX_CAS_ATTEMPTS {
+            if self.superseded {
+                self.dirty = false;
+                return Ok(new_cancel);
+            }
             if self.foreign_terminal && !terminal {
                 self.dirty = false;
                 return Ok(new_cancel);
@@ -170,6 +189,22 @@ impl SnapshotWriter {
     /// Take over what another writer stored: the cancel request (and the CANCELLING status
     /// while we are not terminal). Returns true when the cancel is new to us.
     pub(crate) fn merge(&mut self, stored: &RunSnapshot, now: f64) -> bool {
+        let attempt = |s: &RunSnapshot| s.extra.get(ATTEMPT_KEY).and_then(|v| v.as_u64());
+        if let (Some(theirs), Some(ours)) = (attempt(stored), attempt(&self.snapshot)) {
+            if theirs > ours {
+                if !self.superseded {
+                    tracing::warn!(
+                        run_id = %self.snapshot.run_id,
+                        our_attempt = ours,
+                        their_attempt = theirs,
+                        owner = stored.worker_id.as_deref().unwrap_or("?"),
+                        "the run was taken over by a later delivery of its job"
+                    );
+                }
+                self.superseded = true;
+                return false;
+            }
+        }
         if stored.status.is_terminal() && !self.snapshot.status.is_terminal() {
             if !self.foreign_terminal {
                 tracing::warn!(

@@ -16,7 +16,7 @@
 //! messages. Then the runners are shut down and the registry says `STOPPED_GRACEFUL`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     future::Future,
     sync::{Arc, Mutex},
     time::Duration,
@@ -34,6 +34,7 @@ use tokio::{
 use crate::{
     config::WorkerConfig,
     job::{self, Delivery},
+    max_deliver,
     pool::{Lease, RunnerPool},
     registry::{Registry, RegistryHandle},
     runner::install_runner_script,
@@ -64,13 +65,36 @@ pub(crate) struct TagConsumer {
     pub tag: String,
     pub consumer: tokio::sync::Mutex<WorkConsumer>,
     pub max_deliver: i64,
+    /// The consumer's ack wait: how long a delivery may go without any ACK before JetStream
+    /// hands the message to another worker.
+    pub ack_wait: Duration,
     pub ack_progress: Option<Duration>,
 }
+
+/// Worker-side time of one run, outside the pyoco engine: from the message's arrival to the
+/// `run` request written to the runner, and from the runner's `run_finished` to the ACK (the
+/// terminal snapshot write is in the second part).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunOverhead {
+    pub before_run: Duration,
+    pub after_run: Duration,
+}
+
+impl RunOverhead {
+    /// Both parts together.
+    pub fn total(&self) -> Duration {
+        self.before_run + self.after_run
+    }
+}
+
+/// Overhead samples kept by a [`WorkerProbe`] (the most recent ones).
+const MAX_OVERHEAD_SAMPLES: usize = 10_000;
 
 /// A look into a running worker, for tests and diagnostics: which runner executes which run.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerProbe {
     active: Arc<Mutex<HashMap<String, u32>>>,
+    overheads: Arc<Mutex<VecDeque<RunOverhead>>>,
 }
 
 impl WorkerProbe {
@@ -93,9 +117,33 @@ impl WorkerProbe {
         }
     }
 
+    /// Worker-side overhead of the most recent runs that finished normally (oldest first).
+    pub fn overheads(&self) -> Vec<RunOverhead> {
+        self.overheads
+            .lock()
+            .map(|q| q.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forget the overhead samples taken so far.
+    pub fn clear_overheads(&self) {
+        if let Ok(mut q) = self.overheads.lock() {
+            q.clear();
+        }
+    }
+
     pub(crate) fn finished(&self, run_id: &str) {
         if let Ok(mut m) = self.active.lock() {
             m.remove(run_id);
+        }
+    }
+
+    pub(crate) fn record_overhead(&self, o: RunOverhead) {
+        if let Ok(mut q) = self.overheads.lock() {
+            if q.len() == MAX_OVERHEAD_SAMPLES {
+                q.pop_front();
+            }
+            q.push_back(o);
         }
     }
 }
@@ -164,6 +212,7 @@ impl Worker {
             consumers.push(TagConsumer {
                 tag: tag.clone(),
                 max_deliver: info.max_deliver,
+                ack_wait,
                 ack_progress: cfg.ack_progress_period(ack_wait),
                 consumer: tokio::sync::Mutex::new(consumer),
             });
@@ -188,6 +237,14 @@ impl Worker {
             probe: self.probe.clone(),
             phase: phase_rx,
         });
+        let advisories = match max_deliver::spawn_watch(shared.clone(), consumers.clone()).await {
+            Ok(task) => Some(task),
+            Err(err) => {
+                // Jobs still run; only messages JetStream gives up on go unreported.
+                tracing::warn!("cannot subscribe to JetStream's max-deliveries advisories: {err}");
+                None
+            }
+        };
         tracing::info!(
             worker_id = %cfg.worker_id,
             tags = ?cfg.tags,
@@ -258,6 +315,9 @@ impl Worker {
                     let _ = phase_tx.send(Phase::Abort);
                 }
             }
+        }
+        if let Some(task) = advisories {
+            task.abort();
         }
         pool.shutdown().await;
         registry_task.abort();

@@ -44,6 +44,12 @@ def slow(marker, label="ran", seconds=5.0):
 def const_a():
     return "a"
 
+def noisy(n):
+    import sys
+    sys.stdout.write("x" * int(n))
+    print("to stderr", file=sys.stderr)
+    return int(n)
+
 def const_b(t1):
     return t1 + "b"
 "#;
@@ -75,7 +81,7 @@ tasks:
 ";
 
 /// A running worker: its stop signal and its task.
-type RunningWorker = (oneshot::Sender<()>, JoinHandle<Result<(), WorkerError>>);
+pub type RunningWorker = (oneshot::Sender<()>, JoinHandle<Result<(), WorkerError>>);
 
 pub struct Harness {
     pub nats: TestNats,
@@ -172,6 +178,36 @@ impl Harness {
             async move { workers.get(&id).await.ok().flatten().map(|_| ()) }
         })
         .await;
+    }
+
+    /// Start one more worker (its own id and runners) beside the harness's; stop it by sending
+    /// on the returned channel.
+    pub async fn spawn_worker(
+        &self,
+        adjust: impl FnOnce(&mut WorkerConfig),
+    ) -> (WorkerProbe, RunningWorker) {
+        let mut cfg = self.config();
+        adjust(&mut cfg);
+        let worker_id = cfg.worker_id.clone();
+        let worker = Worker::new(cfg);
+        let probe = worker.probe();
+        let (tx, rx) = oneshot::channel::<()>();
+        let store = self.store.clone();
+        let handle = tokio::spawn(async move {
+            worker
+                .run(store, async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        let workers = self.store.workers().clone();
+        eventually(Duration::from_secs(30), "extra worker registered", || {
+            let workers = workers.clone();
+            let id = worker_id.clone();
+            async move { workers.get(&id).await.ok().flatten().map(|_| ()) }
+        })
+        .await;
+        (probe, (tx, handle))
     }
 
     /// Stop the worker gracefully and return what `run` returned.
@@ -323,6 +359,12 @@ impl Harness {
             }
         }
         out
+    }
+
+    /// The stored worker record as JSON.
+    pub async fn worker_record(&self, worker_id: &str) -> Option<Value> {
+        let v = self.store.workers().get(worker_id).await.ok()??;
+        serde_json::from_slice(&v.value).ok()
     }
 
     /// Messages still in the work stream (WorkQueue: acked/terminated ones are removed).
