@@ -6,6 +6,10 @@
 //! Python and Rust gateways and workers can share one server), and the operations the gateway
 //! and the worker need on them — including compare-and-set writes, which 0.5.1 lacks.
 //!
+//! It also holds the wheel registry ([`WheelRegistry`]), a JetStream object store written and
+//! read exactly as nats-py does, because async-nats' own object store writes header values as
+//! lists, which Python readers misread (see [`wheels`]).
+//!
 //! What it is not: it does not know the JSON inside the records (that is `pyoco-wire`), nor
 //! HTTP or worker policy.
 
@@ -14,6 +18,7 @@ mod config;
 mod error;
 mod resources;
 mod shared;
+pub mod wheels;
 
 use std::time::Duration;
 
@@ -30,6 +35,7 @@ pub use config::StoreConfig;
 pub use error::StoreError;
 pub use resources::consumer_config;
 pub use shared::SharedStore;
+pub use wheels::{ObjectInfo, ObjectReader, ObjectStore, PutError, WheelRegistry};
 
 use error::nats;
 
@@ -51,6 +57,7 @@ struct Inner {
     workers: Bucket,
     auth: Bucket,
     wheel_history: Bucket,
+    wheels: WheelRegistry,
 }
 
 /// How long to wait for the first connection in [`Store::connect`].
@@ -84,6 +91,7 @@ impl Store {
         let auth = open_bucket(&js, &cfg.auth_bucket, Duration::ZERO).await?;
         let wheel_history =
             open_bucket(&js, &cfg.wheel_history_bucket, cfg.wheel_history_ttl).await?;
+        let wheels = open_wheel_registry(&js, &cfg).await?;
         Ok(Store {
             inner: std::sync::Arc::new(Inner {
                 client,
@@ -93,6 +101,7 @@ impl Store {
                 workers,
                 auth,
                 wheel_history,
+                wheels,
             }),
         })
     }
@@ -139,6 +148,11 @@ impl Store {
     /// Wheel upload/delete history.
     pub fn wheel_history(&self) -> &Bucket {
         &self.inner.wheel_history
+    }
+
+    /// The wheel registry (object store `PYOCO_WHEEL_OBJECT_STORE_BUCKET`).
+    pub fn wheels(&self) -> &WheelRegistry {
+        &self.inner.wheels
     }
 
     /// Publish a job on `pyoco.work.<tag>` and wait for the stream's ack.
@@ -241,4 +255,14 @@ async fn open_bucket(
     resources::ensure_stream(js, resources::kv_stream_config(bucket, 1, ttl)).await?;
     let kv = js.get_key_value(bucket).await.map_err(nats)?;
     Ok(Bucket::new(kv))
+}
+
+async fn open_wheel_registry(
+    js: &jetstream::Context,
+    cfg: &StoreConfig,
+) -> Result<WheelRegistry, StoreError> {
+    let want = resources::object_stream_config(&cfg.wheel_bucket, cfg.wheel_max_bytes);
+    let stream = resources::ensure_stream(js, want).await?;
+    let objects = ObjectStore::new(js.clone(), stream, &cfg.wheel_bucket, cfg.request_timeout);
+    Ok(WheelRegistry::new(objects, cfg.wheel_max_bytes))
 }

@@ -68,6 +68,23 @@ pub(crate) fn kv_stream_config(bucket: &str, history: i64, ttl: Duration) -> str
     }
 }
 
+/// The wheel object store's stream as nats-py's `create_object_store(bucket=…, max_bytes=…)`
+/// makes it (contract §1.4): chunk and meta subjects, `max_bytes` (0 ⇒ unlimited), discard
+/// new, rollup and direct get allowed, no max age, file storage, one replica.
+pub(crate) fn object_stream_config(bucket: &str, max_bytes: i64) -> stream::Config {
+    stream::Config {
+        name: crate::wheels::stream_name(bucket),
+        subjects: vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")],
+        max_bytes: if max_bytes == 0 { -1 } else { max_bytes },
+        discard: DiscardPolicy::New,
+        allow_rollup: true,
+        allow_direct: true,
+        storage: StorageType::File,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
 /// The pull consumer shared by every worker serving `tag` (contract §1.2).
 pub fn consumer_config(cfg: &StoreConfig, tag: &str) -> consumer::pull::Config {
     consumer::pull::Config {
