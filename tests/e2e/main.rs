@@ -7,6 +7,7 @@
 mod appliance;
 mod interop;
 mod nats_outage;
+mod python_client;
 mod server_binary;
 
 use std::time::Duration;

@@ -4,6 +4,7 @@
 mod load;
 mod procs;
 mod report;
+mod scale;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -58,9 +59,25 @@ struct Args {
     /// Smoke run: small request counts (about a minute for both systems).
     #[arg(long)]
     quick: bool,
-    /// Runs stored for the `GET /runs?limit=100` measurement (K). Default 2000 (200 with --quick).
+    /// Runs submitted with `POST /runs/yaml` before the HTTP phases (K): the first stored-run
+    /// count `GET /runs?limit=100` and `GET /metrics` are measured at, and the ids
+    /// `GET /runs/{id}` reads. Default 2000 (200 with --quick).
     #[arg(long)]
     runs: Option<usize>,
+    /// Further stored-run counts (comma-separated) for `GET /runs?limit=100` and `GET /metrics`,
+    /// reached by writing PENDING snapshots straight into the runs KV bucket. Default
+    /// 6000,10000 (1000 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    levels: Option<Vec<usize>>,
+    /// Python only: measure `GET /runs` and `GET /metrics` only up to this many stored runs
+    /// (0.5.1 reads every snapshot per request; above this the runs are still written, so both
+    /// systems hold the same runs in the later phases). 0 = no limit.
+    #[arg(long, default_value_t = 6000)]
+    python_list_max: usize,
+    /// Snapshot changes timed on one `GET /runs/{id}/watch` stream (after 3 warm-up changes).
+    /// Default 50 (10 with --quick).
+    #[arg(long)]
+    sse_changes: Option<usize>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -103,10 +120,16 @@ struct Args {
 #[derive(Debug, Clone)]
 struct Plan {
     k: usize,
+    /// Stored-run counts above `k` for the list / metrics measurements, ascending.
+    levels: Vec<usize>,
     post: [(usize, usize); 3],
     get: [(usize, usize); 3],
-    list_reqs: usize,
-    list_reqs_big: usize,
+    /// Sequential `GET /runs` / `GET /metrics` samples per count: at least `.0`, at most `.1`,
+    /// none started after `.2` (once the minimum is reached).
+    samples: (usize, usize, Duration),
+    sse_warmup: usize,
+    sse_changes: usize,
+    python_list_max: Option<usize>,
     e2e_warmup: usize,
     e2e_runs: usize,
     tput: usize,
@@ -116,8 +139,19 @@ struct Plan {
 impl Plan {
     fn from(a: &Args) -> Plan {
         let q = a.quick;
+        let k = a.runs.unwrap_or(if q { 200 } else { 2000 });
+        let mut levels: Vec<usize> = a
+            .levels
+            .clone()
+            .unwrap_or_else(|| if q { vec![1000] } else { vec![6000, 10000] })
+            .into_iter()
+            .filter(|l| *l > k)
+            .collect();
+        levels.sort_unstable();
+        levels.dedup();
         Plan {
-            k: a.runs.unwrap_or(if q { 200 } else { 2000 }),
+            k,
+            levels,
             post: if q {
                 [(1, 50), (8, 200), (32, 400)]
             } else {
@@ -128,17 +162,25 @@ impl Plan {
             } else {
                 [(1, 2000), (8, 5000), (32, 10000)]
             },
-            list_reqs: if q { 5 } else { 20 },
-            list_reqs_big: if q { 3 } else { 5 },
+            samples: if q {
+                (3, 10, Duration::from_secs(3))
+            } else {
+                (5, 30, Duration::from_secs(10))
+            },
+            sse_warmup: 3,
+            sse_changes: a.sse_changes.unwrap_or(if q { 10 } else { 50 }).max(1),
+            python_list_max: (a.python_list_max > 0).then_some(a.python_list_max),
             e2e_warmup: if q { 3 } else { 10 },
             e2e_runs: a.e2e_runs.unwrap_or(if q { 30 } else { 200 }),
             tput: a.tput_runs.unwrap_or(if q { 100 } else { 500 }),
             start_reps: a.start_reps.max(1),
         }
     }
-    /// Runs stored at the second list measurement.
-    fn m(&self) -> usize {
-        self.k + POST_WARMUP + self.post.iter().map(|p| p.1).sum::<usize>()
+    /// Every stored-run count the list / metrics measurements run at.
+    fn all_levels(&self) -> Vec<usize> {
+        std::iter::once(self.k)
+            .chain(self.levels.iter().copied())
+            .collect()
     }
 }
 
@@ -238,6 +280,8 @@ struct SystemSpec {
     /// Rust worker: accepts `--concurrency N`.
     concurrency_flag: bool,
     extra_worker_env: Vec<(String, String)>,
+    /// `GET /runs` / `GET /metrics` measured only up to this many stored runs.
+    list_max: Option<usize>,
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -253,19 +297,27 @@ async fn run(args: Args) -> Result<()> {
         .python_venv
         .clone()
         .unwrap_or_else(|| dd.join("venv-pyoco-server-0.5.1"));
-    let rust_dir = args.rust_bin_dir.clone().unwrap_or_else(|| {
-        let exe_dir = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf));
-        match exe_dir {
-            Some(d) if d.join("pyoco-server").exists() => d,
-            _ => workspace_root().join("target/release"),
-        }
-    });
+    // Absolute: the processes are started from their scratch directories.
+    let rust_dir = args
+        .rust_bin_dir
+        .as_ref()
+        .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
+        .unwrap_or_else(|| {
+            let exe_dir = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf));
+            match exe_dir {
+                Some(d) if d.join("pyoco-server").exists() => d,
+                _ => workspace_root().join("target/release"),
+            }
+        });
 
     eprintln!(
-        "pyoco-bench: plan: K={} stored runs, POST {:?}, GET {:?}, e2e {}+{} warm-up, throughput {} runs{}",
+        "pyoco-bench: plan: stored runs {:?} (K={} by POST, the rest straight into KV; Python lists up to {}), SSE {} changes, POST {:?}, GET {:?}, e2e {}+{} warm-up, throughput {} runs{}",
+        plan.all_levels(),
         plan.k,
+        plan.python_list_max.map_or("any".to_string(), |m| m.to_string()),
+        plan.sse_changes,
         plan.post,
         plan.get,
         plan.e2e_runs,
@@ -296,6 +348,7 @@ async fn run(args: Args) -> Result<()> {
                 worker: wk,
                 concurrency_flag: false,
                 extra_worker_env: vec![],
+                list_max: plan.python_list_max,
             })
         });
     }
@@ -318,6 +371,7 @@ async fn run(args: Args) -> Result<()> {
                 worker: wk,
                 concurrency_flag: true,
                 extra_worker_env: env,
+                list_max: None,
             })
         });
     }
@@ -382,7 +436,7 @@ async fn run(args: Args) -> Result<()> {
         report::combine(per_round)
     };
 
-    let rows = report::rows(plan.k, plan.m(), plan.tput, plan.start_reps);
+    let rows = report::rows(&plan.all_levels(), plan.tput, plan.start_reps);
     let refs: Vec<&SystemResult> = results.iter().collect();
     let table = report::table(&rows, &refs);
     let total = t_all.elapsed().as_secs_f64();
@@ -441,8 +495,10 @@ async fn run(args: Args) -> Result<()> {
             "python_venv": venv,
             "rust_bin_dir": rust_dir,
             "plan": {
-                "k": plan.k, "m": plan.m(), "post": plan.post, "get": plan.get,
-                "list_requests": plan.list_reqs, "list_requests_big": plan.list_reqs_big,
+                "k": plan.k, "levels": plan.all_levels(), "python_list_max": plan.python_list_max,
+                "post": plan.post, "get": plan.get,
+                "list_samples": {"min": plan.samples.0, "max": plan.samples.1, "budget_s": plan.samples.2.as_secs_f64()},
+                "sse_warmup": plan.sse_warmup, "sse_changes": plan.sse_changes,
                 "e2e_warmup": plan.e2e_warmup, "e2e_runs": plan.e2e_runs,
                 "throughput_runs": plan.tput, "start_reps": plan.start_reps, "quick": args.quick,
                 "rounds": rounds,
@@ -709,18 +765,31 @@ async fn post_load(ctx: &Ctx<'_>, n: usize, c: usize) -> Result<load::LoadResult
     .await
 }
 
-/// Latency of `GET /runs?limit=100`: one warm-up request (retried a few times), then `reqs`
-/// sequential requests. Failed requests are counted, not timed.
-async fn list_latency(ctx: &Ctx<'_>, reqs: usize) -> Result<ListResult> {
-    let url = format!("{}/runs?limit=100", ctx.base);
-    let mut items = None;
+/// `GET url` `samples` times in a row after one warm-up request (retried a few times on 5xx
+/// and connection errors); `check` turns a 200 body into the number it reports (items listed,
+/// runs counted). Failed requests are counted, not timed. Recorded as `{key}_p50_ms`.
+#[allow(clippy::too_many_arguments)]
+async fn measure_get(
+    ctx: &Ctx<'_>,
+    res: &mut SystemResult,
+    what: &str,
+    path: &str,
+    key: &str,
+    stored: usize,
+    check: fn(&str) -> Result<usize>,
+) {
+    let url = format!("{}{path}", ctx.base);
+    let http = ctx.http.clone();
+    let once = |http: reqwest::Client, url: String| async move {
+        let body = scale::get_text(&http, &url).await?;
+        check(&body)
+    };
+    let mut warm = None;
     let mut last_err = String::new();
-    let mut attempts = 0;
-    while attempts < 5 {
-        attempts += 1;
-        match list_once(&ctx.http, &url).await {
+    for _ in 0..5 {
+        match once(http.clone(), url.clone()).await {
             Ok(n) => {
-                items = Some(n);
+                warm = Some(n);
                 break;
             }
             Err(e) => {
@@ -733,91 +802,89 @@ async fn list_latency(ctx: &Ctx<'_>, reqs: usize) -> Result<ListResult> {
             }
         }
     }
-    let Some(items) = items else {
-        bail!("{attempts} attempt(s) failed, last: {last_err}");
+    let Some(seen) = warm else {
+        res.note(format!(
+            "{what} with {stored} runs: the warm-up request failed, last: {last_err}"
+        ));
+        return;
     };
-    let mut lat = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
-    for _ in 0..reqs {
-        let t = Instant::now();
-        match tokio::time::timeout(Duration::from_secs(60), list_once(&ctx.http, &url)).await {
-            Ok(Ok(_)) => lat.push(t.elapsed().as_secs_f64() * 1e3),
-            Ok(Err(e)) => {
-                errors += 1;
-                first_error.get_or_insert(format!("{e:#}"));
-            }
-            Err(_) => bail!("GET /runs?limit=100 took more than 60 s"),
-        }
-    }
-    if lat.is_empty() {
-        bail!(
-            "every request failed, first: {}",
-            first_error.unwrap_or_default()
-        );
-    }
-    Ok(ListResult {
-        stats: load::stats_ms(lat),
-        items,
-        errors,
-        first_error,
+    let (min, max, budget) = ctx.plan.samples;
+    let r = scale::sample(min, max, budget, || {
+        let f = once(http.clone(), url.clone());
+        async move { f.await.map(|_| ()) }
     })
-}
-
-struct ListResult {
-    stats: load::Stats,
-    items: usize,
-    errors: usize,
-    first_error: Option<String>,
-}
-
-/// One `GET /runs?limit=100`; the number of items.
-async fn list_once(http: &reqwest::Client, url: &str) -> Result<usize> {
-    let r = http.get(url).send().await?;
-    let st = r.status();
-    let body = r.bytes().await?;
-    if !st.is_success() {
-        bail!("GET /runs?limit=100: HTTP {st}: {}", snippet(&body));
-    }
-    Ok(serde_json::from_slice::<Value>(&body)
-        .ok()
-        .map(|v| match v {
-            Value::Array(a) => a.len(),
-            Value::Object(o) => o.get("items").and_then(Value::as_array).map_or(0, Vec::len),
-            _ => 0,
-        })
-        .unwrap_or(0))
-}
-
-/// Run the list measurement and record it under `key` ("k" or "m").
-async fn list_phase(ctx: &Ctx<'_>, res: &mut SystemResult, key: &str, reqs: usize, stored: usize) {
-    match list_latency(ctx, reqs).await {
+    .await;
+    match r {
         Ok(l) => {
             let s = &l.stats;
             log(
                 ctx.spec.name,
                 format!(
-                    "GET /runs?limit=100 with {stored} runs: p50 {:.1} ms (items {}, errors {})",
-                    s.p50, l.items, l.errors
+                    "{what} with {stored} runs: p50 {:.2} ms, p99 {:.2} ms (n={}, reports {seen}, errors {})",
+                    s.p50, s.p99, s.n, l.errors
                 ),
             );
             if l.errors > 0 {
                 res.note(format!(
-                    "GET /runs?limit=100 with {stored} runs: {} of {reqs} requests failed, first: {}",
+                    "{what} with {stored} runs: {} of {} requests failed, first: {}",
                     l.errors,
+                    l.errors + s.n,
                     l.first_error.clone().unwrap_or_default()
                 ));
             }
-            res.set(&format!("list_{key}_p50_ms"), s.p50);
+            res.set(&format!("{key}_p50_ms"), s.p50);
             res.detail(
-                &format!("list_{key}"),
-                json!({"stored": stored, "items": l.items, "n": s.n, "errors": l.errors,
+                key,
+                json!({"stored": stored, "reports": seen, "n": s.n, "errors": l.errors,
                        "first_error": l.first_error, "p50_ms": s.p50, "p99_ms": s.p99,
-                       "min_ms": s.min, "max_ms": s.max}),
+                       "mean_ms": s.mean, "min_ms": s.min, "max_ms": s.max}),
             );
         }
-        Err(e) => res.note(format!("GET /runs?limit=100 with {stored} runs: {e:#}")),
+        Err(e) => res.note(format!("{what} with {stored} runs: {e:#}")),
     }
+}
+
+/// Items of a `GET /runs` answer (a list, or `{"items": [...]}`).
+fn list_items(body: &str) -> Result<usize> {
+    match serde_json::from_str::<Value>(body).context("GET /runs: not JSON")? {
+        Value::Array(a) => Ok(a.len()),
+        Value::Object(o) => Ok(o.get("items").and_then(Value::as_array).map_or(0, Vec::len)),
+        other => bail!(
+            "GET /runs: unexpected answer {}",
+            snippet(other.to_string().as_bytes())
+        ),
+    }
+}
+
+/// Runs counted by a `GET /metrics` answer.
+fn metrics_runs(body: &str) -> Result<usize> {
+    scale::runs_total(body)
+        .map(|n| n as usize)
+        .ok_or_else(|| anyhow!("GET /metrics: no pyoco_runs_total samples"))
+}
+
+/// `GET /runs?limit=100` and `GET /metrics` with `stored` runs stored (keys by `level`).
+async fn level_phase(ctx: &Ctx<'_>, res: &mut SystemResult, level: usize, stored: usize) {
+    measure_get(
+        ctx,
+        res,
+        "GET /runs?limit=100",
+        "/runs?limit=100",
+        &format!("list_{level}"),
+        stored,
+        list_items,
+    )
+    .await;
+    measure_get(
+        ctx,
+        res,
+        "GET /metrics",
+        "/metrics",
+        &format!("metrics_{level}"),
+        stored,
+        metrics_runs,
+    )
+    .await;
 }
 
 async fn http_and_worker_phases(
@@ -860,8 +927,91 @@ async fn http_and_worker_phases(
         ),
     );
 
-    // 4a. GET /runs?limit=100 with K runs stored.
-    list_phase(ctx, res, "k", plan.list_reqs, stored).await;
+    let client = tokio::time::timeout(
+        Duration::from_secs(10),
+        async_nats::connect(ctx.nats_url.as_str()),
+    )
+    .await
+    .map_err(|_| anyhow!("connecting to nats timed out"))??;
+
+    // 2b. GET /runs?limit=100 and GET /metrics at K runs stored, then at each further level,
+    // reached by writing copies of the gateway's own PENDING snapshot straight into KV.
+    let seeder = scale::Seeder::new(&client, "pyoco_runs", &ids[0]).await?;
+    res.detail(
+        "snapshot_template",
+        Value::Object(seeder.template().clone()),
+    );
+    let mut capped = false;
+    for level in plan.all_levels() {
+        if level > stored {
+            let t = Instant::now();
+            seeder.put_runs(level - stored).await?;
+            let put_s = t.elapsed().as_secs_f64();
+            let n = level - stored;
+            stored = level;
+            let seen = scale::wait_counted(
+                &ctx.http,
+                &ctx.base,
+                stored as u64,
+                Duration::from_secs(120),
+            )
+            .await?;
+            log(
+                name,
+                format!(
+                    "wrote {n} PENDING snapshots into KV in {put_s:.1} s ({:.0}/s); the gateway counts {stored} runs {:.0} ms later",
+                    n as f64 / put_s,
+                    seen.as_secs_f64() * 1e3
+                ),
+            );
+            res.detail(
+                &format!("kv_seed_{level}"),
+                json!({"written": n, "seconds": put_s, "counted_after_ms": seen.as_secs_f64() * 1e3}),
+            );
+        }
+        if ctx.spec.list_max.is_some_and(|m| level > m) {
+            if !capped {
+                capped = true;
+                res.note(format!(
+                    "GET /runs and GET /metrics not measured above {} stored runs (--python-list-max); the runs are written all the same",
+                    ctx.spec.list_max.unwrap_or(0)
+                ));
+            }
+            continue;
+        }
+        level_phase(ctx, res, level, stored).await;
+    }
+
+    // 2c. SSE: KV write → `snapshot` event on GET /runs/{id}/watch.
+    match scale::sse_latency(
+        &ctx.base,
+        seeder.kv(),
+        &ids[0],
+        plan.sse_warmup,
+        plan.sse_changes,
+    )
+    .await
+    {
+        Ok(r) => {
+            let s = &r.stats;
+            log(
+                name,
+                format!(
+                    "watch: KV write → snapshot event p50 {:.2} ms, p99 {:.2} ms, mean {:.2} ms (n={}; first event {:.1} ms after the request)",
+                    s.p50, s.p99, s.mean, s.n, r.first_event_ms
+                ),
+            );
+            res.set("sse_p50_ms", s.p50);
+            res.set("sse_p99_ms", s.p99);
+            res.detail(
+                "sse",
+                json!({"n": s.n, "warmup": r.warmup, "p50_ms": s.p50, "p99_ms": s.p99,
+                       "mean_ms": s.mean, "min_ms": s.min, "max_ms": s.max,
+                       "first_event_ms": r.first_event_ms}),
+            );
+        }
+        Err(e) => res.note(format!("GET /runs/{{id}}/watch: {e:#}")),
+    }
 
     // 3. GET /runs/{id} at 1/8/32.
     for (c, n) in plan.get {
@@ -930,8 +1080,7 @@ async fn http_and_worker_phases(
         }
     }
 
-    // 4b. GET /runs?limit=100 with M runs stored.
-    list_phase(ctx, res, "m", plan.list_reqs_big, stored).await;
+    res.detail("stored_after_http", json!(stored));
     if let Some(r) = procs::rss_mib(gateway.pid) {
         res.set("rss_gateway_http_mib", r);
     }
@@ -944,12 +1093,6 @@ async fn http_and_worker_phases(
         ));
         return Ok(());
     }
-    let client = tokio::time::timeout(
-        Duration::from_secs(10),
-        async_nats::connect(ctx.nats_url.as_str()),
-    )
-    .await
-    .map_err(|_| anyhow!("connecting to nats timed out"))??;
     let js = async_nats::jetstream::new(client.clone());
     let mut stream = js
         .get_stream("PYOCO_WORK")

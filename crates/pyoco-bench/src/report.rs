@@ -112,9 +112,22 @@ fn row(key: &str, label: impl Into<String>, better: Better) -> Row {
     }
 }
 
-/// Every row of the table, in order. `k` = runs seeded, `m` = runs stored at the second list
-/// measurement, `tput` = runs per throughput batch.
-pub fn rows(k: usize, m: usize, tput: usize, reps: usize) -> Vec<Row> {
+/// `12345` → `12,345`.
+pub fn thousands(n: usize) -> String {
+    let d = n.to_string();
+    let mut out = String::new();
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Every row of the table, in order. `levels` = stored-run counts of the list / metrics
+/// measurements, `tput` = runs per throughput batch.
+pub fn rows(levels: &[usize], tput: usize, reps: usize) -> Vec<Row> {
     use Better::*;
     let mut r = vec![
         row(
@@ -159,14 +172,31 @@ pub fn rows(k: usize, m: usize, tput: usize, reps: usize) -> Vec<Row> {
         "`GET /runs/{id}` c=32 p50 (ms)",
         Lower,
     ));
+    for l in levels {
+        r.push(row(
+            &format!("list_{l}_p50_ms"),
+            format!(
+                "`GET /runs?limit=100`, {} runs stored (p50 ms)",
+                thousands(*l)
+            ),
+            Lower,
+        ));
+    }
+    for l in levels {
+        r.push(row(
+            &format!("metrics_{l}_p50_ms"),
+            format!("`GET /metrics`, {} runs stored (p50 ms)", thousands(*l)),
+            Lower,
+        ));
+    }
     r.push(row(
-        "list_k_p50_ms",
-        format!("`GET /runs?limit=100`, {k} runs stored (p50 ms)"),
+        "sse_p50_ms",
+        "`GET /runs/{id}/watch`: KV write → `snapshot` event, p50 (ms)",
         Lower,
     ));
     r.push(row(
-        "list_m_p50_ms",
-        format!("`GET /runs?limit=100`, ~{m} runs stored (p50 ms)"),
+        "sse_p99_ms",
+        "`GET /runs/{id}/watch`: KV write → `snapshot` event, p99 (ms)",
         Lower,
     ));
     r.push(row(
@@ -320,5 +350,19 @@ pub fn title(name: &str) -> &'static str {
         "python" => "Python 0.5.1",
         "rust" => "Rust",
         _ => "?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(10000), "10,000");
+        assert_eq!(thousands(1234567), "1,234,567");
     }
 }
