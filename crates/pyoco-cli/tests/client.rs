@@ -1000,13 +1000,667 @@ async fn help_exits_0_and_lists_the_subcommands() {
     client(&["watch", "--help"]).await.success();
 }
 
+// ---------------------------------------------------------------------------------------------
+// The wheel registry: `wheels`, `wheel-history`, `wheel-upload`, `wheel-delete`.
+
+/// A long description: enough usage documentation for the strict preflight (80+ characters).
+const WHEEL_README: &str =
+    "Demo plugin for pyoco workers. After the worker synced it, use the tasks \
+                            demo_plugin.tasks:add and demo_plugin.tasks:mul in a flow.yaml.\n";
+
+/// Write a zip with `files` (name, text) at `path`, deflate-compressed like a real wheel.
+fn write_zip(path: &std::path::Path, files: &[(&str, &str)]) {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, text) in files {
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(text.as_bytes()).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+/// A wheel of `demo_plugin` `version` in `dir` that passes the strict preflight (with
+/// `complete`), or one without entry points and usage documentation; returns its path.
+fn demo_wheel(dir: &std::path::Path, version: &str, complete: bool) -> String {
+    let name = format!("demo_plugin-{version}-py3-none-any.whl");
+    let dist_info = format!("demo_plugin-{version}.dist-info");
+    let metadata = format!(
+        "Metadata-Version: 2.1\nName: demo-plugin\nVersion: {version}\nSummary: Demo tasks\n\n{}",
+        if complete { WHEEL_README } else { "Short.\n" }
+    );
+    let mut files = vec![
+        ("demo_plugin/__init__.py".to_string(), String::new()),
+        (
+            "demo_plugin/tasks.py".to_string(),
+            "def add(a, b):\n    return a + b\n".to_string(),
+        ),
+        (format!("{dist_info}/METADATA"), metadata),
+        (
+            format!("{dist_info}/WHEEL"),
+            "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n".to_string(),
+        ),
+    ];
+    if complete {
+        files.push((
+            format!("{dist_info}/entry_points.txt"),
+            "[pyoco.tasks]\ndemo_plugin = demo_plugin.tasks\n".to_string(),
+        ));
+    }
+    let path = dir.join(name);
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    write_zip(&path, &files);
+    path.to_string_lossy().into_owned()
+}
+
+/// A server URL where nothing listens: a command that gets to send a request fails.
+async fn nowhere() -> String {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    url
+}
+
+/// A one-shot HTTP server that reads the whole request (head and body, by Content-Length or
+/// chunked) before it answers `response`; returns the request's bytes.
+async fn capture_server(response: impl Into<String>) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let response = response.into();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 65536];
+        let complete = |request: &[u8]| -> bool {
+            let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return false;
+            };
+            let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+            let body = &request[end + 4..];
+            if let Some(len) = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                body.len() >= len
+            } else if head.contains("transfer-encoding: chunked") {
+                body.ends_with(b"0\r\n\r\n")
+            } else {
+                true
+            }
+        };
+        while !complete(&request) {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "request ended early");
+            request.extend_from_slice(&buf[..n]);
+        }
+        socket.write_all(response.as_bytes()).await.unwrap();
+        socket.shutdown().await.unwrap();
+        request
+    });
+    (url, handle)
+}
+
+/// An HTTP/1.1 response with a JSON body.
+fn json_response(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The head (lower-cased) and the multipart parts (their lower-cased headers and content) of a
+/// captured `multipart/form-data` request with a Content-Length body.
+fn multipart_parts(request: &[u8]) -> (String, Vec<(String, Vec<u8>)>) {
+    let end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+    let boundary = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: multipart/form-data; boundary="))
+        .expect("a multipart request")
+        .trim()
+        .to_string();
+    let body = &request[end + 4..];
+    let delimiter = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut rest = body;
+    while let Some(start) = find(rest, delimiter.as_bytes()) {
+        rest = &rest[start + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let rest_part = &rest[2..]; // CRLF after the delimiter
+        let next = find(rest_part, delimiter.as_bytes()).expect("a closing delimiter");
+        let part = &rest_part[..next - 2]; // CRLF before the next delimiter
+        let split = part.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        parts.push((
+            String::from_utf8_lossy(&part[..split]).to_ascii_lowercase(),
+            part[split + 4..].to_vec(),
+        ));
+        rest = &rest_part[next..];
+    }
+    (head, parts)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 #[tokio::test]
-async fn wheel_commands_say_they_are_not_available_yet() {
-    let out = client(&["wheels"]).await;
-    assert_eq!(out.code, 1, "{out:?}");
+async fn wheel_upload_streams_0_5_1s_multipart_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let wheel = demo_wheel(dir.path(), "1.0.0", true);
+    let stored =
+        r#"{"name":"demo_plugin-1.0.0-py3-none-any.whl","size_bytes":3,"tags":["cpu","gpu"]}"#;
+    let (url, request) = capture_server(json_response("200 OK", stored)).await;
+    let out = client(&[
+        "--server",
+        &url,
+        "wheel-upload",
+        "--wheel-file",
+        &wheel,
+        "--tags",
+        " cpu, ,gpu ",
+        "--no-replace",
+    ])
+    .await
+    .success();
+    assert_eq!(
+        out.stdout,
+        "{\"name\": \"demo_plugin-1.0.0-py3-none-any.whl\", \"size_bytes\": 3, \"tags\": [\"cpu\", \"gpu\"]}\n"
+    );
+    assert_eq!(
+        out.stderr, "",
+        "a complete wheel passes the preflight silently"
+    );
+
+    let request = request.await.unwrap();
+    let (head, parts) = multipart_parts(&request);
+    assert!(head.starts_with("post /wheels http/1.1\r\n"), "{head}");
     assert!(
-        out.stderr.contains("not available in this version yet"),
+        head.contains("\r\ncontent-length: "),
+        "sized, not chunked: {head}"
+    );
+    let names: Vec<&str> = parts
+        .iter()
+        .map(|(h, _)| {
+            h.split("name=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["replace", "tags", "wheel"]);
+    assert_eq!(parts[0].1, b"false");
+    assert_eq!(parts[1].1, b"cpu,gpu");
+    assert!(
+        parts[2]
+            .0
+            .contains("filename=\"demo_plugin-1.0.0-py3-none-any.whl\""),
+        "{}",
+        parts[2].0
+    );
+    assert!(
+        parts[2]
+            .0
+            .contains("content-type: application/octet-stream"),
+        "{}",
+        parts[2].0
+    );
+    assert_eq!(
+        parts[2].1,
+        std::fs::read(&wheel).unwrap(),
+        "the file, byte for byte"
+    );
+}
+
+#[tokio::test]
+async fn wheel_upload_replaces_by_default_and_sends_no_tags_without_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let wheel = demo_wheel(dir.path(), "1.0.0", true);
+    let (url, request) = capture_server(json_response("200 OK", "{}")).await;
+    client(&[
+        "--server",
+        &url,
+        "wheel-upload",
+        "--wheel-file",
+        &wheel,
+        "--tags",
+        " , ",
+    ])
+    .await
+    .success();
+    let (_, parts) = multipart_parts(&request.await.unwrap());
+    assert_eq!(parts.len(), 2, "replace and wheel only");
+    assert!(parts[0].0.contains("name=\"replace\""));
+    assert_eq!(parts[0].1, b"true");
+}
+
+#[tokio::test]
+async fn strict_preflight_stops_a_bad_wheel_before_sending_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let wheel = demo_wheel(dir.path(), "1.0.0", false);
+    // Nothing listens there: getting past the preflight would be a connection error.
+    let out = client(&[
+        "--server",
+        &nowhere().await,
+        "wheel-upload",
+        "--wheel-file",
+        &wheel,
+    ])
+    .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines[0],
+        "ERR-PYOCO-0018: CLI引数が不正です（入力形式を確認してください）"
+    );
+    assert_eq!(
+        lines[1],
+        "- reason: wheel preflight failed: usage documentation is missing (need METADATA \
+         description>=80 chars or Project-URL: Documentation,...); entry_points are missing \
+         (dist-info/entry_points.txt)"
+    );
+    assert!(
+        lines[2].starts_with(
+            "- detail: 1) demo_plugin-1.0.0.dist-info/METADATA: the long description is 6 characters"
+        ),
         "{}",
         out.stderr
+    );
+    assert!(
+        lines[2].contains("; 2) ") && lines[2].ends_with("has no *.dist-info/entry_points.txt"),
+        "{}",
+        out.stderr
+    );
+    assert!(lines[3].starts_with("- hint: "), "{}", out.stderr);
+    assert!(
+        lines[3].contains("--allow-missing-usage-doc"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        lines[3].contains("--allow-no-entry-points"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        lines[3].ends_with("--preflight warn (or off)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(lines.len(), 4, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn preflight_warn_and_allow_flags_upload_anyway() {
+    let dir = tempfile::tempdir().unwrap();
+    let wheel = demo_wheel(dir.path(), "1.0.0", false);
+    for flags in [
+        vec!["--preflight", "warn"],
+        vec!["--allow-no-entry-points", "--allow-missing-usage-doc"],
+    ] {
+        let (url, request) = capture_server(json_response("200 OK", "{\"ok\": true}")).await;
+        let mut args = vec![
+            "--server",
+            url.as_str(),
+            "wheel-upload",
+            "--wheel-file",
+            &wheel,
+        ];
+        args.extend(&flags);
+        let out = client(&args).await.success();
+        assert_eq!(out.stdout, "{\"ok\": true}\n");
+        let warnings: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("[pyoco-client][preflight][warn] "))
+            .collect();
+        assert_eq!(warnings.len(), 2, "{flags:?}: {}", out.stderr);
+        assert!(out.stderr.contains("  - fix: "), "{}", out.stderr);
+        request.await.unwrap();
+    }
+
+    // --preflight off does not even open the archive.
+    let not_a_zip = dir.path().join("junk-1.0-py3-none-any.whl");
+    std::fs::write(&not_a_zip, "not a zip").unwrap();
+    let (url, request) = capture_server(json_response("200 OK", "{}")).await;
+    let out = client(&[
+        "--server",
+        &url,
+        "wheel-upload",
+        "--wheel-file",
+        &not_a_zip.to_string_lossy(),
+        "--preflight",
+        "off",
+    ])
+    .await
+    .success();
+    assert_eq!(out.stderr, "");
+    let (_, parts) = multipart_parts(&request.await.unwrap());
+    assert_eq!(parts[1].1, b"not a zip");
+}
+
+#[tokio::test]
+async fn a_wheel_that_is_not_a_zip_or_not_there_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = nowhere().await;
+    let junk = dir.path().join("junk-1.0-py3-none-any.whl");
+    std::fs::write(&junk, "not a zip").unwrap();
+    let out = client(&[
+        "--server",
+        &server,
+        "wheel-upload",
+        "--wheel-file",
+        &junk.to_string_lossy(),
+    ])
+    .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("- reason: wheel preflight failed: wheel file is not a valid zip archive\n"),
+        "{}",
+        out.stderr
+    );
+
+    // A missing file and a directory: file I/O errors, checked or not.
+    let missing = dir.path().join("missing-1.0-py3-none-any.whl");
+    let unreadable = [missing.as_path(), dir.path()];
+    for (path, preflight) in unreadable.iter().flat_map(|p| [(p, "strict"), (p, "off")]) {
+        let out = client(&[
+            "--server",
+            &server,
+            "wheel-upload",
+            "--wheel-file",
+            &path.to_string_lossy(),
+            "--preflight",
+            preflight,
+        ])
+        .await;
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr
+                .starts_with("ERR-PYOCO-0018: file I/O error\n- reason: "),
+            "{path:?} {preflight}: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("--wheel-file"), "{}", out.stderr);
+    }
+}
+
+#[tokio::test]
+async fn upload_errors_keep_0_5_1s_lines_and_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let wheel = demo_wheel(dir.path(), "1.0.0", true);
+    for (status, detail, hint) in [
+        (
+            "409 Conflict",
+            "wheel version already exists; bump version",
+            "bump the version in your package and rebuild the wheel",
+        ),
+        (
+            "413 Payload Too Large",
+            "wheel too large",
+            "the wheel is larger than PYOCO_WHEEL_MAX_BYTES on the server",
+        ),
+        (
+            "422 Unprocessable Entity",
+            "invalid wheel filename",
+            "the gateway rejected the request (invalid wheel filename)",
+        ),
+    ] {
+        let body = format!("{{\"detail\":\"{detail}\"}}");
+        let (url, request) = capture_server(json_response(status, &body)).await;
+        let out = client(&["--server", &url, "wheel-upload", "--wheel-file", &wheel]).await;
+        assert_eq!(out.code, 1, "{out:?}");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines[0], "ERR-PYOCO-HTTP: request failed");
+        let code = &status[..3];
+        assert_eq!(
+            lines[1],
+            format!("- reason: HTTP {code} POST /wheels: {body}")
+        );
+        assert!(lines[2].starts_with("- hint: "), "{}", out.stderr);
+        assert!(lines[2].contains(hint), "{}", out.stderr);
+        request.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn wheels_history_and_delete_send_0_5_1s_requests() {
+    let listing = r#"[{"name":"a-1.0-py3-none-any.whl","tags":[]}]"#;
+    let (url, request) = capture_server(json_response("200 OK", listing)).await;
+    let out = client(&["--server", &url, "wheels"]).await.success();
+    assert_eq!(
+        out.stdout,
+        "[{\"name\": \"a-1.0-py3-none-any.whl\", \"tags\": []}]\n"
+    );
+    let head = String::from_utf8(request.await.unwrap()).unwrap();
+    assert!(head.starts_with("GET /wheels HTTP/1.1\r\n"), "{head}");
+
+    let (url, request) = capture_server(json_response("200 OK", "[]")).await;
+    client(&["--server", &url, "wheel-history"]).await.success();
+    let head = String::from_utf8(request.await.unwrap()).unwrap();
+    assert!(
+        head.starts_with("GET /wheels/history?limit=100 HTTP/1.1\r\n"),
+        "{head}"
+    );
+
+    let (url, request) = capture_server(json_response("200 OK", "[]")).await;
+    client(&[
+        "--server",
+        &url,
+        "wheel-history",
+        "--limit",
+        "3",
+        "--wheel-name",
+        "a-1.0-py3-none-any.whl",
+        "--action",
+        "upload",
+    ])
+    .await
+    .success();
+    let head = String::from_utf8(request.await.unwrap()).unwrap();
+    assert!(
+        head.starts_with(
+            "GET /wheels/history?limit=3&wheel_name=a-1.0-py3-none-any.whl&action=upload HTTP/1.1\r\n"
+        ),
+        "{head}"
+    );
+
+    let deleted = r#"{"name":"a-1.0-py3-none-any.whl","deleted":true}"#;
+    let (url, request) = capture_server(json_response("200 OK", deleted)).await;
+    let out = client(&[
+        "--server",
+        &url,
+        "wheel-delete",
+        "--name",
+        "a-1.0-py3-none-any.whl",
+    ])
+    .await
+    .success();
+    assert_eq!(
+        out.stdout,
+        "{\"name\": \"a-1.0-py3-none-any.whl\", \"deleted\": true}\n"
+    );
+    let head = String::from_utf8(request.await.unwrap()).unwrap();
+    assert!(
+        head.starts_with("DELETE /wheels/a-1.0-py3-none-any.whl HTTP/1.1\r\n"),
+        "{head}"
+    );
+
+    let (url, _request) = capture_server(json_response(
+        "404 Not Found",
+        r#"{"detail":"wheel not found"}"#,
+    ))
+    .await;
+    let out = client(&["--server", &url, "wheel-delete", "--name", "nope.whl"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("- hint: check the wheel file name with `pyoco-client wheels`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_fails_like_the_python_0_5_1_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = nowhere().await;
+    let bad = demo_wheel(dir.path(), "1.0.0", false);
+    let junk = dir.path().join("junk-1.0-py3-none-any.whl");
+    std::fs::write(&junk, "not a zip").unwrap();
+    let no_metadata = dir.path().join("bare-1.0-py3-none-any.whl");
+    write_zip(&no_metadata, &[("bare/__init__.py", "")]);
+    let no_name = dir.path().join("noname-1.0-py3-none-any.whl");
+    write_zip(
+        &no_name,
+        &[(
+            "noname-1.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nSummary: \n\nshort\n",
+        )],
+    );
+    for wheel in [
+        bad.clone(),
+        junk.to_string_lossy().into_owned(),
+        no_metadata.to_string_lossy().into_owned(),
+        no_name.to_string_lossy().into_owned(),
+    ] {
+        let args = ["wheel-upload", "--wheel-file", &wheel];
+        let ours = client(&[&["--server", server.as_str()][..], &args[..]].concat()).await;
+        let theirs = python_client(&server, &args).await;
+        assert_eq!((ours.code, theirs.code), (1, 1), "{ours:?} vs {theirs:?}");
+        // 0.5.1's warnings, then the same first two lines of the error.
+        let strip = |s: &str| -> Vec<String> {
+            s.lines()
+                .filter(|l| !l.starts_with("  - "))
+                .take_while(|l| !l.starts_with("- detail:") && !l.starts_with("- hint:"))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(strip(&ours.stderr), strip(&theirs.stderr), "{wheel}");
+    }
+
+    // `warn`: the same warning lines, then both try to upload (nothing listens: exit 1).
+    let args = [
+        "wheel-upload",
+        "--wheel-file",
+        bad.as_str(),
+        "--preflight",
+        "warn",
+    ];
+    let ours = client(&[&["--server", server.as_str()][..], &args[..]].concat()).await;
+    let theirs = python_client(&server, &args).await;
+    let warnings = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("[pyoco-client]"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(warnings(&ours.stderr), warnings(&theirs.stderr));
+    assert_eq!(warnings(&ours.stderr).len(), 2, "{}", ours.stderr);
+    assert_eq!((ours.code, theirs.code), (1, 1));
+    assert!(
+        ours.stderr.contains("ERR-PYOCO-HTTP: connection error"),
+        "{}",
+        ours.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs /wheels endpoints"]
+async fn wheel_registry_round_trip_through_the_gateway() {
+    let app = App::start().await;
+    let wheel = demo_wheel(app.dir.path(), "1.0.0", true);
+    let name = "demo_plugin-1.0.0-py3-none-any.whl";
+
+    let stored = app
+        .client(&["wheel-upload", "--wheel-file", &wheel, "--tags", "cpu,gpu"])
+        .await
+        .success();
+    assert_python_layout(&stored.stdout);
+    let stored = stored.json();
+    assert_eq!(stored["name"], name);
+    assert_eq!(stored["tags"], json!(["cpu", "gpu"]));
+    assert_eq!(
+        stored["size_bytes"],
+        json!(std::fs::metadata(&wheel).unwrap().len())
+    );
+
+    let listed = app.client(&["wheels"]).await.success();
+    assert_python_layout(&listed.stdout);
+    let listed = listed.json();
+    let items = listed.as_array().expect("a list");
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["name"], name);
+    assert_eq!(items[0]["tags"], json!(["cpu", "gpu"]));
+
+    let history = app.client(&["wheel-history"]).await.success().json();
+    assert_eq!(history[0]["action"], "upload", "{history}");
+    assert_eq!(history[0]["wheel_name"], name);
+    assert_eq!(history[0]["tags"], json!(["cpu", "gpu"]));
+
+    // The same version again: the gateway refuses it, and the hint says what to do.
+    let again = app.client(&["wheel-upload", "--wheel-file", &wheel]).await;
+    assert_eq!(again.code, 1, "{again:?}");
+    let lines: Vec<&str> = again.stderr.lines().collect();
+    assert_eq!(lines[0], "ERR-PYOCO-HTTP: request failed");
+    assert_eq!(
+        lines[1],
+        r#"- reason: HTTP 409 POST /wheels: {"detail":"wheel version already exists; bump version"}"#
+    );
+    assert!(
+        lines[2].contains("bump the version in your package and rebuild the wheel"),
+        "{}",
+        again.stderr
+    );
+
+    let deleted = app
+        .client(&["wheel-delete", "--name", name])
+        .await
+        .success();
+    assert_eq!(
+        deleted.stdout,
+        format!("{{\"name\": \"{name}\", \"deleted\": true}}\n")
+    );
+    assert_eq!(app.client(&["wheels"]).await.success().stdout, "[]\n");
+
+    let history = app
+        .client(&["wheel-history", "--wheel-name", name])
+        .await
+        .success()
+        .json();
+    let actions: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["delete", "upload"], "newest first: {history}");
+    let deletes = app
+        .client(&["wheel-history", "--action", "delete"])
+        .await
+        .success()
+        .json();
+    assert_eq!(deletes.as_array().unwrap().len(), 1, "{deletes}");
+
+    let gone = app.client(&["wheel-delete", "--name", name]).await;
+    assert_eq!(gone.code, 1, "{gone:?}");
+    assert!(
+        gone.stderr.contains(&format!(
+            "- reason: HTTP 404 DELETE /wheels/{name}: {{\"detail\":\"wheel not found\"}}"
+        )),
+        "{}",
+        gone.stderr
     );
 }

@@ -175,13 +175,20 @@ impl HttpFailure {
                  gateway, and that it is recent enough for this command",
                 self.method, self.path
             ),
+            413 if detail_str == "wheel too large" || self.path.ends_with("/wheels") => {
+                "the wheel is larger than PYOCO_WHEEL_MAX_BYTES on the server: build a smaller \
+                 wheel (leave tests and data files out of the package), or have the gateway's \
+                 operator raise PYOCO_WHEEL_MAX_BYTES (a proxy in front of the gateway may also \
+                 limit the request size)"
+                    .to_string()
+            }
             413 => format!(
                 "{}: the gateway limits uploads (PYOCO_WORKFLOW_YAML_MAX_BYTES for flow.yaml, \
                  PYOCO_WHEEL_MAX_BYTES for wheels); send a smaller file or raise the limit",
                 non_empty(detail_str, "request too large")
             ),
             422 => hint_422(detail.as_ref()),
-            409 => format!("{}: change the request and try again", non_empty(detail_str, "conflict")),
+            409 => hint_409(detail_str),
             503 => "the gateway cannot reach NATS: check the nats-server it uses \
                     (PYOCO_NATS_URL), or start everything with `pyoco-server up --with-nats`"
                 .to_string(),
@@ -202,6 +209,31 @@ fn non_empty<'a>(s: &'a str, fallback: &'a str) -> &'a str {
     }
 }
 
+/// 409 (`POST /wheels`): the registry already has this version, or a newer one.
+fn hint_409(detail: &str) -> String {
+    const LISTED: &str = "`pyoco-client wheels` lists the wheels already uploaded";
+    match detail {
+        "wheel version already exists; bump version" => format!(
+            "the registry already has this version of the package: bump the version in your \
+             package and rebuild the wheel ({LISTED}; to upload the same version again, delete \
+             it first with `pyoco-client wheel-delete --name <file>`)"
+        ),
+        "wheel version must be greater than existing latest version" => format!(
+            "the registry has a newer version of the package: bump the version in your package \
+             above it and rebuild the wheel ({LISTED})"
+        ),
+        "wheel already exists" => format!(
+            "a wheel of that file name is already in the registry: bump the version in your \
+             package and rebuild the wheel, or delete the old one with \
+             `pyoco-client wheel-delete --name <file>` ({LISTED})"
+        ),
+        other => format!(
+            "{}: change the request and try again",
+            non_empty(other, "conflict")
+        ),
+    }
+}
+
 /// 422: say which input the gateway rejected and how to fix it.
 fn hint_422(detail: Option<&Value>) -> String {
     match detail {
@@ -219,6 +251,22 @@ fn hint_422(detail: Option<&Value>) -> String {
                 "invalid workers request" => {
                     "--scope is active or all; --state is RUNNING, IDLE, STOPPED_GRACEFUL or DISCONNECTED"
                 }
+                "invalid wheel name" => {
+                    "a wheel file name is letters, digits and `._+-` only and ends in .whl \
+                     (e.g. mypkg-1.0.0-py3-none-any.whl): upload the file under the name the \
+                     build gave it (or fix --wheel-name)"
+                }
+                "invalid wheel filename" => {
+                    "the file name is not a wheel's (PEP 427: \
+                     <name>-<version>[-<build>]-<python>-<abi>-<platform>.whl, e.g. \
+                     mypkg-1.0.0-py3-none-any.whl): upload the file under the name \
+                     `python -m build --wheel` gave it"
+                }
+                "invalid wheel tags" => {
+                    "--tags is a comma-separated list of tags made of letters, digits, `_` and \
+                     `-` (e.g. --tags default,gpu)"
+                }
+                "invalid action" => "--action is upload or delete",
                 _ => "fix that input and try again",
             };
             format!("the gateway rejected the request ({s}): {fix}")
@@ -314,6 +362,47 @@ mod tests {
         assert!(failure(422, "/runs/yaml", "{\"detail\":\"invalid tag\"}")
             .hint()
             .contains("(invalid tag)"));
+    }
+
+    #[test]
+    fn wheel_conflicts_say_to_bump_the_version() {
+        let post = |status: u16, body: &str| HttpFailure {
+            status,
+            method: "POST".into(),
+            path: "/wheels".into(),
+            body: body.into(),
+        };
+        for detail in [
+            "wheel version already exists; bump version",
+            "wheel version must be greater than existing latest version",
+            "wheel already exists",
+        ] {
+            let hint = post(409, &format!("{{\"detail\":\"{detail}\"}}")).hint();
+            assert!(
+                hint.contains("bump the version in your package")
+                    && hint.contains("rebuild the wheel"),
+                "{detail}: {hint}"
+            );
+        }
+        let too_large = post(413, r#"{"detail":"wheel too large"}"#).hint();
+        assert!(
+            too_large.starts_with("the wheel is larger than PYOCO_WHEEL_MAX_BYTES on the server"),
+            "{too_large}"
+        );
+        // A proxy's 413 page on the upload path gets the same hint.
+        assert!(post(413, "<html>413</html>")
+            .hint()
+            .contains("PYOCO_WHEEL_MAX_BYTES on the server"));
+        for (detail, needle) in [
+            ("invalid wheel name", "ends in .whl"),
+            ("invalid wheel filename", "PEP 427"),
+            ("invalid wheel tags", "--tags"),
+            ("invalid action", "upload or delete"),
+        ] {
+            let hint = post(422, &format!("{{\"detail\":\"{detail}\"}}")).hint();
+            assert!(hint.contains(&format!("({detail})")), "{hint}");
+            assert!(hint.contains(needle), "{detail}: {hint}");
+        }
     }
 
     #[test]

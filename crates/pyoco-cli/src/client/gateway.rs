@@ -8,12 +8,24 @@
 //!
 //! Timeouts differ from 0.5.1 (httpx's 5 s for everything, which can cut a `watch` between
 //! heartbeats): connecting may take [`CONNECT_TIMEOUT`], a plain request [`REQUEST_TIMEOUT`],
-//! and a watch stream may stay silent for [`STREAM_IDLE_TIMEOUT`] between chunks.
+//! and a watch stream may stay silent for [`STREAM_IDLE_TIMEOUT`] between chunks; an upload gets
+//! [`upload_timeout`] for its size. Uploads are streamed from disk ([`streamed_file_part`]), where
+//! 0.5.1 reads the whole file into memory first.
 
-use std::time::Duration;
+use std::{
+    io,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use reqwest::{header::HeaderName, header::HeaderValue, Method, RequestBuilder, Response, Url};
+use reqwest::{
+    header::HeaderName, header::HeaderValue, multipart, Method, RequestBuilder, Response, Url,
+};
 use serde_json::Value;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::io::ReaderStream;
 
 use super::error::{CliError, HttpFailure};
 
@@ -106,7 +118,16 @@ impl Gateway {
     /// Send a request, check its status and decode the body as JSON (Python's dialect: `NaN`
     /// and `Infinity` are read as null).
     pub(crate) async fn send_json(&self, request: RequestBuilder) -> Result<Value, CliError> {
-        let (method, url, response) = self.execute(request.timeout(REQUEST_TIMEOUT)).await?;
+        self.send_json_within(request, REQUEST_TIMEOUT).await
+    }
+
+    /// [`Gateway::send_json`] with a `timeout` for the whole exchange (an upload needs longer).
+    pub(crate) async fn send_json_within(
+        &self,
+        request: RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Value, CliError> {
+        let (method, url, response) = self.execute(request.timeout(timeout)).await?;
         let text = response
             .text()
             .await
@@ -155,6 +176,87 @@ impl Gateway {
     ) -> Result<Value, CliError> {
         let url = self.url(segments, query);
         self.send_json(self.request(Method::GET, url)).await
+    }
+}
+
+/// The slowest upload rate [`upload_timeout`] allows for (bytes per second).
+const MIN_UPLOAD_RATE: u64 = 64 * 1024;
+
+/// How long an upload of `len` bytes may take in all: [`REQUEST_TIMEOUT`] plus the time to send
+/// it at [`MIN_UPLOAD_RATE`] (a 50 MB wheel: about 13 minutes), so a slow link is not cut off
+/// while a gateway that stopped answering still is.
+pub(crate) fn upload_timeout(len: u64) -> Duration {
+    REQUEST_TIMEOUT + Duration::from_secs(len / MIN_UPLOAD_RATE)
+}
+
+/// A file as a multipart part whose content is read in chunks while it is sent, never whole in
+/// memory. `on_read` is called with the size of each chunk as it is read (for a progress bar);
+/// if reading the file fails mid-way, the request fails and the returned [`ReadFailure`] says
+/// why.
+pub(crate) fn streamed_file_part(
+    file: tokio::fs::File,
+    len: u64,
+    file_name: String,
+    on_read: impl FnMut(u64) + Send + 'static,
+) -> (multipart::Part, ReadFailure) {
+    let failure = ReadFailure::default();
+    let reader = CountingReader {
+        inner: file,
+        on_read: Box::new(on_read),
+        failure: failure.clone(),
+    };
+    let body = reqwest::Body::wrap_stream(ReaderStream::with_capacity(reader, 64 * 1024));
+    let part = multipart::Part::stream_with_length(body, len)
+        .file_name(file_name)
+        .mime_str("application/octet-stream")
+        .expect("a valid MIME type");
+    (part, failure)
+}
+
+/// The error that stopped a [`streamed_file_part`] from reading its file, if any.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReadFailure(Arc<Mutex<Option<String>>>);
+
+impl ReadFailure {
+    /// The I/O error's text, once reading failed.
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, error: &io::Error) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert_with(|| error.to_string());
+        }
+    }
+}
+
+/// An [`AsyncRead`] that reports how many bytes went through it.
+struct CountingReader<R> {
+    inner: R,
+    on_read: Box<dyn FnMut(u64) + Send>,
+    failure: ReadFailure,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for CountingReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        match &poll {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                if read > 0 {
+                    (this.on_read)(read as u64);
+                }
+            }
+            Poll::Ready(Err(e)) => this.failure.set(e),
+            Poll::Pending => {}
+        }
+        poll
     }
 }
 
@@ -266,6 +368,75 @@ mod tests {
             );
             assert!(err.contains("--server http://127.0.0.1:8000"), "{err}");
         }
+    }
+
+    #[test]
+    fn uploads_get_more_time_the_larger_they_are() {
+        assert_eq!(upload_timeout(0), REQUEST_TIMEOUT);
+        assert_eq!(
+            upload_timeout(50 * 1024 * 1024),
+            REQUEST_TIMEOUT + Duration::from_secs(800)
+        );
+    }
+
+    /// Reads `data` in small pieces, then fails with `fail` (when given).
+    struct Source {
+        data: Vec<u8>,
+        fail: Option<io::ErrorKind>,
+    }
+
+    impl AsyncRead for Source {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.data.is_empty() {
+                return Poll::Ready(match self.fail {
+                    Some(kind) => Err(io::Error::from(kind)),
+                    None => Ok(()),
+                });
+            }
+            let n = self.data.len().min(buf.remaining()).min(1000);
+            buf.put_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn counted(source: Source) -> (CountingReader<Source>, Arc<Mutex<u64>>, ReadFailure) {
+        let total = Arc::new(Mutex::new(0u64));
+        let seen = total.clone();
+        let failure = ReadFailure::default();
+        let reader = CountingReader {
+            inner: source,
+            on_read: Box::new(move |n| *seen.lock().unwrap() += n),
+            failure: failure.clone(),
+        };
+        (reader, total, failure)
+    }
+
+    #[tokio::test]
+    async fn the_counting_reader_reports_every_byte_and_the_read_error() {
+        use tokio::io::AsyncReadExt;
+
+        let (mut reader, total, failure) = counted(Source {
+            data: vec![7; 12_345],
+            fail: None,
+        });
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.unwrap();
+        assert_eq!((out.len(), *total.lock().unwrap()), (12_345, 12_345));
+        assert_eq!(failure.get(), None);
+
+        let (mut reader, total, failure) = counted(Source {
+            data: vec![1; 2_500],
+            fail: Some(io::ErrorKind::UnexpectedEof),
+        });
+        let mut out = Vec::new();
+        assert!(reader.read_to_end(&mut out).await.is_err());
+        assert_eq!(*total.lock().unwrap(), 2_500);
+        assert!(failure.get().is_some());
     }
 
     #[test]

@@ -44,8 +44,10 @@ const GLOBAL: &str = "Global options";
 #[command(
     name = "pyoco-client",
     version,
-    about = "Submit, inspect, watch and cancel pyoco runs through a pyoco-server gateway",
-    long_about = "Submit, inspect, watch and cancel pyoco runs through a pyoco-server gateway.\n\n\
+    about = "Submit, inspect, watch and cancel pyoco runs, and manage plugin wheels, through a \
+             pyoco-server gateway",
+    long_about = "Submit, inspect, watch and cancel pyoco runs, and manage plugin wheels, through a \
+        pyoco-server gateway.\n\n\
         Prints JSON (like Python's json.dumps) on stdout; errors go to stderr with a hint.\n\
         Exit codes: 0 ok, 1 error (arguments, input, HTTP, connection, timeout), 130 Ctrl-C.",
     infer_long_args = true
@@ -92,13 +94,13 @@ enum Command {
     Cancel(cancel::CancelArgs),
     /// List the workers (GET /workers).
     Workers(workers::WorkersArgs),
-    /// List the wheel registry (not available yet).
+    /// List the plugin wheels in the registry (GET /wheels).
     Wheels,
-    /// List wheel uploads and deletions (not available yet).
+    /// List wheel uploads and deletions, newest first (GET /wheels/history).
     WheelHistory(wheels::WheelHistoryArgs),
-    /// Upload a plugin wheel (not available yet).
+    /// Check a plugin wheel locally, then upload it for the workers (POST /wheels).
     WheelUpload(wheels::WheelUploadArgs),
-    /// Delete a wheel from the registry (not available yet).
+    /// Delete a wheel from the registry (DELETE /wheels/{name}).
     WheelDelete(wheels::WheelDeleteArgs),
     /// Print the Prometheus metrics text (GET /metrics).
     Metrics,
@@ -162,10 +164,10 @@ async fn execute(cli: &Cli) -> Result<(), CliError> {
         Command::Watch(args) => watch::watch(args, &gw, out).await,
         Command::Cancel(args) => cancel::cancel(args, &gw, out).await,
         Command::Workers(args) => workers::workers(args, &gw, out).await,
-        Command::Wheels => Err(wheels::not_yet("wheels")),
-        Command::WheelHistory(_) => Err(wheels::not_yet("wheel-history")),
-        Command::WheelUpload(_) => Err(wheels::not_yet("wheel-upload")),
-        Command::WheelDelete(_) => Err(wheels::not_yet("wheel-delete")),
+        Command::Wheels => wheels::wheels(&gw, out).await,
+        Command::WheelHistory(args) => wheels::wheel_history(args, &gw, out).await,
+        Command::WheelUpload(args) => wheels::wheel_upload(args, &gw, out).await,
+        Command::WheelDelete(args) => wheels::wheel_delete(args, &gw, out).await,
         Command::Metrics => metrics::metrics(&gw, out).await,
     }
 }
@@ -184,7 +186,8 @@ fn parse_failure(e: &clap::Error) -> ExitCode {
                 detail: None,
                 usage: Some("usage: pyoco-client [OPTIONS] <COMMAND>".to_string()),
                 hint: "pyoco-client -h lists the commands (submit, submit-yaml, get, tasks, list, \
-                       list-vnext, watch, cancel, workers, metrics)"
+                       list-vnext, watch, cancel, workers, wheels, wheel-history, wheel-upload, \
+                       wheel-delete, metrics)"
                     .to_string(),
             };
             let _ = writeln!(std::io::stderr(), "{err}");
@@ -429,6 +432,80 @@ mod tests {
         );
         assert!(text.contains("- hint: "), "{text}");
         assert!(text.ends_with("pyoco-client get -h"), "{text}");
+    }
+
+    #[test]
+    fn wheel_commands_parse_like_0_5_1() {
+        assert!(matches!(
+            parse(&["wheels"]).unwrap().command,
+            Command::Wheels
+        ));
+
+        let Command::WheelHistory(h) = parse(&["wheel-history"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!((h.limit, h.wheel_name, h.action), (100, None, None));
+        let Command::WheelHistory(h) = parse(&[
+            "wheel-history",
+            "--limit",
+            "5",
+            "--wheel-name",
+            "a-1.0-py3-none-any.whl",
+            "--action",
+            "delete",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(h.limit, 5);
+        assert_eq!(h.wheel_name.as_deref(), Some("a-1.0-py3-none-any.whl"));
+        assert_eq!(h.action, Some(wheels::HistoryAction::Delete));
+        assert!(parse(&["wheel-history", "--action", "replace"]).is_err());
+
+        let Command::WheelUpload(u) = parse(&[
+            "wheel-upload",
+            "--wheel-file",
+            "dist/a-1.0-py3-none-any.whl",
+            "--tags",
+            "cpu, gpu",
+            "--no-replace",
+            "--preflight",
+            "off",
+            "--allow-no-entry-points",
+            "--allow-missing-usage-doc",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(u.wheel_file, "dist/a-1.0-py3-none-any.whl");
+        assert_eq!(u.tags.as_deref(), Some("cpu, gpu"));
+        assert!(u.no_replace && u.allow_no_entry_points && u.allow_missing_usage_doc);
+        assert_eq!(u.preflight, wheels::Preflight::Off);
+        assert!(
+            parse(&["wheel-upload"]).is_err(),
+            "--wheel-file is required"
+        );
+        assert!(parse(&[
+            "wheel-upload",
+            "--wheel-file",
+            "a.whl",
+            "--preflight",
+            "lax"
+        ])
+        .is_err());
+
+        let Command::WheelDelete(d) = parse(&["wheel-delete", "--name", "a-1.0-py3-none-any.whl"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(d.name, "a-1.0-py3-none-any.whl");
+        assert!(parse(&["wheel-delete"]).is_err(), "--name is required");
     }
 
     #[test]
