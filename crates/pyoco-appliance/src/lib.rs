@@ -39,7 +39,9 @@ pub struct ApplianceOptions {
     /// A listener the gateway should use (tests bind port 0); otherwise
     /// `PYOCO_HTTP_HOST:PYOCO_HTTP_PORT` is bound.
     pub http_listener: Option<std::net::TcpListener>,
-    /// The local worker's configuration; `None` derives it from the settings.
+    /// The local worker's configuration; `None` derives it from the settings (a relative or
+    /// unset `PYOCO_WHEEL_SYNC_DIR` then lands under the data dir, see
+    /// [`WorkerConfig::resolve_wheel_sync_dir_for_appliance`]).
     pub worker_config: Option<WorkerConfig>,
     /// Adjust the managed nats-server's configuration (tests choose a free port and a temp
     /// store).
@@ -111,8 +113,13 @@ impl Appliance {
         let worker_config = if worker {
             Some(match worker_config {
                 Some(c) => c,
-                None => WorkerConfig::from_settings(&settings)
-                    .map_err(|e| ApplianceError::Worker(e.to_string()))?,
+                None => {
+                    let mut c = WorkerConfig::from_settings(&settings)
+                        .map_err(|e| ApplianceError::Worker(e.to_string()))?;
+                    // Synced wheels live under the data dir (a desktop app has no useful cwd).
+                    c.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
+                    c
+                }
             })
         } else {
             None

@@ -175,6 +175,11 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
         }
         // Task modules next to the user's flow.yaml import without any PYTHONPATH.
         config.set_pythonpath(std::env::var_os("PYTHONPATH").as_deref(), &cwd, true)?;
+        // The appliance keeps synced wheels under its data dir, not the working dir.
+        config.resolve_wheel_sync_dir_for_appliance(
+            &settings,
+            &pyoco_config::AppDirs::from_settings(&settings)?,
+        );
         options.worker_config = Some(config);
     }
     let appliance = Appliance::start(options).await?;

@@ -26,9 +26,6 @@ fn help(name: &str) -> String {
     format!("{} [env: {name}]", spec.help)
 }
 
-const NOT_IMPLEMENTED: &str = "Accepted for compatibility with pyoco-server 0.5.1; wheel sync is \
-    not implemented in this worker yet (the value is validated and ignored).";
-
 #[derive(Parser, Debug)]
 #[command(
     name = "pyoco-worker",
@@ -67,15 +64,21 @@ struct Cli {
     /// are stopped and their jobs handed back to the queue (NAK) for another worker.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     stop_timeout: f64,
-    #[arg(long, overrides_with = "no_wheel_sync", help = NOT_IMPLEMENTED)]
+    /// Install the registry's wheels meant for this worker into the runners' interpreter
+    /// (with pip), at start and every --wheel-sync-interval-sec, between runs
+    /// [env: PYOCO_WHEEL_SYNC_ENABLED].
+    #[arg(long, overrides_with = "no_wheel_sync")]
     wheel_sync: bool,
-    #[arg(long, overrides_with = "wheel_sync", help = NOT_IMPLEMENTED)]
+    /// Turn wheel sync off, whatever PYOCO_WHEEL_SYNC_ENABLED says.
+    #[arg(long, overrides_with = "wheel_sync")]
     no_wheel_sync: bool,
-    #[arg(long, value_name = "DIR", help = NOT_IMPLEMENTED)]
+    /// Where synced wheels and their manifest (.installed.json) are kept; relative to the
+    /// working directory [env: PYOCO_WHEEL_SYNC_DIR, default .pyoco/wheels].
+    #[arg(long, value_name = "DIR")]
     wheel_sync_dir: Option<std::path::PathBuf>,
-    #[arg(long, value_name = "SECONDS", help = NOT_IMPLEMENTED)]
+    #[arg(long, value_name = "SECONDS", help = help("PYOCO_WHEEL_SYNC_INTERVAL_SEC"))]
     wheel_sync_interval_sec: Option<f64>,
-    #[arg(long, value_name = "SECONDS", help = NOT_IMPLEMENTED)]
+    #[arg(long, value_name = "SECONDS", help = help("PYOCO_WHEEL_INSTALL_TIMEOUT_SEC"))]
     wheel_install_timeout_sec: Option<f64>,
 }
 
@@ -171,6 +174,8 @@ fn worker_config(cli: &Cli, settings: &Settings, cwd: &Path) -> Result<WorkerCon
     }
     // Runners work in their own directory: relative PYTHONPATH entries must not change meaning.
     config.set_pythonpath(std::env::var_os("PYTHONPATH").as_deref(), cwd, false)?;
+    // As 0.5.1: a relative PYOCO_WHEEL_SYNC_DIR / --wheel-sync-dir is under the working dir.
+    config.resolve_wheel_sync_dir(cwd);
     Ok(config)
 }
 
@@ -178,8 +183,12 @@ fn worker_config(cli: &Cli, settings: &Settings, cwd: &Path) -> Result<WorkerCon
 async fn run(cli: Cli, settings: Settings) -> Result<Option<&'static str>, Failure> {
     let cwd = std::env::current_dir()?;
     let config = worker_config(&cli, &settings, &cwd)?;
-    if settings.wheel_sync_enabled {
-        tracing::warn!("PYOCO_WHEEL_SYNC_ENABLED is set, but wheel sync is not implemented in this worker yet; ignoring it");
+    if config.wheel_sync.enabled {
+        tracing::info!(
+            dir = %config.wheel_sync.dir.display(),
+            interval_sec = config.wheel_sync.interval.as_secs_f64(),
+            "wheel sync enabled"
+        );
     }
 
     let (signal_tx, signal_rx) = watch::channel::<Option<&'static str>>(None);
@@ -234,6 +243,43 @@ mod tests {
         assert_eq!(cli.concurrency, 1);
         assert_eq!(cli.poll_timeout, 1.0);
         assert_eq!(cli.stop_timeout, 30.0);
+    }
+
+    #[test]
+    fn wheel_sync_flags_are_real_and_relative_dirs_follow_the_cwd() {
+        let cli = Cli::parse_from([
+            "pyoco-worker",
+            "--wheel-sync",
+            "--wheel-sync-dir",
+            "synced",
+            "--wheel-sync-interval-sec",
+            "1.5",
+            "--wheel-install-timeout-sec",
+            "20",
+        ]);
+        let mut env: std::collections::HashMap<String, String> = cli
+            .overrides()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        env.insert("PYOCO_LOAD_DOTENV".into(), "0".into());
+        env.insert(
+            "PYOCO_DATA_DIR".into(),
+            "/tmp/pyoco-cli-wheel-sync-test".into(),
+        );
+        let settings = Settings::load(&pyoco_config::LoadOptions {
+            env,
+            cwd: "/home/u/proj".into(),
+            home: None,
+        })
+        .unwrap();
+        let Ok(config) = worker_config(&cli, &settings, Path::new("/home/u/proj")) else {
+            panic!("worker config");
+        };
+        assert!(config.wheel_sync.enabled);
+        assert_eq!(config.wheel_sync.dir, Path::new("/home/u/proj/synced"));
+        assert_eq!(config.wheel_sync.interval, Duration::from_millis(1500));
+        assert_eq!(config.wheel_sync.install_timeout, Duration::from_secs(20));
     }
 
     #[test]

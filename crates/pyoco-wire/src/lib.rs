@@ -32,6 +32,7 @@ pub mod python;
 mod snapshot;
 mod tag;
 mod wheel;
+mod wheel_filename;
 mod worker;
 mod workflow_yaml;
 
@@ -59,6 +60,7 @@ pub use wheel::{
     WheelHistoryActor, WheelHistoryRecord, WheelHistorySource, WheelManifest, WheelManifestEntry,
     WheelTagError, WHEEL_SHA256_HEADER, WHEEL_TAGS_HEADER,
 };
+pub use wheel_filename::{canonicalize_name, InvalidWheelFilename, Pep440Version, WheelFilename};
 pub use worker::{
     InstalledWheel, SkippedWheel, WheelSyncResult, WheelSyncStatus, WorkerRecord, WorkerState,
     WHEEL_SYNC_MAX_ERROR_CHARS, WHEEL_SYNC_MAX_ITEMS,

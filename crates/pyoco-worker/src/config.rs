@@ -59,6 +59,52 @@ pub struct WorkerConfig {
     pub stop_timeout: Duration,
     /// Delay of a NAK (0.5.1: 2 s).
     pub nak_delay: Duration,
+    /// Wheel sync from the registry (§6.10), off unless `PYOCO_WHEEL_SYNC_ENABLED`.
+    pub wheel_sync: WheelSyncConfig,
+}
+
+/// How the worker keeps its interpreter in step with the wheel registry (see `wheel_sync.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WheelSyncConfig {
+    /// `PYOCO_WHEEL_SYNC_ENABLED` / `--wheel-sync`.
+    pub enabled: bool,
+    /// `PYOCO_WHEEL_SYNC_DIR`: downloaded wheels and `.installed.json`. A relative path is
+    /// taken against the worker's working directory when it starts (as 0.5.1 does); callers
+    /// that mean something else make it absolute first
+    /// ([`WorkerConfig::resolve_wheel_sync_dir`]).
+    pub dir: PathBuf,
+    /// `PYOCO_WHEEL_SYNC_INTERVAL_SEC` (at least 0.1 s): time between two attempts, counted
+    /// from the start of the previous one.
+    pub interval: Duration,
+    /// `PYOCO_WHEEL_INSTALL_TIMEOUT_SEC` (at least 1 s): longest `pip install` /
+    /// `pip uninstall` of one wheel; the process is killed after it.
+    pub install_timeout: Duration,
+    /// Longest time a due sync keeps fetching paused while runs are still in progress and
+    /// runners sit idle. After it, fetching resumes and the sync is retried one interval
+    /// later. With every runner busy (e.g. one runner) nothing is lost by waiting, so the
+    /// sync waits for the runs however long they take.
+    pub max_pause: Duration,
+}
+
+/// Default [`WheelSyncConfig::max_pause`].
+pub const DEFAULT_WHEEL_SYNC_MAX_PAUSE: Duration = Duration::from_secs(60);
+
+impl WheelSyncConfig {
+    /// The settings' values (`PYOCO_WHEEL_SYNC_*`, `PYOCO_WHEEL_INSTALL_TIMEOUT_SEC`), with
+    /// 0.5.1's floors.
+    pub fn from_settings(settings: &Settings) -> WheelSyncConfig {
+        let secs = |v: f64, floor: f64| {
+            Duration::try_from_secs_f64(if v.is_finite() { v.max(floor) } else { floor })
+                .unwrap_or(Duration::from_secs_f64(floor))
+        };
+        WheelSyncConfig {
+            enabled: settings.wheel_sync_enabled,
+            dir: settings.wheel_sync_dir.clone(),
+            interval: secs(settings.wheel_sync_interval_sec, 0.1),
+            install_timeout: secs(settings.wheel_install_timeout_sec, 1.0),
+            max_pause: DEFAULT_WHEEL_SYNC_MAX_PAUSE,
+        }
+    }
 }
 
 /// Default least time between two non-terminal snapshot writes (0.5.1's trace flush: 0.25 s).
@@ -127,7 +173,31 @@ impl WorkerConfig {
             snapshot_min_interval: DEFAULT_SNAPSHOT_MIN_INTERVAL,
             stop_timeout: Duration::from_secs(30),
             nak_delay: Duration::from_secs(2),
+            wheel_sync: WheelSyncConfig::from_settings(settings),
         })
+    }
+
+    /// Make a relative wheel sync dir absolute against `base` (absolute ones are kept): the
+    /// headless worker passes its working directory (0.5.1's meaning), the appliance its data
+    /// dir.
+    pub fn resolve_wheel_sync_dir(&mut self, base: &Path) {
+        if self.wheel_sync.dir.is_relative() {
+            self.wheel_sync.dir = base.join(&self.wheel_sync.dir);
+        }
+    }
+
+    /// The appliance's reading of `PYOCO_WHEEL_SYNC_DIR` (`settings` being the ones this
+    /// config was built from): not set ⇒ `<data dir>/wheels`; relative ⇒ under the data
+    /// dir; absolute ⇒ kept. A desktop app has no meaningful working directory.
+    pub fn resolve_wheel_sync_dir_for_appliance(&mut self, settings: &Settings, dirs: &AppDirs) {
+        if matches!(
+            settings.source("PYOCO_WHEEL_SYNC_DIR"),
+            None | Some(pyoco_config::Source::Default)
+        ) {
+            self.wheel_sync.dir = dirs.wheels_dir();
+        } else {
+            self.resolve_wheel_sync_dir(dirs.data_dir());
+        }
     }
 
     /// Give the runners a `PYTHONPATH` that means what it meant where the worker was started:
@@ -268,6 +338,59 @@ mod tests {
             absolutize_resolver("my_pkg.flows:resolve", cwd),
             "my_pkg.flows:resolve"
         );
+    }
+
+    fn settings_with(vars: &[(&str, &str)]) -> Settings {
+        let mut opts = pyoco_config::LoadOptions {
+            env: Default::default(),
+            cwd: PathBuf::from("/home/u/proj"),
+            home: None,
+        };
+        opts.env.insert("PYOCO_LOAD_DOTENV".into(), "0".into());
+        opts.env
+            .insert("PYOCO_DATA_DIR".into(), "/srv/pyoco-data".into());
+        for (k, v) in vars {
+            opts.env.insert(k.to_string(), v.to_string());
+        }
+        Settings::load(&opts).unwrap()
+    }
+
+    #[test]
+    fn wheel_sync_settings_keep_0_5_1_floors_and_a_raw_dir() {
+        let settings = settings_with(&[
+            ("PYOCO_WHEEL_SYNC_ENABLED", "1"),
+            ("PYOCO_WHEEL_SYNC_INTERVAL_SEC", "0.1"),
+            ("PYOCO_WHEEL_INSTALL_TIMEOUT_SEC", "1"),
+        ]);
+        let mut cfg = WorkerConfig::from_settings(&settings).unwrap();
+        assert!(cfg.wheel_sync.enabled);
+        assert_eq!(cfg.wheel_sync.dir, PathBuf::from(".pyoco/wheels"));
+        assert_eq!(cfg.wheel_sync.interval, Duration::from_millis(100));
+        assert_eq!(cfg.wheel_sync.install_timeout, Duration::from_secs(1));
+        assert_eq!(cfg.wheel_sync.max_pause, DEFAULT_WHEEL_SYNC_MAX_PAUSE);
+        cfg.resolve_wheel_sync_dir(Path::new("/home/u/proj"));
+        assert_eq!(
+            cfg.wheel_sync.dir,
+            PathBuf::from("/home/u/proj/.pyoco/wheels")
+        );
+    }
+
+    #[test]
+    fn the_appliance_keeps_synced_wheels_under_its_data_dir() {
+        let dirs = AppDirs::new(Some(Path::new("/srv/pyoco-data"))).unwrap();
+        for (value, expected) in [
+            (None, "/srv/pyoco-data/wheels"),
+            (Some("synced"), "/srv/pyoco-data/synced"),
+            (Some("/abs/wheels"), "/abs/wheels"),
+        ] {
+            let vars: Vec<(&str, &str)> = value
+                .map(|v| vec![("PYOCO_WHEEL_SYNC_DIR", v)])
+                .unwrap_or_default();
+            let settings = settings_with(&vars);
+            let mut cfg = WorkerConfig::from_settings(&settings).unwrap();
+            cfg.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
+            assert_eq!(cfg.wheel_sync.dir, PathBuf::from(expected), "{value:?}");
+        }
     }
 
     #[test]

@@ -56,8 +56,14 @@
 //!    `heartbeat_at` is stale.
 //!
 //! What it is not: it does not parse flow.yaml or build flows (the runner does, with pyoco), it
-//! does not create JetStream resources itself (`pyoco-store` does), and wheel sync (§6.10) is not
-//! implemented yet.
+//! does not create JetStream resources itself (`pyoco-store` does).
+//!
+//! # Wheel sync (§6.10)
+//!
+//! With `PYOCO_WHEEL_SYNC_ENABLED`, the worker installs the registry's wheels meant for it
+//! into its runners' interpreter (`wheel_sync.rs`), between runs only (`worker.rs` says how
+//! fetching pauses for it), and restarts its warm runners after each change so the new code
+//! is what runs.
 //!
 //! # Differences from pyoco-server 0.5.1 (same wire format, different behaviour)
 //!
@@ -88,6 +94,17 @@
 //! * The worker-side overhead of each run (arrival → `run` sent, `run_finished` → ACK) is
 //!   logged at DEBUG and exposed through [`WorkerProbe::overheads`].
 //! * Jobs without a tag, and workers without tags, use `PYOCO_DEFAULT_TAG` (§14-26).
+//! * Wheel sync: an empty registry is a successful sync (0.5.1: an error, §14-11); a package
+//!   whose wheels all left the registry (or no longer match the worker) is `pip uninstall`ed,
+//!   not only deleted locally; after any install or uninstall the warm runners are restarted,
+//!   so upgraded modules are really re-imported (0.5.1 kept the old ones loaded); pip runs
+//!   without the worker's `PYTHONPATH`. Periodic attempts first only *read* (registry
+//!   listing vs manifest NUIDs) beside the runs; only when something is to change does
+//!   fetching pause until the runs in progress end (bounded by
+//!   [`WheelSyncConfig::max_pause`] while runners sit idle, see `worker.rs`) — 0.5.1 had one
+//!   run at a time and synced before each fetch. A disabled worker writes
+//!   `wheel_sync.last_result = "disabled"` even if its previous record said otherwise; a
+//!   failed pip that did not touch the environment leaves the runners warm.
 //! * Fetch errors do not end the worker; SIGTERM stops it gracefully like SIGINT; a run that does
 //!   not finish within the stop timeout is handed back (NAK) for another worker.
 
@@ -99,9 +116,12 @@ mod pool;
 mod registry;
 mod runner;
 mod snapshot_writer;
+mod wheel_sync;
 mod worker;
 
-pub use config::{WorkerConfig, DEFAULT_SNAPSHOT_MIN_INTERVAL};
+pub use config::{
+    WheelSyncConfig, WorkerConfig, DEFAULT_SNAPSHOT_MIN_INTERVAL, DEFAULT_WHEEL_SYNC_MAX_PAUSE,
+};
 pub use heartbeat::ack_progress_interval;
 pub use pool::{Lease, RunnerPool, RUNNER_SHUTDOWN_GRACE};
 pub use runner::{
@@ -110,6 +130,7 @@ pub use runner::{
     PROTOCOL_VERSION, RUNNER_FILE_NAME, RUNNER_SOURCE,
 };
 pub use snapshot_writer::{CancelRequest, SnapshotWriter};
+pub use wheel_sync::{MANIFEST_FILE_NAME, UNSUPPORTED_WHEEL_TAGS};
 pub use worker::{RunOverhead, Worker, WorkerProbe};
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -8,13 +8,18 @@
 //!
 //! The number of idle runners is also the worker's capacity: it fetches at most that many jobs.
 //!
+//! After a wheel sync changed the interpreter's packages, [`RunnerPool::restart_idle`] swaps
+//! every idle runner for a fresh one, so the next run imports the new code (0.5.1 kept modules
+//! imported by earlier runs, §14-11). A busy runner is never killed for that: it belongs to an
+//! older *generation* and is retired when its run gives it back.
+//!
 //! Runners leave the pool as [`Lease`]s. A lease dropped without a decision (a panic, an
 //! early return) kills its runner and starts a replacement, so the pool never shrinks and never
 //! reuses a runner in an unknown state.
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -37,10 +42,19 @@ pub struct RunnerPool {
 struct Inner {
     spec: RunnerSpec,
     size: usize,
-    idle: Mutex<Vec<Runner>>,
+    idle: Mutex<Vec<Pooled>>,
     /// Signalled whenever a runner becomes idle.
     returned: Notify,
     closed: AtomicBool,
+    /// Bumped by [`RunnerPool::restart_idle`]: runners of an older generation are retired.
+    generation: AtomicU64,
+}
+
+/// A runner and the pool generation it was started in.
+#[derive(Debug)]
+struct Pooled {
+    runner: Runner,
+    generation: u64,
 }
 
 impl RunnerPool {
@@ -78,9 +92,18 @@ impl RunnerPool {
             inner: Arc::new(Inner {
                 spec,
                 size,
-                idle: Mutex::new(runners),
+                idle: Mutex::new(
+                    runners
+                        .into_iter()
+                        .map(|runner| Pooled {
+                            runner,
+                            generation: 0,
+                        })
+                        .collect(),
+                ),
                 returned: Notify::new(),
                 closed: AtomicBool::new(false),
+                generation: AtomicU64::new(0),
             }),
         })
     }
@@ -100,8 +123,9 @@ impl RunnerPool {
         let mut idle = self.inner.idle.lock().expect("pool lock");
         std::mem::take(&mut *idle)
             .into_iter()
-            .map(|runner| Lease {
-                runner: Some(runner),
+            .map(|p| Lease {
+                runner: Some(p.runner),
+                generation: p.generation,
                 pool: self.clone(),
             })
             .collect()
@@ -129,12 +153,46 @@ impl RunnerPool {
         self.inner
             .idle
             .lock()
-            .map(|v| v.iter().map(Runner::pid).collect())
+            .map(|v| v.iter().map(|p| p.runner.pid()).collect())
             .unwrap_or_default()
     }
 
-    /// Return a runner after a run. A runner that is no longer alive is replaced.
-    fn give_back(&self, mut runner: Runner) {
+    /// Replace every idle runner with a freshly started one (the new ones are started while
+    /// the old ones shut down) and retire the busy ones when they come back. Returns how many
+    /// idle runners were replaced. A runner that fails to start is replaced in the background
+    /// like a dead one.
+    pub async fn restart_idle(&self) -> usize {
+        let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let old: Vec<Pooled> = std::mem::take(&mut *self.inner.idle.lock().expect("pool lock"));
+        let n = old.len();
+        let spec = &self.inner.spec;
+        let (fresh, ()) = futures::future::join(
+            futures::future::join_all((0..n).map(|_| Runner::spawn(spec))),
+            async {
+                futures::future::join_all(
+                    old.into_iter()
+                        .map(|p| p.runner.shutdown(RUNNER_SHUTDOWN_GRACE)),
+                )
+                .await;
+            },
+        )
+        .await;
+        for started in fresh {
+            match started {
+                Ok(runner) => self.give_back(runner, generation),
+                Err(err) => {
+                    tracing::error!("restarting a pyoco runner failed, retrying: {err}");
+                    self.start_replacement();
+                }
+            }
+        }
+        tracing::info!(runners = n, "pyoco runners restarted");
+        n
+    }
+
+    /// Return a runner after a run. A runner that is no longer alive is replaced; one from
+    /// before the last [`RunnerPool::restart_idle`] is shut down and replaced.
+    fn give_back(&self, mut runner: Runner, generation: u64) {
         if !runner.is_alive() {
             tracing::warn!(
                 pid = runner.pid(),
@@ -148,8 +206,23 @@ impl RunnerPool {
             tokio::spawn(runner.shutdown(RUNNER_SHUTDOWN_GRACE));
             return;
         }
+        if generation != self.inner.generation.load(Ordering::SeqCst) {
+            tracing::debug!(
+                pid = runner.pid(),
+                "retiring a pyoco runner started before a restart"
+            );
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(runner.shutdown(RUNNER_SHUTDOWN_GRACE));
+            }
+            self.start_replacement();
+            return;
+        }
         runner.drain_events();
-        self.inner.idle.lock().expect("pool lock").push(runner);
+        self.inner
+            .idle
+            .lock()
+            .expect("pool lock")
+            .push(Pooled { runner, generation });
         // Waiters register by creating their `Notified` before looking at `idle`.
         self.inner.returned.notify_waiters();
     }
@@ -158,6 +231,11 @@ impl RunnerPool {
     fn replace(&self, runner: Runner) {
         runner.kill();
         drop(runner);
+        self.start_replacement();
+    }
+
+    /// Start a runner in the background and add it to the pool when ready.
+    fn start_replacement(&self) {
         if self.inner.closed.load(Ordering::SeqCst) {
             return;
         }
@@ -168,6 +246,8 @@ impl RunnerPool {
         let pool = self.clone();
         // A tokio task runs on a runtime worker thread: safe for PR_SET_PDEATHSIG (runner.rs).
         rt.spawn(async move {
+            // Taken before the start: a restart meanwhile makes this runner stale.
+            let generation = pool.inner.generation.load(Ordering::SeqCst);
             let mut delay = Duration::from_millis(500);
             loop {
                 if pool.inner.closed.load(Ordering::SeqCst) {
@@ -176,7 +256,7 @@ impl RunnerPool {
                 match Runner::spawn(&pool.inner.spec).await {
                     Ok(runner) => {
                         tracing::info!(pid = runner.pid(), "replacement pyoco runner ready");
-                        pool.give_back(runner);
+                        pool.give_back(runner, generation);
                         return;
                     }
                     Err(err) => {
@@ -207,6 +287,7 @@ impl RunnerPool {
 #[derive(Debug)]
 pub struct Lease {
     runner: Option<Runner>,
+    generation: u64,
     pool: RunnerPool,
 }
 
@@ -221,7 +302,7 @@ impl Lease {
     /// Return the runner to the pool (replaced instead if it is not alive).
     pub fn give_back(mut self) {
         if let Some(r) = self.runner.take() {
-            self.pool.give_back(r);
+            self.pool.give_back(r, self.generation);
         }
     }
 

@@ -5,7 +5,11 @@
 //! in one background task: jobs only report "run started"/"run finished" to a shared state
 //! ([`RegistryHandle`]) and wake the task, so a run never waits for a registry write, and bursts
 //! of short runs collapse into one write. Each write re-reads the stored record first and keeps
-//! what others own (`hidden`, set by `PATCH /workers/{id}`; `wheel_sync`; unknown keys).
+//! what others own (`hidden`, set by `PATCH /workers/{id}`; unknown keys).
+//!
+//! `wheel_sync` is ours: `disabled` when sync is off; with sync on, the previous process's
+//! object (0.5.1's `_coerce_wheel_sync_state`) until the first attempt reports
+//! ([`RegistryHandle::set_wheel_sync`]).
 //!
 //! With concurrency above one, `current_run_id` is the most recently started run still
 //! executing and the state is `RUNNING` while any run executes.
@@ -36,6 +40,8 @@ struct State {
     last_run_status: Option<String>,
     last_run_started_at: Option<f64>,
     last_run_finished_at: Option<f64>,
+    /// The `wheel_sync` object to write; `None` until the first write decided it.
+    wheel_sync: Option<WheelSyncStatus>,
 }
 
 /// What jobs use to report runs to the registry. Cheap to clone.
@@ -76,6 +82,19 @@ impl RegistryHandle {
         }
         self.wake.notify_one();
     }
+
+    /// The `wheel_sync` object as last written or set.
+    pub(crate) fn wheel_sync(&self) -> Option<WheelSyncStatus> {
+        self.state.lock().ok()?.wheel_sync.clone()
+    }
+
+    /// Report a wheel sync attempt; written shortly after.
+    pub(crate) fn set_wheel_sync(&self, status: WheelSyncStatus) {
+        if let Ok(mut s) = self.state.lock() {
+            s.wheel_sync = Some(status);
+        }
+        self.wake.notify_one();
+    }
 }
 
 /// The registry writer of one worker process.
@@ -85,16 +104,23 @@ pub(crate) struct Registry {
     worker_id: String,
     instance_id: String,
     tags: Vec<String>,
+    wheel_sync_enabled: bool,
     handle: RegistryHandle,
 }
 
 impl Registry {
-    pub(crate) fn new(bucket: Bucket, worker_id: &str, tags: &[String]) -> Registry {
+    pub(crate) fn new(
+        bucket: Bucket,
+        worker_id: &str,
+        tags: &[String],
+        wheel_sync_enabled: bool,
+    ) -> Registry {
         Registry {
             bucket,
             worker_id: worker_id.to_string(),
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             tags: tags.to_vec(),
+            wheel_sync_enabled,
             handle: RegistryHandle::default(),
         }
     }
@@ -147,17 +173,28 @@ impl Registry {
         )))
     }
 
-    /// The full record (§2.4) to write: what others own in `existing` (`hidden`, `wheel_sync`,
-    /// unknown keys) kept, everything else ours.
+    /// The full record (§2.4) to write: what others own in `existing` (`hidden`, unknown keys)
+    /// kept, everything else ours.
     fn record(&self, existing: Option<WorkerRecord>, stopping: bool, t: f64) -> WorkerRecord {
+        let mut s = self.handle.state.lock().expect("registry state");
+        let enabled = self.wheel_sync_enabled;
+        let previous_wheel_sync = existing.as_ref().and_then(|r| r.wheel_sync.clone());
+        let wheel_sync = s
+            .wheel_sync
+            .get_or_insert_with(|| match previous_wheel_sync {
+                Some(prev) if enabled => {
+                    let raw = serde_json::to_value(&prev).unwrap_or_default();
+                    WheelSyncStatus::coerce(&raw, true)
+                }
+                _ => WheelSyncStatus::initial(enabled),
+            })
+            .clone();
         let mut rec = match existing {
             Some(mut r) => {
                 r.instance_id = self.instance_id.clone();
                 r.worker_id = self.worker_id.clone();
                 r.tags = self.tags.clone();
-                if r.wheel_sync.is_none() {
-                    r.wheel_sync = Some(WheelSyncStatus::initial(false));
-                }
+                r.wheel_sync = Some(wheel_sync);
                 r
             }
             None => WorkerRecord::starting(
@@ -165,11 +202,10 @@ impl Registry {
                 &self.instance_id,
                 self.tags.clone(),
                 t,
-                WheelSyncStatus::initial(false),
+                wheel_sync,
             ),
         };
         {
-            let s = self.handle.state.lock().expect("registry state");
             rec.state = if stopping {
                 WorkerState::StoppedGraceful
             } else if s.running.is_empty() {
@@ -187,6 +223,7 @@ impl Registry {
             rec.last_run_started_at = s.last_run_started_at;
             rec.last_run_finished_at = s.last_run_finished_at;
         }
+        drop(s);
         if stopping {
             rec.stopped_at = Some(t);
             rec.stop_reason = Some("graceful_shutdown".into());

@@ -10,6 +10,21 @@
 //! can be waiting at once (one per batch of freed runners); their sum never exceeds the number
 //! of runners, so the worker never holds a message it has no runner for.
 //!
+//! Wheel sync (§6.10, `wheel_sync.rs`) installs between runs only. At start a full attempt
+//! runs before the first fetch. Then, whenever `PYOCO_WHEEL_SYNC_INTERVAL_SEC` has passed since
+//! the previous attempt started, a read-only *check* runs beside the runs (list the registry,
+//! compare object NUIDs with the manifest); when nothing is to change, that is the attempt.
+//! Otherwise fetching *pauses*: no new pullers; the pullers still waiting end within
+//! `poll_timeout`, and what they fetched runs. Once no job is left, the full attempt runs; if
+//! it installed or uninstalled anything, the (idle) runners are restarted so the next run
+//! imports the new code; then fetching resumes. The pause is bounded by
+//! [`crate::WheelSyncConfig::max_pause`]: if runs are still going then while some runners sit
+//! idle, fetching resumes and the sync is retried one interval later. While every runner is
+//! busy (always the case with one runner) waiting costs nothing, so the sync simply waits for
+//! the first moment without runs. Between two syncs the runners always get one fetch, so a
+//! sync slower than its interval (a wheel failing to install on every attempt) cannot starve
+//! the queue.
+//!
 //! Stopping (mini-redis style): a `watch` carries the [`Phase`]. `Draining` stops the pullers
 //! (a message that still arrives is NAKed at once, undelayed) and lets running jobs finish;
 //! after `stop_timeout`, `Abort` makes the remaining jobs kill their runners and NAK their
@@ -25,9 +40,10 @@ use std::{
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
 use pyoco_store::{Store, WorkConsumer};
+use pyoco_wire::WheelSyncStatus;
 use tokio::{
     sync::{mpsc, watch},
-    task::JoinSet,
+    task::{JoinHandle, JoinSet},
     time::Instant,
 };
 
@@ -38,6 +54,7 @@ use crate::{
     pool::{Lease, RunnerPool},
     registry::{Registry, RegistryHandle},
     runner::install_runner_script,
+    wheel_sync::{Attempt, SyncMode, SyncOutcome, WheelSync},
     WorkerError,
 };
 
@@ -219,12 +236,39 @@ impl Worker {
         }
         let consumers = Arc::new(consumers);
 
+        let mut wheel_sync = if cfg.wheel_sync.enabled {
+            let mut sync_cfg = cfg.wheel_sync.clone();
+            if sync_cfg.dir.is_relative() {
+                // 0.5.1: relative to the working directory the worker starts in.
+                let cwd = std::env::current_dir().map_err(|source| WorkerError::Io {
+                    what: "cannot resolve the wheel sync dir against the working directory",
+                    path: sync_cfg.dir.clone(),
+                    source,
+                })?;
+                sync_cfg.dir = cwd.join(&sync_cfg.dir);
+            }
+            std::fs::create_dir_all(&sync_cfg.dir).map_err(|source| WorkerError::Io {
+                what: "cannot create the wheel sync dir",
+                path: sync_cfg.dir.clone(),
+                source,
+            })?;
+            Some(WheelSync::new(
+                &sync_cfg,
+                &cfg.python,
+                &cfg.tags,
+                store.wheels().clone(),
+            ))
+        } else {
+            None
+        };
+
         let pool = RunnerPool::start(cfg.runner_spec(script), cfg.concurrency).await?;
 
         let registry = Arc::new(Registry::new(
             store.workers().clone(),
             &cfg.worker_id,
             &cfg.tags,
+            cfg.wheel_sync.enabled,
         ));
         registry.write(false).await;
         let registry_task = registry.spawn_heartbeat(cfg.worker_heartbeat_interval);
@@ -256,13 +300,57 @@ impl Worker {
         let mut jobs = JoinSet::new();
         let mut pullers = JoinSet::new();
         let mut polled = false;
+        // Wheel sync scheduling (module docs). The first attempt is a full one, at once.
+        let mut next_sync_at = Instant::now();
+        let mut first_sync = true;
+        let mut sync_pause: Option<SyncPause> = None;
+        let mut sync_task: Option<SyncTask> = None;
+        // A full sync slower than the interval must not starve the queue: after each one, the
+        // runners get at least one fetch before the next pause.
+        let mut fetched_since_sync = true;
         tokio::pin!(shutdown);
         loop {
             let fetching = !(cfg.run_once && polled);
-            if !fetching && pullers.is_empty() && jobs.is_empty() && work_rx.is_empty() {
+            let quiet = pullers.is_empty() && jobs.is_empty() && work_rx.is_empty();
+            if !fetching && quiet && sync_task.is_none() {
                 tracing::info!("--run-once: one poll done");
                 break;
             }
+            let sync_idle =
+                |pause: &Option<SyncPause>, task: &Option<SyncTask>, ws: &Option<WheelSync>| {
+                    ws.is_some() && pause.is_none() && task.is_none()
+                };
+            if sync_idle(&sync_pause, &sync_task, &wheel_sync) && Instant::now() >= next_sync_at {
+                next_sync_at = Instant::now() + cfg.wheel_sync.interval;
+                if std::mem::take(&mut first_sync) {
+                    sync_pause = Some(SyncPause::new(cfg.wheel_sync.max_pause));
+                } else if let Some(ws) = wheel_sync.take() {
+                    sync_task = Some(SyncTask::spawn(ws, SyncMode::Check));
+                }
+            }
+            if let Some(pause) = sync_pause {
+                if quiet && fetched_since_sync {
+                    // No run anywhere: install now. The next attempt counts from this one.
+                    sync_pause = None;
+                    next_sync_at = Instant::now() + cfg.wheel_sync.interval;
+                    if let Some(ws) = wheel_sync.take() {
+                        fetched_since_sync = false;
+                        sync_task = Some(SyncTask::spawn(ws, SyncMode::Full));
+                    }
+                } else if pause.overdue && !jobs.is_empty() && pool.idle_count() > 0 {
+                    // (Pullers alone are waited for: they end within `poll_timeout`.)
+                    sync_pause = None;
+                    next_sync_at = Instant::now() + cfg.wheel_sync.interval;
+                    tracing::info!(
+                        runs = jobs.len(),
+                        "wheel sync postponed by one interval: runs still in progress after {:?} while runners sit idle",
+                        cfg.wheel_sync.max_pause
+                    );
+                }
+            }
+            let paused = sync_pause.is_some_and(|_| fetched_since_sync)
+                || sync_task.as_ref().is_some_and(|t| t.mode == SyncMode::Full);
+            let sync_waits = sync_idle(&sync_pause, &sync_task, &wheel_sync);
             tokio::select! {
                 biased;
                 _ = &mut shutdown => {
@@ -282,8 +370,32 @@ impl Worker {
                         tracing::error!("a job puller failed: {err}");
                     }
                 }
-                leases = pool.take_idle_wait(), if fetching => {
+                done = SyncTask::join(&mut sync_task), if sync_task.is_some() => {
+                    sync_task = None;
+                    match done {
+                        Ok((ws, outcome)) => {
+                            wheel_sync = Some(ws);
+                            if apply_sync_outcome(&shared.registry, &pool, outcome, true).await {
+                                sync_pause = Some(SyncPause::new(cfg.wheel_sync.max_pause));
+                            }
+                        }
+                        Err(err) => {
+                            // A panic in the sync is a bug: the worker keeps serving without
+                            // sync rather than failing the same way every interval.
+                            tracing::error!("the wheel sync task failed; wheel sync is off until restart: {err}");
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(next_sync_at), if sync_waits => {}
+                _ = tokio::time::sleep_until(sync_pause.map_or(next_sync_at, |p| p.deadline)),
+                    if sync_pause.is_some_and(|p| !p.overdue) => {
+                    if let Some(p) = sync_pause.as_mut() {
+                        p.overdue = true;
+                    }
+                }
+                leases = pool.take_idle_wait(), if fetching && !paused => {
                     polled = true;
+                    fetched_since_sync = true;
                     pullers.spawn(pull(shared.clone(), consumers.clone(), leases, work_tx.clone()));
                 }
             }
@@ -294,8 +406,20 @@ impl Worker {
         drop(work_tx);
         let deadline = Instant::now() + cfg.stop_timeout;
         let mut aborted = false;
-        while !(pullers.is_empty() && jobs.is_empty() && work_rx.is_empty()) {
+        if let Some(task) = sync_task.take_if(|t| t.mode == SyncMode::Check) {
+            // Only reads: nothing to finish.
+            task.handle.abort();
+        }
+        while !(pullers.is_empty() && jobs.is_empty() && work_rx.is_empty() && sync_task.is_none())
+        {
             tokio::select! {
+                done = SyncTask::join(&mut sync_task), if sync_task.is_some() => {
+                    sync_task = None;
+                    if let Ok((_, outcome)) = done {
+                        // Report it; no runner restart: they are about to stop.
+                        apply_sync_outcome(&shared.registry, &pool, outcome, false).await;
+                    }
+                }
                 Some((d, lease)) = work_rx.recv() => {
                     // Fetched but not started: straight back to the queue.
                     lease.give_back();
@@ -313,6 +437,11 @@ impl Worker {
                         cfg.stop_timeout
                     );
                     let _ = phase_tx.send(Phase::Abort);
+                    if let Some(task) = sync_task.take() {
+                        // Kills a pip still running (`kill_on_drop`); the manifest is not saved.
+                        tracing::warn!("stopping the wheel sync in progress");
+                        task.handle.abort();
+                    }
                 }
             }
         }
@@ -325,6 +454,92 @@ impl Worker {
         tracing::info!(worker_id = %cfg.worker_id, "worker stopped");
         Ok(())
     }
+}
+
+/// A full wheel sync waiting for the runs in progress (module docs).
+#[derive(Clone, Copy, Debug)]
+struct SyncPause {
+    /// After this, fetching resumes as soon as a runner is idle.
+    deadline: Instant,
+    overdue: bool,
+}
+
+impl SyncPause {
+    fn new(max_pause: Duration) -> SyncPause {
+        SyncPause {
+            deadline: Instant::now() + max_pause,
+            overdue: false,
+        }
+    }
+}
+
+/// A wheel sync attempt in the background; it owns the [`WheelSync`] while it runs.
+struct SyncTask {
+    handle: JoinHandle<(WheelSync, SyncOutcome)>,
+    mode: SyncMode,
+}
+
+impl SyncTask {
+    fn spawn(mut ws: WheelSync, mode: SyncMode) -> SyncTask {
+        let handle = tokio::spawn(async move {
+            let outcome = ws.sync_once(mode).await;
+            (ws, outcome)
+        });
+        SyncTask { handle, mode }
+    }
+
+    /// Wait for the task in `task` (pending forever when there is none).
+    async fn join(
+        task: &mut Option<SyncTask>,
+    ) -> Result<(WheelSync, SyncOutcome), tokio::task::JoinError> {
+        match task {
+            Some(t) => (&mut t.handle).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Report a sync attempt in the registry record and, when it touched the interpreter's
+/// packages and `restart` says so, restart the idle runners (all of them: installs happen only
+/// between runs). Returns true when a check found changes to make (a full attempt is then
+/// due).
+async fn apply_sync_outcome(
+    registry: &RegistryHandle,
+    pool: &RunnerPool,
+    outcome: SyncOutcome,
+    restart: bool,
+) -> bool {
+    let mut needs_changes = false;
+    match outcome.result {
+        Ok(Attempt::NeedsChanges) => {
+            tracing::debug!("wheel sync: the registry changed; installing between runs");
+            needs_changes = true;
+        }
+        Ok(Attempt::Done(status)) => {
+            if status.updated_count > 0 || status.removed_count > 0 {
+                tracing::info!(
+                    updated = ?status.updated_wheels,
+                    removed = ?status.removed_wheels,
+                    selected = status.selected_count,
+                    "wheel sync done"
+                );
+            } else {
+                tracing::debug!(selected = status.selected_count, "wheel sync: up to date");
+            }
+            registry.set_wheel_sync(*status);
+        }
+        Err(error) => {
+            tracing::error!("wheel sync failed: {error}");
+            let previous = registry
+                .wheel_sync()
+                .unwrap_or_else(|| WheelSyncStatus::initial(true));
+            registry.set_wheel_sync(previous.failed(outcome.attempted_at, &error));
+        }
+    }
+    if outcome.env_changed && restart {
+        pool.restart_idle().await;
+    }
+    needs_changes
 }
 
 /// Fetch jobs for the runners in `leases` (see the module docs) and hand each message with a
