@@ -49,6 +49,8 @@ pinned_version() {
 # shellcheck disable=SC2034 # used by the scripts that source this file
 PYOCO_RUNNER_REQUIREMENTS="$PYOCO_SCRIPTS_DIR/requirements-runner.txt"
 PYOCO_INTEROP_REQUIREMENTS="$PYOCO_SCRIPTS_DIR/requirements-interop.txt"
+# shellcheck disable=SC2034 # used by setup.sh
+PYOCO_TESTTOOLS_REQUIREMENTS="$PYOCO_SCRIPTS_DIR/requirements-testtools.txt"
 # The pyoco-server version the interop venv is named after (single source: the pin).
 pyoco_interop_version() {
   local v

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a Debian/Ubuntu machine to build, test and run pyoco-server (Rust).
 #
-#   bash scripts/setup.sh [--with-interop] [--with-desktop] [--with-browser] [--force]
+#   bash scripts/setup.sh [--with-interop] [--with-testtools] [--with-desktop] [--with-browser]
+#                         [--force]
 #
 # Idempotent: every step checks first and prints one line, "ok (already ...)" or what it did;
 # a second run changes nothing and takes about a second. Run it as root, or as a normal user
@@ -20,9 +21,11 @@
 #                  first, before PATH).
 #   interop venv   (--with-interop) $DATA/venv-pyoco-server-<v> from requirements-interop.txt,
 #                  with Python >= 3.12 when one is found.
+#   testtools venv (--with-testtools) $DATA/venv-testtools from requirements-testtools.txt
+#                  (schemathesis, for the gateway's OpenAPI test).
 #
-# Environment: PYOCO_SETUP_DESKTOP=1, PYOCO_SETUP_BROWSER=1, PYOCO_SETUP_INTEROP=1 (same as the
-# flags), PYOCO_DATA_DIR, PYOCO_SETUP_PYTHON / PYOCO_SETUP_INTEROP_PYTHON (interpreter to build
+# Environment: PYOCO_SETUP_DESKTOP=1, PYOCO_SETUP_BROWSER=1, PYOCO_SETUP_INTEROP=1,
+# PYOCO_SETUP_TESTTOOLS=1 (same as the flags), PYOCO_DATA_DIR, PYOCO_SETUP_PYTHON / PYOCO_SETUP_INTEROP_PYTHON (interpreter to build
 # a new venv with), PYOCO_SETUP_KEEP_ROOT=1 (under sudo, do not switch to $SUDO_USER).
 set -euo pipefail
 
@@ -38,6 +41,7 @@ usage() {
   cat <<'EOF'
 Options:
   --with-interop   also build the interop venv with the real Python pyoco-server
+  --with-testtools also build the test-tools venv (schemathesis)
   --with-desktop   also install libwebkit2gtk-4.1-dev xvfb xauth webkit2gtk-driver imagemagick
   --with-browser   also install chromium chromium-driver
   --force          rebuild the venvs even when their stamps match
@@ -50,6 +54,7 @@ EOF
 WITH_DESKTOP=${PYOCO_SETUP_DESKTOP:-0}
 WITH_BROWSER=${PYOCO_SETUP_BROWSER:-0}
 WITH_INTEROP=${PYOCO_SETUP_INTEROP:-0}
+WITH_TESTTOOLS=${PYOCO_SETUP_TESTTOOLS:-0}
 FORCE=0
 SKIP_APT=0
 APT_ONLY=0
@@ -59,6 +64,7 @@ while (($#)); do
     --with-desktop) WITH_DESKTOP=1 ;;
     --with-browser) WITH_BROWSER=1 ;;
     --with-interop) WITH_INTEROP=1 ;;
+    --with-testtools) WITH_TESTTOOLS=1 ;;
     --force) FORCE=1 ;;
     --skip-apt) SKIP_APT=1 ;;
     --apt-only) APT_ONLY=1 ;;
@@ -73,7 +79,7 @@ while (($#)); do
   esac
   shift
 done
-for v in WITH_DESKTOP WITH_BROWSER WITH_INTEROP; do
+for v in WITH_DESKTOP WITH_BROWSER WITH_INTEROP WITH_TESTTOOLS; do
   case ${!v,,} in
     1 | true | yes | on) printf -v "$v" 1 ;;
     0 | false | no | off | "") printf -v "$v" 0 ;;
@@ -390,6 +396,24 @@ step_interop_venv() {
   INTEROP_SUMMARY="$venv ($VENV_NOTE)"
 }
 
+# g. test-tools venv: black-box test tools (schemathesis), any Python the runner venv accepts.
+verify_testtools() {
+  local venv=$1 out
+  out=$("$venv/bin/st" --version 2>&1) ||
+    die "'$venv/bin/st --version' failed: $out" "re-run with --force"
+}
+
+TESTTOOLS_SUMMARY="not built (use --with-testtools)"
+step_testtools_venv() {
+  if [[ $WITH_TESTTOOLS != 1 ]]; then
+    step "testtools venv" "skipped (use --with-testtools)"
+    return 0
+  fi
+  ensure_venv "testtools venv" "$DATA/venv-testtools" "$PYOCO_TESTTOOLS_REQUIREMENTS" 3.10 \
+    pick_runner_python verify_testtools schemathesis
+  TESTTOOLS_SUMMARY="$DATA/venv-testtools ($VENV_NOTE)"
+}
+
 # ---------------------------------------------------------------------------------------------
 main() {
   if [[ $SKIP_APT == 0 ]]; then step_apt; fi
@@ -407,6 +431,7 @@ main() {
   step_runner_venv
   step_nats_link
   step_interop_venv
+  step_testtools_venv
 
   local nextest="not installed (cargo test is used)"
   if cargo nextest --version >/dev/null 2>&1; then
@@ -417,6 +442,7 @@ main() {
   log "python:       $DATA/venv/bin/python ($RUNNER_NOTE)"
   log "nats-server:  $NATS_SUMMARY"
   log "interop venv: $INTEROP_SUMMARY"
+  log "testtools:    $TESTTOOLS_SUMMARY"
   log "rust:         $RUST_SUMMARY"
   log "nextest:      $nextest"
 }

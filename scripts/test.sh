@@ -3,8 +3,8 @@
 #
 #   sudo bash scripts/test.sh [--quick] [setup.sh options...]
 #
-# 1. setup    scripts/setup.sh --with-interop (plus any setup.sh option given here, such as
-#             --with-desktop or --with-browser)
+# 1. setup    scripts/setup.sh --with-interop --with-testtools (plus any setup.sh option given
+#             here, such as --with-desktop or --with-browser)
 # 2. fmt      cargo fmt --all -- --check                        (skipped with --quick)
 # 3. clippy   cargo clippy --workspace --all-targets -- -D warnings  (skipped with --quick)
 # 4. runner   the Python runner's unittest suite, with the runner venv's Python
@@ -12,8 +12,8 @@
 # 6. test     cargo nextest run --workspace when cargo-nextest is installed, else
 #             cargo test --workspace --lib --bins --tests
 #
-# The tests find the tools through PYOCO_NATS_SERVER_BIN, PYOCO_TEST_PYTHON and
-# PYOCO_TEST_INTEROP_VENV, exported here from the data dir setup.sh filled. Every phase runs even
+# The tests find the tools through PYOCO_NATS_SERVER_BIN, PYOCO_TEST_PYTHON,
+# PYOCO_TEST_INTEROP_VENV and PYOCO_TEST_TOOLS_VENV, exported here from the data dir setup.sh filled. Every phase runs even
 # after an earlier one failed (setup excepted), so one run shows every problem; the exit status is
 # non-zero when any phase failed, and the last line says which.
 # Through sudo from a normal user who owns the checkout, everything but apt runs as that user.
@@ -41,7 +41,7 @@ for arg in "$@"; do
 done
 
 if pyoco_should_drop_to_sudo_user; then
-  bash "$PYOCO_SCRIPTS_DIR/setup.sh" --apt-only --with-interop "${SETUP_ARGS[@]}"
+  bash "$PYOCO_SCRIPTS_DIR/setup.sh" --apt-only --with-interop --with-testtools "${SETUP_ARGS[@]}"
   pyoco_exec_as_sudo_user bash "${BASH_SOURCE[0]}" --skip-apt "$@"
 fi
 
@@ -83,7 +83,7 @@ finish() {
 }
 
 # 1. setup: without it nothing below means anything.
-if ! phase setup bash "$PYOCO_SCRIPTS_DIR/setup.sh" --with-interop "${SETUP_ARGS[@]}"; then
+if ! phase setup bash "$PYOCO_SCRIPTS_DIR/setup.sh" --with-interop --with-testtools "${SETUP_ARGS[@]}"; then
   log "setup failed: nothing was tested (see the ERROR lines above for what to do)"
   finish
 fi
@@ -96,7 +96,9 @@ INTEROP_VERSION=$(pyoco_interop_version)
 export PYOCO_TEST_INTEROP_VENV="$DATA/venv-pyoco-server-$INTEROP_VERSION"
 log "PYOCO_NATS_SERVER_BIN=$PYOCO_NATS_SERVER_BIN"
 log "PYOCO_TEST_PYTHON=$PYOCO_TEST_PYTHON"
+export PYOCO_TEST_TOOLS_VENV="$DATA/venv-testtools"
 log "PYOCO_TEST_INTEROP_VENV=$PYOCO_TEST_INTEROP_VENV"
+log "PYOCO_TEST_TOOLS_VENV=$PYOCO_TEST_TOOLS_VENV"
 
 cd "$PYOCO_ROOT"
 

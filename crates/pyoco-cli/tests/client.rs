@@ -1578,7 +1578,6 @@ async fn preflight_fails_like_the_python_0_5_1_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs /wheels endpoints"]
 async fn wheel_registry_round_trip_through_the_gateway() {
     let app = App::start().await;
     let wheel = demo_wheel(app.dir.path(), "1.0.0", true);

@@ -24,6 +24,12 @@ fn pyoco_server(data_dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// A free loopback port for the gateway (tests run in parallel; 8000 may be taken).
+fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port().to_string()
+}
+
 /// Read stdout lines until one contains `needle`; returns that line.
 fn wait_for_line(child: &mut Child, needle: &str) -> String {
     let stdout = child.stdout.as_mut().expect("piped stdout");
@@ -77,7 +83,7 @@ async fn jetstream_answers(url: &str) -> bool {
 async fn up_with_nats_runs_jetstream_until_ctrl_c_and_leaves_nothing() {
     let data = tempfile::tempdir().unwrap();
     let mut child = pyoco_server(data.path())
-        .args(["up", "--with-nats", "--nats-client-port", "0"])
+        .args(["up", "--with-nats", "--nats-client-port", "0", "--port", &free_port()])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -104,7 +110,7 @@ async fn up_with_nats_runs_jetstream_until_ctrl_c_and_leaves_nothing() {
 async fn kill_9_of_pyoco_server_leaves_no_nats_server() {
     let data = tempfile::tempdir().unwrap();
     let mut child = pyoco_server(data.path())
-        .args(["--with-nats", "--nats-client-port", "0"]) // legacy flat form
+        .args(["--with-nats", "--nats-client-port", "0", "--port", &free_port()]) // legacy flat form
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -110,7 +110,7 @@ async fn ctrl_c_stops_gracefully_with_exit_130() {
 }
 
 #[test]
-fn help_says_wheel_sync_is_not_implemented() {
+fn help_documents_wheel_sync_and_concurrency() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pyoco-worker"))
         .arg("--help")
         .output()
@@ -118,7 +118,9 @@ fn help_says_wheel_sync_is_not_implemented() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("--wheel-sync"), "{help}");
-    assert!(help.contains("not implemented"), "{help}");
+    assert!(help.contains("PYOCO_WHEEL_SYNC_ENABLED"), "{help}");
+    assert!(help.contains("--wheel-sync-dir"), "{help}");
+    assert!(!help.contains("not implemented"), "{help}");
     assert!(help.contains("--concurrency"), "{help}");
 }
 

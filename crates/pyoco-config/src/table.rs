@@ -211,6 +211,10 @@ settings_table! {
         group: Wheels, kind: Kind::Integer { min: 0 }, default: Some("536870912"), scope: Server,
         help: "Largest accepted wheel upload, and the bucket size cap (0 disables the limit).",
     },
+    wheel_keep_versions: u64 = PYOCO_WHEEL_KEEP_VERSIONS {
+        group: Wheels, kind: Kind::Integer { min: 0 }, default: Some("5"), scope: Server,
+        help: "Versions of a package the gateway keeps: after an upload, older versions beyond the newest N (counted per package, wheel tags and platform) are deleted (0 = keep all).",
+    },
     wheel_sync_enabled: bool = PYOCO_WHEEL_SYNC_ENABLED {
         group: Wheels, kind: Kind::Bool, default: Some("false"), scope: Server,
         help: "Workers download and install matching wheels from the registry.",

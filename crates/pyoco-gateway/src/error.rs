@@ -16,6 +16,7 @@ use axum::{
 use pyoco_store::StoreError;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// Why a request failed. Handlers return `Result<_, ApiError>`.
 #[derive(Debug, thiserror::Error)]
@@ -122,19 +123,29 @@ impl From<BytesRejection> for ApiError {
 
 /// One pydantic v2 validation error as FastAPI reports it: `type`, `loc`, `msg`, `input` and,
 /// for some types, `ctx`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FieldError {
+    /// The pydantic error type (`missing`, `string_type`, `json_invalid`, …).
     #[serde(rename = "type")]
+    #[schema(example = "missing")]
     pub kind: &'static str,
+    /// Where: `body` or `query`, then field names and list indexes.
+    #[schema(example = json!(["body", "flow_name"]))]
     pub loc: Vec<Loc>,
+    /// What is wrong, in pydantic's words.
+    #[schema(value_type = String, example = "Field required")]
     pub msg: Cow<'static, str>,
+    /// The value that was refused (`null` for a missing one).
+    #[schema(value_type = Value)]
     pub input: Value,
+    /// The rule's parameters (`{"ge": 1}`, `{"error": "Expecting value"}`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
     pub ctx: Option<Value>,
 }
 
-/// One step of a [`FieldError::loc`]: a key or a list index.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One step of a `loc`: a key or a list index.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Loc {
     Key(Cow<'static, str>),
@@ -153,15 +164,26 @@ impl From<usize> for Loc {
     }
 }
 
-#[derive(Serialize)]
-struct DetailBody<'a> {
+/// The body of every error but request validation: `{"detail": "…"}`, with `reason` where we
+/// say more than 0.5.1 did.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ErrorDetail)]
+pub(crate) struct DetailBody<'a> {
+    /// The 0.5.1 error text (contract §3.3), e.g. `run not found`,
+    /// `nats unavailable: NotConnected`.
+    #[schema(value_type = String, example = "run not found")]
     detail: &'a str,
+    /// Why, when the gateway knows more than `detail` says (not sent by 0.5.1).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = false)]
     reason: Option<&'a str>,
 }
 
-#[derive(Serialize)]
-struct ValidationBody<'a> {
+/// The body of a request-validation 422: FastAPI's list of pydantic errors.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ValidationErrors)]
+pub(crate) struct ValidationBody<'a> {
+    #[schema(value_type = Vec<FieldError>)]
     detail: &'a [FieldError],
 }
 

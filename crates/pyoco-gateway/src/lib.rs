@@ -6,8 +6,11 @@
 //! (port 0 in tests) until a shutdown future resolves. It serves `GET /health`, `POST /runs`,
 //! `POST /runs/yaml`, `GET /runs` (from an in-memory index fed by one KV watch, `index.rs`),
 //! `GET /runs/{run_id}`, `/tasks`, `/watch` (SSE driven by a KV watch), `/cancel`
-//! (compare-and-set), `GET /workers`, `PATCH /workers/{worker_id}` and `GET /metrics`; every
-//! error is JSON with a `detail` ([`ApiError`]). It starts while NATS is down (NATS-backed
+//! (compare-and-set), `GET /workers`, `PATCH /workers/{worker_id}`, `GET /metrics`, and the
+//! wheel registry (`GET`/`POST /wheels`, `GET /wheels/history`, `GET`/`DELETE
+//! /wheels/{wheel_name}`: uploads staged on disk and checked as wheels, downloads streamed),
+//! and `GET /openapi.json`, the OpenAPI 3.1 document of all of them (`routes/openapi.rs`);
+//! every error is JSON with a `detail` ([`ApiError`]). It starts while NATS is down (NATS-backed
 //! endpoints answer `503 nats unavailable: NotConnected` until the [`SharedStore`] is ready,
 //! and recover by themselves), turns a handler panic into a 500 JSON answer, and reads an
 //! upload only up to the configured limit.
@@ -32,6 +35,7 @@
 //! ```
 
 mod auth;
+mod bucket_keys;
 mod error;
 mod index;
 mod json;
@@ -39,7 +43,7 @@ mod pydantic;
 mod routes;
 mod state;
 
-use std::{any::Any, future::Future, io};
+use std::{any::Any, future::Future, io, net::SocketAddr};
 
 use axum::{
     http::StatusCode,
@@ -101,7 +105,8 @@ where
         // Small JSON answers: don't let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
     });
-    let app = router(state.clone());
+    // The peer address is recorded in the wheel history (`source.remote_addr`).
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

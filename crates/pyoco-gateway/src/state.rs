@@ -30,6 +30,8 @@ struct Inner {
     default_tag: String,
     workflow_yaml_max_bytes: u64,
     worker_disconnect_timeout_sec: f64,
+    wheel_max_bytes: u64,
+    wheel_keep_versions: u64,
     /// Every run in memory, fed by a KV watch: `GET /runs` and `/metrics` read it.
     run_index: RunIndex,
 }
@@ -47,6 +49,8 @@ impl AppState {
                 default_tag: settings.default_tag.clone(),
                 workflow_yaml_max_bytes: settings.workflow_yaml_max_bytes,
                 worker_disconnect_timeout_sec: settings.worker_disconnect_timeout_sec,
+                wheel_max_bytes: settings.wheel_max_bytes,
+                wheel_keep_versions: settings.wheel_keep_versions,
             }),
         }
     }
@@ -75,6 +79,16 @@ impl AppState {
     /// `PYOCO_WORKER_DISCONNECT_TIMEOUT_SEC`, for the derived worker state (§4.3).
     pub fn worker_disconnect_timeout_sec(&self) -> f64 {
         self.inner.worker_disconnect_timeout_sec
+    }
+
+    /// `PYOCO_WHEEL_MAX_BYTES`: the largest wheel `POST /wheels` accepts (0: no limit).
+    pub fn wheel_max_bytes(&self) -> u64 {
+        self.inner.wheel_max_bytes
+    }
+
+    /// `PYOCO_WHEEL_KEEP_VERSIONS`: versions of a package kept after an upload (0: all).
+    pub fn wheel_keep_versions(&self) -> u64 {
+        self.inner.wheel_keep_versions
     }
 
     /// The in-memory index of every run (`GET /runs`, `/metrics`).

@@ -21,6 +21,7 @@ use axum::{
 use pyoco_store::{Store, StoreError};
 use serde_json::{Map, Value};
 
+use super::openapi::{BadRequest, CorruptRecord, NatsUnavailable, RunNotFound, RunSnapshot};
 use super::runs::{corrupt_run, epoch_now, is_valid_kv_key, Include};
 use crate::{auth::Caller, error::ApiError, json::PyJson, AppState};
 
@@ -38,6 +39,25 @@ pub(crate) fn routes() -> Router<AppState> {
 
 /// `POST /runs/{run_id}/cancel` (the body, if any, is ignored): the snapshot after the cancel,
 /// filtered like `GET /runs/{run_id}` without records and without worker liveness.
+#[utoipa::path(
+    post,
+    path = "/runs/{run_id}/cancel",
+    operation_id = "cancel_run",
+    tag = "runs",
+    summary = "Ask for a run to stop",
+    description = "A run that is not finished becomes `CANCELLING` (the first request's \
+`cancel_requested_at` is kept); its worker cancels at the next task boundary. A finished run \
+(`COMPLETED`, `FAILED`, `CANCELLED`) is answered as it is. A request body is ignored.",
+    params(("run_id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The snapshot after the request, without `task_records`",
+         body = RunSnapshot),
+        (status = 400, response = BadRequest),
+        (status = 404, response = RunNotFound),
+        (status = 500, response = CorruptRecord),
+        (status = 503, response = NatsUnavailable),
+    ),
+)]
 async fn cancel_run(
     State(state): State<AppState>,
     caller: Caller,

@@ -19,7 +19,9 @@ use futures::future::join_all;
 use pyoco_store::Store;
 use pyoco_wire::RunsCursor;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
 
+use super::openapi::{NatsUnavailable, RunList, Unprocessable};
 use crate::pydantic;
 use crate::{
     auth::Caller,
@@ -38,6 +40,24 @@ const DEFAULT_LIMIT: usize = 50;
 const MIN_LIMIT: i128 = 1;
 const MAX_LIMIT: i128 = 200;
 
+/// `GET /runs`.
+#[utoipa::path(
+    get,
+    path = "/runs",
+    operation_id = "list_runs",
+    tag = "runs",
+    summary = "List runs, newest first",
+    description = "Sorted by `(updated_at, run_id)`, newest first, filtered and paged. The \
+answer is a bare array (0.5.1's shape) unless `updated_after`, `cursor` (even empty) or a \
+non-empty `workflow_yaml_sha256` asks for a page `{\"items\", \"next_cursor\"}`. Items are \
+summaries (the summary keys present in the snapshot) unless `include=full|all`.",
+    params(ListRunsParams),
+    responses(
+        (status = 200, description = "The runs", body = RunList),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = NatsUnavailable),
+    ),
+)]
 async fn list_runs(
     State(state): State<AppState>,
     caller: Caller,
@@ -120,6 +140,33 @@ async fn write_full_snapshots(
         body.extend_from_slice(&pyoco_wire::to_python_json(&snapshot));
     }
     Ok(())
+}
+
+// The query of `GET /runs` as `/openapi.json` describes it; `ListParams::parse` reads it, the
+// last of repeated values winning.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation only
+struct ListRunsParams {
+    /// Exact, case-sensitive match on `status` (empty: no filter).
+    status: Option<String>,
+    /// Exact match on `flow_name` (empty: no filter).
+    flow: Option<String>,
+    /// Exact match on the routing `tag` (empty: no filter).
+    tag: Option<String>,
+    /// Exact match; a non-empty value asks for the page shape.
+    workflow_yaml_sha256: Option<String>,
+    /// Only runs with `updated_at` strictly greater; asks for the page shape.
+    updated_after: Option<f64>,
+    /// `next_cursor` of the previous page; present (even empty) asks for the page shape. One
+    /// that does not decode: 422 `invalid list query`.
+    cursor: Option<String>,
+    /// Repeatable: `full` or `all` answer full snapshots instead of summaries.
+    #[param(explode, style = Form)]
+    include: Option<Vec<String>>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    limit: Option<i64>,
 }
 
 /// The validated query of `GET /runs`.

@@ -21,8 +21,8 @@ use futures::future::join_all;
 use pyoco_store::Store;
 use pyoco_wire::WorkerRecord;
 
-use super::runs::epoch_now;
-use crate::{error::ApiError, index::READY_WAIT, AppState};
+use super::{openapi::NatsUnavailable, runs::epoch_now};
+use crate::{bucket_keys::bucket_keys, error::ApiError, index::READY_WAIT, AppState};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
@@ -31,6 +31,22 @@ pub(crate) fn routes() -> Router<AppState> {
 /// What Starlette sends for `media_type="text/plain; version=0.0.4"`.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "service",
+    summary = "Prometheus metrics",
+    description = "Text exposition format 0.0.4: `pyoco_runs_total` and `pyoco_runs_today_total` \
+by `status`, `pyoco_workers_alive_total`, `pyoco_dlq_messages_total` (omitted when the DLQ \
+stream cannot be read), and the usual `process_*` metrics. Not authenticated, like 0.5.1.",
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4",
+         body = String),
+        (status = 503, response = NatsUnavailable),
+    ),
+)]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.store()?;
     let index = state.run_index();
@@ -112,7 +128,7 @@ fn escape_label_value(value: &str) -> std::borrow::Cow<'_, str> {
 /// error counts nothing, an unreadable record is skipped.
 async fn workers_alive(store: &Store, now: f64, disconnect_timeout: f64) -> u64 {
     let workers = store.workers();
-    let keys = match workers.keys().await {
+    let keys = match bucket_keys(workers).await {
         Ok(keys) => keys,
         Err(err) => {
             tracing::debug!("metrics: listing workers failed: {err}");

@@ -8,15 +8,21 @@ mod cancel;
 mod health;
 mod list;
 mod metrics;
+mod openapi;
 mod runs;
 mod submit_request;
 mod watch;
+mod wheel_archive;
+mod wheel_form;
+mod wheel_history;
+mod wheels;
 mod workers;
 mod yaml_form;
 
 /// Routes anyone may call (contract §3.1, left column of "not protected").
 pub(crate) fn public() -> Router<AppState> {
     health::routes()
+        .merge(openapi::routes())
         .merge(workers::routes())
         .merge(metrics::routes())
 }
@@ -27,6 +33,7 @@ pub(crate) fn protected(state: &AppState) -> Router<AppState> {
         .merge(watch::routes())
         .merge(cancel::routes())
         .merge(list::routes())
+        .merge(wheels::routes(state))
 }
 
 /// 404 `{"detail":"Not Found"}` for unknown paths, like Starlette.

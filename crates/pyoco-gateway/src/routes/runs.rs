@@ -19,16 +19,20 @@ use axum::{
     Router,
 };
 use pyoco_store::{Store, StoreError};
-pub(crate) use pyoco_wire::is_valid_kv_key;
 use pyoco_wire::python::{py_strip, truthy};
 use pyoco_wire::{
     parse_workflow_yaml, JobMessage, NewRun, RunSnapshot, WorkerRecord, WorkflowUpload,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 
-use super::submit_request::RunSubmitRequest;
-use super::yaml_form::{body_limit, Upload, YamlForm};
+use super::openapi::{
+    BadRequest, CorruptRecord, NatsUnavailable, PayloadTooLarge, RunNotFound,
+    RunSnapshot as RunSnapshotSchema, TaskRecord, Unprocessable,
+};
+use super::submit_request::{RunSubmitBody, RunSubmitRequest};
+use super::yaml_form::{body_limit, Upload, YamlForm, YamlUpload};
 use crate::{
     auth::Caller,
     error::{ApiError, FieldError},
@@ -49,13 +53,47 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/runs/{run_id}/tasks", get(get_tasks))
 }
 
-#[derive(Debug, Serialize)]
-struct Submitted {
+/// The answer to a submission.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Submitted {
+    /// The new run's id (`str(uuid4())`).
+    #[schema(format = "uuid")]
     run_id: String,
+    #[schema(value_type = String, example = "PENDING")]
     status: &'static str,
 }
 
 /// `POST /runs`: JSON body, resolver path.
+#[utoipa::path(
+    post,
+    path = "/runs",
+    operation_id = "submit_run",
+    tag = "runs",
+    summary = "Submit a run of a flow the workers resolve by name",
+    description = "Stores the PENDING snapshot, then queues the job on `pyoco.work.<tag>`. \
+When either NATS write fails, the snapshot is deleted again and the answer is 503.",
+    request_body(content = RunSubmitBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Queued", body = Submitted, links(
+            ("get_run" = (operation_id = "get_run",
+                parameters(("run_id" = "$response.body#/run_id")),
+                description = "Read the run")),
+            ("get_run_tasks" = (operation_id = "get_run_tasks",
+                parameters(("run_id" = "$response.body#/run_id")),
+                description = "Read the run's tasks")),
+            ("watch_run" = (operation_id = "watch_run",
+                parameters(("run_id" = "$response.body#/run_id")),
+                description = "Follow the run")),
+            ("cancel_run" = (operation_id = "cancel_run",
+                parameters(("run_id" = "$response.body#/run_id")),
+                description = "Cancel the run")),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = NatsUnavailable),
+    ),
+)]
 async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -78,6 +116,31 @@ async fn submit(
 }
 
 /// `POST /runs/yaml`: multipart form with a flow.yaml; checks in the 0.5.1 order (§3.2).
+#[utoipa::path(
+    post,
+    path = "/runs/yaml",
+    operation_id = "submit_run_yaml",
+    tag = "runs",
+    summary = "Submit a run of an uploaded flow.yaml",
+    description = "Checks, in 0.5.1's order: the parts (422 list), the tag (422 `invalid tag`), \
+the size (413 `workflow too large`), the flow.yaml rules (422 `invalid workflow yaml`, the rule \
+in `reason`), `flow_name` (422 `missing flow_name`); then stores and queues like `POST /runs`, \
+with `params` = the flow's `defaults`.",
+    request_body(content = YamlUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Queued", body = Submitted, links(
+            ("get_run" = (operation_id = "get_run",
+                parameters(("run_id" = "$response.body#/run_id")),
+                description = "Read the run")),
+            ("watch_run" = (operation_id = "watch_run",
+                parameters(("run_id" = "$response.body#/run_id")),
+                description = "Follow the run")),
+        )),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = NatsUnavailable),
+    ),
+)]
 async fn submit_yaml(
     State(state): State<AppState>,
     caller: Caller,
@@ -188,6 +251,7 @@ async fn submit_new_run(state: &AppState, run: NewRun) -> Result<PyJson<Submitte
     let now = epoch_now();
     let snapshot = Bytes::from(RunSnapshot::pending(&run, now).to_json());
     let job = JobMessage::for_new_run(&run, now).to_json();
+    check_fits_a_message(store, snapshot.len().max(job.len()))?;
     let NewRun {
         run_id,
         flow_name,
@@ -222,6 +286,27 @@ async fn submit_new_run(state: &AppState, run: NewRun) -> Result<PyJson<Submitte
     }))
 }
 
+/// Room for the headers JetStream adds to the snapshot write and the job publish
+/// (`Nats-Expected-*`), which count towards the server's max payload.
+const HEADER_ROOM: usize = 512;
+
+/// 413 when the run's snapshot or job (`bytes`) cannot be one NATS message: the write would
+/// fail on NATS (a 503 that no retry fixes) although it is the request that is too large.
+fn check_fits_a_message(store: &Store, bytes: usize) -> Result<(), ApiError> {
+    let max_payload = store.client().max_payload();
+    if bytes.saturating_add(HEADER_ROOM) <= max_payload {
+        return Ok(());
+    }
+    Err(ApiError::with_reason(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body too large",
+        format!(
+            "the run's snapshot or job would be {bytes} bytes; the NATS server takes messages \
+             of at most {max_payload} bytes (max_payload)"
+        ),
+    ))
+}
+
 /// Best-effort delete of the snapshot of a failed submit. Connected: now, so the
 /// client's 503 means "nothing was stored". Disconnected: in the background, where the
 /// client's reconnect buffer may still deliver it.
@@ -243,6 +328,24 @@ async fn forget_snapshot(store: &Store, run_id: &str) {
 
 /// `GET /runs/{run_id}?include=…`: the stored snapshot, every stored key kept, with worker
 /// liveness when the snapshot names a worker; `task_records` only on request.
+#[utoipa::path(
+    get,
+    path = "/runs/{run_id}",
+    operation_id = "get_run",
+    tag = "runs",
+    summary = "Read a run",
+    description = "The stored snapshot with every stored key, without `task_records` unless \
+asked for, plus the worker's liveness (`worker_alive`, `worker_state`, …) when the snapshot \
+names a worker.",
+    params(("run_id" = String, Path, description = "The run's id"), IncludeParams),
+    responses(
+        (status = 200, description = "The run's snapshot", body = RunSnapshotSchema),
+        (status = 400, response = BadRequest),
+        (status = 404, response = RunNotFound),
+        (status = 500, response = CorruptRecord),
+        (status = 503, response = NatsUnavailable),
+    ),
+)]
 async fn get_run(
     State(state): State<AppState>,
     caller: Caller,
@@ -265,17 +368,40 @@ async fn get_run(
     Ok(PyJson(snapshot))
 }
 
-#[derive(Debug, Serialize)]
-struct RunTasks {
+/// A run's task view; the first three are the snapshot's values (`null` when absent).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RunTasks {
+    #[schema(value_type = Option<String>, required = true)]
     run_id: Value,
+    #[schema(value_type = Option<String>, required = true)]
     flow_name: Value,
+    #[schema(value_type = Option<String>, required = true, example = "RUNNING")]
     status: Value,
+    /// Task name → state (`{}` when there are none yet).
+    #[schema(value_type = HashMap<String, String>)]
     tasks: Value,
+    /// Task name → record (`{}` when there are none).
+    #[schema(value_type = HashMap<String, TaskRecord>)]
     task_records: Value,
     task_records_truncated: bool,
 }
 
 /// `GET /runs/{run_id}/tasks`: the task states and records of a run.
+#[utoipa::path(
+    get,
+    path = "/runs/{run_id}/tasks",
+    operation_id = "get_run_tasks",
+    tag = "runs",
+    summary = "Read a run's tasks and task records",
+    params(("run_id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run's tasks", body = RunTasks),
+        (status = 400, response = BadRequest),
+        (status = 404, response = RunNotFound),
+        (status = 500, response = CorruptRecord),
+        (status = 503, response = NatsUnavailable),
+    ),
+)]
 async fn get_tasks(
     State(state): State<AppState>,
     caller: Caller,
@@ -377,6 +503,18 @@ async fn add_worker_liveness(
     }
 }
 
+// The `include` query of `GET /runs/{run_id}` and `/watch` as `/openapi.json` describes it;
+// `Include::parse` reads it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct IncludeParams {
+    /// Repeatable. `records` or `task_records` keep `task_records` and
+    /// `task_records_truncated`; `full` or `all` keep everything. Other values are ignored.
+    #[param(explode, style = Form, example = json!(["records"]))]
+    include: Option<Vec<String>>,
+}
+
 /// The `include` query of `GET /runs/{run_id}` (repeatable).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Include {
@@ -403,6 +541,14 @@ impl Include {
             snapshot.shift_remove("task_records_truncated");
         }
     }
+}
+
+/// Whether a run or worker can be stored under `key`, so whether asking NATS for it makes sense:
+/// pyoco-wire's KV key rule, and no empty `.`-separated token. `a..b` passes the character rule
+/// but is no valid subject, and NATS refuses the lookup (`InvalidKey`): that is "no such run"
+/// (404), not "NATS unavailable" (503).
+pub(crate) fn is_valid_kv_key(key: &str) -> bool {
+    pyoco_wire::is_valid_kv_key(key) && !key.contains("..")
 }
 
 /// `str(uuid4())`.
@@ -454,7 +600,7 @@ mod tests {
     #[test]
     fn run_ids_outside_the_kv_key_rule_are_rejected() {
         assert!(is_valid_kv_key("0b6e5c1e-2f0a-4d4e-9a8b-1c2d3e4f5a6b"));
-        for bad in ["", ".a", "a.", "a b", "a*", "a>", "é"] {
+        for bad in ["", ".a", "a.", "a..b", "a b", "a*", "a>", "é"] {
             assert!(!is_valid_kv_key(bad), "{bad:?}");
         }
     }

@@ -18,8 +18,52 @@ use std::borrow::Cow;
 
 use axum::http::{header, HeaderMap, StatusCode};
 use serde_json::{json, Map, Value};
+use utoipa::{
+    openapi::{schema::ObjectBuilder, RefOr, Schema, Type},
+    PartialSchema, ToSchema,
+};
 
 use crate::error::{ApiError, FieldError, Loc};
+
+// The `POST /runs` body as `/openapi.json` describes it; `RunSubmitRequest::from_body` is what
+// checks it: keep the two in step.
+/// A run to submit. Unknown fields are ignored.
+#[derive(ToSchema)]
+#[schema(as = RunSubmitRequest)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct RunSubmitBody {
+    /// The flow to run: at least 1 character (whitespace counts).
+    #[schema(min_length = 1, example = "main")]
+    flow_name: String,
+    /// The flow's parameters.
+    #[schema(required = false, value_type = Object, default = json!({}))]
+    params: (),
+    /// The routing tag; absent or `null`: PYOCO_DEFAULT_TAG.
+    tag: Option<RoutingTag>,
+    /// Tags stored on the run; each must pass the routing-tag rule. Empty: `[tag]`.
+    #[schema(required = false, default = json!([]))]
+    tags: Vec<RoutingTag>,
+}
+
+/// A routing tag: 1 to 64 of `A-Z a-z 0-9 _ -` (a NATS subject token).
+pub(crate) struct RoutingTag;
+
+impl PartialSchema for RoutingTag {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!(
+                "^[A-Za-z0-9_-]{{1,{}}}$",
+                pyoco_wire::MAX_TAG_LEN
+            )))
+            .min_length(Some(1))
+            .max_length(Some(pyoco_wire::MAX_TAG_LEN))
+            .examples(["default"])
+            .into()
+    }
+}
+
+impl ToSchema for RoutingTag {}
 
 /// A validated `POST /runs` body.
 #[derive(Debug, Clone, PartialEq)]

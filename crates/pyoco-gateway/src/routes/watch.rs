@@ -38,8 +38,12 @@ use pyoco_wire::RunStatus;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
+use utoipa::{IntoParams, ToSchema};
 
-use super::runs::{epoch_now, load_run, Include};
+use super::openapi::{
+    BadRequest, CorruptRecord, NatsUnavailable, RunNotFound, RunSnapshot, Unprocessable, WatchEvent,
+};
+use super::runs::{epoch_now, load_run, Include, IncludeParams};
 use crate::{
     auth::Caller,
     error::{ApiError, FieldError},
@@ -59,6 +63,34 @@ pub(crate) fn routes() -> Router<AppState> {
 
 /// `GET /runs/{run_id}/watch`: validate, check the run exists and is the caller's, open the KV
 /// watch, then stream. Anything that fails before the first byte is an ordinary JSON error.
+#[utoipa::path(
+    get,
+    path = "/runs/{run_id}/watch",
+    operation_id = "watch_run",
+    tag = "runs",
+    summary = "Follow a run as server-sent events",
+    description = "A `snapshot` event with the current snapshot at once (unless `since` or \
+`Last-Event-ID` says the client has it), then one per change, each with `id: <KV revision>`; a \
+`heartbeat` event 5 s after the last event. The stream ends after `timeout_sec`, when the run \
+is deleted, on NATS trouble, or (`until_terminal=true`) after a terminal snapshot. Errors before \
+the stream starts are ordinary JSON answers.",
+    params(
+        ("run_id" = String, Path, description = "The run's id"),
+        IncludeParams,
+        WatchParams,
+        ("Last-Event-ID" = Option<String>, Header, nullable = false,
+         description = "The `id` of the last event the client has (`last_event_id` wins)"),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream",
+         body = WatchEvent),
+        (status = 400, response = BadRequest),
+        (status = 404, response = RunNotFound),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = CorruptRecord),
+        (status = 503, response = NatsUnavailable),
+    ),
+)]
 async fn watch_run(
     State(state): State<AppState>,
     caller: Caller,
@@ -104,6 +136,27 @@ fn sse_response(body: Body) -> Response {
         HeaderValue::from_static("no"),
     );
     response
+}
+
+// The query of a watch (besides `include`) as `/openapi.json` describes it; `WatchQuery::parse`
+// reads it, the last of repeated values winning.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct WatchParams {
+    /// Leave out snapshots whose `updated_at` is older.
+    since: Option<f64>,
+    /// End the stream after this many seconds.
+    #[param(minimum = 1, maximum = 600, default = 60)]
+    timeout_sec: Option<i64>,
+    /// End the stream right after a `COMPLETED`, `FAILED` or `CANCELLED` snapshot.
+    #[param(default = false)]
+    until_terminal: Option<bool>,
+    /// The `id` of the last event the client has (else the `Last-Event-ID` header): when it is
+    /// the run's current revision, the current snapshot is not sent again. A value that is not
+    /// a revision (a decimal number) is ignored.
+    #[param(example = "42")]
+    last_event_id: Option<String>,
 }
 
 /// The query of a watch, validated like FastAPI validates 0.5.1's signature
@@ -373,15 +426,22 @@ fn unavailable(kind: &impl std::fmt::Debug, err: &impl std::fmt::Display) -> Api
     StoreError::unavailable(kind, err).into()
 }
 
-#[derive(Serialize)]
-struct SnapshotEvent<'a> {
+/// The `data` of a `snapshot` event.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SnapshotEvent<'a> {
+    #[schema(value_type = String)]
     run_id: &'a str,
+    /// Filtered like `GET /runs/{run_id}` (`include`), without worker liveness.
+    #[schema(value_type = RunSnapshot)]
     snapshot: &'a Map<String, Value>,
+    /// When the event was sent (seconds since the epoch).
     ts: f64,
 }
 
-#[derive(Serialize)]
-struct HeartbeatEvent<'a> {
+/// The `data` of a `heartbeat` event (5 s after the last event sent).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HeartbeatEvent<'a> {
+    #[schema(value_type = String)]
     run_id: &'a str,
     ts: f64,
 }

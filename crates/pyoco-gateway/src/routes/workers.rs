@@ -32,14 +32,20 @@ use axum::{
     routing::get,
     Router,
 };
-use pyoco_store::{Bucket, Store, StoreError};
+use pyoco_store::{Bucket, Store, StoreError, Versioned};
 use pyoco_wire::{WorkerRecord, WorkerState};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
+use utoipa::{IntoParams, ToSchema};
 
+use super::openapi::{
+    BadRequest, NatsUnavailable, PayloadTooLarge, Unprocessable, WorkerNotFound,
+    WorkerRecord as WorkerRecordSchema,
+};
 use super::runs::{epoch_now, is_valid_kv_key};
 use super::submit_request::read_json_body;
+use crate::bucket_keys::bucket_keys;
 use crate::{
     error::{ApiError, FieldError},
     json::PyJson,
@@ -61,6 +67,25 @@ pub(crate) fn routes() -> Router<AppState> {
 
 /// `GET /workers?scope=&state=&include_hidden=&limit=`: the registry, newest `last_seen_at`
 /// first, each record with every stored field and the derived `state`.
+#[utoipa::path(
+    get,
+    path = "/workers",
+    operation_id = "list_workers",
+    tag = "workers",
+    summary = "List the worker registry, most recently seen first",
+    description = "Each record normalised (contract §2.4) with its derived `state` (§4.3). An \
+empty registry is `[]`. Not authenticated, like 0.5.1.",
+    params(ListWorkersParams),
+    responses(
+        (status = 200, description = "The workers", body = Vec<WorkerRecordSchema>, links(
+            ("patch_worker" = (operation_id = "patch_worker",
+                parameters(("worker_id" = "$response.body#/0/worker_id")),
+                description = "Hide or show the first worker listed")),
+        )),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = NatsUnavailable),
+    ),
+)]
 async fn list_workers(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -71,22 +96,27 @@ async fn list_workers(
     warn_if_registry_ttl_hides_disconnected(store, timeout);
 
     let bucket = store.workers();
-    let keys = bucket.keys().await?;
-    let values = read_all(bucket, &keys).await?;
-    let now = epoch_now();
-    let mut workers: Vec<WorkerRecord> = keys
+    let keys = bucket_keys(bucket).await?;
+    let mut entries: Vec<(&String, Versioned<Bytes>)> = keys
         .iter()
-        .zip(values)
-        .filter_map(|(key, value)| {
-            let value = value?; // deleted since it was listed
-            match WorkerRecord::from_json(&value, key) {
+        .zip(read_all(bucket, &keys).await?)
+        // `None`: deleted (a delete marker), or since it was listed.
+        .filter_map(|(key, entry)| Some((key, entry?)))
+        .collect();
+    // The bucket's key order (as `kv.keys()` gives it): by the revision of each key's value.
+    entries.sort_by_key(|(_, entry)| entry.revision);
+    let now = epoch_now();
+    let mut workers: Vec<WorkerRecord> = entries
+        .into_iter()
+        .filter_map(
+            |(key, entry)| match WorkerRecord::from_json(&entry.value, key) {
                 Ok(record) => Some(record.for_display(now, timeout)),
                 Err(err) => {
                     tracing::debug!(worker_id = %key, "unreadable worker record skipped: {err}");
                     None
                 }
-            }
-        })
+            },
+        )
         .filter(|w| query.keeps(w))
         .collect();
     // Stable, like Python's `sort`: ties keep the bucket's key order.
@@ -95,11 +125,14 @@ async fn list_workers(
     Ok(PyJson(workers))
 }
 
-/// The values of `keys` (in that order; `None` for a key deleted meanwhile), read
+/// The entries of `keys` (in that order; `None` for a key without a value), read
 /// [`READ_CONCURRENCY`] at a time, so a hundred workers cost a few round trips, not a hundred.
-async fn read_all(bucket: &Bucket, keys: &[String]) -> Result<Vec<Option<Bytes>>, StoreError> {
+async fn read_all(
+    bucket: &Bucket,
+    keys: &[String],
+) -> Result<Vec<Option<Versioned<Bytes>>>, StoreError> {
     let bucket = Arc::new(bucket.clone());
-    let mut values: Vec<Option<Bytes>> = vec![None; keys.len()];
+    let mut values: Vec<Option<Versioned<Bytes>>> = vec![None; keys.len()];
     let mut pending = keys.iter().cloned().enumerate();
     let mut reads = JoinSet::new();
     loop {
@@ -114,12 +147,42 @@ async fn read_all(bucket: &Bucket, keys: &[String]) -> Result<Vec<Option<Bytes>>
             return Ok(values);
         };
         match done {
-            Ok((i, Ok(entry))) => values[i] = entry.map(|e| e.value),
+            Ok((i, Ok(entry))) => values[i] = entry,
             // Dropping `reads` aborts the reads still in flight.
             Ok((_, Err(err))) => return Err(err),
             Err(err) => return Err(StoreError::unavailable("JoinError", err)),
         }
     }
+}
+
+// The query of `GET /workers` as `/openapi.json` describes it; `WorkersQuery::parse` reads it,
+// the last of repeated values winning.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation only
+struct ListWorkersParams {
+    /// `active`: only `RUNNING` and `IDLE` workers; `all`: every one (trimmed, any case;
+    /// anything else: 422 `invalid workers request`).
+    #[param(default = "active")]
+    scope: Option<WorkersScope>,
+    /// Only workers in this derived state (any case; blank: no filter; anything else: 422
+    /// `invalid workers request`).
+    state: Option<super::openapi::WorkerStateDoc>,
+    /// List hidden workers too.
+    #[param(default = false)]
+    include_hidden: Option<bool>,
+    /// At most this many workers.
+    #[param(minimum = 1, maximum = 500, default = 100)]
+    limit: Option<i64>,
+}
+
+/// Which workers `GET /workers` lists: `active` (`RUNNING` or `IDLE`) or `all`.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // documentation only
+pub(crate) enum WorkersScope {
+    Active,
+    All,
 }
 
 /// The query of `GET /workers`, checked in 0.5.1's order: FastAPI's type checks first (all
@@ -256,14 +319,48 @@ fn bool_parsing(loc: Vec<crate::error::Loc>, input: Value) -> FieldError {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct Patched {
+/// The answer to a `PATCH /workers/{worker_id}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WorkerPatched)]
+pub(crate) struct Patched {
     worker_id: String,
     hidden: bool,
+    /// When the flag was written (seconds since the epoch).
     updated_at: f64,
 }
 
+// The `PATCH /workers/{worker_id}` body as `/openapi.json` describes it; `hidden_from_body`
+// reads it.
+/// A worker's display flag. `hidden` is read like pydantic's lax booleans (also `"yes"`,
+/// `"off"`, `1`, `0`, …).
+#[derive(ToSchema)]
+#[schema(as = WorkerPatchRequest)]
+#[allow(dead_code)] // documentation only
+struct WorkerPatchBody {
+    /// Hide the worker from `GET /workers` (unless `include_hidden=true`), or show it again.
+    hidden: bool,
+}
+
 /// `PATCH /workers/{worker_id}` with `{"hidden": bool}`: set the display flag the workers keep.
+#[utoipa::path(
+    patch,
+    path = "/workers/{worker_id}",
+    operation_id = "patch_worker",
+    tag = "workers",
+    summary = "Hide or show a worker",
+    description = "Sets the display flag the worker keeps in its registry record. Not \
+authenticated, like 0.5.1.",
+    params(("worker_id" = String, Path, description = "The worker's id")),
+    request_body(content = WorkerPatchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The flag was written", body = Patched),
+        (status = 400, response = BadRequest),
+        (status = 404, response = WorkerNotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = NatsUnavailable),
+    ),
+)]
 async fn patch_worker(
     State(state): State<AppState>,
     worker_id: Result<Path<String>, PathRejection>,

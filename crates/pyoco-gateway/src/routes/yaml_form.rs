@@ -13,8 +13,36 @@
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::Multipart;
 use axum::http::StatusCode;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
+
+// The `POST /runs/yaml` form as `/openapi.json` describes it; `YamlForm::read` reads it.
+/// A flow.yaml to run. Other parts are ignored; of a part sent twice, the last counts.
+#[derive(ToSchema)]
+#[schema(as = RunYamlForm)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct YamlUpload {
+    /// The flow.yaml file (contract §8), at most PYOCO_WORKFLOW_YAML_MAX_BYTES.
+    #[schema(value_type = String, format = Binary, example = json!(EXAMPLE_FLOW_YAML))]
+    workflow: (),
+    /// The run's flow name (stripped; must not be blank).
+    #[schema(min_length = 1, example = "main")]
+    flow_name: String,
+    /// The routing tag (stripped; empty: PYOCO_DEFAULT_TAG); the routing-tag rule applies.
+    #[schema(nullable = false, max_length = 64, pattern = "^[A-Za-z0-9_-]*$")]
+    tag: Option<String>,
+}
+
+/// A minimal valid flow.yaml (the form's documented example).
+const EXAMPLE_FLOW_YAML: &str = "version: 1
+flow:
+  graph: |
+    hello
+tasks:
+  hello:
+    callable: my_tasks:hello
+";
 
 /// Room for the form's other parts and the multipart framing, on top of the flow.yaml limit.
 pub(crate) const FORM_OVERHEAD_BYTES: usize = 64 * 1024;

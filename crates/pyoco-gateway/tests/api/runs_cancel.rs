@@ -147,7 +147,12 @@ async fn cancel_of_a_finished_run_changes_nothing() {
 #[tokio::test]
 async fn cancel_of_an_unknown_run_is_404() {
     let app = TestApp::spawn().await;
-    for run_id in ["c0000000-0000-4000-8000-0000000000ff", "a*b", "has%20space"] {
+    for run_id in [
+        "c0000000-0000-4000-8000-0000000000ff",
+        "a*b",
+        "has%20space",
+        "a..b",
+    ] {
         let (status, body) = cancel(&app, run_id).await;
         assert_eq!(status, 404, "{run_id}");
         assert_eq!(body, json!({"detail": "run not found"}));

@@ -122,6 +122,10 @@ async fn unknown_runs_are_404() {
         "/runs/.dot",
         "/runs/00000000-0000-4000-8000-000000000000/tasks",
         "/runs/a%20b/tasks",
+        // Valid characters, but an empty subject token: NATS refuses the key (was a 503).
+        "/runs/a..b",
+        "/runs/a..b/tasks",
+        "/runs/a..b/watch",
     ] {
         let (status, body) = status_json(app.gateway.get(path).await).await;
         assert_eq!(

@@ -277,3 +277,26 @@ async fn identical_requests_create_two_runs() {
     assert_eq!(app.store.runs().keys().await.unwrap().len(), 2);
     assert_eq!(app.queued_jobs().await, 2);
 }
+
+#[tokio::test]
+async fn a_run_too_large_for_one_nats_message_is_413_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    // Under the 2 MiB body limit, over NATS' default 1 MiB max payload (was a 503).
+    let request = json!({"flow_name": "f", "params": {"blob": "x".repeat(1_500_000)}});
+    let (status, body) = status_json(app.gateway.post_json("/runs", &request).await).await;
+    assert_eq!(
+        (status, &body["detail"]),
+        (413, &json!("request body too large"))
+    );
+    assert!(
+        body["reason"].as_str().unwrap().contains("max_payload"),
+        "{}",
+        body["reason"]
+    );
+    assert!(app.store.runs().keys().await.unwrap().is_empty());
+    assert_eq!(app.queued_jobs().await, 0);
+    // Just under the limit still goes through.
+    let request = json!({"flow_name": "f", "params": {"blob": "x".repeat(1_000_000)}});
+    let (status, body) = status_json(app.gateway.post_json("/runs", &request).await).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -304,7 +304,7 @@ async fn hiding_and_showing_a_worker() {
 #[tokio::test]
 async fn patch_of_an_unknown_worker_is_404() {
     let app = TestApp::spawn().await;
-    for worker_id in ["nobody", "a*b", "a%20b", ".dot"] {
+    for worker_id in ["nobody", "a*b", "a%20b", ".dot", "a..b"] {
         let (status, body) = patch(&app, worker_id, Some(r#"{"hidden": true}"#)).await;
         assert_eq!(
             (status, body),
@@ -490,4 +490,37 @@ async fn a_registry_bucket_with_0_5_1s_ttl_is_reported_once() {
         warnings[0].contains("nats stream rm KV_pyoco_workers"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn listing_opens_no_jetstream_consumer_and_skips_deleted_workers() {
+    let app = TestApp::spawn().await;
+    let mut first = worker("w-b", WorkerState::Idle, 1.0);
+    let mut second = worker("w-a", WorkerState::Idle, 1.0);
+    second.last_seen_at = first.last_seen_at;
+    first.extra.clear();
+    second.extra.clear();
+    register(&app, &first).await;
+    register(&app, &second).await;
+    register(&app, &worker("w-gone", WorkerState::Idle, 1.0)).await;
+    app.store.workers().delete("w-gone").await.unwrap();
+
+    // Equal `last_seen_at`: the bucket's order (the order they were written), like `kv.keys()`.
+    assert_eq!(ids(&app, "").await, ["w-b", "w-a"]);
+
+    // Listing used to open a JetStream consumer per request (async-nats' `keys()`), left to
+    // the server's inactivity threshold: under load they hit the per-stream limit and every
+    // listing answered 503.
+    let stream = &app.store.workers().raw().stream_name;
+    let consumers = || async {
+        let mut info = app.store.jetstream().get_stream(stream).await.unwrap();
+        info.info().await.unwrap().state.consumer_count
+    };
+    let before = consumers().await;
+    for _ in 0..20 {
+        assert_eq!(ids(&app, "?scope=all").await.len(), 2);
+        let metrics = app.gateway.get("/metrics").await;
+        assert_eq!(metrics.status(), 200);
+    }
+    assert_eq!(consumers().await, before);
 }
