@@ -83,7 +83,14 @@ async fn jetstream_answers(url: &str) -> bool {
 async fn up_with_nats_runs_jetstream_until_ctrl_c_and_leaves_nothing() {
     let data = tempfile::tempdir().unwrap();
     let mut child = pyoco_server(data.path())
-        .args(["up", "--with-nats", "--nats-client-port", "0", "--port", &free_port()])
+        .args([
+            "up",
+            "--with-nats",
+            "--nats-client-port",
+            "0",
+            "--port",
+            &free_port(),
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -110,7 +117,13 @@ async fn up_with_nats_runs_jetstream_until_ctrl_c_and_leaves_nothing() {
 async fn kill_9_of_pyoco_server_leaves_no_nats_server() {
     let data = tempfile::tempdir().unwrap();
     let mut child = pyoco_server(data.path())
-        .args(["--with-nats", "--nats-client-port", "0", "--port", &free_port()]) // legacy flat form
+        .args([
+            "--with-nats",
+            "--nats-client-port",
+            "0",
+            "--port",
+            &free_port(),
+        ]) // legacy flat form
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
