@@ -1,5 +1,10 @@
 //! `GET /metrics`: Prometheus text format (0.0.4), the four pyoco gauges of 0.5.1 (contract
-//! §3.2) and the usual `process_*` metrics. Not authenticated, like 0.5.1 (§14-14).
+//! §3.2) and, on Linux, the usual `process_*` metrics. Not authenticated, like 0.5.1 (§14-14).
+//!
+//! Each scrape fills a fresh [`prometheus::Registry`] (the pyoco gauges and a
+//! [`ProcessCollector`](prometheus::process_collector::ProcessCollector)) and writes it with
+//! [`prometheus::TextEncoder`], which also escapes label values and orders each gauge's lines
+//! by `status`.
 //!
 //! Run counts come from the [`RunIndex`](crate::index::RunIndex): the totals are kept per
 //! status as runs change, and today's counts walk only the runs updated since local midnight,
@@ -7,7 +12,7 @@
 //! answers 200 (§14-4, §14-22). Workers are read from their bucket (a handful of keys) and the
 //! DLQ size from its stream info, both best effort as in 0.5.1.
 
-use std::{fmt::Write as _, ops::Range};
+use std::{collections::BTreeMap, fmt::Write as _, ops::Range};
 
 use axum::{
     extract::State,
@@ -18,11 +23,14 @@ use axum::{
 };
 use chrono::{DateTime, Local, NaiveDate, TimeZone};
 use futures::future::join_all;
+use prometheus::{Gauge, GaugeVec, Opts, Registry, TextEncoder};
 use pyoco_store::Store;
 use pyoco_wire::WorkerRecord;
 
 use super::{openapi::NatsUnavailable, runs::epoch_now};
-use crate::{bucket_keys::bucket_keys, error::ApiError, index::READY_WAIT, AppState};
+use crate::{
+    bucket_keys::bucket_keys, error::ApiError, index::StatusCounts, index::READY_WAIT, AppState,
+};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
@@ -30,6 +38,23 @@ pub(crate) fn routes() -> Router<AppState> {
 
 /// What Starlette sends for `media_type="text/plain; version=0.0.4"`.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const RUNS_TOTAL: (&str, &str) = (
+    "pyoco_runs_total",
+    "Count of runs by status (best-effort from KV).",
+);
+const RUNS_TODAY_TOTAL: (&str, &str) = (
+    "pyoco_runs_today_total",
+    "Count of runs updated today by status (best-effort from KV).",
+);
+const WORKERS_ALIVE_TOTAL: (&str, &str) = (
+    "pyoco_workers_alive_total",
+    "Count of workers present in TTL KV (best-effort).",
+);
+const DLQ_MESSAGES_TOTAL: (&str, &str) = (
+    "pyoco_dlq_messages_total",
+    "Total DLQ messages in the DLQ stream (best-effort).",
+);
 
 /// `GET /metrics`.
 #[utoipa::path(
@@ -56,43 +81,16 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         workers_alive(store, epoch_now(), state.worker_disconnect_timeout_sec()),
         store.dlq_message_count(),
     );
+    let dlq_messages = dlq_messages
+        .inspect_err(|err| tracing::debug!("metrics: DLQ stream info failed: {err}"))
+        .ok();
 
-    let mut body = String::with_capacity(2048);
-    gauge_header(
-        &mut body,
-        "pyoco_runs_total",
-        "Count of runs by status (best-effort from KV).",
-    );
-    for (status, n) in &counts.total {
-        sample_with_status(&mut body, "pyoco_runs_total", status, *n);
-    }
-    gauge_header(
-        &mut body,
-        "pyoco_runs_today_total",
-        "Count of runs updated today by status (best-effort from KV).",
-    );
-    for (status, n) in &counts.today {
-        sample_with_status(&mut body, "pyoco_runs_today_total", status, *n);
-    }
-    gauge_header(
-        &mut body,
-        "pyoco_workers_alive_total",
-        "Count of workers present in TTL KV (best-effort).",
-    );
-    let _ = writeln!(body, "pyoco_workers_alive_total {workers_alive}");
-    gauge_header(
-        &mut body,
-        "pyoco_dlq_messages_total",
-        "Total DLQ messages in the DLQ stream (best-effort).",
-    );
-    match dlq_messages {
-        Ok(n) => {
-            let _ = writeln!(body, "pyoco_dlq_messages_total {n}");
-        }
-        Err(err) => tracing::debug!("metrics: DLQ stream info failed: {err}"),
-    }
-    process::write(&mut body);
-
+    let body = render(&counts, workers_alive, dlq_messages).map_err(|err| {
+        ApiError::detail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics encoding failed: {err}"),
+        )
+    })?;
     let mut response = (StatusCode::OK, body).into_response();
     response
         .headers_mut()
@@ -100,28 +98,74 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-fn gauge_header(body: &mut String, name: &str, help: &str) {
-    let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} gauge");
-}
-
-fn sample_with_status(body: &mut String, name: &str, status: &str, value: u64) {
-    let _ = writeln!(
-        body,
-        "{name}{{status=\"{}\"}} {value}",
-        escape_label_value(status)
-    );
-}
-
-/// Label values escape `\`, `"` and newlines (text format 0.0.4).
-fn escape_label_value(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(['\\', '"', '\n']) {
-        return value.into();
+/// The body of one scrape: the four pyoco gauges in a fixed order, then the process metrics.
+/// `dlq_messages` is `None` when the DLQ stream could not be read: that gauge is left out.
+fn render(
+    counts: &StatusCounts,
+    workers_alive: u64,
+    dlq_messages: Option<u64>,
+) -> prometheus::Result<String> {
+    let registry = Registry::new();
+    register_by_status(&registry, RUNS_TOTAL, &counts.total)?;
+    register_by_status(&registry, RUNS_TODAY_TOTAL, &counts.today)?;
+    register_gauge(&registry, WORKERS_ALIVE_TOTAL, workers_alive)?;
+    if let Some(n) = dlq_messages {
+        register_gauge(&registry, DLQ_MESSAGES_TOTAL, n)?;
     }
-    value
-        .replace('\\', r"\\")
-        .replace('"', "\\\"")
-        .replace('\n', r"\n")
-        .into()
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+
+    // Sorted by name, each family's lines by label value; families without lines are left out.
+    let mut families: BTreeMap<String, _> = registry
+        .gather()
+        .into_iter()
+        .map(|family| (family.name().to_owned(), family))
+        .collect();
+    let encoder = TextEncoder::new();
+    let mut body = String::with_capacity(2048);
+    for (name, help) in [RUNS_TOTAL, RUNS_TODAY_TOTAL] {
+        match families.remove(name) {
+            Some(family) => encoder.encode_utf8(&[family], &mut body)?,
+            // No run counted yet. The encoder refuses a family without samples, but the
+            // labelled gauge is still described (as the Python client library does).
+            None => {
+                let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} gauge");
+            }
+        }
+    }
+    for (name, _) in [WORKERS_ALIVE_TOTAL, DLQ_MESSAGES_TOTAL] {
+        if let Some(family) = families.remove(name) {
+            encoder.encode_utf8(&[family], &mut body)?;
+        }
+    }
+    let process: Vec<_> = families.into_values().collect();
+    encoder.encode_utf8(&process, &mut body)?;
+    Ok(body)
+}
+
+/// `name{status="…"} n`, one line per status.
+fn register_by_status(
+    registry: &Registry,
+    (name, help): (&str, &str),
+    counts: &[(String, u64)],
+) -> prometheus::Result<()> {
+    let gauges = GaugeVec::new(Opts::new(name, help), &["status"])?;
+    for (status, n) in counts {
+        gauges.with_label_values(&[status]).set(*n as f64);
+    }
+    registry.register(Box::new(gauges))
+}
+
+fn register_gauge(
+    registry: &Registry,
+    (name, help): (&str, &str),
+    value: u64,
+) -> prometheus::Result<()> {
+    let gauge = Gauge::with_opts(Opts::new(name, help))?;
+    gauge.set(value as f64);
+    registry.register(Box::new(gauge))
 }
 
 /// Workers whose derived state (§4.3) is `RUNNING` or `IDLE`. Best effort like 0.5.1: a NATS
@@ -168,129 +212,6 @@ fn local_day_start(day: NaiveDate) -> f64 {
     })
 }
 
-/// `process_*` metrics as the Prometheus client libraries name them, read from `/proc`.
-#[cfg(target_os = "linux")]
-mod process {
-    use std::fmt::Write as _;
-
-    pub(super) fn write(body: &mut String) {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok();
-        // Fields after the `(comm)`, which may itself contain spaces and parentheses.
-        let fields: Vec<&str> = stat
-            .as_deref()
-            .and_then(|s| s.rsplit_once(')'))
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        // Field n of proc(5) is `fields[n - 3]`.
-        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
-        let ticks = clock_ticks_per_second();
-
-        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
-            metric(
-                body,
-                "process_cpu_seconds_total",
-                "counter",
-                "Total user and system CPU time spent in seconds.",
-                (utime + stime) / ticks,
-            );
-        }
-        if let Some(kib) = status_kib("VmSize:") {
-            metric(
-                body,
-                "process_virtual_memory_bytes",
-                "gauge",
-                "Virtual memory size in bytes.",
-                kib * 1024.0,
-            );
-        }
-        if let Some(kib) = status_kib("VmRSS:") {
-            metric(
-                body,
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory size in bytes.",
-                kib * 1024.0,
-            );
-        }
-        if let (Some(start), Some(boot)) = (field(22), boot_time()) {
-            metric(
-                body,
-                "process_start_time_seconds",
-                "gauge",
-                "Start time of the process since unix epoch in seconds.",
-                boot + start / ticks,
-            );
-        }
-        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            metric(
-                body,
-                "process_open_fds",
-                "gauge",
-                "Number of open file descriptors.",
-                fds.count() as f64,
-            );
-        }
-        if let Some(max) = max_open_files() {
-            metric(
-                body,
-                "process_max_fds",
-                "gauge",
-                "Maximum number of open file descriptors.",
-                max,
-            );
-        }
-    }
-
-    fn metric(body: &mut String, name: &str, kind: &str, help: &str, value: f64) {
-        let _ = writeln!(
-            body,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
-
-    fn clock_ticks_per_second() -> f64 {
-        // SAFETY: sysconf only reads a system constant.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if ticks > 0 {
-            ticks as f64
-        } else {
-            100.0
-        }
-    }
-
-    /// A `kB` line of `/proc/self/status`.
-    fn status_kib(prefix: &str) -> Option<f64> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find_map(|l| l.strip_prefix(prefix))?;
-        line.trim().trim_end_matches("kB").trim().parse().ok()
-    }
-
-    fn boot_time() -> Option<f64> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        stat.lines()
-            .find_map(|l| l.strip_prefix("btime "))?
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    fn max_open_files() -> Option<f64> {
-        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-        line["Max open files".len()..]
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-mod process {
-    /// No `/proc` here: the process metrics are left out.
-    pub(super) fn write(_body: &mut String) {}
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,17 +229,68 @@ mod tests {
         assert_ne!(before.date_naive(), now.date_naive());
     }
 
+    fn counts(total: &[(&str, u64)], today: &[(&str, u64)]) -> StatusCounts {
+        let owned = |v: &[(&str, u64)]| v.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+        StatusCounts {
+            total: owned(total),
+            today: owned(today),
+        }
+    }
+
+    /// The body up to the process metrics.
+    fn pyoco_part(body: &str) -> &str {
+        body.find("# HELP process_").map_or(body, |at| &body[..at])
+    }
+
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label_value("RUNNING"), "RUNNING");
-        assert_eq!(escape_label_value("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
+    fn the_pyoco_gauges_are_sorted_by_status_and_escaped() {
+        let counts = counts(
+            &[("RUNNING", 1), ("COMPLETED", 2), ("we\"ird\\\n", 3)],
+            &[("FAILED", 4)],
+        );
+        let body = render(&counts, 5, Some(6)).unwrap();
+        assert_eq!(
+            pyoco_part(&body),
+            "\
+# HELP pyoco_runs_total Count of runs by status (best-effort from KV).
+# TYPE pyoco_runs_total gauge
+pyoco_runs_total{status=\"COMPLETED\"} 2
+pyoco_runs_total{status=\"RUNNING\"} 1
+pyoco_runs_total{status=\"we\\\"ird\\\\\\n\"} 3
+# HELP pyoco_runs_today_total Count of runs updated today by status (best-effort from KV).
+# TYPE pyoco_runs_today_total gauge
+pyoco_runs_today_total{status=\"FAILED\"} 4
+# HELP pyoco_workers_alive_total Count of workers present in TTL KV (best-effort).
+# TYPE pyoco_workers_alive_total gauge
+pyoco_workers_alive_total 5
+# HELP pyoco_dlq_messages_total Total DLQ messages in the DLQ stream (best-effort).
+# TYPE pyoco_dlq_messages_total gauge
+pyoco_dlq_messages_total 6
+"
+        );
+    }
+
+    #[test]
+    fn empty_status_gauges_are_described_and_an_unknown_dlq_is_left_out() {
+        let body = render(&counts(&[], &[]), 0, None).unwrap();
+        assert_eq!(
+            pyoco_part(&body),
+            "\
+# HELP pyoco_runs_total Count of runs by status (best-effort from KV).
+# TYPE pyoco_runs_total gauge
+# HELP pyoco_runs_today_total Count of runs updated today by status (best-effort from KV).
+# TYPE pyoco_runs_today_total gauge
+# HELP pyoco_workers_alive_total Count of workers present in TTL KV (best-effort).
+# TYPE pyoco_workers_alive_total gauge
+pyoco_workers_alive_total 0
+"
+        );
     }
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn process_metrics_are_read_from_proc() {
-        let mut body = String::new();
-        process::write(&mut body);
+    fn process_metrics_follow_the_pyoco_gauges() {
+        let body = render(&counts(&[], &[]), 0, Some(0)).unwrap();
         for name in [
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",
@@ -327,6 +299,7 @@ mod tests {
         ] {
             assert!(body.contains(&format!("\n{name} ")), "{name} in {body}");
         }
+        assert!(body.ends_with('\n'));
         let start: f64 = body
             .lines()
             .find_map(|l| l.strip_prefix("process_start_time_seconds "))
