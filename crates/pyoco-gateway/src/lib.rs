@@ -35,7 +35,6 @@
 //! ```
 
 mod auth;
-mod bucket_keys;
 mod error;
 mod index;
 mod json;

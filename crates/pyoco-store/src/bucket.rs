@@ -78,7 +78,42 @@ impl Bucket {
         self.kv.delete(key).await.map_err(nats)
     }
 
+    /// Every key that has a message — live values, and keys whose last message is a delete or
+    /// purge marker (a read then finds nothing, as for a key deleted since it was listed) — in
+    /// no particular order, with ONE stream-info request and no consumer. Use this on request
+    /// paths: [`Bucket::keys`] opens an ordered consumer per call that lingers until the
+    /// server's inactivity threshold, and listing on every request piles them up until the
+    /// stream refuses more (a 503 for a plain read).
+    pub async fn key_candidates(&self) -> Result<Vec<String>, StoreError> {
+        use futures::TryStreamExt;
+        let prefix = self.kv.prefix.as_str();
+        let name = self.name().to_string();
+        let unavailable = |err: async_nats::jetstream::stream::InfoError| {
+            let kind = format!("{:?}", err.kind());
+            let kind = if kind == "Other" {
+                "NatsError".into()
+            } else {
+                kind
+            };
+            StoreError::unavailable(kind, format!("listing the keys of {name}: {err}"))
+        };
+        let subjects = self
+            .kv
+            .stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(&unavailable)?;
+        subjects
+            .map_err(&unavailable)
+            .try_filter_map(|(subject, _count)| async move {
+                Ok(subject.strip_prefix(prefix).map(str::to_string))
+            })
+            .try_collect()
+            .await
+    }
+
     /// Every live key. An empty bucket is an empty list, not an error (0.5.1 quirk §14-4).
+    /// Opens a consumer per call (see [`Bucket::key_candidates`] for request paths).
     pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
         let keys = self.kv.keys().await.map_err(nats)?;
         keys.map_err(nats).try_collect().await

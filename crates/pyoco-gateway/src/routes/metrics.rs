@@ -28,9 +28,7 @@ use pyoco_store::Store;
 use pyoco_wire::WorkerRecord;
 
 use super::{openapi::NatsUnavailable, runs::epoch_now};
-use crate::{
-    bucket_keys::bucket_keys, error::ApiError, index::StatusCounts, index::READY_WAIT, AppState,
-};
+use crate::{error::ApiError, index::StatusCounts, index::READY_WAIT, AppState};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
@@ -172,7 +170,7 @@ fn register_gauge(
 /// error counts nothing, an unreadable record is skipped.
 async fn workers_alive(store: &Store, now: f64, disconnect_timeout: f64) -> u64 {
     let workers = store.workers();
-    let keys = match bucket_keys(workers).await {
+    let keys = match workers.key_candidates().await {
         Ok(keys) => keys,
         Err(err) => {
             tracing::debug!("metrics: listing workers failed: {err}");

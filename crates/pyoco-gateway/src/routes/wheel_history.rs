@@ -277,8 +277,8 @@ pub(crate) async fn wheel_history(
     let query = HistoryQuery::parse(query.as_deref())?;
     let store = state.store()?;
     let bucket = store.wheel_history();
-    // Stream info only: `kv.keys()` leaves a consumer behind per call (see bucket_keys.rs).
-    let keys = crate::bucket_keys::bucket_keys(bucket).await?;
+    // Stream info only: `keys()` would leave a consumer behind per call.
+    let keys = bucket.key_candidates().await?;
     let mut records: Vec<(f64, String, Map<String, Value>)> = Vec::with_capacity(keys.len());
     let mut reads = stream::iter(keys)
         .map(|key| async move { (bucket.get(&key).await, key) })

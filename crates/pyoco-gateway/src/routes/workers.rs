@@ -45,7 +45,6 @@ use super::openapi::{
 };
 use super::runs::{epoch_now, is_valid_kv_key};
 use super::submit_request::read_json_body;
-use crate::bucket_keys::bucket_keys;
 use crate::{
     error::{ApiError, FieldError},
     json::PyJson,
@@ -96,7 +95,7 @@ async fn list_workers(
     warn_if_registry_ttl_hides_disconnected(store, timeout);
 
     let bucket = store.workers();
-    let keys = bucket_keys(bucket).await?;
+    let keys = bucket.key_candidates().await?;
     let mut entries: Vec<(&String, Versioned<Bytes>)> = keys
         .iter()
         .zip(read_all(bucket, &keys).await?)
