@@ -22,7 +22,7 @@ use pyoco_store::{Store, StoreError};
 use serde_json::{Map, Value};
 
 use super::openapi::{BadRequest, CorruptRecord, NatsUnavailable, RunNotFound, RunSnapshot};
-use super::runs::{corrupt_run, epoch_now, is_valid_kv_key, Include};
+use super::runs::{corrupt_run, epoch_now, float_value, is_valid_kv_key, Include};
 use crate::{auth::Caller, error::ApiError, json::PyJson, AppState};
 
 /// How many times a cancel re-reads the snapshot after losing a compare-and-set to another
@@ -148,14 +148,14 @@ fn request_cancel(snapshot: &mut Map<String, Value>, caller: &Caller, now: f64) 
         .and_then(earlier_request_time)
         .unwrap_or(now);
     snapshot.insert("status".into(), "CANCELLING".into());
-    snapshot.insert("cancel_requested_at".into(), float(requested_at));
+    snapshot.insert("cancel_requested_at".into(), float_value(requested_at));
     if let Some(key_id) = &caller.api_key_id {
         snapshot.insert(
             "cancel_requested_by".into(),
             format!("api_key:{key_id}").into(),
         );
     }
-    snapshot.insert("updated_at".into(), float(now));
+    snapshot.insert("updated_at".into(), float_value(now));
     true
 }
 
@@ -168,10 +168,6 @@ fn earlier_request_time(value: &Value) -> Option<f64> {
         _ => None,
     }?;
     (at.is_finite() && at != 0.0).then_some(at)
-}
-
-fn float(f: f64) -> Value {
-    serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
 }
 
 #[cfg(test)]

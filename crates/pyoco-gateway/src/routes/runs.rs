@@ -563,7 +563,7 @@ pub(crate) fn epoch_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn float_value(f: f64) -> Value {
+pub(crate) fn float_value(f: f64) -> Value {
     serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
 }
 
