@@ -89,7 +89,7 @@ pyoco_exec_as_sudo_user() {
   local v
   while IFS= read -r v; do
     keep+=("$v=${!v}")
-  done < <(compgen -e | grep -E '^(PYOCO_|CARGO_TERM_|CARGO_TARGET_DIR$|CARGO_INCREMENTAL$|RUST_LOG$|RUST_BACKTRACE$|NEXTEST_|CI$|PIP_INDEX_URL$|PIP_EXTRA_INDEX_URL$)' || true)
+  done < <(compgen -e | grep -E '^(PYOCO_|CARGO_TERM_|CARGO_TARGET_DIR$|CARGO_INCREMENTAL$|RUST_LOG$|RUST_BACKTRACE$|NEXTEST_|CI$|PIP_INDEX_URL$|PIP_EXTRA_INDEX_URL$|DISPLAY$|XAUTHORITY$|WAYLAND_DISPLAY$|XDG_RUNTIME_DIR$)' || true)
   log "root through sudo: running the per-user part as '$SUDO_USER' (PYOCO_SETUP_KEEP_ROOT=1 keeps root)"
   exec sudo -u "$SUDO_USER" -H -- env "${keep[@]}" "$@"
 }

@@ -23,6 +23,8 @@
 #                  with Python >= 3.12 when one is found.
 #   testtools venv (--with-testtools) $DATA/venv-testtools from requirements-testtools.txt
 #                  (schemathesis, for the gateway's OpenAPI test).
+#   tauri-driver   (--with-desktop) $DATA/tools/bin/tauri-driver, pinned, by `cargo install`
+#                  (WebDriver for the desktop app's window tests; about 30 s the first time).
 #
 # Environment: PYOCO_SETUP_DESKTOP=1, PYOCO_SETUP_BROWSER=1, PYOCO_SETUP_INTEROP=1,
 # PYOCO_SETUP_TESTTOOLS=1 (same as the flags), PYOCO_DATA_DIR, PYOCO_SETUP_PYTHON / PYOCO_SETUP_INTEROP_PYTHON (interpreter to build
@@ -43,6 +45,7 @@ Options:
   --with-interop   also build the interop venv with the real Python pyoco-server
   --with-testtools also build the test-tools venv (schemathesis)
   --with-desktop   also install libwebkit2gtk-4.1-dev xvfb xauth webkit2gtk-driver imagemagick
+                   (to build and test the desktop app) and tauri-driver into <data>/tools
   --with-browser   also install chromium chromium-driver
   --force          rebuild the venvs even when their stamps match
   --skip-apt       skip the apt step (used when re-running as $SUDO_USER)
@@ -415,6 +418,36 @@ step_testtools_venv() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# g. tauri-driver (WebDriver for the desktop app's window tests), pinned, in <data>/tools
+# ---------------------------------------------------------------------------------------------
+TAURI_DRIVER_VERSION=2.1.0
+TAURI_DRIVER_SUMMARY="not installed (use --with-desktop)"
+step_tauri_driver() {
+  if [[ $WITH_DESKTOP != 1 ]]; then
+    step "tauri-driver" "skipped (use --with-desktop)"
+    return 0
+  fi
+  local bin="$DATA/tools/bin/tauri-driver"
+  # tauri-driver has no --version: cargo's own record of what it installed there tells.
+  if [[ -x $bin && $FORCE == 0 ]] &&
+    grep -q "^\"tauri-driver $TAURI_DRIVER_VERSION " "$DATA/tools/.crates.toml" 2>/dev/null; then
+    step "tauri-driver" "ok ($bin $TAURI_DRIVER_VERSION)"
+  else
+    local t0=$SECONDS logf
+    logf=$(mktemp "${TMPDIR:-/tmp}/pyoco-setup-tauri-driver.XXXXXX")
+    if ! cargo install tauri-driver --locked --version "$TAURI_DRIVER_VERSION" \
+      --root "$DATA/tools" >"$logf" 2>&1; then
+      tail -n 30 "$logf" >&2
+      die "cargo install tauri-driver $TAURI_DRIVER_VERSION failed (log above, full log: $logf)" \
+        "check the network access to crates.io, then re-run"
+    fi
+    rm -f "$logf"
+    step "tauri-driver" "installed $TAURI_DRIVER_VERSION in $DATA/tools ($(fmt_secs $((SECONDS - t0))))"
+  fi
+  TAURI_DRIVER_SUMMARY="$bin ($TAURI_DRIVER_VERSION)"
+}
+
+# ---------------------------------------------------------------------------------------------
 main() {
   if [[ $SKIP_APT == 0 ]]; then step_apt; fi
   if [[ $APT_ONLY == 1 ]]; then return 0; fi
@@ -432,6 +465,7 @@ main() {
   step_nats_link
   step_interop_venv
   step_testtools_venv
+  step_tauri_driver
 
   local nextest="not installed (cargo test is used)"
   if cargo nextest --version >/dev/null 2>&1; then
@@ -443,6 +477,7 @@ main() {
   log "nats-server:  $NATS_SUMMARY"
   log "interop venv: $INTEROP_SUMMARY"
   log "testtools:    $TESTTOOLS_SUMMARY"
+  log "tauri-driver: $TAURI_DRIVER_SUMMARY"
   log "rust:         $RUST_SUMMARY"
   log "nextest:      $nextest"
 }

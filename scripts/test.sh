@@ -3,8 +3,8 @@
 #
 #   sudo bash scripts/test.sh [--quick] [setup.sh options...]
 #
-# 1. setup    scripts/setup.sh --with-interop --with-testtools (plus any setup.sh option given
-#             here, such as --with-desktop or --with-browser)
+# 1. setup    scripts/setup.sh --with-interop --with-testtools --with-desktop (plus any setup.sh
+#             option given here, such as --with-browser)
 # 2. fmt      cargo fmt --all -- --check                        (skipped with --quick)
 # 3. clippy   cargo clippy --workspace --all-targets -- -D warnings  (skipped with --quick)
 # 4. runner   the Python runner's unittest suite, with the runner venv's Python
@@ -41,7 +41,8 @@ for arg in "$@"; do
 done
 
 if pyoco_should_drop_to_sudo_user; then
-  bash "$PYOCO_SCRIPTS_DIR/setup.sh" --apt-only --with-interop --with-testtools "${SETUP_ARGS[@]}"
+  bash "$PYOCO_SCRIPTS_DIR/setup.sh" --apt-only --with-interop --with-testtools --with-desktop \
+    "${SETUP_ARGS[@]}"
   pyoco_exec_as_sudo_user bash "${BASH_SOURCE[0]}" --skip-apt "$@"
 fi
 
@@ -83,7 +84,8 @@ finish() {
 }
 
 # 1. setup: without it nothing below means anything.
-if ! phase setup bash "$PYOCO_SCRIPTS_DIR/setup.sh" --with-interop --with-testtools "${SETUP_ARGS[@]}"; then
+if ! phase setup bash "$PYOCO_SCRIPTS_DIR/setup.sh" --with-interop --with-testtools --with-desktop \
+  "${SETUP_ARGS[@]}"; then
   log "setup failed: nothing was tested (see the ERROR lines above for what to do)"
   finish
 fi
@@ -99,6 +101,8 @@ log "PYOCO_TEST_PYTHON=$PYOCO_TEST_PYTHON"
 export PYOCO_TEST_TOOLS_VENV="$DATA/venv-testtools"
 log "PYOCO_TEST_INTEROP_VENV=$PYOCO_TEST_INTEROP_VENV"
 log "PYOCO_TEST_TOOLS_VENV=$PYOCO_TEST_TOOLS_VENV"
+export PYOCO_TEST_TAURI_DRIVER="$DATA/tools/bin/tauri-driver"
+log "PYOCO_TEST_TAURI_DRIVER=$PYOCO_TEST_TAURI_DRIVER"
 
 cd "$PYOCO_ROOT"
 

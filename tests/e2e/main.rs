@@ -9,6 +9,8 @@ mod interop;
 mod nats_outage;
 mod python_client;
 mod server_binary;
+mod wheel_appliance;
+mod wheel_interop;
 
 use std::time::Duration;
 

@@ -27,7 +27,12 @@ pub fn interop_bin(program: &str) -> PathBuf {
 
 /// A command for `program` of the interop venv: no inherited `PYOCO_*`, no `.env`.
 fn interop_command(program: &str) -> Command {
-    let mut cmd = Command::new(interop_bin(program));
+    clean_command(&interop_bin(program))
+}
+
+/// A command for the executable `path`: no inherited `PYOCO_*`, no `.env`.
+fn clean_command(path: &Path) -> Command {
+    let mut cmd = Command::new(path);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("PYOCO_") {
             cmd.env_remove(name);
@@ -56,12 +61,24 @@ impl PyocoProcess {
         cwd: &Path,
         env: &[(&str, &OsStr)],
     ) -> PyocoProcess {
+        Self::spawn_executable(label, &interop_bin(program), args, nats_url, cwd, env)
+    }
+
+    /// Like [`PyocoProcess::spawn`] for any executable (`program` is a path).
+    pub fn spawn_executable(
+        label: &str,
+        program: &Path,
+        args: &[&str],
+        nats_url: &str,
+        cwd: &Path,
+        env: &[(&str, &OsStr)],
+    ) -> PyocoProcess {
         std::fs::create_dir_all(cwd).unwrap_or_else(|e| panic!("creating {}: {e}", cwd.display()));
         let log = cwd.join(format!("{label}.log"));
         let out = std::fs::File::create(&log)
             .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         let err = out.try_clone().expect("log file handle");
-        let mut cmd = interop_command(program);
+        let mut cmd = clean_command(program);
         cmd.args(args)
             .current_dir(cwd)
             .env("PYOCO_NATS_URL", nats_url)
@@ -74,7 +91,7 @@ impl PyocoProcess {
         }
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", interop_bin(program).display()));
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
         PyocoProcess {
             label: label.to_string(),
             child,
@@ -184,6 +201,28 @@ pub fn python_worker(
         cwd,
         &[("PYTHONPATH", pythonpath.as_os_str())],
     )
+}
+
+/// The Python 0.5.1 worker CLI (`pyoco_server.worker_cli`) run by the interpreter `python`
+/// with `args` (`--nats-url nats_url` comes first), working in `cwd`; output in
+/// `<cwd>/<label>.log`. `python` is usually a [`crate::ThrowawayVenv`] on top of the interop
+/// venv, so what the worker's wheel sync `pip install`s (into `sys.executable`) stays out of
+/// the interop venv.
+pub fn python_worker_with_python(
+    python: &Path,
+    label: &str,
+    nats_url: &str,
+    args: &[&str],
+    cwd: &Path,
+) -> PyocoProcess {
+    let mut all = vec![
+        "-c",
+        "import sys; from pyoco_server.worker_cli import main; sys.exit(main())",
+        "--nats-url",
+        nats_url,
+    ];
+    all.extend_from_slice(args);
+    PyocoProcess::spawn_executable(label, python, &all, nats_url, cwd, &[])
 }
 
 /// What one `pyoco-client` invocation did.

@@ -13,7 +13,10 @@
 //!   appliance in-process with its gateway on a free port and an optional local worker, an HTTP
 //!   client, and a direct store connection for assertions;
 //! - [`PythonGateway`], [`python_worker`], [`pyoco_client`]: the real Python 0.5.1 processes
-//!   beside ours on one NATS, killed with their process group when dropped.
+//!   beside ours on one NATS, killed with their process group when dropped;
+//! - [`task_wheel`], [`ThrowawayVenv`], [`upload_wheel`], [`workspace_binary`]: task wheels
+//!   built in the test, a venv for a syncing worker to install them into, and the built
+//!   `pyoco-client`/`pyoco-server` binaries.
 //!
 //! Environment it honours (set by `scripts/test.sh`): `PYOCO_NATS_SERVER_BIN`,
 //! `PYOCO_TEST_PYTHON`, `PYOCO_TEST_INTEROP_VENV`, `PYOCO_DATA_DIR`.
@@ -29,17 +32,28 @@ use pyoco_natsd::{NatsServerConfig, NatsSupervisor, RestartPolicy};
 
 #[cfg(feature = "app")]
 mod app;
+#[cfg(feature = "desktop")]
+mod desktop;
 #[cfg(feature = "app")]
 mod interop;
+#[cfg(feature = "app")]
+mod wheels;
 
 #[cfg(feature = "app")]
 pub use app::{
     epoch_now, free_port, post_yaml, status_json, submit_yaml, wait_status, write_task_module,
     AppOptions, TestApp, TASKS_MODULE, TASKS_PY,
 };
+#[cfg(feature = "desktop")]
+pub use desktop::{desktop_options, start_desktop};
 #[cfg(feature = "app")]
 pub use interop::{
-    interop_bin, pyoco_client, python_worker, ClientOutput, PyocoProcess, PythonGateway,
+    interop_bin, pyoco_client, python_worker, python_worker_with_python, ClientOutput,
+    PyocoProcess, PythonGateway,
+};
+#[cfg(feature = "app")]
+pub use wheels::{
+    task_wheel, task_wheel_name, upload_wheel, workspace_binary, write_task_wheel, ThrowawayVenv,
 };
 
 /// The repository root (the workspace).

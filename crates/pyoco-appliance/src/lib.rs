@@ -10,6 +10,7 @@
 //! What it is not: it holds no business logic (that is the gateway and worker crates) and reads
 //! no environment (it takes [`Settings`]).
 
+mod logs;
 mod status;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -21,10 +22,11 @@ use pyoco_worker::{Worker, WorkerConfig};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+pub use logs::{LogBuffer, LogLine};
 pub use status::{ApplianceStatus, Component, ComponentState, ComponentStatus};
 
-/// A last adjustment of the managed nats-server's configuration.
-pub type NatsConfigHook = Box<dyn FnOnce(&mut NatsServerConfig) + Send>;
+/// A last adjustment of the managed nats-server's configuration, applied at every (re)start.
+pub type NatsConfigHook = Arc<dyn Fn(&mut NatsServerConfig) + Send + Sync>;
 
 /// What to run.
 pub struct ApplianceOptions {
@@ -37,11 +39,12 @@ pub struct ApplianceOptions {
     /// Run a local worker.
     pub worker: bool,
     /// A listener the gateway should use (tests bind port 0); otherwise
-    /// `PYOCO_HTTP_HOST:PYOCO_HTTP_PORT` is bound.
+    /// `PYOCO_HTTP_HOST:PYOCO_HTTP_PORT` is bound. A restarted gateway binds the same address
+    /// again while those settings are unchanged.
     pub http_listener: Option<std::net::TcpListener>,
-    /// The local worker's configuration; `None` derives it from the settings (a relative or
-    /// unset `PYOCO_WHEEL_SYNC_DIR` then lands under the data dir, see
-    /// [`WorkerConfig::resolve_wheel_sync_dir_for_appliance`]).
+    /// The local worker's configuration, used as is at every (re)start; `None` derives it from
+    /// the settings each time (a relative or unset `PYOCO_WHEEL_SYNC_DIR` then lands under the
+    /// data dir, see [`WorkerConfig::resolve_wheel_sync_dir_for_appliance`]).
     pub worker_config: Option<WorkerConfig>,
     /// Adjust the managed nats-server's configuration (tests choose a free port and a temp
     /// store).
@@ -83,17 +86,45 @@ pub enum ApplianceError {
     Worker(String),
 }
 
+/// A background part of the appliance: its stop switch and its tasks.
+struct Running {
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The managed nats-server and the task mirroring its state into the status.
+struct ManagedNats {
+    supervisor: Arc<NatsSupervisor>,
+    watcher: Running,
+}
+
 /// The running appliance.
 pub struct Appliance {
+    settings: Settings,
+    managed_nats: bool,
+    gateway_enabled: bool,
+    worker_enabled: bool,
+    fixed_worker_config: Option<WorkerConfig>,
+    nats_hook: Option<NatsConfigHook>,
+    /// A listener handed in at start, until the gateway first uses it.
+    given_listener: Option<std::net::TcpListener>,
+    /// The address of the listener handed in, with the host/port settings of that time: a
+    /// restarted gateway binds it again while the settings still say the same.
+    given_addr: Option<(SocketAddr, String, u16)>,
     status: Arc<watch::Sender<ApplianceStatus>>,
-    nats: Option<Arc<NatsSupervisor>>,
+    nats: Option<ManagedNats>,
     store: SharedStore,
-    worker_stop: CancellationToken,
-    gateway_stop: CancellationToken,
-    watchers_stop: CancellationToken,
-    worker_task: Option<JoinHandle<()>>,
-    gateway_task: Option<JoinHandle<()>>,
-    watcher_tasks: Vec<JoinHandle<()>>,
+    gateway: Option<Running>,
+    worker: Option<Running>,
 }
 
 impl Appliance {
@@ -110,21 +141,6 @@ impl Appliance {
             nats_config,
         } = options;
         let dirs = AppDirs::from_settings(&settings)?;
-        let worker_config = if worker {
-            Some(match worker_config {
-                Some(c) => c,
-                None => {
-                    let mut c = WorkerConfig::from_settings(&settings)
-                        .map_err(|e| ApplianceError::Worker(e.to_string()))?;
-                    // Synced wheels live under the data dir (a desktop app has no useful cwd).
-                    c.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
-                    c
-                }
-            })
-        } else {
-            None
-        };
-
         let disabled = || ComponentStatus::new(ComponentState::Disabled);
         let starting = || ComponentStatus::new(ComponentState::Starting);
         let status = Arc::new(watch::Sender::new(ApplianceStatus {
@@ -133,134 +149,45 @@ impl Appliance {
             worker: if worker { starting() } else { disabled() },
             nats_url: settings.nats_url.clone(),
             api_url: None,
+            nats_monitor_url: None,
             data_dir: dirs.data_dir().display().to_string(),
         }));
-        let watchers_stop = CancellationToken::new();
-        let mut watcher_tasks = Vec::new();
-
-        // 1. NATS.
-        let nats = if managed_nats {
-            let binary = pyoco_natsd::find_nats_server(
-                settings.nats_server_bin.as_deref(),
-                Some(dirs.data_dir()),
-            )?;
-            let store_dir = settings
-                .nats_store_dir
-                .clone()
-                .unwrap_or_else(|| dirs.nats_store_dir());
-            let mut config = NatsServerConfig::new(binary, store_dir);
-            config.host = settings.nats_listen_host.clone();
-            config.port = (settings.nats_client_port != 0).then_some(settings.nats_client_port);
-            config.monitor_port = settings.nats_http_port;
-            if let Some(adjust) = nats_config {
-                adjust(&mut config);
-            }
-            let nats = match NatsSupervisor::start(config).await {
-                Ok(n) => Arc::new(n),
-                Err(e) => {
-                    set_state(
-                        &status,
-                        Component::Nats,
-                        ComponentState::Failed {
-                            error: e.to_string(),
-                        },
-                    );
-                    return Err(e.into());
-                }
-            };
-            status.send_modify(|s| s.nats_url = nats.client_url().to_string());
-            watcher_tasks.push(tokio::spawn(watch_nats(
-                nats.clone(),
-                status.clone(),
-                watchers_stop.clone(),
-            )));
-            Some(nats)
-        } else {
-            None
+        let given_addr = match &http_listener {
+            Some(l) => l
+                .local_addr()
+                .ok()
+                .map(|a| (a, settings.http_host.clone(), settings.http_port)),
+            None => None,
         };
-        let nats_url = status.borrow().nats_url.clone();
-        let store_config = StoreConfig::from(&settings);
-
-        // One connection for the gateway and the local worker; it connects in the background
-        // and keeps reconnecting, so both survive a NATS restart.
-        let store = SharedStore::connect_in_background(&nats_url, "pyoco-appliance", store_config);
-        if managed_nats {
-            // NATS answers already: be ready before we say the gateway runs, so a client that
-            // saw /health answer never gets `503 NotConnected` (as 0.5.1, which connected first).
-            if let Err(e) = store.wait_ready(Duration::from_secs(10)).await {
-                tracing::warn!("the managed NATS answers but the store is not ready yet: {e}");
-            }
-        }
-
-        // 2. Gateway.
-        let gateway_stop = CancellationToken::new();
-        let gateway_task = if gateway {
-            let listener = match bind(&settings, http_listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    if let Some(n) = &nats {
-                        n.shutdown().await;
-                    }
-                    return Err(e);
-                }
-            };
-            let addr = listener.local_addr().ok();
-            let state = pyoco_gateway::AppState::new(&settings, store.clone());
-            let stop = gateway_stop.clone();
-            let status2 = status.clone();
-            status.send_modify(|s| {
-                s.api_url = addr.map(|a| format!("http://{}", display_addr(a)));
-            });
-            // Running once it can reach NATS; until then it answers 503 (and /health).
-            let ready_store = store.clone();
-            let status3 = status.clone();
-            watcher_tasks.push(tokio::spawn(async move {
-                if ready_store
-                    .wait_ready(Duration::from_secs(86_400))
-                    .await
-                    .is_ok()
-                {
-                    set_state(&status3, Component::Gateway, ComponentState::Running);
-                }
-            }));
-            Some(tokio::spawn(async move {
-                let result =
-                    pyoco_gateway::serve(listener, state, async move { stop.cancelled().await })
-                        .await;
-                let state = match result {
-                    Ok(()) => ComponentState::Stopped,
-                    Err(e) => ComponentState::Failed {
-                        error: format!("gateway stopped serving: {e}"),
-                    },
-                };
-                set_state(&status2, Component::Gateway, state);
-            }))
-        } else {
-            None
-        };
-
-        // 3. Local worker, restarted with backoff when it fails.
-        let worker_stop = CancellationToken::new();
-        let worker_task = worker_config.map(|config| {
-            tokio::spawn(run_worker(
-                config,
-                store.clone(),
-                status.clone(),
-                worker_stop.clone(),
-            ))
-        });
-
-        Ok(Appliance {
+        let mut appliance = Appliance {
+            store: SharedStore::disconnected(),
+            settings,
+            managed_nats,
+            gateway_enabled: gateway,
+            worker_enabled: worker,
+            fixed_worker_config: worker_config,
+            nats_hook: nats_config,
+            given_listener: http_listener,
+            given_addr,
             status,
-            nats,
-            store,
-            worker_stop,
-            gateway_stop,
-            watchers_stop,
-            worker_task,
-            gateway_task,
-            watcher_tasks,
-        })
+            nats: None,
+            gateway: None,
+            worker: None,
+        };
+        // A bad worker configuration is a start error, not a restart loop.
+        if worker {
+            appliance.worker_config()?;
+        }
+        if let Err(e) = appliance.start_all().await {
+            appliance.stop_parts().await;
+            return Err(e);
+        }
+        Ok(appliance)
+    }
+
+    /// The settings the appliance runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// The current status, updated as components change state.
@@ -268,14 +195,15 @@ impl Appliance {
         self.status.subscribe()
     }
 
-    /// A store connected to the appliance's NATS (ready once NATS answers).
+    /// A store connected to the appliance's NATS (ready once NATS answers). It is replaced
+    /// when NATS or the store's settings change: ask again after a restart.
     pub fn store(&self) -> &SharedStore {
         &self.store
     }
 
     /// The managed nats-server, if any.
     pub fn nats(&self) -> Option<&NatsSupervisor> {
-        self.nats.as_deref()
+        self.nats.as_ref().map(|n| &*n.supervisor)
     }
 
     /// Wait until every enabled component is running, or one has failed (`Err` with its
@@ -300,31 +228,338 @@ impl Appliance {
         }
     }
 
+    /// Restart one component. Restarting NATS restarts everything (the gateway and the worker
+    /// reconnect to it); a disabled component is left alone. On `Err` the component shows as
+    /// failed with the same error.
+    pub async fn restart(&mut self, component: Component) -> Result<(), ApplianceError> {
+        match component {
+            Component::Nats => self.restart_all().await,
+            Component::Gateway if self.gateway_enabled => {
+                self.stop_gateway().await;
+                self.spawn_gateway()
+            }
+            Component::Worker if self.worker_enabled => {
+                self.stop_worker().await;
+                self.spawn_worker()
+            }
+            Component::Gateway | Component::Worker => Ok(()),
+        }
+    }
+
+    /// Stop everything and start it again with the current settings.
+    pub async fn restart_all(&mut self) -> Result<(), ApplianceError> {
+        self.stop_parts().await;
+        let result = self.start_all().await;
+        if result.is_err() {
+            // Whatever did start keeps running: the caller decides (the desktop shows it).
+            tracing::warn!("restart failed: {:?}", failed(&self.status.borrow()));
+        }
+        result
+    }
+
+    /// Run with new settings, restarting only the components the changed settings affect
+    /// (see [`restarts_for`]). Returns the components restarted (all three when NATS was).
+    pub async fn reconfigure(
+        &mut self,
+        settings: Settings,
+    ) -> Result<Vec<Component>, ApplianceError> {
+        AppDirs::from_settings(&settings)?;
+        let changed = changed_settings(&self.settings, &settings);
+        let mut affected: Vec<Component> = Vec::new();
+        let mut store = false;
+        for name in &changed {
+            let parts = restarts_for(name);
+            store |= parts.contains(&Component::Gateway) && parts.contains(&Component::Worker);
+            for c in parts {
+                if !affected.contains(c) {
+                    affected.push(*c);
+                }
+            }
+        }
+        let old = std::mem::replace(&mut self.settings, settings);
+        if self.worker_enabled && affected.contains(&Component::Worker) {
+            if let Err(e) = self.worker_config() {
+                self.settings = old;
+                return Err(e);
+            }
+        }
+        let (nats_on, gateway_on, worker_on) =
+            (self.managed_nats, self.gateway_enabled, self.worker_enabled);
+        let enabled = move |c: &Component| match c {
+            Component::Nats => nats_on,
+            Component::Gateway => gateway_on,
+            Component::Worker => worker_on,
+        };
+        if affected.contains(&Component::Nats) && self.managed_nats {
+            self.restart_all().await?;
+            return Ok(Component::ALL.into_iter().filter(enabled).collect());
+        }
+        affected.retain(|c| *c != Component::Nats && enabled(c));
+        if store {
+            self.stop_worker().await;
+            self.stop_gateway().await;
+            if !self.managed_nats {
+                let url = self.settings.nats_url.clone();
+                self.status.send_modify(|s| s.nats_url = url);
+            }
+            self.connect_store();
+            self.spawn_gateway()?;
+            self.spawn_worker()?;
+        } else {
+            for c in &affected {
+                self.restart(*c).await?;
+            }
+        }
+        Ok(Component::ALL
+            .into_iter()
+            .filter(|c| affected.contains(c))
+            .collect())
+    }
+
     /// Stop everything in order: the worker (runs in progress may finish), the gateway, then
     /// NATS. Nothing is left running when this returns.
     pub async fn stop(mut self) {
-        if let Some(task) = self.worker_task.take() {
-            set_state(&self.status, Component::Worker, ComponentState::Stopping);
-            self.worker_stop.cancel();
-            let _ = task.await;
-            set_state(&self.status, Component::Worker, ComponentState::Stopped);
+        self.stop_parts().await;
+    }
+
+    async fn start_all(&mut self) -> Result<(), ApplianceError> {
+        self.start_nats().await?;
+        self.connect_store();
+        if self.managed_nats {
+            // NATS answers already: be ready before we say the gateway runs, so a client that
+            // saw /health answer never gets `503 NotConnected` (as 0.5.1, which connected first).
+            if let Err(e) = self.store.wait_ready(Duration::from_secs(10)).await {
+                tracing::warn!("the managed NATS answers but the store is not ready yet: {e}");
+            }
         }
-        if let Some(task) = self.gateway_task.take() {
-            set_state(&self.status, Component::Gateway, ComponentState::Stopping);
-            self.gateway_stop.cancel();
-            let _ = task.await;
-            set_state(&self.status, Component::Gateway, ComponentState::Stopped);
+        self.spawn_gateway()?;
+        self.spawn_worker()
+    }
+
+    async fn stop_parts(&mut self) {
+        self.stop_worker().await;
+        self.stop_gateway().await;
+        self.stop_nats().await;
+    }
+
+    async fn start_nats(&mut self) -> Result<(), ApplianceError> {
+        if !self.managed_nats {
+            let url = self.settings.nats_url.clone();
+            self.status.send_modify(|s| s.nats_url = url);
+            return Ok(());
         }
-        self.watchers_stop.cancel();
-        for task in self.watcher_tasks.drain(..) {
-            task.abort();
-            let _ = task.await;
+        set_state(&self.status, Component::Nats, ComponentState::Starting);
+        let result = self.spawn_nats().await;
+        if let Err(e) = &result {
+            set_state(
+                &self.status,
+                Component::Nats,
+                ComponentState::Failed {
+                    error: e.to_string(),
+                },
+            );
         }
+        result
+    }
+
+    async fn spawn_nats(&mut self) -> Result<(), ApplianceError> {
+        let settings = &self.settings;
+        let dirs = AppDirs::from_settings(settings)?;
+        let binary = pyoco_natsd::find_nats_server(
+            settings.nats_server_bin.as_deref(),
+            Some(dirs.data_dir()),
+        )?;
+        let store_dir = settings
+            .nats_store_dir
+            .clone()
+            .unwrap_or_else(|| dirs.nats_store_dir());
+        let mut config = NatsServerConfig::new(binary, store_dir);
+        config.host = settings.nats_listen_host.clone();
+        config.port = (settings.nats_client_port != 0).then_some(settings.nats_client_port);
+        config.monitor_port = settings.nats_http_port;
+        if let Some(adjust) = &self.nats_hook {
+            adjust(&mut config);
+        }
+        let supervisor = Arc::new(NatsSupervisor::start(config).await?);
+        let data_dir = dirs.data_dir().display().to_string();
+        self.status.send_modify(|s| {
+            s.nats_url = supervisor.client_url().to_string();
+            s.nats_monitor_url = supervisor.monitor_url();
+            s.data_dir = data_dir;
+        });
+        let stop = CancellationToken::new();
+        let watcher = tokio::spawn(watch_nats(
+            supervisor.clone(),
+            self.status.clone(),
+            stop.clone(),
+        ));
+        self.nats = Some(ManagedNats {
+            supervisor,
+            watcher: Running {
+                stop,
+                tasks: vec![watcher],
+            },
+        });
+        Ok(())
+    }
+
+    async fn stop_nats(&mut self) {
         if let Some(nats) = self.nats.take() {
             set_state(&self.status, Component::Nats, ComponentState::Stopping);
-            nats.shutdown().await;
+            nats.watcher.stop().await;
+            nats.supervisor.shutdown().await;
             set_state(&self.status, Component::Nats, ComponentState::Stopped);
         }
+    }
+
+    /// One connection for the gateway and the local worker; it connects in the background and
+    /// keeps reconnecting, so both survive a NATS restart on the same URL.
+    fn connect_store(&mut self) {
+        let url = self.status.borrow().nats_url.clone();
+        self.store = SharedStore::connect_in_background(
+            &url,
+            "pyoco-appliance",
+            StoreConfig::from(&self.settings),
+        );
+    }
+
+    fn spawn_gateway(&mut self) -> Result<(), ApplianceError> {
+        if !self.gateway_enabled {
+            return Ok(());
+        }
+        set_state(&self.status, Component::Gateway, ComponentState::Starting);
+        let listener = match self.bind() {
+            Ok(l) => l,
+            Err(e) => {
+                set_state(
+                    &self.status,
+                    Component::Gateway,
+                    ComponentState::Failed {
+                        error: e.to_string(),
+                    },
+                );
+                return Err(e);
+            }
+        };
+        let addr = listener.local_addr().ok();
+        self.status.send_modify(|s| {
+            s.api_url = addr.map(|a| format!("http://{a}"));
+        });
+        let state = pyoco_gateway::AppState::new(&self.settings, self.store.clone());
+        let stop = CancellationToken::new();
+        // Running once it can reach NATS; until then it answers 503 (and /health).
+        let ready_store = self.store.clone();
+        let status = self.status.clone();
+        let ready_stop = stop.clone();
+        let ready = tokio::spawn(async move {
+            tokio::select! {
+                _ = ready_stop.cancelled() => {}
+                ready = ready_store.wait_ready(Duration::from_secs(86_400)) => {
+                    if ready.is_ok() {
+                        set_state(&status, Component::Gateway, ComponentState::Running);
+                    }
+                }
+            }
+        });
+        let status = self.status.clone();
+        let serve_stop = stop.clone();
+        let serve = tokio::spawn(async move {
+            let result =
+                pyoco_gateway::serve(listener, state, async move { serve_stop.cancelled().await })
+                    .await;
+            let state = match result {
+                Ok(()) => ComponentState::Stopped,
+                Err(e) => ComponentState::Failed {
+                    error: format!("gateway stopped serving: {e}"),
+                },
+            };
+            set_state(&status, Component::Gateway, state);
+        });
+        self.gateway = Some(Running {
+            stop,
+            tasks: vec![serve, ready],
+        });
+        Ok(())
+    }
+
+    async fn stop_gateway(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            set_state(&self.status, Component::Gateway, ComponentState::Stopping);
+            gateway.stop().await;
+            set_state(&self.status, Component::Gateway, ComponentState::Stopped);
+        }
+    }
+
+    fn worker_config(&self) -> Result<WorkerConfig, ApplianceError> {
+        if let Some(c) = &self.fixed_worker_config {
+            return Ok(c.clone());
+        }
+        let mut c = WorkerConfig::from_settings(&self.settings)
+            .map_err(|e| ApplianceError::Worker(e.to_string()))?;
+        // Synced wheels live under the data dir (a desktop app has no useful cwd).
+        c.resolve_wheel_sync_dir_for_appliance(
+            &self.settings,
+            &AppDirs::from_settings(&self.settings)?,
+        );
+        Ok(c)
+    }
+
+    /// The local worker, restarted with backoff when it fails.
+    fn spawn_worker(&mut self) -> Result<(), ApplianceError> {
+        if !self.worker_enabled {
+            return Ok(());
+        }
+        let config = match self.worker_config() {
+            Ok(c) => c,
+            Err(e) => {
+                set_state(
+                    &self.status,
+                    Component::Worker,
+                    ComponentState::Failed {
+                        error: e.to_string(),
+                    },
+                );
+                return Err(e);
+            }
+        };
+        set_state(&self.status, Component::Worker, ComponentState::Starting);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_worker(
+            config,
+            self.store.clone(),
+            self.status.clone(),
+            stop.clone(),
+        ));
+        self.worker = Some(Running {
+            stop,
+            tasks: vec![task],
+        });
+        Ok(())
+    }
+
+    async fn stop_worker(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            set_state(&self.status, Component::Worker, ComponentState::Stopping);
+            worker.stop().await;
+            set_state(&self.status, Component::Worker, ComponentState::Stopped);
+        }
+    }
+
+    fn bind(&mut self) -> Result<tokio::net::TcpListener, ApplianceError> {
+        let host = self.settings.http_host.clone();
+        let port = self.settings.http_port;
+        let addr = format!("{host}:{port}");
+        let std_listener = match (self.given_listener.take(), &self.given_addr) {
+            (Some(l), _) => Ok(l),
+            (None, Some((a, h, p))) if *h == host && *p == port => std::net::TcpListener::bind(a),
+            _ => std::net::TcpListener::bind(&addr),
+        };
+        std_listener
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            })
+            .map_err(|source| ApplianceError::Listen { addr, source })
     }
 }
 
@@ -332,9 +567,53 @@ impl Drop for Appliance {
     fn drop(&mut self) {
         // Dropped without stop(): cancel everything; the nats supervisor's own Drop kills the
         // server and the worker's runners die with their process (kill_on_drop/PDEATHSIG).
-        self.worker_stop.cancel();
-        self.gateway_stop.cancel();
-        self.watchers_stop.cancel();
+        for part in [&self.worker, &self.gateway].into_iter().flatten() {
+            part.stop.cancel();
+        }
+        if let Some(n) = &self.nats {
+            n.watcher.stop.cancel();
+        }
+    }
+}
+
+/// The names of the settings whose effective text differs between `a` and `b`.
+pub fn changed_settings(a: &Settings, b: &Settings) -> Vec<&'static str> {
+    a.entries()
+        .zip(b.entries())
+        .filter(|((_, x, _), (_, y, _))| x != y)
+        .map(|((spec, _, _), _)| spec.name)
+        .collect()
+}
+
+/// The components a change of setting `name` restarts; empty when it applies only at the next
+/// start of the process (logging, the dotenv loader's switches).
+pub fn restarts_for(name: &str) -> &'static [Component] {
+    use pyoco_config::Group;
+    const ALL: &[Component] = &[Component::Nats, Component::Gateway, Component::Worker];
+    const BOTH: &[Component] = &[Component::Gateway, Component::Worker];
+    const GATEWAY: &[Component] = &[Component::Gateway];
+    const WORKER: &[Component] = &[Component::Worker];
+    let Some(spec) = pyoco_config::spec(name) else {
+        return &[];
+    };
+    match spec.group {
+        Group::Appliance => ALL,
+        Group::Nats
+        | Group::SubjectsAndBuckets
+        | Group::Heartbeat
+        | Group::Consumers
+        | Group::Dlq
+        | Group::Snapshot => BOTH,
+        Group::Wheels => match name {
+            "PYOCO_WHEEL_SYNC_ENABLED"
+            | "PYOCO_WHEEL_SYNC_DIR"
+            | "PYOCO_WHEEL_SYNC_INTERVAL_SEC"
+            | "PYOCO_WHEEL_INSTALL_TIMEOUT_SEC" => WORKER,
+            _ => BOTH,
+        },
+        Group::Worker => WORKER,
+        Group::WorkflowYaml | Group::Dashboard | Group::Auth | Group::HttpGateway => GATEWAY,
+        Group::Logging | Group::DotenvLoader => &[],
     }
 }
 
@@ -356,28 +635,6 @@ fn set_state(status: &watch::Sender<ApplianceStatus>, c: Component, state: Compo
         *current = ComponentStatus::new(state);
         true
     });
-}
-
-fn display_addr(addr: SocketAddr) -> String {
-    addr.to_string()
-}
-
-fn bind(
-    settings: &Settings,
-    given: Option<std::net::TcpListener>,
-) -> Result<tokio::net::TcpListener, ApplianceError> {
-    let addr = format!("{}:{}", settings.http_host, settings.http_port);
-    let std_listener = match given {
-        Some(l) => l,
-        None => std::net::TcpListener::bind(&addr).map_err(|source| ApplianceError::Listen {
-            addr: addr.clone(),
-            source,
-        })?,
-    };
-    std_listener
-        .set_nonblocking(true)
-        .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
-        .map_err(|source| ApplianceError::Listen { addr, source })
 }
 
 async fn watch_nats(
@@ -424,7 +681,12 @@ async fn run_worker(
             _ = stop.cancelled() => return,
             ready = store.wait_ready(Duration::from_secs(3600)) => ready,
         };
-        let Ok(connected) = ready else { continue };
+        let Ok(connected) = ready else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        };
         set_state(&status, Component::Worker, ComponentState::Running);
         let worker = Worker::new(config.clone());
         let stop2 = stop.clone();

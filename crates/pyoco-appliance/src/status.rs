@@ -79,6 +79,8 @@ pub struct ApplianceStatus {
     pub nats_url: String,
     /// `http://host:port` of the gateway, once it is listening.
     pub api_url: Option<String>,
+    /// The managed nats-server's monitoring URL, when it serves one.
+    pub nats_monitor_url: Option<String>,
     pub data_dir: String,
 }
 

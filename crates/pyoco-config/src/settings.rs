@@ -90,6 +90,19 @@ impl LoadOptions {
         }
     }
 
+    /// Validate one value of setting `spec` exactly as loading would (blank text means unset,
+    /// which is always valid). `source` is where the value is going to come from (the settings
+    /// window passes the `.env` it edits); the [`Problem`] says what is wrong and what is
+    /// expected, with the same words the CLI prints.
+    pub fn check(&self, spec: &Spec, raw: &str, source: &Source) -> Result<(), Problem> {
+        if raw.trim().is_empty() && spec.kind != Kind::EnvFile {
+            return Ok(());
+        }
+        value::parse(spec.kind, raw, &self.context())
+            .map(|_| ())
+            .map_err(|reason| Problem::new(spec, raw, source, reason))
+    }
+
     fn context(&self) -> Context<'_> {
         Context {
             cwd: &self.cwd,

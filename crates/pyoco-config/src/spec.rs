@@ -31,6 +31,13 @@ impl Spec {
         self.kind.expected()
     }
 
+    /// True when the value only matters when its stream, consumer or bucket is created: an
+    /// existing one keeps its configuration (as in pyoco-server 0.5.1). The help says so with
+    /// "(applied when the … is created".
+    pub fn applies_at_creation(&self) -> bool {
+        self.help.contains("(applied when the ")
+    }
+
     /// True when the setting belongs in a production `.env` written by "export".
     pub fn exported(&self) -> bool {
         self.scope == Scope::Server

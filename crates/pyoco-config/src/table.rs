@@ -141,11 +141,11 @@ settings_table! {
     },
     consumer_max_deliver: u64 = PYOCO_CONSUMER_MAX_DELIVER {
         group: Consumers, kind: Kind::Integer { min: 1 }, default: Some("20"), scope: Server,
-        help: "Consumer MaxDeliver: how many times a job is delivered at most.",
+        help: "Consumer MaxDeliver: how many times a job is delivered at most (applied when the consumer is created).",
     },
     consumer_max_ack_pending: u64 = PYOCO_CONSUMER_MAX_ACK_PENDING {
         group: Consumers, kind: Kind::Integer { min: 1 }, default: Some("200"), scope: Server,
-        help: "Consumer MaxAckPending: jobs in flight per consumer.",
+        help: "Consumer MaxAckPending: jobs in flight per consumer (applied when the consumer is created).",
     },
     ack_progress_interval_sec: f64 = PYOCO_ACK_PROGRESS_INTERVAL_SEC {
         group: Consumers, kind: Kind::Seconds, default: Some("10.0"), scope: Server,
@@ -217,7 +217,7 @@ settings_table! {
     },
     wheel_sync_enabled: bool = PYOCO_WHEEL_SYNC_ENABLED {
         group: Wheels, kind: Kind::Bool, default: Some("false"), scope: Server,
-        help: "Workers download and install matching wheels from the registry.",
+        help: "Workers download and install matching wheels from the registry. pyoco-worker: off unless set (as 0.5.1); the appliance's local worker (pyoco-server up, the desktop app): on unless set to false.",
     },
     wheel_sync_dir: PathBuf = PYOCO_WHEEL_SYNC_DIR {
         group: Wheels, kind: Kind::Path, default: Some(".pyoco/wheels"), scope: Server,

@@ -66,6 +66,13 @@ impl SharedStore {
         SharedStore { rx }
     }
 
+    /// A store that never connects (a placeholder until the real one is known): `get` says
+    /// "not connected" and `wait_ready` fails at once.
+    pub fn disconnected() -> SharedStore {
+        let (_tx, rx) = watch::channel(None);
+        SharedStore { rx }
+    }
+
     /// A store that is ready now (tests, and callers that connected themselves).
     pub fn ready(store: Store) -> SharedStore {
         let (_tx, rx) = watch::channel(Some(store));

@@ -186,14 +186,26 @@ impl WorkerConfig {
         }
     }
 
-    /// The appliance's reading of `PYOCO_WHEEL_SYNC_DIR` (`settings` being the ones this
-    /// config was built from): not set ⇒ `<data dir>/wheels`; relative ⇒ under the data
-    /// dir; absolute ⇒ kept. A desktop app has no meaningful working directory.
+    /// The appliance's wheel sync defaults for its local worker (`settings` being the ones
+    /// this config was built from), used by `pyoco-server up` and the desktop app:
+    ///
+    /// - `PYOCO_WHEEL_SYNC_ENABLED` not set (neither in the environment nor in a `.env`) ⇒
+    ///   sync **on**, so a wheel uploaded from the CLI is installed on the local worker without
+    ///   any restart by hand; set explicitly (`false` too) ⇒ as set. The headless
+    ///   `pyoco-worker` keeps 0.5.1's default (off).
+    /// - `PYOCO_WHEEL_SYNC_DIR` not set ⇒ `<data dir>/wheels`; relative ⇒ under the data dir;
+    ///   absolute ⇒ kept. A desktop app has no meaningful working directory.
     pub fn resolve_wheel_sync_dir_for_appliance(&mut self, settings: &Settings, dirs: &AppDirs) {
-        if matches!(
-            settings.source("PYOCO_WHEEL_SYNC_DIR"),
-            None | Some(pyoco_config::Source::Default)
-        ) {
+        let unset = |name: &str| {
+            matches!(
+                settings.source(name),
+                None | Some(pyoco_config::Source::Default)
+            )
+        };
+        if unset("PYOCO_WHEEL_SYNC_ENABLED") {
+            self.wheel_sync.enabled = true;
+        }
+        if unset("PYOCO_WHEEL_SYNC_DIR") {
             self.wheel_sync.dir = dirs.wheels_dir();
         } else {
             self.resolve_wheel_sync_dir(dirs.data_dir());
@@ -391,6 +403,54 @@ mod tests {
             cfg.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
             assert_eq!(cfg.wheel_sync.dir, PathBuf::from(expected), "{value:?}");
         }
+    }
+
+    #[test]
+    fn the_appliance_syncs_wheels_unless_told_not_to() {
+        let dirs = AppDirs::new(Some(Path::new("/srv/pyoco-data"))).unwrap();
+        for (value, expected) in [
+            (None, true),
+            (Some("false"), false),
+            (Some("0"), false),
+            (Some("true"), true),
+            (Some("1"), true),
+        ] {
+            let vars: Vec<(&str, &str)> = value
+                .map(|v| vec![("PYOCO_WHEEL_SYNC_ENABLED", v)])
+                .unwrap_or_default();
+            let settings = settings_with(&vars);
+            let mut cfg = WorkerConfig::from_settings(&settings).unwrap();
+            // The headless worker keeps 0.5.1's default: off unless set.
+            assert_eq!(
+                cfg.wheel_sync.enabled,
+                value.is_some() && expected,
+                "{value:?}"
+            );
+            cfg.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
+            assert_eq!(cfg.wheel_sync.enabled, expected, "appliance, {value:?}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_false_in_a_dotenv_file_keeps_the_appliances_sync_off() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), "PYOCO_WHEEL_SYNC_ENABLED=false\n").unwrap();
+        let mut opts = pyoco_config::LoadOptions {
+            env: Default::default(),
+            cwd: dir.path().to_path_buf(),
+            home: None,
+        };
+        opts.env
+            .insert("PYOCO_DATA_DIR".into(), "/srv/pyoco-data".into());
+        let settings = Settings::load(&opts).unwrap();
+        assert!(matches!(
+            settings.source("PYOCO_WHEEL_SYNC_ENABLED"),
+            Some(pyoco_config::Source::File { .. })
+        ));
+        let dirs = AppDirs::new(Some(Path::new("/srv/pyoco-data"))).unwrap();
+        let mut cfg = WorkerConfig::from_settings(&settings).unwrap();
+        cfg.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
+        assert!(!cfg.wheel_sync.enabled);
     }
 
     #[test]
