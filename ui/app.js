@@ -90,6 +90,7 @@ const ICONS = {
   search: ['M11 18a7 7 0 1 0 0-14 7 7 0 0 0 0 14z', 'M20 20l-4-4'],
   arrowDown: ['M12 5v14', 'M18 13l-6 6-6-6'],
   download: ['M12 4v11', 'M7 10l5 5 5-5', 'M5 20h14'],
+  info: ['M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18z', 'M12 11v5', 'M12 7.5v.5'],
   external: ['M14 4h6v6', 'M20 4l-9 9', 'M18 14v5a1 1 0 0 1-1 1H5a1 1 0 0 1-1-1V7a1 1 0 0 1 1-1h5'],
 };
 
@@ -308,6 +309,18 @@ function renderStartupError(status) {
   setHidden($('settings-startup-error'), !message);
 }
 
+/** Things the app decided at start (a taken default port replaced by a free one). */
+function renderNotices(status) {
+  const notices = status.notices ?? [];
+  const list = $('notices-list');
+  const key = notices.join('\n');
+  if (list.dataset.key !== key) {
+    list.dataset.key = key;
+    list.replaceChildren(...notices.map((text) => el('li', {}, text)));
+  }
+  setHidden($('notices'), notices.length === 0);
+}
+
 /** Address rows: the value element id and the Status key it shows. */
 const ADDRESS_ROWS = [
   { key: 'api_url', id: 'url-api', label: 'API URL' },
@@ -388,6 +401,7 @@ function renderStatus(status, seq) {
   statusState.appliedSeq = seq;
   renderOverall(status);
   renderStartupError(status);
+  renderNotices(status);
   for (const component of status.components ?? []) updateComponentCard(component);
   renderAddresses(status);
 }

@@ -26,7 +26,7 @@ use pyoco_desktop::{
     Status,
 };
 use serde::Serialize;
-use tauri::{Manager, RunEvent, Runtime, State, WebviewUrl, WebviewWindowBuilder, WindowEvent};
+use tauri::{Manager, RunEvent, Runtime, State, WindowEvent};
 
 type App<'a> = State<'a, Arc<DesktopApp>>;
 
@@ -85,27 +85,6 @@ fn open_dashboard(app: App<'_>) -> Result<(), CommandError> {
         .map_err(|e| CommandError::new(format!("cannot open a browser at {url}: {e}")))
 }
 
-/// Open the settings in a window of their own (or bring it to the front).
-#[tauri::command]
-fn open_settings_window<R: Runtime>(handle: tauri::AppHandle<R>) -> Result<(), CommandError> {
-    if let Some(window) = handle.get_webview_window("settings") {
-        return window
-            .set_focus()
-            .map_err(|e| CommandError::new(e.to_string()));
-    }
-    WebviewWindowBuilder::new(
-        &handle,
-        "settings",
-        WebviewUrl::App("index.html#settings".into()),
-    )
-    .title("pyoco-server settings")
-    .inner_size(980.0, 760.0)
-    .min_inner_size(760.0, 560.0)
-    .build()
-    .map(|_| ())
-    .map_err(|e| CommandError::new(format!("cannot open the settings window: {e}")))
-}
-
 /// Add the app's state and commands to `builder` (the real one, or `tauri::test`'s
 /// `mock_builder()`).
 pub fn with_commands<R: Runtime>(
@@ -121,7 +100,6 @@ pub fn with_commands<R: Runtime>(
         save_settings,
         export_settings,
         open_dashboard,
-        open_settings_window,
     ])
 }
 
@@ -132,16 +110,6 @@ const STOPPED: u8 = 2;
 /// Run the app until it quits. Exit code 1 when it cannot start at all (no display, no home
 /// directory); the stack failing to start is shown in the window instead.
 pub fn run() -> ExitCode {
-    let level = std::env::var("PYOCO_LOG_LEVEL")
-        .ok()
-        .map(|l| l.to_ascii_lowercase())
-        .map(|l| match l.as_str() {
-            "warning" => "warn".to_owned(),
-            "critical" | "fatal" => "error".to_owned(),
-            _ => l,
-        })
-        .unwrap_or_else(|| "info".to_owned());
-    let logs = install_logging(&level);
     let options = match DesktopOptions::from_process() {
         Ok(o) => o,
         Err(e) => {
@@ -149,6 +117,9 @@ pub fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // PYOCO_LOG_LEVEL from the environment or the app's `.env` (an invalid `.env` is reported
+    // in the window; logging then stays at info).
+    let logs = install_logging(options.log_level());
     // Our own runtime, shared with Tauri: its worker threads live as long as the process, which
     // `PR_SET_PDEATHSIG` of the children started from them relies on.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -233,6 +233,28 @@ fn wait_gone(marker: &str, timeout: Duration) -> Vec<String> {
     }
 }
 
+/// Wait until the app's API answers and its local worker has registered.
+async fn wait_worker_registered(http_port: u16, app: &mut Proc) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let workers = http
+            .get(format!("http://127.0.0.1:{http_port}/workers"))
+            .send()
+            .await;
+        if let Ok(r) = workers {
+            if let Ok(v) = r.json::<Value>().await {
+                if v.as_array().is_some_and(|a| !a.is_empty()) {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "the app's stack did not come up");
+        assert!(app.0.try_wait().unwrap().is_none(), "the app exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 // ----- the window ----------------------------------------------------------------------------
 
 fn shots_dir() -> PathBuf {
@@ -241,7 +263,18 @@ fn shots_dir() -> PathBuf {
     dir
 }
 
-async fn shot(client: &Client, name: &str) {
+/// Save a screenshot of the window as `artifacts/desktop/<name>`, with `focus` (a CSS
+/// selector) scrolled into the middle of the view first.
+async fn shot(client: &Client, name: &str, focus: Option<&str>) {
+    if let Some(css) = focus {
+        client
+            .execute(
+                "document.querySelector(arguments[0]).scrollIntoView({block: 'center'})",
+                vec![json!(css)],
+            )
+            .await
+            .expect("scroll into view");
+    }
     // A screenshot right after a change can show the previous frame.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let png = client.screenshot().await.expect("screenshot");
@@ -363,6 +396,7 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
     let marker = dir.path().display().to_string();
     let http_port = free_port();
     let original_env = write_env(dir.path(), http_port);
+    let app_log = dir.path().join("app.log");
     let x = xvfb();
     let (wd_port, native_port) = (free_port(), free_port());
     let mut driver = Command::new(tauri_driver());
@@ -375,8 +409,10 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
         ])
         .env("DISPLAY", &x.display)
         .envs(app_env(dir.path()))
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        // The app's own log (it inherits tauri-driver's stderr through WebKitWebDriver).
+        .stderr(std::fs::File::create(&app_log).unwrap());
     let _driver = spawn(driver, "tauri-driver");
 
     let t0 = Instant::now();
@@ -410,7 +446,7 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
         "desktop e2e: window session + app start to all green: {:.2} s; RSS app {app_rss:.0} MiB + WebKit {webkit_rss:.0} MiB",
         all_green.as_secs_f64()
     );
-    shot(&client, "01-all-running.png").await;
+    shot(&client, "01-all-running.png", None).await;
 
     // 2. A flow submitted through the API completes on the app's worker.
     let http = reqwest::Client::new();
@@ -424,7 +460,7 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
     )
     .await;
     assert_eq!(run["status"], "COMPLETED", "{run}");
-    shot(&client, "02-flow-completed.png").await;
+    shot(&client, "02-flow-completed.png", Some("#logs")).await;
 
     // 3. Settings: a bad value is flagged as typed, a good one is saved to the .env.
     find(&client, "#nav-settings").await.click().await.unwrap();
@@ -443,7 +479,12 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
         save.attr("disabled").await.unwrap().is_some(),
         "save is disabled while a field is invalid"
     );
-    shot(&client, "03-settings-invalid.png").await;
+    shot(
+        &client,
+        "03-settings-invalid.png",
+        Some("#row-PYOCO_HTTP_PORT"),
+    )
+    .await;
     type_into(&client, port_field, &http_port.to_string()).await;
     wait_text(
         &client,
@@ -469,7 +510,12 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
         format!("{original_env}PYOCO_CONSUMER_MAX_DELIVER=7\n"),
         "comments and unknown keys kept"
     );
-    shot(&client, "04-settings-saved.png").await;
+    shot(
+        &client,
+        "04-settings-saved.png",
+        Some("#row-PYOCO_CONSUMER_MAX_DELIVER"),
+    )
+    .await;
 
     // 4. Export for production, loaded by our loader and by Python pyoco-server 0.5.1.
     let export = dir.path().join("production.env");
@@ -483,7 +529,7 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
     )
     .await;
     assert!(result.contains(&export.display().to_string()), "{result}");
-    shot(&client, "05-exported.png").await;
+    shot(&client, "05-exported.png", Some("#export-result")).await;
     let ours = Settings::load(&LoadOptions {
         env: HashMap::from([("PYOCO_ENV_FILE".into(), export.display().to_string())]),
         cwd: dir.path().to_path_buf(),
@@ -511,18 +557,36 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
     );
     assert_eq!(py["dlq_stream"], json!(ours.dlq_stream), "{py}");
 
-    // 5. Quit (SIGTERM, as a session logout does): the stack stops, nothing is left.
+    // 5. Close the window (as the window manager's close button does): the app stops the
+    // stack in order and exits; nothing is left.
     assert!(
         !processes_mentioning(&marker).is_empty(),
         "nats-server and runners run"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    // Through Tauri's own window API: the same CloseRequested a window manager's close sends.
+    client
+        .execute("window.__TAURI__.window.getCurrentWindow().close()", vec![])
+        .await
+        .expect("close the window");
     let left = wait_gone(&marker, Duration::from_secs(30));
-    assert!(left.is_empty(), "left behind after quitting: {left:?}");
+    assert!(
+        left.is_empty(),
+        "left behind after closing the window: {left:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}/exe")).exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !Path::new(&format!("/proc/{pid}/exe")).exists(),
+        "the app exited"
+    );
+    let log = std::fs::read_to_string(&app_log).unwrap();
+    assert!(
+        log.contains("stopping the stack"),
+        "a graceful stop, not a kill:\n{log}"
+    );
+    assert!(log.contains("stopped; bye"), "{log}");
     let _ = client.close().await;
 }
 
@@ -540,25 +604,7 @@ async fn kill_9_of_the_app_leaves_no_nats_server_or_runner() {
         .stderr(Stdio::null());
     let t0 = Instant::now();
     let mut app = spawn(cmd, "the desktop app");
-    // Running: the API answers and the local worker has registered.
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let workers = http
-            .get(format!("http://127.0.0.1:{http_port}/workers"))
-            .send()
-            .await;
-        if let Ok(r) = workers {
-            if let Ok(v) = r.json::<Value>().await {
-                if v.as_array().is_some_and(|a| !a.is_empty()) {
-                    break;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "the app's stack did not come up");
-        assert!(app.0.try_wait().unwrap().is_none(), "the app exited");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_worker_registered(http_port, &mut app).await;
     eprintln!(
         "desktop: app start to API + worker registered: {:.2} s",
         t0.elapsed().as_secs_f64()
@@ -583,4 +629,48 @@ async fn kill_9_of_the_app_leaves_no_nats_server_or_runner() {
     let _ = app.0.wait();
     let left = wait_gone(&marker, Duration::from_secs(10));
     assert!(left.is_empty(), "left behind after kill -9: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_stack_in_order_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().display().to_string();
+    let http_port = free_port();
+    write_env(dir.path(), http_port);
+    let x = xvfb();
+    let log_path = dir.path().join("app.log");
+    let mut cmd = Command::new(APP);
+    cmd.env("DISPLAY", &x.display)
+        .envs(app_env(dir.path()))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut app = spawn(cmd, "the desktop app");
+    wait_worker_registered(http_port, &mut app).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(app.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = app.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    // In order: the worker, then NATS, then the app says goodbye.
+    let at = |s: &str| {
+        log.find(s)
+            .unwrap_or_else(|| panic!("{s:?} not in the log:\n{log}"))
+    };
+    assert!(at("SIGTERM received") < at("worker stopped"));
+    assert!(at("worker stopped") < at("nats-server stopped"));
+    assert!(at("nats-server stopped") < at("stopped; bye"));
+    assert!(processes_mentioning(&marker).is_empty());
 }

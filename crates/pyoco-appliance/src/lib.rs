@@ -16,7 +16,8 @@ mod status;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use pyoco_config::{AppDirs, Settings};
-use pyoco_natsd::{NatsServerConfig, NatsState, NatsSupervisor};
+pub use pyoco_natsd::NatsServerConfig;
+use pyoco_natsd::{NatsState, NatsSupervisor};
 use pyoco_store::{SharedStore, StoreConfig};
 use pyoco_worker::{Worker, WorkerConfig};
 use tokio::{sync::watch, task::JoinHandle};
@@ -84,6 +85,22 @@ pub enum ApplianceError {
     },
     #[error("invalid local worker configuration: {0}")]
     Worker(String),
+}
+
+impl ApplianceError {
+    /// The managed nats-server's client port is taken.
+    pub fn is_nats_port_in_use(&self) -> bool {
+        matches!(
+            self,
+            ApplianceError::Nats(pyoco_natsd::NatsdError::PortInUse { .. })
+        )
+    }
+
+    /// The gateway's address is taken.
+    pub fn is_http_port_in_use(&self) -> bool {
+        matches!(self, ApplianceError::Listen { source, .. }
+            if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
 }
 
 /// A background part of the appliance: its stop switch and its tasks.

@@ -15,9 +15,9 @@ use std::{
 use serde::Serialize;
 use tracing::{
     field::{Field, Visit},
-    Event, Level, Subscriber,
+    span, Event, Level, Subscriber,
 };
-use tracing_subscriber::{layer::Context, Layer};
+use tracing_subscriber::{layer::Context, registry::LookupSpan, Layer};
 
 /// One kept log line.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -102,17 +102,56 @@ pub struct LogLayer {
     buffer: LogBuffer,
 }
 
-impl<S: Subscriber> Layer<S> for LogLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+/// The fields of a span, formatted once when it is created (and on later `record`s), so
+/// every event inside it can show them (`run_id=… flow=…`).
+struct SpanFields(String);
+
+impl<S> Layer<S> for LogLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        let mut visitor = MessageVisitor::default();
+        attrs.record(&mut visitor);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(visitor.fields));
+        }
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut visitor = MessageVisitor::default();
+        values.record(&mut visitor);
+        let mut extensions = span.extensions_mut();
+        if let Some(fields) = extensions.get_mut::<SpanFields>() {
+            if !fields.0.is_empty() && !visitor.fields.is_empty() {
+                fields.0.push(' ');
+            }
+            fields.0.push_str(&visitor.fields);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         let mut visitor = MessageVisitor::default();
         event.record(&mut visitor);
         let mut message = visitor.message;
-        if !visitor.fields.is_empty() {
-            if !message.is_empty() {
-                message.push(' ');
+        let mut add = |text: &str| {
+            if !text.is_empty() {
+                if !message.is_empty() {
+                    message.push(' ');
+                }
+                message.push_str(text);
             }
-            message.push_str(&visitor.fields);
+        };
+        add(&visitor.fields);
+        if let Some(scope) = ctx.event_scope(event) {
+            // Innermost span first, as tracing's own formatter lists context outward.
+            for span in scope {
+                if let Some(fields) = span.extensions().get::<SpanFields>() {
+                    add(&fields.0);
+                }
+            }
         }
         self.buffer
             .push(*meta.level(), component_of(meta.target()), message);
@@ -221,5 +260,22 @@ mod tests {
         assert_eq!(lines[0].message, "Server is ready pid=7");
         assert_eq!(lines[0].component, "nats");
         assert_eq!(lines[0].time.len(), "08:35:14.201".len());
+    }
+
+    #[test]
+    fn events_inside_a_span_show_its_fields() {
+        let buffer = LogBuffer::new(10);
+        let subscriber = tracing_subscriber::registry().with(buffer.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            let run = tracing::info_span!("run", run_id = "r-1", flow = "double");
+            let _entered = run.enter();
+            tracing::info!(target: "pyoco_worker::job", status = "COMPLETED", "run finished");
+        });
+        let (lines, _) = buffer.since(None);
+        assert_eq!(
+            lines[0].message,
+            "run finished status=COMPLETED run_id=r-1 flow=double"
+        );
+        assert_eq!(lines[0].component, "worker");
     }
 }

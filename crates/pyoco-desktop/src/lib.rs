@@ -60,6 +60,19 @@ impl DesktopOptions {
         DesktopOptions::new(load)
     }
 
+    /// The `tracing` level of `PYOCO_LOG_LEVEL` (environment, then the app's `.env`), `info`
+    /// when unset or invalid.
+    pub fn log_level(&self) -> &'static str {
+        use pyoco_config::LogLevel;
+        match Settings::load(&self.load).map(|s| s.log_level) {
+            Ok(LogLevel::Trace) => "trace",
+            Ok(LogLevel::Debug) => "debug",
+            Ok(LogLevel::Warning) => "warn",
+            Ok(LogLevel::Error | LogLevel::Critical) => "error",
+            Ok(LogLevel::Info) | Err(_) => "info",
+        }
+    }
+
     /// The app's `.env` for `load`: `PYOCO_ENV_FILE` when set, else `<config dir>/.env`.
     pub fn new(mut load: LoadOptions) -> Result<DesktopOptions, String> {
         let env_file = match load
@@ -102,6 +115,8 @@ pub struct Status {
     pub data_dir: Option<String>,
     pub env_file: String,
     pub startup_error: Option<String>,
+    /// Things the user should know, e.g. that a taken default port was replaced.
+    pub notices: Vec<String>,
     pub version: &'static str,
 }
 
@@ -163,6 +178,8 @@ struct Inner {
 struct View {
     status: Option<watch::Receiver<ApplianceStatus>>,
     startup_error: Option<String>,
+    /// What the app decided for the user at start (a taken default port replaced).
+    notices: Vec<String>,
     starting: bool,
     /// When `starting` or `startup_error` last changed (Unix seconds).
     since: f64,
@@ -212,6 +229,7 @@ impl DesktopApp {
             v.status = None;
             v.starting = true;
             v.startup_error = None;
+            v.notices.clear();
         });
         let result = async {
             let settings = self.load_settings()?;
@@ -219,9 +237,7 @@ impl DesktopApp {
                 // The window saves here later; make sure it can.
                 let _ = std::fs::create_dir_all(dir);
             }
-            Appliance::start(ApplianceOptions::all_in_one(settings))
-                .await
-                .map_err(|e| e.to_string())
+            self.start_appliance(settings).await
         }
         .await;
         match result {
@@ -243,6 +259,61 @@ impl DesktopApp {
                 Err(e)
             }
         }
+    }
+
+    /// Start the stack. A default port that is taken (4222 by another NATS, 8000 by another
+    /// web server, common on a developer's machine) is replaced by a free one, with a notice;
+    /// a port the user chose is an error to fix in the settings.
+    async fn start_appliance(&self, settings: Settings) -> Result<Appliance, String> {
+        let is_default = |name: &str| settings.source(name) == Some(&Source::Default);
+        let mut any_nats_port = false;
+        let mut http_listener: Option<std::net::TcpListener> = None;
+        loop {
+            let mut options = ApplianceOptions::all_in_one(settings.clone());
+            if any_nats_port {
+                options.nats_config =
+                    Some(Arc::new(|c: &mut pyoco_appliance::NatsServerConfig| {
+                        c.port = None
+                    }));
+            }
+            options.http_listener = http_listener.as_ref().and_then(|l| l.try_clone().ok());
+            match Appliance::start(options).await {
+                Ok(appliance) => return Ok(appliance),
+                Err(e)
+                    if e.is_nats_port_in_use()
+                        && !any_nats_port
+                        && is_default("PYOCO_NATS_CLIENT_PORT") =>
+                {
+                    any_nats_port = true;
+                    self.notice(format!(
+                        "NATS port {} is taken (another NATS?): the managed nats-server uses a \
+                         free port instead; set PYOCO_NATS_CLIENT_PORT to choose one",
+                        settings.nats_client_port
+                    ));
+                }
+                Err(e)
+                    if e.is_http_port_in_use()
+                        && http_listener.is_none()
+                        && is_default("PYOCO_HTTP_PORT") =>
+                {
+                    let listener = std::net::TcpListener::bind((settings.http_host.as_str(), 0))
+                        .map_err(|_| e.to_string())?;
+                    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                    http_listener = Some(listener);
+                    self.notice(format!(
+                        "HTTP port {} is taken: the API listens on port {port} instead; set \
+                         PYOCO_HTTP_PORT to choose one",
+                        settings.http_port
+                    ));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    fn notice(&self, message: String) {
+        tracing::warn!("{message}");
+        self.set_view(|v| v.notices.push(message));
     }
 
     fn load_settings(&self) -> Result<Settings, String> {
@@ -292,6 +363,7 @@ impl DesktopApp {
             data_dir: status.as_ref().map(|s| s.data_dir.clone()),
             env_file: self.options.env_file.display().to_string(),
             startup_error: view.startup_error.clone(),
+            notices: view.notices.clone(),
             version: env!("CARGO_PKG_VERSION"),
         }
     }

@@ -1,6 +1,8 @@
 //! The desktop app's logging: the usual stderr output (level and format from `PYOCO_LOG_*`)
 //! plus the in-memory ring the window's log panel reads.
 
+use std::io::IsTerminal;
+
 use pyoco_appliance::LogBuffer;
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
@@ -21,6 +23,7 @@ pub fn install_logging(level: &str) -> LogBuffer {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_filter(stderr_filter),
         )
         .with(buffer.layer().with_filter(panel_filter))

@@ -285,3 +285,67 @@ async fn the_export_loads_with_the_same_values_in_our_loader() {
         .unwrap_err();
     assert!(err.message.contains("does not exist"), "{err:?}");
 }
+
+/// Hold `127.0.0.1:port` for the test: bind it, or find it taken already (4222 is by the
+/// machine's own NATS on some machines).
+fn hold_port(port: u16) -> Option<std::net::TcpListener> {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(l) => Some(l),
+        Err(_) => {
+            assert!(
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                "127.0.0.1:{port} can neither be bound nor connected to"
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taken_default_ports_are_replaced_by_free_ones_with_a_notice() {
+    let _nats = hold_port(4222);
+    let _http = hold_port(8000);
+    let dir = tempfile::tempdir().unwrap();
+    let options = pyoco_testkit::desktop_options(dir.path(), 1, "");
+    // No port settings at all: the defaults 4222 and 8000 apply, and both are taken.
+    std::fs::write(&options.env_file, "# defaults only\n").unwrap();
+    let app = pyoco_desktop::DesktopApp::new(options, pyoco_appliance::LogBuffer::new(10));
+    app.start().await.expect("starts on free ports");
+    app.wait_until_running(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let status = app.status();
+    let nats = status.nats_url.clone().unwrap();
+    let api = status.api_url.clone().unwrap();
+    assert!(!nats.ends_with(":4222"), "{nats}");
+    assert!(!api.ends_with(":8000"), "{api}");
+    assert_eq!(status.notices.len(), 2, "{:?}", status.notices);
+    assert!(
+        status.notices[0].starts_with("NATS port 4222 is taken"),
+        "{:?}",
+        status.notices
+    );
+    assert!(
+        status.notices[1].starts_with("HTTP port 8000 is taken"),
+        "{:?}",
+        status.notices
+    );
+    let port: u16 = api.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(health(port).await, Some(200));
+    // A gateway restart keeps the port it was given.
+    app.restart("gateway").await.unwrap();
+    app.wait_until_running(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(app.status().api_url.as_deref(), Some(api.as_str()));
+    assert_eq!(health(port).await, Some(200));
+    app.shutdown().await;
+
+    // A port the user chose is not replaced: it is an error to fix.
+    let dir = tempfile::tempdir().unwrap();
+    let options = pyoco_testkit::desktop_options(dir.path(), 8000, "");
+    let app = pyoco_desktop::DesktopApp::new(options, pyoco_appliance::LogBuffer::new(10));
+    let err = app.start().await.unwrap_err();
+    assert!(err.contains("cannot listen on 127.0.0.1:8000"), "{err}");
+    assert!(app.status().notices.is_empty());
+}

@@ -6,6 +6,7 @@ use crate::{error::ApiError, AppState};
 
 mod cancel;
 mod health;
+mod home;
 mod list;
 mod metrics;
 mod openapi;
@@ -22,6 +23,7 @@ mod yaml_form;
 /// Routes anyone may call (contract §3.1, left column of "not protected").
 pub(crate) fn public() -> Router<AppState> {
     health::routes()
+        .merge(home::routes())
         .merge(openapi::routes())
         .merge(workers::routes())
         .merge(metrics::routes())
