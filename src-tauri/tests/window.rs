@@ -121,7 +121,6 @@ fn app_env(dir: &Path) -> Vec<(&'static str, String)> {
             nats_server_bin().display().to_string(),
         ),
         ("PYOCO_PYTHON", python().display().to_string()),
-        ("PYTHONPATH", dir.join("tasks").display().to_string()),
         ("NO_AT_BRIDGE", "1".into()),
         ("WEBKIT_DISABLE_COMPOSITING_MODE", "1".into()),
     ]
@@ -130,7 +129,9 @@ fn app_env(dir: &Path) -> Vec<(&'static str, String)> {
 fn write_env(dir: &Path, http_port: u16) -> String {
     let text = format!(
         "# desktop e2e settings — this comment stays\nPYOCO_HTTP_PORT={http_port}\n\
-         PYOCO_NATS_CLIENT_PORT=0\nUNKNOWN_KEY=stays # and so does this comment\n"
+         PYOCO_NATS_CLIENT_PORT=0\nUNKNOWN_KEY=stays # and so does this comment\n\
+         PYOCO_TASKS_PATH={}\n",
+        dir.join("tasks").display()
     );
     std::fs::create_dir_all(dir.join("config")).unwrap();
     std::fs::write(dir.join("config/.env"), &text).unwrap();

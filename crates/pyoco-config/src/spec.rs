@@ -184,6 +184,9 @@ pub enum Kind {
     Path,
     /// A directory: `~` expanded, relative paths resolved against the working directory.
     Dir,
+    /// Directories separated by `:` (as in `PATH`), each `~`-expanded and resolved against the
+    /// working directory; empty items are ignored.
+    Dirs,
     /// A program: a path (`~` expanded, relative to the working directory when it contains a
     /// separator) or a bare command name looked up in `PATH`.
     Program,
@@ -229,6 +232,7 @@ impl Kind {
             Kind::Dir => {
                 "a directory path (`~` expanded; relative to the working directory)".into()
             }
+            Kind::Dirs => "directory paths separated by `:` (`~` expanded)".into(),
             Kind::Program => "a program path, or a command name looked up in PATH".into(),
             Kind::EnvFile => "a file path (`~` expanded; relative to the working directory)".into(),
         }

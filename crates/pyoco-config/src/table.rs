@@ -165,6 +165,10 @@ settings_table! {
         group: Worker, kind: Kind::Program, default: None, scope: Server,
         help: "Python interpreter for the worker's pyoco runner; empty = `<data dir>/venv/bin/python` if it exists, else `python3`.",
     },
+    tasks_path: Vec<PathBuf> = PYOCO_TASKS_PATH {
+        group: Worker, kind: Kind::Dirs, default: None, scope: Local,
+        help: "Folders (separated by `:`) put on the local worker's PYTHONPATH, so task modules in them import without packaging: your project folder. Local only: production workers get task code from wheels or their own PYTHONPATH.",
+    },
     discovery_modules: Option<String> = PYOCO_DISCOVERY_MODULES {
         group: Worker, kind: Kind::Text, default: None, scope: Server,
         help: "Extra task modules for pyoco's task loader (comma-separated), passed to the runner.",

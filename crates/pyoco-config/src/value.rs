@@ -54,6 +54,7 @@ pub(crate) enum Value {
     Bool(bool),
     List(Vec<String>),
     Path(PathBuf),
+    Paths(Vec<PathBuf>),
     AuthMode(AuthMode),
     LogLevel(LogLevel),
     LogFormat(LogFormat),
@@ -157,6 +158,16 @@ pub(crate) fn parse(kind: Kind, raw: &str, ctx: &Context<'_>) -> Result<Option<V
         Kind::DashboardLang => Value::DashboardLang(parse_dashboard_lang(text)?),
         Kind::Path => Value::Path(PathBuf::from(text)),
         Kind::Dir => Value::Path(ctx.cwd.join(expand_tilde(text, ctx.home)?)),
+        Kind::Dirs => {
+            let mut dirs: Vec<PathBuf> = Vec::new();
+            for item in text.split(':').map(str::trim).filter(|d| !d.is_empty()) {
+                let dir = ctx.cwd.join(expand_tilde(item, ctx.home)?);
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+            Value::Paths(dirs)
+        }
         Kind::Program => {
             let path = expand_tilde(text, ctx.home)?;
             let is_command = !text.contains('/') && !text.contains(std::path::MAIN_SEPARATOR);
@@ -420,6 +431,16 @@ impl FromValue for Vec<String> {
     fn from_value(value: Option<Value>) -> Option<Self> {
         match value {
             Some(Value::List(v)) => Some(v),
+            None => Some(Vec::new()),
+            Some(_) => None,
+        }
+    }
+}
+
+impl FromValue for Vec<PathBuf> {
+    fn from_value(value: Option<Value>) -> Option<Self> {
+        match value {
+            Some(Value::Paths(v)) => Some(v),
             None => Some(Vec::new()),
             Some(_) => None,
         }
@@ -716,6 +737,19 @@ mod tests {
             home: None,
         };
         assert!(parse(Kind::Dir, "~/x", &no_home).is_err());
+    }
+
+    #[test]
+    fn directory_lists_split_on_colons_expand_and_dedupe() {
+        assert_eq!(
+            ok(Kind::Dirs, "~/proj: rel ::/abs:rel"),
+            Value::Paths(vec![
+                "/home/u/proj".into(),
+                "/work/dir/rel".into(),
+                "/abs".into()
+            ])
+        );
+        assert_eq!(ok(Kind::Dirs, ":"), Value::Paths(vec![]));
     }
 
     #[test]

@@ -30,13 +30,12 @@ async fn health(port: u16) -> Option<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_runs_a_flow_and_a_saved_port_restarts_only_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
-    // The worker imports the task module from the data dir's working directory: give it a
-    // PYTHONPATH through the module next to the flow (as a user's package would be installed).
-    let tasks_dir = dir.path().join("tasks");
+    // The task module lives in a project folder the settings put on the runners' path.
+    let tasks_dir = dir.path().join("project");
     std::fs::create_dir_all(&tasks_dir).unwrap();
     std::fs::write(tasks_dir.join("desktop_tasks.py"), TASKS).unwrap();
-    std::env::set_var("PYTHONPATH", &tasks_dir);
-    let (app, port) = start_desktop(dir.path(), ENV_TEXT).await;
+    let env_text = format!("{ENV_TEXT}PYOCO_TASKS_PATH={}\n", tasks_dir.display());
+    let (app, port) = start_desktop(dir.path(), &env_text).await;
     app.wait_until_running(Duration::from_secs(60))
         .await
         .expect("all three components run");
@@ -95,7 +94,7 @@ async fn the_app_runs_a_flow_and_a_saved_port_restarts_only_the_gateway() {
     let text = std::fs::read_to_string(app.env_file()).unwrap();
     assert_eq!(
         text,
-        format!("{ENV_TEXT}PYOCO_HTTP_PORT={new_port}\nPYOCO_NATS_CLIENT_PORT=0\n")
+        format!("{env_text}PYOCO_HTTP_PORT={new_port}\nPYOCO_NATS_CLIENT_PORT=0\n")
     );
     app.wait_until_running(Duration::from_secs(30))
         .await

@@ -148,6 +148,23 @@ impl WorkerConfig {
         {
             runner_env.push(("PYOCO_DISCOVERY_MODULES".to_string(), m.clone()));
         }
+        if !settings.tasks_path.is_empty() {
+            // PYOCO_TASKS_PATH first, then what the process's PYTHONPATH already says.
+            let mut entries = settings.tasks_path.clone();
+            if let Some(existing) = std::env::var_os("PYTHONPATH") {
+                for e in std::env::split_paths(&existing) {
+                    if !e.as_os_str().is_empty() && !entries.contains(&e) {
+                        entries.push(e);
+                    }
+                }
+            }
+            let joined = std::env::join_paths(entries)
+                .map_err(|e| WorkerError::Config(format!("PYOCO_TASKS_PATH: {e}")))?;
+            runner_env.push((
+                "PYTHONPATH".to_string(),
+                joined.to_string_lossy().into_owned(),
+            ));
+        }
         let secs = |v: f64| Duration::try_from_secs_f64(v.max(0.0)).unwrap_or(Duration::ZERO);
         Ok(WorkerConfig {
             worker_id: settings.worker_id.clone(),
@@ -223,7 +240,14 @@ impl WorkerConfig {
         cwd: &Path,
         include_cwd: bool,
     ) -> Result<(), WorkerError> {
-        let mut entries: Vec<PathBuf> = pythonpath
+        // What is there already (PYOCO_TASKS_PATH) comes first.
+        let mut entries: Vec<PathBuf> = self
+            .runner_env
+            .iter()
+            .filter(|(k, _)| k == "PYTHONPATH")
+            .flat_map(|(_, v)| std::env::split_paths(v).collect::<Vec<_>>())
+            .collect();
+        let given: Vec<PathBuf> = pythonpath
             .map(|p| {
                 std::env::split_paths(p)
                     .map(|e| {
@@ -236,6 +260,11 @@ impl WorkerConfig {
                     .collect()
             })
             .unwrap_or_default();
+        for e in given {
+            if !entries.contains(&e) {
+                entries.push(e);
+            }
+        }
         if include_cwd && !entries.iter().any(|e| e == cwd) {
             entries.push(cwd.to_path_buf());
         }
@@ -365,6 +394,32 @@ mod tests {
             opts.env.insert(k.to_string(), v.to_string());
         }
         Settings::load(&opts).unwrap()
+    }
+
+    #[test]
+    fn the_tasks_path_comes_first_on_the_runners_pythonpath() {
+        let settings = settings_with(&[("PYOCO_TASKS_PATH", "/home/u/proj:lib")]);
+        let mut cfg = WorkerConfig::from_settings(&settings).unwrap();
+        let pythonpath = |cfg: &WorkerConfig| {
+            cfg.runner_env
+                .iter()
+                .find(|(k, _)| k == "PYTHONPATH")
+                .map(|(_, v)| v.clone())
+        };
+        let first = pythonpath(&cfg).unwrap();
+        assert!(
+            first.starts_with("/home/u/proj:/home/u/proj/lib"),
+            "{first}"
+        );
+        // `pyoco-server up` adds the caller's PYTHONPATH and its directory after it.
+        cfg.set_pythonpath(Some("extra".as_ref()), Path::new("/launch"), true)
+            .unwrap();
+        let all = pythonpath(&cfg).unwrap();
+        assert!(all.starts_with("/home/u/proj:/home/u/proj/lib:"), "{all}");
+        assert!(all.ends_with(":/launch/extra:/launch"), "{all}");
+        // Unset: nothing is added.
+        let cfg = WorkerConfig::from_settings(&settings_with(&[])).unwrap();
+        assert_eq!(pythonpath(&cfg), None);
     }
 
     #[test]
