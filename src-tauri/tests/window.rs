@@ -77,6 +77,12 @@ fn xvfb() -> Xvfb {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+                // The socket may be another test's Xvfb that won the race for this number:
+                // ours then exits at once ("server is already active").
+                std::thread::sleep(Duration::from_millis(200));
+                if !matches!(proc.0.try_wait(), Ok(None)) {
+                    break;
+                }
                 return Xvfb {
                     _proc: proc,
                     display: format!(":{n}"),
@@ -495,8 +501,17 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
     )
     .await;
     type_into(&client, "#field-PYOCO_CONSUMER_MAX_DELIVER", "7").await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    find(&client, "#save-settings").await.click().await.unwrap();
+    // Save is enabled once the new values are checked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let save = loop {
+        let save = find(&client, "#save-settings").await;
+        if save.attr("disabled").await.unwrap().is_none() {
+            break save;
+        }
+        assert!(Instant::now() < deadline, "Save stayed disabled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    save.click().await.unwrap();
     let saved = wait_text(
         &client,
         "#save-result",

@@ -731,3 +731,41 @@ async fn run_worker(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_setting_restarts_what_reads_it() {
+        use Component::{Gateway, Nats, Worker};
+        let cases: &[(&str, &[Component])] = &[
+            ("PYOCO_NATS_CLIENT_PORT", &[Nats, Gateway, Worker]),
+            ("PYOCO_DATA_DIR", &[Nats, Gateway, Worker]),
+            ("PYOCO_NATS_URL", &[Gateway, Worker]),
+            ("PYOCO_RUNS_KV_BUCKET", &[Gateway, Worker]),
+            ("PYOCO_WHEEL_OBJECT_STORE_BUCKET", &[Gateway, Worker]),
+            ("PYOCO_WHEEL_SYNC_DIR", &[Worker]),
+            ("PYOCO_WORKER_TAGS", &[Worker]),
+            ("PYOCO_TASKS_PATH", &[Worker]),
+            ("PYOCO_HTTP_PORT", &[Gateway]),
+            ("PYOCO_HTTP_AUTH_MODE", &[Gateway]),
+            ("PYOCO_WORKFLOW_YAML_MAX_BYTES", &[Gateway]),
+            ("PYOCO_LOG_LEVEL", &[]),
+            ("PYOCO_LOAD_DOTENV", &[]),
+            ("NOT_A_SETTING", &[]),
+        ];
+        for (name, want) in cases {
+            assert_eq!(restarts_for(name), *want, "{name}");
+        }
+        // Every setting a running component reads restarts something, except logging.
+        for spec in pyoco_config::specs() {
+            let parts = restarts_for(spec.name);
+            let quiet = matches!(
+                spec.group,
+                pyoco_config::Group::Logging | pyoco_config::Group::DotenvLoader
+            );
+            assert_eq!(parts.is_empty(), quiet, "{}", spec.name);
+        }
+    }
+}
