@@ -290,6 +290,9 @@ function overallState(status) {
     return { state: 'problem', text: 'Problem' };
   }
   if (status.all_running) return { state: 'running', text: 'All running' };
+  const restarting = components.find((c) => c.state === 'restarting');
+  if (restarting) return { state: 'starting', text: `Restarting ${restarting.label}…` };
+  if (components.some((c) => c.state === 'stopping')) return { state: 'starting', text: 'Stopping…' };
   return { state: 'starting', text: 'Starting…' };
 }
 

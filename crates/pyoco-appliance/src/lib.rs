@@ -718,7 +718,8 @@ async fn run_worker(
             Ok(()) => "the worker stopped by itself".to_string(),
             Err(e) => e.to_string(),
         };
-        tracing::error!(attempt, "local worker failed: {reason}");
+        // Logged as the worker's (the window's log panel files it under "worker").
+        tracing::error!(target: "pyoco_worker::appliance", attempt, "local worker failed: {reason}");
         let delay = Duration::from_secs(1 << (attempt - 1).min(5)).min(Duration::from_secs(30));
         set_state(
             &status,
