@@ -153,7 +153,7 @@ pub fn run() -> ExitCode {
                     let _ = app.start().await;
                 });
                 tauri::async_runtime::spawn(async move {
-                    let signal = shutdown_signal().await;
+                    let signal = pyoco_appliance::shutdown_signal().await;
                     tracing::info!("{signal} received: quitting");
                     handle.exit(0);
                 });
@@ -192,19 +192,4 @@ pub fn run() -> ExitCode {
         }
     });
     ExitCode::SUCCESS
-}
-
-/// Resolves on SIGINT or SIGTERM, with the signal's name.
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }

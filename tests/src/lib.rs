@@ -36,7 +36,7 @@ mod app;
 mod desktop;
 #[cfg(feature = "app")]
 mod interop;
-#[cfg(feature = "app")]
+#[cfg(feature = "wheels")]
 mod wheels;
 
 #[cfg(feature = "app")]
@@ -52,9 +52,9 @@ pub use interop::{
     PyocoProcess, PythonGateway,
 };
 #[cfg(feature = "app")]
-pub use wheels::{
-    task_wheel, task_wheel_name, upload_wheel, workspace_binary, write_task_wheel, ThrowawayVenv,
-};
+pub use wheels::upload_wheel;
+#[cfg(feature = "wheels")]
+pub use wheels::{task_wheel, task_wheel_name, workspace_binary, write_task_wheel, ThrowawayVenv};
 
 /// The repository root (the workspace).
 pub fn workspace_root() -> PathBuf {

@@ -161,6 +161,7 @@ pub fn write_task_wheel(
     (path, bytes)
 }
 
+#[cfg(feature = "app")]
 /// `POST {base_url}/wheels` as `pyoco-client wheel-upload` sends it (`replace=true`, `tags`
 /// CSV when not empty); returns the HTTP status and JSON body.
 pub async fn upload_wheel(

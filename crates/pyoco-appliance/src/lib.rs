@@ -202,11 +202,6 @@ impl Appliance {
         Ok(appliance)
     }
 
-    /// The settings the appliance runs with.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// The current status, updated as components change state.
     pub fn status(&self) -> watch::Receiver<ApplianceStatus> {
         self.status.subscribe()
@@ -590,6 +585,31 @@ impl Drop for Appliance {
         if let Some(n) = &self.nats {
             n.watcher.stop.cancel();
         }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM, with the signal's name: what stops `pyoco-server
+/// up`, `pyoco-worker` and the desktop app.
+pub async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
     }
 }
 

@@ -7,21 +7,11 @@
 
 use std::io::IsTerminal;
 
-use pyoco_config::{LogFormat, LogLevel, Settings};
+use pyoco_config::{LogFormat, Settings};
 use tracing_subscriber::{
     fmt::time::{ChronoLocal, ChronoUtc},
     EnvFilter,
 };
-
-fn level_directive(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Trace => "trace",
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warning => "warn",
-        LogLevel::Error | LogLevel::Critical => "error",
-    }
-}
 
 /// Install the global subscriber. `service` names the program (`pyoco-server:http`, …).
 pub fn init(settings: &Settings, service: &'static str) {
@@ -29,7 +19,7 @@ pub fn init(settings: &Settings, service: &'static str) {
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| {
-            let level = level_directive(settings.log_level);
+            let level = settings.log_level.directive();
             // async-nats logs every reconnect attempt at info: keep it at warn unless asked.
             // nats-server's own info lines (its start banner) are noise for users of `up`.
             EnvFilter::new(format!("{level},async_nats=warn,nats_server=warn"))

@@ -10,6 +10,7 @@
 use std::{ffi::OsString, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
+pub use pyoco_appliance::shutdown_signal;
 use pyoco_appliance::{Appliance, ApplianceOptions, Component, ComponentState};
 use pyoco_config::{spec, Settings};
 use pyoco_worker::WorkerConfig;
@@ -253,30 +254,6 @@ async fn wait_for_stop(appliance: &Appliance) -> Result<(), Failure> {
             Ok(())
         }
         error = failed => Err(Failure(error)),
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM, with the signal's name.
-pub async fn shutdown_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return "SIGINT";
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
     }
 }
 

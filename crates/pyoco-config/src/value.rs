@@ -36,6 +36,19 @@ pub enum LogLevel {
     Critical,
 }
 
+impl LogLevel {
+    /// The `tracing` filter directive for this level (`critical` has no own level: `error`).
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warn",
+            LogLevel::Error | LogLevel::Critical => "error",
+        }
+    }
+}
+
 /// Dashboard language (`PYOCO_DASHBOARD_LANG`); `Auto` is resolved by the gateway at startup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DashboardLang {

@@ -63,14 +63,7 @@ impl DesktopOptions {
     /// The `tracing` level of `PYOCO_LOG_LEVEL` (environment, then the app's `.env`), `info`
     /// when unset or invalid.
     pub fn log_level(&self) -> &'static str {
-        use pyoco_config::LogLevel;
-        match Settings::load(&self.load).map(|s| s.log_level) {
-            Ok(LogLevel::Trace) => "trace",
-            Ok(LogLevel::Debug) => "debug",
-            Ok(LogLevel::Warning) => "warn",
-            Ok(LogLevel::Error | LogLevel::Critical) => "error",
-            Ok(LogLevel::Info) | Err(_) => "info",
-        }
+        Settings::load(&self.load).map_or("info", |s| s.log_level.directive())
     }
 
     /// The app's `.env` for `load`: `PYOCO_ENV_FILE` when set, else `<config dir>/.env`.
@@ -184,9 +177,6 @@ struct View {
     /// When `starting` or `startup_error` last changed (Unix seconds).
     since: f64,
 }
-
-/// The components' order and ids in the window.
-const COMPONENTS: [Component; 3] = Component::ALL;
 
 impl DesktopApp {
     /// A stopped app; call [`DesktopApp::start`].
@@ -330,7 +320,7 @@ impl DesktopApp {
     pub fn status(&self) -> Status {
         let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         let status = view.status.as_ref().map(|rx| rx.borrow().clone());
-        let components = COMPONENTS
+        let components = Component::ALL
             .iter()
             .map(|c| {
                 let (state, since, message) = match &status {
@@ -547,7 +537,7 @@ impl DesktopApp {
                         "the settings were saved, but the stack still does not start: {e}"
                     ))
                 })?;
-                COMPONENTS.iter().map(|c| component_id(*c)).collect()
+                Component::ALL.iter().map(|c| component_id(*c)).collect()
             }
         };
         Ok(SaveResult {
@@ -641,14 +631,5 @@ fn state_view(state: &ComponentState) -> (&'static str, Option<String>) {
         ComponentState::Stopping => ("stopping", None),
         ComponentState::Stopped => ("stopped", None),
         ComponentState::Failed { error } => ("failed", Some(error.clone())),
-    }
-}
-
-/// Where a setting's effective value comes from, for the window (`default`, `env`, `file`).
-pub fn source_label(source: &Source) -> &'static str {
-    match source {
-        Source::Env => "env",
-        Source::File { .. } => "file",
-        Source::Default => "default",
     }
 }

@@ -9,15 +9,13 @@
 mod common;
 
 use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    process::Command,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use common::Harness;
 use pyoco_store::StoreConfig;
-use pyoco_testkit::eventually;
+use pyoco_testkit::{eventually, task_wheel, task_wheel_name, ThrowawayVenv};
 use pyoco_wire::{wheel_manifest_from_json, RunStatus, WheelManifest};
 use pyoco_worker::{RunnerPool, RunnerSpec, WorkerConfig, MANIFEST_FILE_NAME};
 use serde_json::{json, Value};
@@ -27,71 +25,20 @@ const T: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------
 // A throwaway venv
 
-struct Venv {
-    _dir: tempfile::TempDir,
-    python: PathBuf,
-}
+/// A throwaway venv over the test venv (see [`ThrowawayVenv`]): the syncing worker pip-installs
+/// into it, and it disappears with the test.
+struct Venv(ThrowawayVenv);
 
 impl Venv {
     fn new() -> Venv {
-        let kit = pyoco_testkit::python();
-        let facts = python_out(
-            &kit,
-            "import sys, sysconfig; print(sys._base_executable); print(sysconfig.get_paths()['purelib'])",
-        );
-        let mut lines = facts.lines();
-        let base = PathBuf::from(lines.next().expect("base interpreter"));
-        let kit_site = lines.next().expect("test venv site-packages").to_string();
-        let dir = tempfile::tempdir().expect("venv dir");
-        let venv = dir.path().join("venv");
-        let status = Command::new(&base)
-            .args(["-m", "venv", "--without-pip"])
-            .arg(&venv)
-            .status()
-            .expect("python -m venv");
-        assert!(status.success(), "creating the throwaway venv failed");
-        let python = venv.join("bin").join("python");
-        let site = python_out(
-            &python,
-            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-        );
-        std::fs::write(
-            Path::new(site.trim()).join("pyoco_testkit.pth"),
-            format!("{kit_site}\n"),
-        )
-        .unwrap();
-        Venv { _dir: dir, python }
-    }
-
-    /// `python -c code` in the venv: its stdout, or `None` when it failed.
-    fn run(&self, code: &str) -> Option<String> {
-        let out = Command::new(&self.python)
-            .args(["-c", code])
-            .env_remove("PYTHONPATH")
-            .output()
-            .unwrap();
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        Venv(ThrowawayVenv::on_top_of(&pyoco_testkit::python()))
     }
 
     /// The `VERSION` of an installed demo package, `None` when it does not import.
     fn imported_version(&self, module: &str) -> Option<String> {
-        self.run(&format!("import {module}; print({module}.VERSION)"))
+        self.0
+            .run(&format!("import {module}; print({module}.VERSION)"))
     }
-}
-
-fn python_out(python: &Path, code: &str) -> String {
-    let out = Command::new(python)
-        .args(["-c", code])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -113,36 +60,7 @@ def nap(seconds=1.0):
     return "napped in " + VERSION
 "#
     );
-    let dist_info = format!("{module}-{version}.dist-info");
-    let files = [
-        (format!("{module}/__init__.py"), code),
-        (
-            format!("{dist_info}/METADATA"),
-            format!("Metadata-Version: 2.1\nName: {module}\nVersion: {version}\n"),
-        ),
-        (
-            format!("{dist_info}/WHEEL"),
-            "Wheel-Version: 1.0\nGenerator: pyoco-worker-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-                .to_string(),
-        ),
-    ];
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    let mut record = String::new();
-    for (path, text) in &files {
-        zip.start_file(path.as_str(), opts).unwrap();
-        zip.write_all(text.as_bytes()).unwrap();
-        record.push_str(&format!("{path},,\n"));
-    }
-    record.push_str(&format!("{dist_info}/RECORD,,\n"));
-    zip.start_file(format!("{dist_info}/RECORD"), opts).unwrap();
-    zip.write_all(record.as_bytes()).unwrap();
-    zip.finish().unwrap().into_inner()
-}
-
-fn wheel_name(module: &str, version: &str) -> String {
-    format!("{module}-{version}-py3-none-any.whl")
+    task_wheel(module, version, &code)
 }
 
 async fn upload(h: &Harness, name: &str, tags: &[&str], bytes: Vec<u8>) {
@@ -174,7 +92,7 @@ async fn start_syncing_worker_with(
     adjust: impl FnOnce(&mut WorkerConfig),
 ) {
     let dir = sync_dir(h);
-    let python = venv.python.clone();
+    let python = venv.0.python().to_path_buf();
     let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     h.start_worker(move |cfg: &mut WorkerConfig| {
         cfg.python = python;
@@ -195,7 +113,7 @@ async fn two_runners_napping_while_0_2_0_arrives(
     venv: &Venv,
     max_pause: Duration,
 ) -> String {
-    let v1 = wheel_name("pyoco_demo_tasks", "0.1.0");
+    let v1 = task_wheel_name("pyoco_demo_tasks", "0.1.0");
     upload(h, &v1, &[], demo_wheel("pyoco_demo_tasks", "0.1.0")).await;
     start_syncing_worker_with(h, venv, &["default"], Duration::from_millis(300), |cfg| {
         cfg.concurrency = 2;
@@ -213,7 +131,7 @@ async fn two_runners_napping_while_0_2_0_arrives(
         s.status == RunStatus::Running
     })
     .await;
-    let v2 = wheel_name("pyoco_demo_tasks", "0.2.0");
+    let v2 = task_wheel_name("pyoco_demo_tasks", "0.2.0");
     upload(h, &v2, &[], demo_wheel("pyoco_demo_tasks", "0.2.0")).await;
     // A check notices it and the install is due.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -281,9 +199,9 @@ async fn run_task(h: &Harness, tag: &str, callable: &str) -> Value {
 async fn cpu_worker_installs_the_cpu_wheel_not_the_gpu_one_and_a_flow_uses_it() {
     let venv = Venv::new();
     let mut h = Harness::new(StoreConfig::default()).await;
-    let cpu = wheel_name("pyoco_demo_tasks", "0.1.0");
-    let gpu = wheel_name("pyoco_gpu_tasks", "0.1.0");
-    let everywhere = wheel_name("pyoco_common_tasks", "1.0.0");
+    let cpu = task_wheel_name("pyoco_demo_tasks", "0.1.0");
+    let gpu = task_wheel_name("pyoco_gpu_tasks", "0.1.0");
+    let everywhere = task_wheel_name("pyoco_common_tasks", "1.0.0");
     // A newer version the interpreter cannot install: reported, and 0.1.0 stays the choice.
     let windows_only = "pyoco_demo_tasks-0.3.0-py3-none-win_amd64.whl";
     upload(&h, &cpu, &["cpu"], demo_wheel("pyoco_demo_tasks", "0.1.0")).await;
@@ -369,8 +287,8 @@ async fn cpu_worker_installs_the_cpu_wheel_not_the_gpu_one_and_a_flow_uses_it() 
 async fn an_upgrade_uploaded_during_a_run_is_installed_only_after_it_and_the_next_run_sees_it() {
     let venv = Venv::new();
     let mut h = Harness::new(StoreConfig::default()).await;
-    let v1 = wheel_name("pyoco_demo_tasks", "0.1.0");
-    let v2 = wheel_name("pyoco_demo_tasks", "0.2.0");
+    let v1 = task_wheel_name("pyoco_demo_tasks", "0.1.0");
+    let v2 = task_wheel_name("pyoco_demo_tasks", "0.2.0");
     upload(&h, &v1, &[], demo_wheel("pyoco_demo_tasks", "0.1.0")).await;
     start_syncing_worker(&mut h, &venv, &["default"], Duration::from_millis(300)).await;
     wait_wheel_sync(&h, "0.1.0 installed", |ws| {
@@ -458,7 +376,7 @@ async fn with_two_runners_a_due_install_holds_new_jobs_until_the_running_one_end
         hello.task_records["t1"].output,
         json!("hello world from 0.2.0")
     );
-    let v2 = wheel_name("pyoco_demo_tasks", "0.2.0");
+    let v2 = task_wheel_name("pyoco_demo_tasks", "0.2.0");
     assert!(manifest(&h)[&v2].installed_at > nap.end_time.unwrap());
     h.stop_worker().await.unwrap();
 }
@@ -483,7 +401,7 @@ async fn the_pause_for_an_install_is_bounded_while_runners_sit_idle() {
     let nap = h.wait_terminal(&nap, T).await;
     assert!(hello.end_time < nap.end_time, "hello waited for the nap");
     // The install comes once no run is left.
-    let v2 = wheel_name("pyoco_demo_tasks", "0.2.0");
+    let v2 = task_wheel_name("pyoco_demo_tasks", "0.2.0");
     wait_wheel_sync(&h, "0.2.0 installed", |ws| {
         names(&ws["installed_wheels"]) == [v2.clone()]
     })
@@ -496,7 +414,7 @@ async fn the_pause_for_an_install_is_bounded_while_runners_sit_idle() {
 async fn deleting_every_wheel_of_a_package_uninstalls_it() {
     let venv = Venv::new();
     let mut h = Harness::new(StoreConfig::default()).await;
-    let v1 = wheel_name("pyoco_demo_tasks", "0.1.0");
+    let v1 = task_wheel_name("pyoco_demo_tasks", "0.1.0");
     upload(&h, &v1, &[], demo_wheel("pyoco_demo_tasks", "0.1.0")).await;
     start_syncing_worker(&mut h, &venv, &["default"], Duration::from_millis(300)).await;
     wait_wheel_sync(&h, "0.1.0 installed", |ws| {
@@ -558,7 +476,7 @@ async fn an_empty_registry_is_a_successful_sync() {
 async fn a_failing_install_reports_the_0_5_1_error_and_leaves_the_manifest_alone() {
     let venv = Venv::new();
     let mut h = Harness::new(StoreConfig::default()).await;
-    let good = wheel_name("pyoco_demo_tasks", "0.1.0");
+    let good = task_wheel_name("pyoco_demo_tasks", "0.1.0");
     upload(&h, &good, &[], demo_wheel("pyoco_demo_tasks", "0.1.0")).await;
     start_syncing_worker(&mut h, &venv, &["default"], Duration::from_millis(300)).await;
     let ok = wait_wheel_sync(&h, "0.1.0 installed", |ws| {
@@ -567,7 +485,7 @@ async fn a_failing_install_reports_the_0_5_1_error_and_leaves_the_manifest_alone
     .await;
     let manifest_before = std::fs::read(sync_dir(&h).join(MANIFEST_FILE_NAME)).unwrap();
 
-    let broken = wheel_name("pyoco_broken_tasks", "1.0.0");
+    let broken = task_wheel_name("pyoco_broken_tasks", "1.0.0");
     upload(&h, &broken, &[], b"this is not a zip file".to_vec()).await;
     let ws = wait_wheel_sync(&h, "the failed sync", |ws| ws["last_result"] == "error").await;
     let err = ws["last_error"].as_str().unwrap();
@@ -654,7 +572,7 @@ async fn measure_upload_to_installed_latency() {
             // Land at a different phase of the interval each time.
             tokio::time::sleep(Duration::from_millis(317 * (i + 1))).await;
             let version = format!("0.{}.0", i + 1);
-            let name = wheel_name("pyoco_demo_tasks", &version);
+            let name = task_wheel_name("pyoco_demo_tasks", &version);
             let t0 = Instant::now();
             upload(&h, &name, &[], demo_wheel("pyoco_demo_tasks", &version)).await;
             wait_wheel_sync(&h, "installed", |ws| {
