@@ -2,9 +2,11 @@
 //! delete appends, where the request came from, and `GET /wheels/history`.
 //!
 //! Appending is best effort, like 0.5.1: a failure is logged and the upload or delete it records
-//! still succeeds. Reading reads every record (the bucket's TTL, 90 days by default, bounds
-//! them), concurrently, filters, sorts by `(occurred_at, event_id)` newest first and answers the
-//! first `limit` records as stored. An empty bucket is `[]` (0.5.1: `503 NoKeysError`, §14-4).
+//! still succeeds. Reading lists the keys (stream subjects, no values), then reads records
+//! newest key first, concurrently, filtering, until no unread record can enter the page: a page
+//! of `limit` costs about `limit` reads, not the whole bucket (0.5.1 read every record). The
+//! answer is sorted by `(occurred_at, event_id)` newest first, records as stored. An empty bucket
+//! is `[]` (0.5.1: `503 NoKeysError`, §14-4).
 
 use std::{convert::Infallible, net::SocketAddr};
 
@@ -279,41 +281,96 @@ pub(crate) async fn wheel_history(
     let bucket = store.wheel_history();
     // Stream info only: `keys()` would leave a consumer behind per call.
     let keys = bucket.key_candidates().await?;
-    let mut records: Vec<(f64, String, Map<String, Value>)> = Vec::with_capacity(keys.len());
-    let mut reads = stream::iter(keys)
-        .map(|key| async move { (bucket.get(&key).await, key) })
-        .buffer_unordered(READ_CONCURRENCY);
-    while let Some((entry, key)) = reads.next().await {
-        // Expired or deleted since listed: skip it, as 0.5.1 does.
-        let Some(entry) = entry? else { continue };
-        let record = match pyoco_wire::value_from_python_json(&entry.value) {
-            Ok(Value::Object(record)) => record,
-            Ok(_) | Err(_) => {
-                tracing::debug!(%key, "skipping a wheel history record that is not a JSON object");
-                continue;
-            }
-        };
-        if !query.keeps(&record) {
-            continue;
-        }
-        let occurred_at = record
-            .get("occurred_at")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0);
-        let event_id = match record.get("event_id") {
-            Some(Value::String(id)) => id.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => other.to_string(),
-        };
-        records.push((occurred_at, event_id, record));
-    }
-    records.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
-    records.truncate(query.limit);
-    let page: Vec<Map<String, Value>> = records.into_iter().map(|(_, _, r)| r).collect();
+    let page = read_page(keys, &query, |key| async move {
+        Ok(bucket.get(&key).await?.map(|entry| entry.value))
+    })
+    .await?;
     Ok(json_bytes_response(
         StatusCode::OK,
         pyoco_wire::to_python_json(&page),
     ))
+}
+
+/// The millisecond prefix of a history key (`<epoch ms, ≥13 digits>_<event_id>`, §2.5).
+fn key_millis(key: &str) -> Option<u64> {
+    let (millis, _) = key.split_once('_')?;
+    if millis.len() < 13 || !millis.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    millis.parse().ok()
+}
+
+/// The page `query` asks for, reading records through `read` newest key first and stopping as
+/// soon as no unread record can make the page.
+///
+/// Every writer (ours and 0.5.1) keys a record by `int(occurred_at * 1000)`, so a record under a
+/// key of millisecond `m` has `occurred_at * 1000 < m + 1`. Once the page is full and its oldest
+/// record is at or after `(m + 1) / 1000` for the next unread key `m`, nothing left can enter it.
+/// Keys without that prefix (not written by a pyoco gateway) are read first, always.
+async fn read_page<F, Fut>(
+    keys: Vec<String>,
+    query: &HistoryQuery,
+    read: F,
+) -> Result<Vec<Map<String, Value>>, ApiError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<bytes::Bytes>, ApiError>>,
+{
+    let mut order: Vec<(Option<u64>, String)> = keys
+        .into_iter()
+        .map(|key| (key_millis(&key), key))
+        .collect();
+    // `None` (unprefixed) sorts last ascending, so first here: descending puts it first.
+    order.sort_unstable_by(|a, b| match (a.0, b.0) {
+        (None, None) => a.1.cmp(&b.1),
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(x), Some(y)) => y.cmp(&x).then_with(|| b.1.cmp(&a.1)),
+    });
+    let mut page: Vec<(f64, String, Map<String, Value>)> = Vec::new();
+    let mut next = 0;
+    while next < order.len() {
+        if let (Some(millis), Some(oldest)) = (order[next].0, page.get(query.limit.wrapping_sub(1)))
+        {
+            if oldest.0 * 1000.0 >= (millis + 1) as f64 {
+                break;
+            }
+        }
+        let end = order.len().min(next + READ_CONCURRENCY);
+        let batch: Vec<String> = order[next..end].iter().map(|(_, k)| k.clone()).collect();
+        next = end;
+        let read = &read;
+        let mut reads = stream::iter(batch)
+            .map(|key| async move { (read(key.clone()).await, key) })
+            .buffer_unordered(READ_CONCURRENCY);
+        while let Some((value, key)) = reads.next().await {
+            // Expired or deleted since listed: skip it, as 0.5.1 does.
+            let Some(value) = value? else { continue };
+            let record = match pyoco_wire::value_from_python_json(&value) {
+                Ok(Value::Object(record)) => record,
+                Ok(_) | Err(_) => {
+                    tracing::debug!(%key, "skipping a wheel history record that is not a JSON object");
+                    continue;
+                }
+            };
+            if !query.keeps(&record) {
+                continue;
+            }
+            let occurred_at = record
+                .get("occurred_at")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
+            let event_id = match record.get("event_id") {
+                Some(Value::String(id)) => id.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            page.push((occurred_at, event_id, record));
+        }
+        page.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+        page.truncate(query.limit);
+    }
+    Ok(page.into_iter().map(|(_, _, record)| record).collect())
 }
 
 #[cfg(test)]
@@ -325,6 +382,105 @@ mod tests {
             ApiError::Detail { detail, .. } => detail.into_owned(),
             other => panic!("not a detail error: {other:?}"),
         }
+    }
+
+    /// A bucket of `n` records, two per millisecond, every tenth a delete; and a reader of it
+    /// that counts its reads.
+    fn bucket(n: usize) -> std::collections::HashMap<String, bytes::Bytes> {
+        (0..n)
+            .map(|i| {
+                let millis = 1_712_345_678_000u64 + (i / 2) as u64;
+                let event_id = format!("{:032x}", i * 7919 % 1000);
+                let action = if i % 10 == 0 { "delete" } else { "upload" };
+                let record = json!({
+                    "event_id": event_id,
+                    "occurred_at": millis as f64 / 1000.0 + 0.0004,
+                    "action": action,
+                    "wheel_name": format!("pkg{}-1.0-py3-none-any.whl", i % 3),
+                });
+                (
+                    format!("{millis:013}_{event_id}"),
+                    bytes::Bytes::from(record.to_string()),
+                )
+            })
+            .collect()
+    }
+
+    /// What 0.5.1 answers: every record read, filtered, sorted, cut to `limit`.
+    fn everything(
+        records: &std::collections::HashMap<String, bytes::Bytes>,
+        query: &HistoryQuery,
+    ) -> Vec<Map<String, Value>> {
+        let mut all: Vec<Map<String, Value>> = records
+            .values()
+            .map(|v| serde_json::from_slice::<Map<String, Value>>(v).unwrap())
+            .filter(|r| query.keeps(r))
+            .collect();
+        all.sort_by(|a, b| {
+            let t = |r: &Map<String, Value>| r["occurred_at"].as_f64().unwrap();
+            let id = |r: &Map<String, Value>| r["event_id"].as_str().unwrap().to_string();
+            t(b).total_cmp(&t(a)).then_with(|| id(b).cmp(&id(a)))
+        });
+        all.truncate(query.limit);
+        all
+    }
+
+    async fn page_and_reads(
+        records: &std::collections::HashMap<String, bytes::Bytes>,
+        query: &str,
+    ) -> (Vec<Map<String, Value>>, usize) {
+        let query = HistoryQuery::parse(Some(query)).unwrap();
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let page = read_page(records.keys().cloned().collect(), &query, |key| {
+            reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let value = records.get(&key).cloned();
+            async move { Ok(value) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(page, everything(records, &query), "{query:?}");
+        (page, reads.into_inner())
+    }
+
+    #[tokio::test]
+    async fn a_page_reads_about_its_size_not_the_bucket() {
+        let records = bucket(20_000);
+        let (page, reads) = page_and_reads(&records, "limit=100").await;
+        assert_eq!(page.len(), 100);
+        assert!(reads <= 100 + 2 * READ_CONCURRENCY, "{reads} reads");
+        let (page, reads) = page_and_reads(&records, "limit=1").await;
+        assert_eq!(page.len(), 1);
+        assert_eq!(reads, READ_CONCURRENCY);
+        // A filter reads on until the page is full: every tenth record is a delete.
+        let (page, reads) = page_and_reads(&records, "limit=50&action=delete").await;
+        assert_eq!(page.len(), 50);
+        assert!(reads <= 500 + 2 * READ_CONCURRENCY, "{reads} reads");
+        // A filter nothing matches reads everything, and answers nothing.
+        let (page, reads) = page_and_reads(&records, "wheel_name=other-1.0-py3-none-any.whl").await;
+        assert!(page.is_empty());
+        assert_eq!(reads, 20_000);
+        // A page larger than the bucket.
+        let small = bucket(30);
+        let (page, reads) = page_and_reads(&small, "limit=500").await;
+        assert_eq!((page.len(), reads), (30, 30));
+    }
+
+    #[tokio::test]
+    async fn records_under_foreign_keys_are_always_read() {
+        let mut records = bucket(1_000);
+        // Newer than everything, under a key no pyoco writes; and an old one.
+        for (key, at) in [("zz-manual", 1_999_999_999.0), ("a_manual", 1.0)] {
+            let record = json!({"event_id": key, "occurred_at": at, "action": "upload"});
+            records.insert(key.to_string(), bytes::Bytes::from(record.to_string()));
+        }
+        let (page, _) = page_and_reads(&records, "limit=3").await;
+        assert_eq!(page[0]["event_id"], "zz-manual");
+        let (page, _) = page_and_reads(&records, "limit=500").await;
+        assert_eq!(page.len(), 500);
+        assert_eq!(key_millis("1712345678901_9f0c"), Some(1_712_345_678_901));
+        assert_eq!(key_millis("171234567890_9f0c"), None);
+        assert_eq!(key_millis("17123456789x1_9f0c"), None);
+        assert_eq!(key_millis("a_manual"), None);
     }
 
     #[test]
