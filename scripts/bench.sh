@@ -10,6 +10,7 @@
 #   --only python|rust measure one system only
 #   --rounds N         each system N times, interleaved; medians are reported
 #   --runs K           runs stored for the GET /runs?limit=100 measurement (default 2000)
+#   --history-records N  wheel-history records for GET /wheels/history (default 10000, 0: skip)
 #   --out FILE         also write the results as JSON
 #   --help             every option
 # Needs the Python venv with pyoco-server 0.5.1 (bash scripts/setup.sh --with-interop) and the

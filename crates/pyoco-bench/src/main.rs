@@ -74,6 +74,15 @@ struct Args {
     /// systems hold the same runs in the later phases). 0 = no limit.
     #[arg(long, default_value_t = 6000)]
     python_list_max: usize,
+    /// Wheel-history records written straight into the `pyoco_wheel_history` KV bucket for the
+    /// `GET /wheels/history?limit=100` row. Default 10000 (1000 with --quick); 0 = no such row.
+    #[arg(long)]
+    history_records: Option<usize>,
+    /// Python only: measure `GET /wheels/history` only with up to this many history records
+    /// (0.5.1 reads every record per request, about 2.5 s at 10,000 on a quiet machine; above
+    /// this the records are still written). 0 = no limit.
+    #[arg(long, default_value_t = 10000)]
+    python_history_max: usize,
     /// Snapshot changes timed on one `GET /runs/{id}/watch` stream (after 3 warm-up changes).
     /// Default 50 (10 with --quick).
     #[arg(long)]
@@ -130,6 +139,9 @@ struct Plan {
     sse_warmup: usize,
     sse_changes: usize,
     python_list_max: Option<usize>,
+    /// Wheel-history records stored for `GET /wheels/history?limit=100` (0 = not measured).
+    history: usize,
+    python_history_max: Option<usize>,
     e2e_warmup: usize,
     e2e_runs: usize,
     tput: usize,
@@ -170,6 +182,8 @@ impl Plan {
             sse_warmup: 3,
             sse_changes: a.sse_changes.unwrap_or(if q { 10 } else { 50 }).max(1),
             python_list_max: (a.python_list_max > 0).then_some(a.python_list_max),
+            history: a.history_records.unwrap_or(if q { 1000 } else { 10000 }),
+            python_history_max: (a.python_history_max > 0).then_some(a.python_history_max),
             e2e_warmup: if q { 3 } else { 10 },
             e2e_runs: a.e2e_runs.unwrap_or(if q { 30 } else { 200 }),
             tput: a.tput_runs.unwrap_or(if q { 100 } else { 500 }),
@@ -282,6 +296,8 @@ struct SystemSpec {
     extra_worker_env: Vec<(String, String)>,
     /// `GET /runs` / `GET /metrics` measured only up to this many stored runs.
     list_max: Option<usize>,
+    /// `GET /wheels/history` measured only up to this many history records.
+    history_max: Option<usize>,
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -313,10 +329,12 @@ async fn run(args: Args) -> Result<()> {
         });
 
     eprintln!(
-        "pyoco-bench: plan: stored runs {:?} (K={} by POST, the rest straight into KV; Python lists up to {}), SSE {} changes, POST {:?}, GET {:?}, e2e {}+{} warm-up, throughput {} runs{}",
+        "pyoco-bench: plan: stored runs {:?} (K={} by POST, the rest straight into KV; Python lists up to {}), wheel-history records {} (Python up to {}), SSE {} changes, POST {:?}, GET {:?}, e2e {}+{} warm-up, throughput {} runs{}",
         plan.all_levels(),
         plan.k,
         plan.python_list_max.map_or("any".to_string(), |m| m.to_string()),
+        plan.history,
+        plan.python_history_max.map_or("any".to_string(), |m| m.to_string()),
         plan.sse_changes,
         plan.post,
         plan.get,
@@ -349,6 +367,7 @@ async fn run(args: Args) -> Result<()> {
                 concurrency_flag: false,
                 extra_worker_env: vec![],
                 list_max: plan.python_list_max,
+                history_max: plan.python_history_max,
             })
         });
     }
@@ -372,6 +391,7 @@ async fn run(args: Args) -> Result<()> {
                 concurrency_flag: true,
                 extra_worker_env: env,
                 list_max: None,
+                history_max: None,
             })
         });
     }
@@ -436,7 +456,7 @@ async fn run(args: Args) -> Result<()> {
         report::combine(per_round)
     };
 
-    let rows = report::rows(&plan.all_levels(), plan.tput, plan.start_reps);
+    let rows = report::rows(&plan.all_levels(), plan.history, plan.tput, plan.start_reps);
     let refs: Vec<&SystemResult> = results.iter().collect();
     let table = report::table(&rows, &refs);
     let total = t_all.elapsed().as_secs_f64();
@@ -496,6 +516,7 @@ async fn run(args: Args) -> Result<()> {
             "rust_bin_dir": rust_dir,
             "plan": {
                 "k": plan.k, "levels": plan.all_levels(), "python_list_max": plan.python_list_max,
+                "history_records": plan.history, "python_history_max": plan.python_history_max,
                 "post": plan.post, "get": plan.get,
                 "list_samples": {"min": plan.samples.0, "max": plan.samples.1, "budget_s": plan.samples.2.as_secs_f64()},
                 "sse_warmup": plan.sse_warmup, "sse_changes": plan.sse_changes,
@@ -767,7 +788,8 @@ async fn post_load(ctx: &Ctx<'_>, n: usize, c: usize) -> Result<load::LoadResult
 
 /// `GET url` `samples` times in a row after one warm-up request (retried a few times on 5xx
 /// and connection errors); `check` turns a 200 body into the number it reports (items listed,
-/// runs counted). Failed requests are counted, not timed. Recorded as `{key}_p50_ms`.
+/// runs counted) or rejects it as a wrong answer. Failed requests are counted, not timed.
+/// Recorded as `{key}_p50_ms`; `stored` `unit` (e.g. "runs") says what the gateway holds.
 #[allow(clippy::too_many_arguments)]
 async fn measure_get(
     ctx: &Ctx<'_>,
@@ -776,7 +798,8 @@ async fn measure_get(
     path: &str,
     key: &str,
     stored: usize,
-    check: fn(&str) -> Result<usize>,
+    unit: &str,
+    check: &(dyn Fn(&str) -> Result<usize> + Sync),
 ) {
     let url = format!("{}{path}", ctx.base);
     let http = ctx.http.clone();
@@ -804,7 +827,7 @@ async fn measure_get(
     }
     let Some(seen) = warm else {
         res.note(format!(
-            "{what} with {stored} runs: the warm-up request failed, last: {last_err}"
+            "{what} with {stored} {unit}: the warm-up request failed, last: {last_err}"
         ));
         return;
     };
@@ -820,13 +843,13 @@ async fn measure_get(
             log(
                 ctx.spec.name,
                 format!(
-                    "{what} with {stored} runs: p50 {:.2} ms, p99 {:.2} ms (n={}, reports {seen}, errors {})",
+                    "{what} with {stored} {unit}: p50 {:.2} ms, p99 {:.2} ms (n={}, reports {seen}, errors {})",
                     s.p50, s.p99, s.n, l.errors
                 ),
             );
             if l.errors > 0 {
                 res.note(format!(
-                    "{what} with {stored} runs: {} of {} requests failed, first: {}",
+                    "{what} with {stored} {unit}: {} of {} requests failed, first: {}",
                     l.errors,
                     l.errors + s.n,
                     l.first_error.clone().unwrap_or_default()
@@ -840,7 +863,7 @@ async fn measure_get(
                        "mean_ms": s.mean, "min_ms": s.min, "max_ms": s.max}),
             );
         }
-        Err(e) => res.note(format!("{what} with {stored} runs: {e:#}")),
+        Err(e) => res.note(format!("{what} with {stored} {unit}: {e:#}")),
     }
 }
 
@@ -872,7 +895,8 @@ async fn level_phase(ctx: &Ctx<'_>, res: &mut SystemResult, level: usize, stored
         "/runs?limit=100",
         &format!("list_{level}"),
         stored,
-        list_items,
+        "runs",
+        &list_items,
     )
     .await;
     measure_get(
@@ -882,7 +906,64 @@ async fn level_phase(ctx: &Ctx<'_>, res: &mut SystemResult, level: usize, stored
         "/metrics",
         &format!("metrics_{level}"),
         stored,
-        metrics_runs,
+        "runs",
+        &metrics_runs,
+    )
+    .await;
+}
+
+/// The page size of the `GET /wheels/history` row.
+const HISTORY_LIMIT: usize = 100;
+
+/// `GET /wheels/history?limit=100` with `n` wheel-history records written straight into the
+/// history bucket; every answer must be the 100 newest records, newest first. A failed write is
+/// a note (the row is missing), not the end of the run. Above the system's `history_max` the
+/// records are written (both systems hold the same data later) but not measured.
+async fn history_phase(
+    ctx: &Ctx<'_>,
+    res: &mut SystemResult,
+    client: &async_nats::Client,
+    n: usize,
+) {
+    let t = Instant::now();
+    let newest = match scale::put_wheel_history(client, n).await {
+        Ok(id) => id,
+        Err(e) => {
+            res.note(format!(
+                "GET /wheels/history: writing {n} history records: {e:#}"
+            ));
+            return;
+        }
+    };
+    let put_s = t.elapsed().as_secs_f64();
+    log(
+        ctx.spec.name,
+        format!(
+            "wrote {n} wheel-history records into KV in {put_s:.1} s ({:.0}/s)",
+            n as f64 / put_s
+        ),
+    );
+    res.detail(
+        "kv_seed_history",
+        json!({"written": n, "seconds": put_s, "newest_event_id": newest}),
+    );
+    if let Some(max) = ctx.spec.history_max.filter(|m| n > *m) {
+        res.note(format!(
+            "GET /wheels/history not measured with more than {max} history records (--python-history-max); the records are written all the same"
+        ));
+        return;
+    }
+    let page = HISTORY_LIMIT.min(n);
+    let check = move |body: &str| scale::check_history_page(body, page, &newest);
+    measure_get(
+        ctx,
+        res,
+        "GET /wheels/history?limit=100",
+        &format!("/wheels/history?limit={HISTORY_LIMIT}"),
+        "history",
+        n,
+        "history records",
+        &check,
     )
     .await;
 }
@@ -982,7 +1063,12 @@ async fn http_and_worker_phases(
         level_phase(ctx, res, level, stored).await;
     }
 
-    // 2c. SSE: KV write → `snapshot` event on GET /runs/{id}/watch.
+    // 2c. GET /wheels/history?limit=100 with N history records written straight into KV.
+    if plan.history > 0 {
+        history_phase(ctx, res, &client, plan.history).await;
+    }
+
+    // 2d. SSE: KV write → `snapshot` event on GET /runs/{id}/watch.
     match scale::sse_latency(
         &ctx.base,
         seeder.kv(),

@@ -126,8 +126,9 @@ pub fn thousands(n: usize) -> String {
 }
 
 /// Every row of the table, in order. `levels` = stored-run counts of the list / metrics
-/// measurements, `tput` = runs per throughput batch.
-pub fn rows(levels: &[usize], tput: usize, reps: usize) -> Vec<Row> {
+/// measurements, `history` = wheel-history records stored for `GET /wheels/history`,
+/// `tput` = runs per throughput batch.
+pub fn rows(levels: &[usize], history: usize, tput: usize, reps: usize) -> Vec<Row> {
     use Better::*;
     let mut r = vec![
         row(
@@ -189,6 +190,14 @@ pub fn rows(levels: &[usize], tput: usize, reps: usize) -> Vec<Row> {
             Lower,
         ));
     }
+    r.push(row(
+        "history_p50_ms",
+        format!(
+            "`GET /wheels/history?limit=100`, {} records stored (p50 ms)",
+            thousands(history)
+        ),
+        Lower,
+    ));
     r.push(row(
         "sse_p50_ms",
         "`GET /runs/{id}/watch`: KV write → `snapshot` event, p50 (ms)",

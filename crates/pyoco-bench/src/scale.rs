@@ -1,6 +1,7 @@
-//! Measurements at scale: more stored runs written straight into the runs KV bucket, the
-//! time-bounded sequential sampler used for `GET /runs` and `GET /metrics`, and the latency of
-//! a KV write until the `snapshot` event of `GET /runs/{id}/watch` arrives.
+//! Measurements at scale: more stored runs (and wheel-history records) written straight into
+//! their KV buckets, the time-bounded sequential sampler used for `GET /runs`, `GET /metrics`
+//! and `GET /wheels/history`, and the latency of a KV write until the `snapshot` event of
+//! `GET /runs/{id}/watch` arrives.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -62,31 +63,119 @@ impl Seeder {
     /// Put `n` new runs (64 puts in flight). Their `updated_at` lie in the last `n` ms before
     /// now, one ms apart, so every later submit is newer than all of them.
     pub async fn put_runs(&self, n: usize) -> Result<()> {
-        let now = epoch_now();
-        let puts = futures::stream::iter(0..n)
-            .map(|i| {
-                let mut snap = self.template.clone();
-                let id = uuid::Uuid::new_v4().to_string();
-                let at = now - (n - i) as f64 * 1e-3;
-                snap.insert("run_id".into(), Value::String(id.clone()));
-                snap.insert("updated_at".into(), at.into());
-                snap.insert("heartbeat_at".into(), at.into());
-                let kv = self.kv.clone();
-                async move {
-                    let body = serde_json::to_vec(&snap)?;
-                    kv.put(id.as_str(), body.into())
-                        .await
-                        .map_err(|e| anyhow!("KV put {id}: {e}"))?;
-                    Ok::<(), anyhow::Error>(())
-                }
-            })
-            .buffer_unordered(64);
-        tokio::pin!(puts);
-        while let Some(r) = puts.next().await {
-            r?;
-        }
-        Ok(())
+        put_all(&self.kv, n, |_, at| {
+            let mut snap = self.template.clone();
+            let id = uuid::Uuid::new_v4().to_string();
+            snap.insert("run_id".into(), Value::String(id.clone()));
+            snap.insert("updated_at".into(), at.into());
+            snap.insert("heartbeat_at".into(), at.into());
+            Ok((id, serde_json::to_vec(&snap)?))
+        })
+        .await
     }
+}
+
+/// Put `n` entries made by `entry(i, at)` (key, value) into `kv`, 64 puts in flight. Entry `i`
+/// gets `at` = now − (n − i) ms: the last `n` ms before now, one ms apart, newest last.
+async fn put_all<F>(kv: &async_nats::jetstream::kv::Store, n: usize, entry: F) -> Result<()>
+where
+    F: Fn(usize, f64) -> Result<(String, Vec<u8>)>,
+{
+    let now = epoch_now();
+    let puts = futures::stream::iter(0..n)
+        .map(|i| {
+            let made = entry(i, now - (n - i) as f64 * 1e-3);
+            let kv = kv.clone();
+            async move {
+                let (key, body) = made?;
+                kv.put(key.as_str(), body.into())
+                    .await
+                    .map_err(|e| anyhow!("KV put {key}: {e}"))?;
+                Ok::<(), anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(64);
+    tokio::pin!(puts);
+    while let Some(r) = puts.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+/// The wheel-history bucket both gateways create at start-up.
+pub const HISTORY_BUCKET: &str = "pyoco_wheel_history";
+
+/// Write `n` wheel-history records (contract §2.5: an upload each, as 0.5.1 records it) straight
+/// into [`HISTORY_BUCKET`], keyed `f"{int(occurred_at*1000):013d}_{event_id}"` like both
+/// gateways key them; `occurred_at` 1 ms apart just before now. The `event_id` of the newest.
+pub async fn put_wheel_history(client: &async_nats::Client, n: usize) -> Result<String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let kv = js
+        .get_key_value(HISTORY_BUCKET)
+        .await
+        .with_context(|| format!("opening KV bucket {HISTORY_BUCKET}"))?;
+    let newest = std::sync::OnceLock::new();
+    put_all(&kv, n, |i, at| {
+        let (key, record) = history_record(i, at);
+        if i + 1 == n {
+            let _ = newest.set(record["event_id"].as_str().unwrap_or_default().to_owned());
+        }
+        Ok((key, serde_json::to_vec(&record)?))
+    })
+    .await?;
+    newest
+        .into_inner()
+        .ok_or_else(|| anyhow!("no wheel-history record written"))
+}
+
+/// History record number `i`, occurred at `at`, and its key.
+fn history_record(i: usize, at: f64) -> (String, Value) {
+    let event_id = uuid::Uuid::new_v4().simple().to_string();
+    let key = format!("{:013}_{event_id}", (at * 1000.0) as u64);
+    let sha256_hex = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let record = serde_json::json!({
+        "event_id": event_id,
+        "occurred_at": at,
+        "action": "upload",
+        "wheel_name": format!("demo_pkg{}-1.0-py3-none-any.whl", i % 50),
+        "tags": ["cpu"],
+        "size_bytes": 1234 + i,
+        "sha256_hex": sha256_hex,
+        "replace": true,
+        "actor": {"tenant_id": null, "api_key_id": null},
+        "source": {"remote_addr": "127.0.0.1", "x_forwarded_for": null, "x_real_ip": null,
+                   "user_agent": "bench", "host": "127.0.0.1:8000", "scheme": "http"},
+    });
+    (key, record)
+}
+
+/// Check a `GET /wheels/history?limit={limit}` answer: a JSON array of exactly `limit` records,
+/// the first one `newest` (the newest record written). The number of records.
+pub fn check_history_page(body: &str, limit: usize, newest: &str) -> Result<usize> {
+    let v: Value = serde_json::from_str(body).context("GET /wheels/history: not JSON")?;
+    let Value::Array(items) = v else {
+        bail!(
+            "GET /wheels/history: not a JSON array: {}",
+            body.chars().take(300).collect::<String>()
+        );
+    };
+    if items.len() != limit {
+        bail!(
+            "GET /wheels/history: {} records, expected {limit}",
+            items.len()
+        );
+    }
+    let first = items[0].get("event_id").and_then(Value::as_str);
+    if first != Some(newest) {
+        bail!(
+            "GET /wheels/history: the first record is {first:?}, not the newest written ({newest})"
+        );
+    }
+    Ok(items.len())
 }
 
 /// The sum of every `pyoco_runs_total{status=…}` sample of a `/metrics` body.
@@ -344,6 +433,28 @@ mod tests {
         let m = "# HELP pyoco_runs_total x\n# TYPE pyoco_runs_total gauge\npyoco_runs_total{status=\"PENDING\"} 9000\npyoco_runs_total{status=\"COMPLETED\"} 1000.0\npyoco_runs_today_total{status=\"PENDING\"} 5\n";
         assert_eq!(runs_total(m), Some(10000));
         assert_eq!(runs_total("pyoco_workers_alive_total 1\n"), None);
+    }
+
+    #[test]
+    fn history_records_and_pages() {
+        let (key, rec) = history_record(7, 1712345678.901);
+        let id = rec["event_id"].as_str().unwrap();
+        assert_eq!(id.len(), 32);
+        assert_eq!(key, format!("1712345678901_{id}"));
+        assert_eq!(rec["sha256_hex"].as_str().unwrap().len(), 64);
+        let page = |ids: &[&str]| {
+            Value::Array(
+                ids.iter()
+                    .map(|i| serde_json::json!({"event_id": i}))
+                    .collect(),
+            )
+            .to_string()
+        };
+        assert_eq!(check_history_page(&page(&["a", "b"]), 2, "a").unwrap(), 2);
+        assert!(check_history_page(&page(&["b", "a"]), 2, "a").is_err());
+        assert!(check_history_page(&page(&["a"]), 2, "a").is_err());
+        assert!(check_history_page("{\"detail\":\"x\"}", 2, "a").is_err());
+        assert!(check_history_page("oops", 2, "a").is_err());
     }
 
     #[test]
