@@ -145,6 +145,79 @@ pub struct Appliance {
 }
 
 impl Appliance {
+    /// Start like [`Appliance::start`], except that a port left at its default and found taken
+    /// — 4222 by another NATS, 8000 by another web server, common on a developer's machine — is
+    /// replaced by a free one, and `notice` gets a sentence saying so and how to choose one. A
+    /// port the user set (flag, environment, `.env`) that is taken stays an error to fix.
+    /// `options` is called for each attempt.
+    pub async fn start_taking_free_default_ports(
+        options: impl Fn() -> ApplianceOptions,
+        notice: impl Fn(String),
+    ) -> Result<Appliance, ApplianceError> {
+        let mut any_nats_port = false;
+        let mut http_listener: Option<std::net::TcpListener> = None;
+        loop {
+            let mut attempt = options();
+            let settings = attempt.settings.clone();
+            let is_default =
+                |name: &str| settings.source(name) == Some(&pyoco_config::Source::Default);
+            if any_nats_port {
+                let earlier = attempt.nats_config.take();
+                attempt.nats_config = Some(Arc::new(move |c: &mut NatsServerConfig| {
+                    if let Some(earlier) = &earlier {
+                        earlier(c);
+                    }
+                    c.port = None;
+                }));
+            }
+            if let Some(listener) = &http_listener {
+                attempt.http_listener = Some(listener.try_clone().map_err(|source| {
+                    ApplianceError::Listen {
+                        addr: listener
+                            .local_addr()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default(),
+                        source,
+                    }
+                })?);
+            }
+            match Appliance::start(attempt).await {
+                Ok(appliance) => return Ok(appliance),
+                Err(e)
+                    if e.is_nats_port_in_use()
+                        && !any_nats_port
+                        && is_default("PYOCO_NATS_CLIENT_PORT") =>
+                {
+                    any_nats_port = true;
+                    notice(format!(
+                        "NATS port {} is taken (another NATS?): the managed nats-server uses a \
+                         free port instead; set PYOCO_NATS_CLIENT_PORT to choose one",
+                        settings.nats_client_port
+                    ));
+                }
+                Err(e)
+                    if e.is_http_port_in_use()
+                        && http_listener.is_none()
+                        && is_default("PYOCO_HTTP_PORT") =>
+                {
+                    let Ok(listener) =
+                        std::net::TcpListener::bind((settings.http_host.as_str(), 0))
+                    else {
+                        return Err(e);
+                    };
+                    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                    http_listener = Some(listener);
+                    notice(format!(
+                        "HTTP port {} is taken: the API listens on port {port} instead; set \
+                         PYOCO_HTTP_PORT to choose one",
+                        settings.http_port
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Start what `options` asks for. Returns once NATS (when managed) answers and the gateway
     /// listens; the worker comes up in the background (see [`Appliance::status`]).
     pub async fn start(options: ApplianceOptions) -> Result<Appliance, ApplianceError> {

@@ -165,9 +165,7 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
     } else {
         args.with_worker
     };
-    let mut options = ApplianceOptions::all_in_one(settings.clone());
-    options.managed_nats = managed_nats;
-    options.worker = worker;
+    let mut worker_config = None;
     if worker {
         let mut config = WorkerConfig::from_settings(&settings)?;
         let cwd = std::env::current_dir()?;
@@ -181,9 +179,27 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
             &settings,
             &pyoco_config::AppDirs::from_settings(&settings)?,
         );
-        options.worker_config = Some(config);
+        worker_config = Some(config);
     }
-    let appliance = Appliance::start(options).await?;
+    let options = || {
+        let mut options = ApplianceOptions::all_in_one(settings.clone());
+        options.managed_nats = managed_nats;
+        options.worker = worker;
+        options.worker_config = worker_config.clone();
+        options
+    };
+    let appliance = if managed_nats && args.nats_url.is_none() {
+        // The appliance on a developer's machine: a default port another program holds (a
+        // system nats-server on 4222, a web server on 8000) is replaced by a free one, and the
+        // addresses printed below say which. (`--nats-url` names the managed server's address,
+        // so its port is not replaced.)
+        Appliance::start_taking_free_default_ports(options, |notice| {
+            eprintln!("pyoco-server: {notice}")
+        })
+        .await?
+    } else {
+        Appliance::start(options()).await?
+    };
     let status = appliance.status().borrow().clone();
     if let (true, Some(url)) = (managed_nats, &args.nats_url) {
         if url.trim_end_matches('/') != status.nats_url {

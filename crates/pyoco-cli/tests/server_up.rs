@@ -48,6 +48,31 @@ fn wait_for_line(child: &mut Child, needle: &str) -> String {
     panic!("no line with {needle:?} within 20 s");
 }
 
+/// Read stdout lines until each of `needles` was seen (in any order); the first line with each.
+fn wait_for_lines(child: &mut Child, needles: &[&str]) -> Vec<String> {
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    let mut reader = BufReader::new(stdout);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut found: Vec<Option<String>> = vec![None; needles.len()];
+    let mut line = String::new();
+    while found.iter().any(Option::is_none) {
+        assert!(
+            Instant::now() < deadline,
+            "not all of {needles:?} within 20 s: {found:?}"
+        );
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("pyoco-server exited before printing all of {needles:?}: {found:?}");
+        }
+        for (needle, slot) in needles.iter().zip(found.iter_mut()) {
+            if slot.is_none() && line.contains(needle) {
+                *slot = Some(line.trim().to_string());
+            }
+        }
+    }
+    found.into_iter().flatten().collect()
+}
+
 fn nats_pids_using(store: &std::path::Path) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -181,6 +206,86 @@ fn a_busy_nats_port_says_what_to_do() {
         err.contains("--nats-url"),
         "suggests using the running server: {err}"
     );
+}
+
+/// Hold `127.0.0.1:port` for the test: bind it, or find it taken already (4222 is by the
+/// machine's own NATS on some machines). Tests holding default ports run one at a time
+/// (`.config/nextest.toml`), so a port found taken stays taken.
+fn hold_port(port: u16) -> Option<std::net::TcpListener> {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(l) => Some(l),
+        Err(_) => {
+            assert!(
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                "127.0.0.1:{port} can neither be bound nor connected to"
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn taken_default_ports_are_replaced_for_up_with_nats() {
+    let _nats = hold_port(4222);
+    let _http = hold_port(8000);
+    let data = tempfile::tempdir().unwrap();
+    let stderr_path = data.path().join("stderr.log");
+    // No port settings: the defaults 4222 and 8000 apply, and both are taken.
+    let mut child = pyoco_server(data.path())
+        .args(["up", "--with-nats", "--no-worker"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let lines = wait_for_lines(&mut child, &["API and dashboard at ", "ready at nats://"]);
+    let last_word = |line: &str| line.rsplit(' ').next().unwrap().to_string();
+    let api = last_word(&lines[0]).trim_end_matches('/').to_string();
+    let nats = last_word(&lines[1]);
+    assert!(!nats.ends_with(":4222"), "{nats}");
+    assert!(!api.ends_with(":8000"), "{api}");
+    assert!(
+        jetstream_answers(&nats).await,
+        "JetStream answers at {nats}"
+    );
+    let health = reqwest::get(format!("{api}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "Ctrl-C is a clean stop: {status}");
+    let err = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(
+        err.contains("pyoco-server: NATS port 4222 is taken (another NATS?): the managed nats-server uses a free port instead; set PYOCO_NATS_CLIENT_PORT to choose one"),
+        "{err}"
+    );
+    let port = api.rsplit(':').next().unwrap();
+    assert!(
+        err.contains(&format!("pyoco-server: HTTP port 8000 is taken: the API listens on port {port} instead; set PYOCO_HTTP_PORT to choose one")),
+        "{err}"
+    );
+}
+
+/// Ports the user chose are never replaced, not even by `--with-nats`.
+#[test]
+fn a_chosen_http_port_that_is_taken_is_an_error() {
+    let data = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let out = pyoco_server(data.path())
+        .args([
+            "up",
+            "--with-nats",
+            "--no-worker",
+            "--nats-client-port",
+            "0",
+        ])
+        .args(["--port", &port])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("instead"), "{err}");
 }
 
 #[test]

@@ -30,7 +30,7 @@ use std::{
 use pyoco_appliance::{
     Appliance, ApplianceOptions, ApplianceStatus, Component, ComponentState, LogLine,
 };
-use pyoco_config::{AppDirs, EnvDocument, LoadOptions, Settings, Source};
+use pyoco_config::{AppDirs, EnvDocument, LoadOptions, Settings};
 use serde::Serialize;
 use tokio::sync::{watch, Mutex as AsyncMutex};
 
@@ -255,50 +255,12 @@ impl DesktopApp {
     /// web server, common on a developer's machine) is replaced by a free one, with a notice;
     /// a port the user chose is an error to fix in the settings.
     async fn start_appliance(&self, settings: Settings) -> Result<Appliance, String> {
-        let is_default = |name: &str| settings.source(name) == Some(&Source::Default);
-        let mut any_nats_port = false;
-        let mut http_listener: Option<std::net::TcpListener> = None;
-        loop {
-            let mut options = ApplianceOptions::all_in_one(settings.clone());
-            if any_nats_port {
-                options.nats_config =
-                    Some(Arc::new(|c: &mut pyoco_appliance::NatsServerConfig| {
-                        c.port = None
-                    }));
-            }
-            options.http_listener = http_listener.as_ref().and_then(|l| l.try_clone().ok());
-            match Appliance::start(options).await {
-                Ok(appliance) => return Ok(appliance),
-                Err(e)
-                    if e.is_nats_port_in_use()
-                        && !any_nats_port
-                        && is_default("PYOCO_NATS_CLIENT_PORT") =>
-                {
-                    any_nats_port = true;
-                    self.notice(format!(
-                        "NATS port {} is taken (another NATS?): the managed nats-server uses a \
-                         free port instead; set PYOCO_NATS_CLIENT_PORT to choose one",
-                        settings.nats_client_port
-                    ));
-                }
-                Err(e)
-                    if e.is_http_port_in_use()
-                        && http_listener.is_none()
-                        && is_default("PYOCO_HTTP_PORT") =>
-                {
-                    let listener = std::net::TcpListener::bind((settings.http_host.as_str(), 0))
-                        .map_err(|_| e.to_string())?;
-                    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-                    http_listener = Some(listener);
-                    self.notice(format!(
-                        "HTTP port {} is taken: the API listens on port {port} instead; set \
-                         PYOCO_HTTP_PORT to choose one",
-                        settings.http_port
-                    ));
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        Appliance::start_taking_free_default_ports(
+            || ApplianceOptions::all_in_one(settings.clone()),
+            |message| self.notice(message),
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 
     fn notice(&self, message: String) {
