@@ -3,9 +3,9 @@
 
 use std::{
     os::unix::process::CommandExt,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use nix::{
@@ -13,7 +13,7 @@ use nix::{
     unistd::Pid,
 };
 use pyoco_testkit::{
-    free_port, nats_server_bin, python, submit_yaml, wait_status, workspace_root,
+    free_port, nats_server_bin, python, submit_yaml, wait_status, workspace_binary,
     write_task_module, TASKS_PY,
 };
 use serde_json::json;
@@ -35,57 +35,6 @@ tasks:
   shout:
     callable: tasks:shout
 ";
-
-/// `pyoco-server` built by cargo for this workspace: beside this test's own profile directory
-/// (`<target>/<profile>/deps/e2e-…` → `<target>/<profile>/pyoco-server`), else under
-/// `$CARGO_TARGET_DIR/debug` or `<workspace>/target/debug`. Another package's binaries are not
-/// built for this one's tests, so it may be missing: `cargo build -p pyoco-cli` builds it.
-fn pyoco_server_binary() -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(profile_dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
-    {
-        candidates.push(profile_dir.join("pyoco-server"));
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(workspace_root().join(target).join("debug/pyoco-server"));
-    }
-    candidates.push(workspace_root().join("target/debug/pyoco-server"));
-    candidates.into_iter().find(|c| c.is_file())
-}
-
-/// Newest modification time of the Rust sources `pyoco-server` is built from.
-fn newest_source(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let time = if path.is_dir() {
-            newest_source(&path)
-        } else if path.extension().is_some_and(|e| e == "rs" || e == "py") {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        } else {
-            None
-        };
-        newest = newest.max(time);
-    }
-    newest
-}
-
-/// Warn when the binary is older than the crates' sources: this test then checks old code.
-fn warn_if_stale(binary: &Path) {
-    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok();
-    let sources = newest_source(&workspace_root().join("crates"));
-    if let (Some(built), Some(sources)) = (built, sources) {
-        if sources > built {
-            eprintln!(
-                "WARNING: {} is older than the sources under crates/; this test runs the old \
-                 binary. Run `cargo build -p pyoco-cli` first.",
-                binary.display()
-            );
-        }
-    }
-}
 
 /// The pids of processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &Path) -> Vec<(i32, String)> {
@@ -120,14 +69,13 @@ impl Drop for Running {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyoco_server_up_binary_runs_a_flow() {
-    let Some(binary) = pyoco_server_binary() else {
+    let Some(binary) = workspace_binary("pyoco-server") else {
         eprintln!(
             "\n\n*** SKIPPED pyoco_server_up_binary_runs_a_flow: no pyoco-server binary under \
              the target dir. Run `cargo build -p pyoco-cli` first. ***\n"
         );
         return;
     };
-    warn_if_stale(&binary);
     let tmp = tempfile::Builder::new()
         .prefix("pyoco-e2e-up-")
         .tempdir()

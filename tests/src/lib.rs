@@ -14,9 +14,11 @@
 //!   client, and a direct store connection for assertions;
 //! - [`PythonGateway`], [`python_worker`], [`pyoco_client`]: the real Python 0.5.1 processes
 //!   beside ours on one NATS, killed with their process group when dropped;
-//! - [`task_wheel`], [`ThrowawayVenv`], [`upload_wheel`], [`workspace_binary`]: task wheels
-//!   built in the test, a venv for a syncing worker to install them into, and the built
-//!   `pyoco-client`/`pyoco-server` binaries.
+//! - [`task_wheel`], [`ThrowawayVenv`], [`upload_wheel`]: task wheels built in the test and a
+//!   venv for a syncing worker to install them into.
+//!
+//! Always: [`workspace_binary`] (the built `pyoco-client`/`pyoco-server` binaries) and
+//! [`hold_port`] (keep a default port taken during a test).
 //!
 //! Environment it honours (set by `scripts/test.sh`): `PYOCO_NATS_SERVER_BIN`,
 //! `PYOCO_TEST_PYTHON`, `PYOCO_TEST_INTEROP_VENV`, `PYOCO_DATA_DIR`.
@@ -54,7 +56,7 @@ pub use interop::{
 #[cfg(feature = "app")]
 pub use wheels::upload_wheel;
 #[cfg(feature = "wheels")]
-pub use wheels::{task_wheel, task_wheel_name, workspace_binary, write_task_wheel, ThrowawayVenv};
+pub use wheels::{task_wheel, task_wheel_name, write_task_wheel, ThrowawayVenv};
 
 /// The repository root (the workspace).
 pub fn workspace_root() -> PathBuf {
@@ -235,5 +237,75 @@ where
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A binary of this workspace built by cargo (`pyoco-server`, `pyoco-client`, …): beside the
+/// running test's profile directory (`<target>/<profile>/deps/<test>` →
+/// `<target>/<profile>/<name>`), else under `$CARGO_TARGET_DIR/debug` or
+/// `<workspace>/target/debug`. Another package's binaries are not built for this package's
+/// tests, so it may be missing (`cargo build -p pyoco-cli` builds them). Warns on stderr (once
+/// per test process) when the binary is older than the sources under `crates/`.
+pub fn workspace_binary(name: &str) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(profile_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+    {
+        candidates.push(profile_dir.join(name));
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(workspace_root().join(target).join("debug").join(name));
+    }
+    candidates.push(workspace_root().join("target/debug").join(name));
+    let found = candidates.into_iter().find(|c| c.is_file())?;
+    let built = std::fs::metadata(&found).and_then(|m| m.modified()).ok();
+    let sources = newest_source(&workspace_root().join("crates"));
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if let (Some(built), Some(sources)) = (built, sources) {
+        if sources > built {
+            WARNED.call_once(|| {
+                eprintln!(
+                    "WARNING: {} is older than the sources under crates/; this test runs the old \
+                     binary. Run `cargo build -p pyoco-cli` first.",
+                    found.display()
+                )
+            });
+        }
+    }
+    Some(found)
+}
+
+/// Newest modification time of the `.rs`/`.py` files under `dir`.
+fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_source(&path)
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "py") {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        } else {
+            None
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
+
+/// Hold `127.0.0.1:port` for the test: bind it, or find it taken already (4222 is by the
+/// machine's own NATS on some machines). Tests holding default ports run one at a time
+/// (`.config/nextest.toml`, test names containing `taken_default_ports`), so a port found taken
+/// stays taken.
+pub fn hold_port(port: u16) -> Option<std::net::TcpListener> {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(l) => Some(l),
+        Err(_) => {
+            assert!(
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                "127.0.0.1:{port} can neither be bound nor connected to"
+            );
+            None
+        }
     }
 }

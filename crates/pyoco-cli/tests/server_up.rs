@@ -208,26 +208,10 @@ fn a_busy_nats_port_says_what_to_do() {
     );
 }
 
-/// Hold `127.0.0.1:port` for the test: bind it, or find it taken already (4222 is by the
-/// machine's own NATS on some machines). Tests holding default ports run one at a time
-/// (`.config/nextest.toml`), so a port found taken stays taken.
-fn hold_port(port: u16) -> Option<std::net::TcpListener> {
-    match std::net::TcpListener::bind(("127.0.0.1", port)) {
-        Ok(l) => Some(l),
-        Err(_) => {
-            assert!(
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-                "127.0.0.1:{port} can neither be bound nor connected to"
-            );
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn taken_default_ports_are_replaced_for_up_with_nats() {
-    let _nats = hold_port(4222);
-    let _http = hold_port(8000);
+    let _nats = pyoco_testkit::hold_port(4222);
+    let _http = pyoco_testkit::hold_port(8000);
     let data = tempfile::tempdir().unwrap();
     let stderr_path = data.path().join("stderr.log");
     // No port settings: the defaults 4222 and 8000 apply, and both are taken.

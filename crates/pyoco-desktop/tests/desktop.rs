@@ -285,25 +285,10 @@ async fn the_export_loads_with_the_same_values_in_our_loader() {
     assert!(err.message.contains("does not exist"), "{err:?}");
 }
 
-/// Hold `127.0.0.1:port` for the test: bind it, or find it taken already (4222 is by the
-/// machine's own NATS on some machines).
-fn hold_port(port: u16) -> Option<std::net::TcpListener> {
-    match std::net::TcpListener::bind(("127.0.0.1", port)) {
-        Ok(l) => Some(l),
-        Err(_) => {
-            assert!(
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-                "127.0.0.1:{port} can neither be bound nor connected to"
-            );
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taken_default_ports_are_replaced_by_free_ones_with_a_notice() {
-    let _nats = hold_port(4222);
-    let _http = hold_port(8000);
+    let _nats = pyoco_testkit::hold_port(4222);
+    let _http = pyoco_testkit::hold_port(8000);
     let dir = tempfile::tempdir().unwrap();
     let options = pyoco_testkit::desktop_options(dir.path(), 1, "");
     // No port settings at all: the defaults 4222 and 8000 apply, and both are taken.
