@@ -38,9 +38,7 @@ cargo build --release -p pyoco-desktop-app --features custom-protocol ||
   die "building the desktop app failed (output above)"
 log "built in $(fmt_secs $((SECONDS - t0)))"
 
-target_dir=${CARGO_TARGET_DIR:-target}
-[[ $target_dir == /* ]] || target_dir="$PYOCO_ROOT/$target_dir"
-bin="$target_dir/release/pyoco-desktop"
+bin="$(pyoco_target_dir)/release/pyoco-desktop"
 [[ -x $bin ]] || die "$bin was not built" "check the [[bin]] target of src-tauri/Cargo.toml"
 
 log "exec $bin"

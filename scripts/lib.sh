@@ -40,6 +40,14 @@ pyoco_data_dir() {
   printf '%s\n' "${dir%/}"
 }
 
+# The cargo target dir of this checkout, absolute: $CARGO_TARGET_DIR (relative to the checkout,
+# as cargo takes it when run there), else <checkout>/target.
+pyoco_target_dir() {
+  local dir=${CARGO_TARGET_DIR:-target}
+  [[ $dir == /* ]] || dir="$PYOCO_ROOT/$dir"
+  printf '%s\n' "${dir%/}"
+}
+
 # "NAME==VERSION" pin of one package in a requirements file (first match), or nothing.
 pinned_version() {
   local file=$1 name=$2

@@ -8,6 +8,7 @@ mod appliance;
 mod interop;
 mod nats_outage;
 mod python_client;
+mod readme_flow;
 mod server_binary;
 mod wheel_appliance;
 mod wheel_interop;

@@ -234,6 +234,15 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
             settings.worker_id,
             settings.worker_tags.join(",")
         );
+        // Where `tasks:hello` is looked for: the first thing to check when a run fails with
+        // `ModuleNotFoundError`.
+        if let Some(config) = &worker_config {
+            println!(
+                "pyoco-server: local worker {:?} imports task modules from {}",
+                settings.worker_id,
+                task_import_folders(config)
+            );
+        }
     }
     println!("pyoco-server: data dir {}", status.data_dir);
     println!("pyoco-server: press Ctrl-C to stop");
@@ -243,6 +252,22 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
     appliance.stop().await;
     println!("pyoco-server: stopped");
     outcome
+}
+
+/// The runners' `PYTHONPATH` entries, in order, for the start-up banner.
+fn task_import_folders(config: &WorkerConfig) -> String {
+    let folders: Vec<String> = config
+        .runner_env
+        .iter()
+        .filter(|(name, _)| name == "PYTHONPATH")
+        .flat_map(|(_, value)| std::env::split_paths(value).collect::<Vec<_>>())
+        .map(|folder| folder.display().to_string())
+        .collect();
+    if folders.is_empty() {
+        "the runner's own sys.path only".to_string()
+    } else {
+        folders.join(", ")
+    }
 }
 
 /// Wait for Ctrl-C or SIGTERM (Ok), or for NATS or the gateway to fail for good (Err). A
