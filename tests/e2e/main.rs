@@ -6,6 +6,7 @@
 
 mod appliance;
 mod interop;
+mod module_graph;
 mod nats_outage;
 mod python_client;
 mod readme_flow;
