@@ -14,8 +14,9 @@
 #   --out FILE         also write the results as JSON
 #   --help             every option
 # Needs the Python venv with pyoco-server 0.5.1 (bash scripts/setup.sh --with-interop) and the
-# pinned nats-server (bash scripts/setup.sh). If the Rust binaries do not build, the Python side
-# is still measured and the Rust column says why it is missing. See docs/benchmarks.md.
+# pinned nats-server (bash scripts/setup.sh). If the Rust binaries do not build, only the Python
+# side is measured (never an old build of the Rust side). Honours CARGO_TARGET_DIR. See
+# docs/benchmarks.md.
 set -euo pipefail
 
 LOG_TAG="bench"
@@ -34,10 +35,22 @@ done
 
 pyoco_find_cargo || die "cargo not found" "install a Rust toolchain (>= 1.89), or run bash scripts/setup.sh"
 cd "$PYOCO_ROOT"
+release="$(pyoco_target_dir)/release"
 
+# A Rust binary left over from an earlier build would be measured as if it were this checkout's:
+# when pyoco-cli does not build, the Rust side is not measured at all.
+rust_args=()
 if ! cargo build --release -p pyoco-cli -p pyoco-bench; then
-  warn "building pyoco-cli failed: building pyoco-bench alone (the Rust side will be skipped or use stale binaries)"
-  cargo build --release -p pyoco-bench
+  warn "building pyoco-cli failed (output above): measuring the Python side only;" \
+    "fix the build to compare both"
+  for arg in "$@"; do
+    [[ $arg != --only* ]] || die "pyoco-cli does not build, so --only cannot be honoured" \
+      "fix the build (output above), or drop --only to measure the Python side alone"
+  done
+  cargo build --release -p pyoco-bench || die "building pyoco-bench failed (output above)"
+  rust_args=(--only python)
+else
+  rust_args=(--rust-bin-dir "$release")
 fi
 
-exec "$PYOCO_ROOT/target/release/pyoco-bench" "$@"
+exec "$release/pyoco-bench" "${rust_args[@]}" "$@"
