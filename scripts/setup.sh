@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Set up a Debian/Ubuntu machine to build, test and run pyoco-server (Rust).
 #
-#   bash scripts/setup.sh [--with-interop] [--with-testtools] [--with-desktop] [--with-browser]
-#                         [--force]
+#   bash scripts/setup.sh [--with-interop] [--with-testtools] [--with-desktop]
+#                         [--with-desktop-tests] [--with-browser] [--force]
 #
 # Idempotent: every step checks first and prints one line, "ok (already ...)" or what it did;
 # a second run changes nothing and takes about a second. Run it as root, or as a normal user
 # with sudo (only the apt step uses sudo). Through `sudo` from a normal user who owns the
-# checkout, the per-user steps (Rust check, data dir, venvs) run as that user.
+# checkout, the per-user steps (Rust check, data dir, venvs) run as that user. Several at once
+# (parallel test processes on a fresh machine) are safe: the per-user steps hold a lock on
+# <data>/.setup.lock, so one installs and the others then find everything in place; apt waits
+# for the dpkg lock.
 #
 # Steps:
 #   apt packages   build-essential pkg-config ca-certificates curl git python3 python3-venv
-#                  python3-pip; --with-desktop adds the desktop/GUI test packages, --with-browser
-#                  Chromium and ChromeDriver. `apt-get update` runs only when something is missing.
+#                  python3-pip; --with-desktop adds what building the desktop app needs
+#                  (libwebkit2gtk-4.1-dev), --with-desktop-tests what testing its window needs
+#                  (xvfb xauth webkit2gtk-driver imagemagick), --with-browser Chromium and
+#                  ChromeDriver. `apt-get update` runs only when something is missing.
 #   rust           cargo must be there (>= 1.89); this script cannot install it.
 #   data dir       $PYOCO_DATA_DIR, else $XDG_DATA_HOME/pyoco-server, else
 #                  ~/.local/share/pyoco-server (what the Rust `directories` crate gives).
@@ -23,10 +28,11 @@
 #                  with Python >= 3.12 when one is found.
 #   testtools venv (--with-testtools) $DATA/venv-testtools from requirements-testtools.txt
 #                  (schemathesis, for the gateway's OpenAPI test).
-#   tauri-driver   (--with-desktop) $DATA/tools/bin/tauri-driver, pinned, by `cargo install`
+#   tauri-driver   (--with-desktop-tests) $DATA/tools/bin/tauri-driver, pinned, by `cargo install`
 #                  (WebDriver for the desktop app's window tests; about 30 s the first time).
 #
-# Environment: PYOCO_SETUP_DESKTOP=1, PYOCO_SETUP_BROWSER=1, PYOCO_SETUP_INTEROP=1,
+# Environment: PYOCO_SETUP_DESKTOP=1, PYOCO_SETUP_DESKTOP_TESTS=1, PYOCO_SETUP_BROWSER=1,
+# PYOCO_SETUP_INTEROP=1,
 # PYOCO_SETUP_TESTTOOLS=1 (same as the flags), PYOCO_DATA_DIR, PYOCO_SETUP_PYTHON / PYOCO_SETUP_INTEROP_PYTHON (interpreter to build
 # a new venv with), PYOCO_SETUP_KEEP_ROOT=1 (under sudo, do not switch to $SUDO_USER).
 set -euo pipefail
@@ -44,8 +50,10 @@ usage() {
 Options:
   --with-interop   also build the interop venv with the real Python pyoco-server
   --with-testtools also build the test-tools venv (schemathesis)
-  --with-desktop   also install libwebkit2gtk-4.1-dev xvfb xauth webkit2gtk-driver imagemagick
-                   (to build and test the desktop app) and tauri-driver into <data>/tools
+  --with-desktop   also install libwebkit2gtk-4.1-dev (to build the desktop app)
+  --with-desktop-tests
+                   --with-desktop, plus xvfb xauth webkit2gtk-driver imagemagick and
+                   tauri-driver into <data>/tools (to test the desktop app's window)
   --with-browser   also install chromium chromium-driver
   --force          rebuild the venvs even when their stamps match
   --skip-apt       skip the apt step (used when re-running as $SUDO_USER)
@@ -55,6 +63,7 @@ EOF
 }
 
 WITH_DESKTOP=${PYOCO_SETUP_DESKTOP:-0}
+WITH_DESKTOP_TESTS=${PYOCO_SETUP_DESKTOP_TESTS:-0}
 WITH_BROWSER=${PYOCO_SETUP_BROWSER:-0}
 WITH_INTEROP=${PYOCO_SETUP_INTEROP:-0}
 WITH_TESTTOOLS=${PYOCO_SETUP_TESTTOOLS:-0}
@@ -65,6 +74,7 @@ ORIG_ARGS=("$@")
 while (($#)); do
   case $1 in
     --with-desktop) WITH_DESKTOP=1 ;;
+    --with-desktop-tests) WITH_DESKTOP_TESTS=1 ;;
     --with-browser) WITH_BROWSER=1 ;;
     --with-interop) WITH_INTEROP=1 ;;
     --with-testtools) WITH_TESTTOOLS=1 ;;
@@ -82,13 +92,14 @@ while (($#)); do
   esac
   shift
 done
-for v in WITH_DESKTOP WITH_BROWSER WITH_INTEROP WITH_TESTTOOLS; do
+for v in WITH_DESKTOP WITH_DESKTOP_TESTS WITH_BROWSER WITH_INTEROP WITH_TESTTOOLS; do
   case ${!v,,} in
     1 | true | yes | on) printf -v "$v" 1 ;;
     0 | false | no | off | "") printf -v "$v" 0 ;;
     *) die "PYOCO_SETUP_${v#WITH_}=${!v}: use 1 or 0" ;;
   esac
 done
+if [[ $WITH_DESKTOP_TESTS == 1 ]]; then WITH_DESKTOP=1; fi
 
 START=$SECONDS
 
@@ -99,8 +110,12 @@ step_apt() {
   local -a pkgs=(build-essential pkg-config ca-certificates curl git python3 python3-venv python3-pip)
   local what="base"
   if [[ $WITH_DESKTOP == 1 ]]; then
-    pkgs+=(libwebkit2gtk-4.1-dev xvfb xauth webkit2gtk-driver imagemagick)
+    pkgs+=(libwebkit2gtk-4.1-dev)
     what+=" + desktop"
+  fi
+  if [[ $WITH_DESKTOP_TESTS == 1 ]]; then
+    pkgs+=(xvfb xauth webkit2gtk-driver imagemagick)
+    what+=" + desktop tests"
   fi
   if [[ $WITH_BROWSER == 1 ]]; then
     pkgs+=(chromium chromium-driver)
@@ -140,12 +155,14 @@ step_apt() {
 
   local aptlog t0=$SECONDS
   aptlog=$(mktemp "${TMPDIR:-/tmp}/pyoco-setup-apt.XXXXXX")
-  if ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$aptlog" 2>&1; then
+  if ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q \
+    -o DPkg::Lock::Timeout=600 >"$aptlog" 2>&1; then
     tail -n 30 "$aptlog" >&2
     die "apt-get update failed (log above, full log: $aptlog)" \
       "check the machine's apt sources and network, then re-run"
   fi
   if ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    -o DPkg::Lock::Timeout=600 \
     --no-install-recommends "${missing[@]}" >>"$aptlog" 2>&1; then
     tail -n 30 "$aptlog" >&2
     die "apt-get install ${missing[*]} failed (log above, full log: $aptlog)" \
@@ -421,10 +438,10 @@ step_testtools_venv() {
 # g. tauri-driver (WebDriver for the desktop app's window tests), pinned, in <data>/tools
 # ---------------------------------------------------------------------------------------------
 TAURI_DRIVER_VERSION=2.1.0
-TAURI_DRIVER_SUMMARY="not installed (use --with-desktop)"
+TAURI_DRIVER_SUMMARY="not installed (use --with-desktop-tests)"
 step_tauri_driver() {
-  if [[ $WITH_DESKTOP != 1 ]]; then
-    step "tauri-driver" "skipped (use --with-desktop)"
+  if [[ $WITH_DESKTOP_TESTS != 1 ]]; then
+    step "tauri-driver" "skipped (use --with-desktop-tests)"
     return 0
   fi
   local bin="$DATA/tools/bin/tauri-driver"
@@ -461,6 +478,13 @@ main() {
   step_rust
   DATA=$(pyoco_data_dir)
   step_data_dir
+  # One setup at a time per data dir: parallel test processes on a fresh machine all ask for
+  # the venvs; the first installs them, the others wait here and then find them in place.
+  exec 9>>"$DATA/.setup.lock"
+  if ! flock -n 9; then
+    log "another setup.sh is working on $DATA: waiting for it"
+    flock 9
+  fi
   step_runner_venv
   step_nats_link
   step_interop_venv

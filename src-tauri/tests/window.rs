@@ -5,7 +5,7 @@
 //! child process left. A `kill -9` of the app leaves nothing behind either.
 //!
 //! Screenshots of each step go to `artifacts/desktop/` at the workspace root (CI keeps them).
-//! Needs `scripts/setup.sh --with-desktop` (Xvfb, WebKitWebDriver, tauri-driver).
+//! Needs `scripts/setup.sh --with-desktop-tests` (Xvfb, WebKitWebDriver, tauri-driver).
 
 use std::{
     collections::HashMap,
@@ -45,7 +45,7 @@ impl Drop for Proc {
 fn spawn(mut cmd: Command, what: &str) -> Proc {
     cmd.process_group(0);
     Proc(cmd.spawn().unwrap_or_else(|e| {
-        panic!("cannot start {what}: {e} — run `bash scripts/setup.sh --with-desktop`")
+        panic!("cannot start {what}: {e} — run `bash scripts/setup.sh --with-desktop-tests`")
     }))
 }
 
@@ -108,7 +108,7 @@ fn tauri_driver() -> PathBuf {
             .join("tools/bin/tauri-driver");
     assert!(
         data.exists(),
-        "tauri-driver not found at {} — run `bash scripts/setup.sh --with-desktop`",
+        "tauri-driver not found at {} — run `bash scripts/setup.sh --with-desktop-tests`",
         data.display()
     );
     data

@@ -175,8 +175,9 @@ pub fn python() -> PathBuf {
         if let Some(p) = std::env::var_os("PYOCO_TEST_PYTHON") {
             return PathBuf::from(p);
         }
-        let py = data_dir().join("venv").join("bin").join("python");
-        if !py.exists() {
+        let venv = data_dir().join("venv");
+        let py = venv.join("bin").join("python");
+        if !set_up(&venv) {
             run_setup(&[]);
         }
         assert!(
@@ -199,7 +200,7 @@ pub fn interop_venv() -> PathBuf {
             return PathBuf::from(p);
         }
         let venv = data_dir().join("venv-pyoco-server-0.5.1");
-        if !venv.join("bin").join("pyoco-worker").exists() {
+        if !set_up(&venv) {
             run_setup(&["--with-interop"]);
         }
         venv
@@ -207,7 +208,15 @@ pub fn interop_venv() -> PathBuf {
     .clone()
 }
 
-/// Run `scripts/setup.sh` once at a time across the test threads of this binary.
+/// Whether `scripts/setup.sh` finished `venv`: it writes the venv's stamp last, so a venv that
+/// another test process is still installing does not count (its `bin/python` exists early).
+fn set_up(venv: &Path) -> bool {
+    venv.join(".pyoco-setup-stamp").is_file()
+}
+
+/// Run `scripts/setup.sh`, one at a time across the test threads of this binary. Across
+/// processes (nextest runs each test in its own), setup.sh takes a lock on the data dir itself:
+/// the first one installs, the others wait and then find everything in place.
 fn run_setup(args: &[&str]) {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
