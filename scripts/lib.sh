@@ -80,6 +80,16 @@ pyoco_find_cargo() {
   command -v cargo >/dev/null 2>&1
 }
 
+# clippy-driver of the active toolchain (rustup's proxy, or the one beside rustc), or non-zero.
+pyoco_clippy_driver() {
+  local d
+  d=$(command -v clippy-driver 2>/dev/null) && "$d" --version >/dev/null 2>&1 &&
+    { printf '%s\n' "$d"; return 0; }
+  d="$(rustc --print sysroot 2>/dev/null)/bin/clippy-driver"
+  [[ -x $d ]] && "$d" --version >/dev/null 2>&1 && { printf '%s\n' "$d"; return 0; }
+  return 1
+}
+
 # True when we are root only because a normal user ran us through sudo and that user owns
 # the checkout: then cargo, target/ and the data dir belong to that user, and only apt needs
 # root. PYOCO_SETUP_KEEP_ROOT=1 turns this off (everything then runs as root).

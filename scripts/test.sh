@@ -3,14 +3,17 @@
 #
 #   sudo bash scripts/test.sh [--quick] [setup.sh options...]
 #
-# 1. setup    scripts/setup.sh --with-interop --with-testtools --with-desktop (plus any setup.sh
-#             option given here, such as --with-browser)
+# 1. setup    scripts/setup.sh --with-interop --with-testtools --with-desktop-tests (plus any
+#             setup.sh option given here, such as --with-browser)
 # 2. fmt      cargo fmt --all -- --check                        (skipped with --quick)
-# 3. clippy   cargo clippy --workspace --all-targets -- -D warnings  (skipped with --quick)
+# 3. build    the whole workspace and its tests (cargo nextest run --workspace --no-run), with
+#             clippy -D warnings as the compiler of the workspace's own crates: the lint and the
+#             test build are one compilation (`cargo clippy` would compile every crate a second
+#             time, in check mode). --quick builds with plain rustc (no lint).
 # 4. runner   the Python runner's unittest suite, with the runner venv's Python
-# 5. doctest  cargo test --workspace --doc
-# 6. test     cargo nextest run --workspace when cargo-nextest is installed, else
-#             cargo test --workspace --lib --bins --tests
+# 5. test     cargo nextest run --workspace (reuses the build) when cargo-nextest is installed,
+#             else cargo test --workspace --lib --bins --tests
+# 6. doctest  cargo test --workspace --doc (reuses the build)
 #
 # The tests find the tools through PYOCO_NATS_SERVER_BIN, PYOCO_TEST_PYTHON,
 # PYOCO_TEST_INTEROP_VENV and PYOCO_TEST_TOOLS_VENV, exported here from the data dir setup.sh filled. Every phase runs even
@@ -41,7 +44,7 @@ for arg in "$@"; do
 done
 
 if pyoco_should_drop_to_sudo_user; then
-  bash "$PYOCO_SCRIPTS_DIR/setup.sh" --apt-only --with-interop --with-testtools --with-desktop \
+  bash "$PYOCO_SCRIPTS_DIR/setup.sh" --apt-only --with-interop --with-testtools --with-desktop-tests \
     "${SETUP_ARGS[@]}"
   pyoco_exec_as_sudo_user bash "${BASH_SOURCE[0]}" --skip-apt "$@"
 fi
@@ -84,7 +87,7 @@ finish() {
 }
 
 # 1. setup: without it nothing below means anything.
-if ! phase setup bash "$PYOCO_SCRIPTS_DIR/setup.sh" --with-interop --with-testtools --with-desktop \
+if ! phase setup bash "$PYOCO_SCRIPTS_DIR/setup.sh" --with-interop --with-testtools --with-desktop-tests \
   "${SETUP_ARGS[@]}"; then
   log "setup failed: nothing was tested (see the ERROR lines above for what to do)"
   finish
@@ -107,22 +110,46 @@ log "PYOCO_TEST_TAURI_DRIVER=$PYOCO_TEST_TAURI_DRIVER"
 cd "$PYOCO_ROOT"
 
 if [[ $QUICK == 1 ]]; then
-  log "--quick: skipping fmt and clippy"
+  log "--quick: skipping fmt and the lint"
 else
   # rustfmt colours its diff even into a log file unless told (cargo's setting doesn't reach it).
   phase fmt cargo fmt --all -- --check --color "${CARGO_TERM_COLOR:-auto}" || true
-  phase clippy cargo clippy --workspace --all-targets -- -D warnings || true
+  # clippy-driver compiles like rustc and lints on the way (what `cargo clippy` runs in check
+  # mode); every cargo command below sees the same two variables, so none rebuilds.
+  if clippy_driver=$(pyoco_clippy_driver); then
+    export RUSTC_WORKSPACE_WRAPPER=$clippy_driver
+    export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+    log "lint: clippy -D warnings runs inside the build ($clippy_driver)"
+  else
+    log "clippy-driver not found: the lint runs on its own (rustup component add clippy)"
+    phase clippy cargo clippy --workspace --all-targets -- -D warnings || true
+  fi
+fi
+
+have_nextest=0
+if cargo nextest --version >/dev/null 2>&1; then
+  have_nextest=1
+else
+  log "cargo-nextest not installed: using cargo test (cargo install cargo-nextest --locked for nicer output)"
+fi
+build_ok=0
+if ((have_nextest)); then
+  phase build cargo nextest run --workspace --no-run && build_ok=1
+else
+  phase build cargo test --workspace --lib --bins --tests --no-run && build_ok=1
 fi
 
 # The worker's Python runner (real pyoco), tested on its own protocol.
 phase runner "$PYOCO_TEST_PYTHON" -m unittest discover -s crates/pyoco-worker/python/tests || true
-# Doctests first and the test run last, so the log closes on the real test summary.
-phase doctest cargo test --workspace --doc || true
-if cargo nextest --version >/dev/null 2>&1; then
-  phase test cargo nextest run --workspace --no-fail-fast || true
+if ((build_ok)); then
+  if ((have_nextest)); then
+    phase test cargo nextest run --workspace --no-fail-fast || true
+  else
+    phase test cargo test --workspace --lib --bins --tests --no-fail-fast || true
+  fi
+  phase doctest cargo test --workspace --doc || true
 else
-  log "cargo-nextest not installed: using cargo test (cargo install cargo-nextest --locked for nicer output)"
-  phase test cargo test --workspace --lib --bins --tests --no-fail-fast || true
+  log "the build failed: nothing was tested (the errors are above)"
 fi
 
 finish
