@@ -236,7 +236,7 @@ fn python_dumps(value: &Value, out: &mut String) {
             out.push('}');
         }
         Value::Number(n) if n.is_f64() => {
-            out.push_str(&pyoco_wire::python_float_repr(n.as_f64().unwrap()))
+            out.push_str(&pyoco_wire::python::float_repr(n.as_f64().unwrap()))
         }
         other => out.push_str(&other.to_string()),
     }
