@@ -1,6 +1,6 @@
 //! The appliance (gateway + local worker on one NATS) running flows submitted over HTTP.
 
-use pyoco_testkit::{epoch_now, AppOptions, TestApp};
+use pyoco_testkit::{AppOptions, TestApp};
 use pyoco_wire::WorkflowDigest;
 use serde_json::{json, Value};
 
@@ -205,7 +205,7 @@ tasks:
     // auth).
     let mut snapshot = app.stored_snapshot(&run_id).await;
     assert_eq!(snapshot["status"], "PENDING");
-    let requested_at = epoch_now();
+    let requested_at = pyoco_wire::python::time();
     snapshot.insert("status".into(), json!("CANCELLING"));
     snapshot.insert("cancel_requested_at".into(), json!(requested_at));
     snapshot.insert("updated_at".into(), json!(requested_at));

@@ -1,21 +1,32 @@
-//! The whole application for one end-to-end test, the way zero-to-production's `spawn_app()`
-//! does it: a fresh nats-server, the real appliance in-process (gateway on a free port, an
-//! optional local worker running the real pyoco), a real HTTP client, and a direct store
-//! connection for looking at what was written on the wire.
+//! The whole application for one test, the way zero-to-production's `spawn_app()` does it: a
+//! fresh nats-server, the real appliance in-process (the gateway on a free port and, when
+//! asked, a local worker running the real pyoco), a real HTTP client, and the test's own store
+//! connection for putting and looking at what is on the wire.
+//!
+//! One app for every crate's tests: the gateway's API tests take it gateway-only with their
+//! settings adjusted, the CLI's run the `pyoco-client` binary against it, and the end-to-end
+//! tests run flows on its worker. Tests of a gateway the app cannot set up (no NATS yet, two
+//! gateways on one NATS) take a bare [`Gateway`](crate::Gateway).
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
+use futures::StreamExt;
 use pyoco_appliance::{Appliance, ApplianceOptions};
-use pyoco_config::{LoadOptions, Settings};
+use pyoco_config::Settings;
 use pyoco_store::{Store, StoreConfig, DEFAULT_CONNECT_TIMEOUT};
 use pyoco_worker::WorkerConfig;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::{eventually, python, TestNats};
+use crate::{
+    eventually,
+    gateway::{load_settings, post_json, post_yaml, post_yaml_form, status_json},
+    python, submit_yaml, wait_status, TestNats,
+};
 
 /// Name of the task module every [`TestApp`] puts on its workers' `PYTHONPATH`.
 pub const TASKS_MODULE: &str = "e2e_tasks";
@@ -67,15 +78,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Now, as Unix epoch seconds (the contract's timestamp format).
-pub fn epoch_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-}
-
-/// What [`TestApp::start`] runs besides NATS and the gateway.
+/// What [`TestApp::start`] runs besides NATS and the gateway, and what it stores first.
 #[derive(Debug, Clone)]
 pub struct AppOptions {
     /// Run the appliance's local worker.
@@ -84,6 +87,9 @@ pub struct AppOptions {
     pub worker_id: String,
     /// The tags the local worker serves (`PYOCO_WORKER_TAGS`).
     pub worker_tags: Vec<String>,
+    /// Values put into the runs bucket (key, stored bytes) before the gateway starts, so its
+    /// run index reads them as the bucket's history.
+    pub stored_runs: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for AppOptions {
@@ -93,6 +99,7 @@ impl Default for AppOptions {
             worker: true,
             worker_id: "e2e-worker".into(),
             worker_tags: vec!["default".into()],
+            stored_runs: Vec::new(),
         }
     }
 }
@@ -115,7 +122,8 @@ pub struct TestApp {
     stopped_nats: Vec<TestNats>,
     appliance: Option<Appliance>,
     extra_workers: Vec<Appliance>,
-    options: AppOptions,
+    settings: Settings,
+    addr: SocketAddr,
     base_url: String,
     http: reqwest::Client,
     store: Store,
@@ -123,41 +131,68 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Start NATS and the appliance (gateway, plus the local worker if asked), and return once
-    /// the gateway answers from NATS and the worker has registered.
+    /// The gateway alone with the settings of a fresh install.
+    pub async fn gateway_only() -> TestApp {
+        Self::start(AppOptions::gateway_only()).await
+    }
+
+    /// Start NATS and the appliance (gateway, plus the local worker if asked) with the settings
+    /// of a fresh install, and return once the gateway answers from NATS and the worker has
+    /// registered.
     pub async fn start(options: AppOptions) -> TestApp {
+        Self::start_with(options, |_| {}).await
+    }
+
+    /// Like [`TestApp::start`], with the settings adjusted by the test first (they are in
+    /// force for the gateway, the local worker and the test's own store).
+    pub async fn start_with(options: AppOptions, adjust: impl FnOnce(&mut Settings)) -> TestApp {
         let nats = TestNats::start().await;
         let dir = tempfile::Builder::new()
-            .prefix("pyoco-e2e-")
+            .prefix("pyoco-test-app-")
             .tempdir()
             .expect("temp dir");
-        write_task_module(&dir.path().join("tasks"), TASKS_MODULE, TASKS_PY);
+        let mut settings = app_settings(&nats.url(), dir.path(), &options);
+        adjust(&mut settings);
         let store = Store::connect(
-            &nats.url(),
-            "pyoco-e2e-test",
-            StoreConfig::default(),
+            &settings.nats_url,
+            "pyoco-test",
+            StoreConfig::from(&settings),
             DEFAULT_CONNECT_TIMEOUT,
         )
         .await
         .expect("the test's own store connects");
+        // 64 writes in flight: some tests store thousands.
+        futures::stream::iter(&options.stored_runs)
+            .for_each_concurrent(64, |(key, value)| {
+                let store = &store;
+                async move {
+                    store
+                        .runs()
+                        .put(key, value.clone())
+                        .await
+                        .unwrap_or_else(|e| panic!("storing run {key}: {e}"));
+                }
+            })
+            .await;
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the gateway");
-        let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let addr = listener.local_addr().expect("local addr");
         let mut app = TestApp {
             nats,
             stopped_nats: Vec::new(),
             appliance: None,
             extra_workers: Vec::new(),
-            options: options.clone(),
-            base_url,
+            settings,
+            addr,
+            base_url: format!("http://{addr}"),
             http: reqwest::Client::new(),
             store,
             dir,
         };
-        let settings = app.settings();
-        let worker_config = options.worker.then(|| app.worker_config(&settings));
+        write_task_module(&app.tasks_dir(), TASKS_MODULE, TASKS_PY);
+        let worker_config = options.worker.then(|| app.worker_config());
         let appliance = Appliance::start(ApplianceOptions {
-            settings,
+            settings: app.settings.clone(),
             managed_nats: false,
             gateway: true,
             worker: options.worker,
@@ -178,11 +213,10 @@ impl TestApp {
     /// Start one more local worker (a worker-only appliance with this app's worker settings)
     /// and wait until it has registered.
     pub async fn start_worker(&mut self) {
-        let settings = self.settings();
-        let config = self.worker_config(&settings);
+        let config = self.worker_config();
         let worker_id = config.worker_id.clone();
         let appliance = Appliance::start(ApplianceOptions {
-            settings,
+            settings: self.settings.clone(),
             managed_nats: false,
             gateway: false,
             worker: true,
@@ -196,36 +230,18 @@ impl TestApp {
         self.wait_worker_registered(&worker_id).await;
     }
 
-    /// Settings as a fresh install has them (no `.env`), pointing at this app's NATS and data
-    /// dir, with the test venv's Python.
-    pub fn settings(&self) -> Settings {
-        let env = HashMap::from([
-            ("PYOCO_LOAD_DOTENV".to_string(), "0".to_string()),
-            ("PYOCO_NATS_URL".to_string(), self.nats.url()),
-            (
-                "PYOCO_DATA_DIR".to_string(),
-                self.dir.path().join("data").display().to_string(),
-            ),
-            ("PYOCO_PYTHON".to_string(), python().display().to_string()),
-            (
-                "PYOCO_WORKER_ID".to_string(),
-                self.options.worker_id.clone(),
-            ),
-            (
-                "PYOCO_WORKER_TAGS".to_string(),
-                self.options.worker_tags.join(","),
-            ),
-        ]);
-        Settings::load(&LoadOptions {
-            env,
-            cwd: self.dir.path().to_path_buf(),
-            home: None,
-        })
-        .expect("test settings load")
+    /// The settings the app runs with: a fresh install's (no `.env`), pointing at this app's
+    /// NATS and data dir, with the worker options, adjusted by the test.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
-    fn worker_config(&self, settings: &Settings) -> WorkerConfig {
-        let mut config = WorkerConfig::from_settings(settings).expect("worker config");
+    /// The local workers' configuration: the test venv's Python, the task modules on
+    /// `PYTHONPATH`.
+    pub fn worker_config(&self) -> WorkerConfig {
+        let mut settings = self.settings.clone();
+        settings.python.get_or_insert_with(python);
+        let mut config = WorkerConfig::from_settings(&settings).expect("worker config");
         config
             .set_pythonpath(Some(self.tasks_dir().as_os_str()), self.dir.path(), false)
             .expect("PYTHONPATH");
@@ -233,11 +249,17 @@ impl TestApp {
         config
     }
 
+    /// Where the gateway listens (127.0.0.1, a free port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `http://127.0.0.1:<port>` of the gateway.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
 
+    /// The gateway's URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
@@ -250,7 +272,7 @@ impl TestApp {
         self.nats.url()
     }
 
-    /// The test's own connection to this app's NATS.
+    /// The test's own connection to this app's NATS (the app's store settings).
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -270,20 +292,38 @@ impl TestApp {
         self.dir.path().join(name)
     }
 
-    /// `GET path`: status and JSON body.
-    pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
             .get(self.url(path))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        status_json(response).await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `GET path`: status and JSON body.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        status_json(self.get(path).await).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        post_json(&self.http, &self.url(path), body).await
     }
 
     /// `POST /runs/yaml` as the Python client sends it (`workflow` part named `flow.yaml`).
     pub async fn post_yaml(&self, yaml: &str, flow_name: &str, tag: &str) -> reqwest::Response {
         post_yaml(&self.http, &self.base_url, yaml, flow_name, tag).await
+    }
+
+    /// `POST /runs/yaml` with the parts the Python client sends, `None` leaving a part out.
+    pub async fn post_yaml_form(
+        &self,
+        workflow: Option<&[u8]>,
+        flow_name: Option<&str>,
+        tag: Option<&str>,
+    ) -> reqwest::Response {
+        post_yaml_form(&self.http, &self.base_url, workflow, flow_name, tag).await
     }
 
     /// Submit a flow.yaml; asserts the gateway's `{"run_id", "status": "PENDING"}` answer and
@@ -306,8 +346,13 @@ impl TestApp {
         body
     }
 
-    /// The stored snapshot of `run_id`, straight from the KV bucket.
-    pub async fn stored_snapshot(&self, run_id: &str) -> serde_json::Map<String, Value> {
+    /// The stored snapshot of `run_id`, straight from the KV bucket, keys in stored order.
+    pub async fn stored_snapshot(&self, run_id: &str) -> Map<String, Value> {
+        self.stored_snapshot_with_bytes(run_id).await.0
+    }
+
+    /// The stored snapshot of `run_id`, keys in stored order, and its raw bytes.
+    pub async fn stored_snapshot_with_bytes(&self, run_id: &str) -> (Map<String, Value>, Vec<u8>) {
         let entry = self
             .store
             .runs()
@@ -315,7 +360,30 @@ impl TestApp {
             .await
             .expect("KV get")
             .unwrap_or_else(|| panic!("no snapshot stored for {run_id}"));
-        serde_json::from_slice(&entry.value).expect("the snapshot is a JSON object")
+        let map = serde_json::from_slice(&entry.value).expect("the snapshot is a JSON object");
+        (map, entry.value.to_vec())
+    }
+
+    /// Take the next job queued for `tag` (acknowledged): keys in message order, and its raw
+    /// bytes.
+    pub async fn next_job(&self, tag: &str) -> (Map<String, Value>, Vec<u8>) {
+        let consumer = self.store.work_consumer(tag).await.expect("work consumer");
+        let mut messages = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(3))
+            .messages()
+            .await
+            .expect("fetch");
+        let message = messages
+            .next()
+            .await
+            .unwrap_or_else(|| panic!("no job queued for tag {tag}"))
+            .expect("message");
+        assert_eq!(message.subject.as_str(), format!("pyoco.work.{tag}"));
+        message.ack().await.expect("ack");
+        let map = serde_json::from_slice(&message.payload).expect("the job is JSON");
+        (map, message.payload.to_vec())
     }
 
     /// Every message of the DLQ stream, oldest first, as (subject, JSON).
@@ -342,7 +410,7 @@ impl TestApp {
         out
     }
 
-    /// Jobs still in the work stream (WorkQueue: acknowledged jobs are removed).
+    /// Jobs still in the work stream, all tags (WorkQueue: acknowledged jobs are removed).
     pub async fn queued_jobs(&self) -> u64 {
         let mut stream = self
             .store
@@ -404,8 +472,9 @@ impl TestApp {
         self.stopped_nats.push(stopped);
     }
 
-    /// Stop the workers (runs in progress may finish), then the gateway.
-    pub async fn stop(mut self) {
+    /// Stop the workers (runs in progress may finish), then the gateway; NATS and the test's
+    /// store stay.
+    pub async fn stop(&mut self) {
         for worker in self.extra_workers.drain(..) {
             worker.stop().await;
         }
@@ -416,10 +485,7 @@ impl TestApp {
 
     async fn wait_gateway_ready(&self) {
         // A run id nobody has: 404 `run not found` means the gateway reads from NATS.
-        let probe = format!(
-            "{}/runs/00000000-0000-4000-8000-000000000000",
-            self.base_url
-        );
+        let probe = self.url("/runs/00000000-0000-4000-8000-000000000000");
         eventually(
             Duration::from_secs(20),
             "the gateway to answer from NATS",
@@ -432,90 +498,22 @@ impl TestApp {
     }
 }
 
-/// Status and JSON body of a response (panics with the raw body if it is not JSON).
-pub async fn status_json(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("response body");
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("HTTP {status} body is not JSON ({e}): {text:?}"));
-    (status, body)
-}
-
-/// `POST {base_url}/runs/yaml` with the parts the Python client sends.
-pub async fn post_yaml(
-    http: &reqwest::Client,
-    base_url: &str,
-    yaml: &str,
-    flow_name: &str,
-    tag: &str,
-) -> reqwest::Response {
-    let part = reqwest::multipart::Part::bytes(yaml.as_bytes().to_vec())
-        .file_name("flow.yaml")
-        .mime_str("application/x-yaml")
-        .expect("mime type");
-    let form = reqwest::multipart::Form::new()
-        .part("workflow", part)
-        .text("flow_name", flow_name.to_string())
-        .text("tag", tag.to_string());
-    http.post(format!("{base_url}/runs/yaml"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {base_url}/runs/yaml: {e}"))
-}
-
-/// Submit a flow.yaml to the gateway at `base_url` (ours or Python's); asserts
-/// `200 {"run_id": <uuid>, "status": "PENDING"}` and returns the run id.
-pub async fn submit_yaml(
-    http: &reqwest::Client,
-    base_url: &str,
-    yaml: &str,
-    flow_name: &str,
-    tag: &str,
-) -> String {
-    let (status, body) = status_json(post_yaml(http, base_url, yaml, flow_name, tag).await).await;
-    assert_eq!(status, 200, "POST {base_url}/runs/yaml: {body}");
-    assert_eq!(body["status"], "PENDING", "{body}");
-    let run_id = body["run_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no run_id in {body}"));
-    assert_eq!(run_id.len(), 36, "a UUID with hyphens: {run_id}");
-    run_id.to_string()
-}
-
-/// Poll `GET {base_url}/runs/{run_id}` every 50 ms until its status is one of `statuses`;
-/// returns that body. On timeout the panic shows the last answer.
-pub async fn wait_status(
-    http: &reqwest::Client,
-    base_url: &str,
-    run_id: &str,
-    statuses: &[&str],
-    timeout: Duration,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let url = format!("{base_url}/runs/{run_id}");
-    loop {
-        let last = match http.get(&url).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let text = response.text().await.unwrap_or_default();
-                if status == 200 {
-                    if let Ok(body) = serde_json::from_str::<Value>(&text) {
-                        if body["status"]
-                            .as_str()
-                            .is_some_and(|s| statuses.contains(&s))
-                        {
-                            return body;
-                        }
-                    }
-                }
-                format!("HTTP {status} {text}")
-            }
-            Err(e) => format!("request failed: {e}"),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            panic!("run {run_id} did not reach {statuses:?} within {timeout:?}; last: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// A fresh install's settings (no `.env`) for an app in `dir` on the NATS at `nats_url`.
+fn app_settings(nats_url: &str, dir: &Path, options: &AppOptions) -> Settings {
+    let mut env = HashMap::from([
+        ("PYOCO_NATS_URL".to_string(), nats_url.to_string()),
+        (
+            "PYOCO_DATA_DIR".to_string(),
+            dir.join("data").display().to_string(),
+        ),
+        ("PYOCO_WORKER_ID".to_string(), options.worker_id.clone()),
+        (
+            "PYOCO_WORKER_TAGS".to_string(),
+            options.worker_tags.join(","),
+        ),
+    ]);
+    if options.worker {
+        env.insert("PYOCO_PYTHON".to_string(), python().display().to_string());
     }
+    load_settings(env, dir.to_path_buf())
 }

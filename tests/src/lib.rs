@@ -8,10 +8,15 @@
 //!   created once by `scripts/setup.sh` and cached between runs.
 //! - [`interop_venv`]: the venv with the real `pyoco-server==0.5.1`, for interop tests.
 //!
-//! With the `app` feature (on for this package's own tests, off for the other crates'):
+//! With the `app` feature (on for this package's own tests and for the gateway's and the CLI's
+//! API tests):
 //! - [`TestApp::start`]: the whole application for one test — a fresh nats-server, the
 //!   appliance in-process with its gateway on a free port and an optional local worker, an HTTP
-//!   client, and a direct store connection for assertions;
+//!   client, and the test's own store connection; [`TestApp::gateway_only`] and
+//!   [`TestApp::start_with`] (settings adjusted) for the gateway's and the CLI's tests;
+//! - [`Gateway`]: our gateway alone in front of a store the test made (NATS not there yet, two
+//!   gateways on one NATS), and the HTTP helpers ([`status_json`], [`submit_yaml`],
+//!   [`wait_status`], …) that also talk to the Python gateway;
 //! - [`PythonGateway`], [`python_worker`], [`pyoco_client`]: the real Python 0.5.1 processes
 //!   beside ours on one NATS, killed with their process group when dropped;
 //! - [`task_wheel`], [`ThrowawayVenv`], [`upload_wheel`]: task wheels built in the test and a
@@ -37,17 +42,20 @@ mod app;
 #[cfg(feature = "desktop")]
 mod desktop;
 #[cfg(feature = "app")]
+mod gateway;
+#[cfg(feature = "app")]
 mod interop;
 #[cfg(feature = "wheels")]
 mod wheels;
 
 #[cfg(feature = "app")]
-pub use app::{
-    epoch_now, free_port, post_yaml, status_json, submit_yaml, wait_status, write_task_module,
-    AppOptions, TestApp, TASKS_MODULE, TASKS_PY,
-};
+pub use app::{free_port, write_task_module, AppOptions, TestApp, TASKS_MODULE, TASKS_PY};
 #[cfg(feature = "desktop")]
 pub use desktop::{desktop_options, start_desktop};
+#[cfg(feature = "app")]
+pub use gateway::{
+    post_yaml, post_yaml_form, settings_for, status_json, submit_yaml, wait_status, Gateway,
+};
 #[cfg(feature = "app")]
 pub use interop::{
     interop_bin, pyoco_client, python_worker, python_worker_with_python, ClientOutput,

@@ -1,8 +1,6 @@
 //! What the appliance reports about itself: one state per component, the URLs, recent errors.
 //! The CLI prints it, the desktop app renders it; both read the same [`ApplianceStatus`].
 
-use std::time::SystemTime;
-
 use serde::Serialize;
 
 /// The components the appliance runs.
@@ -64,7 +62,7 @@ impl ComponentStatus {
     pub fn new(state: ComponentState) -> Self {
         ComponentStatus {
             state,
-            since: now(),
+            since: pyoco_wire::python::time(),
         }
     }
 }
@@ -108,11 +106,4 @@ impl ApplianceStatus {
             s.is_running() || *s == ComponentState::Disabled
         })
     }
-}
-
-pub(crate) fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }

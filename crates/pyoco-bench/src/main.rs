@@ -505,7 +505,7 @@ async fn run(args: Args) -> Result<()> {
         let doc = json!({
             "tool": "pyoco-bench",
             "version": env!("CARGO_PKG_VERSION"),
-            "started_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() - total).unwrap_or(0.0),
+            "started_unix": pyoco_wire::python::time() - total,
             "total_seconds": total,
             "machine": {
                 "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

@@ -3,21 +3,15 @@
 //! and `GET /wheels/history`, and the latency of a KV write until the `snapshot` event of
 //! `GET /runs/{id}/watch` arrives.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
+use pyoco_wire::python;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::load;
-
-pub fn epoch_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// Writes PENDING snapshots into the runs bucket: copies of one the gateway itself wrote, with
 /// a fresh `run_id` and their own `updated_at` / `heartbeat_at`.
@@ -81,7 +75,7 @@ async fn put_all<F>(kv: &async_nats::jetstream::kv::Store, n: usize, entry: F) -
 where
     F: Fn(usize, f64) -> Result<(String, Vec<u8>)>,
 {
-    let now = epoch_now();
+    let now = python::time();
     let puts = futures::stream::iter(0..n)
         .map(|i| {
             let made = entry(i, now - (n - i) as f64 * 1e-3);
@@ -384,7 +378,7 @@ pub async fn sse_latency(
         for i in 0..warmup + changes {
             tokio::time::sleep(Duration::from_millis((i as u64 * 37 % 50) * 10)).await;
             // Strictly increasing, at least 1 ms apart.
-            let at = epoch_now().max(last_written + 1e-3);
+            let at = python::time().max(last_written + 1e-3);
             last_written = at;
             snap.insert("updated_at".into(), at.into());
             snap.insert("heartbeat_at".into(), at.into());

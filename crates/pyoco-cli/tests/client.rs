@@ -3,14 +3,13 @@
 //! Each test starts a fresh nats-server and gateway, runs the built binary as a user would, and
 //! checks its stdout (byte for byte where 0.5.1's format matters), stderr and exit code.
 
-use std::{collections::HashMap, net::SocketAddr, process::Stdio, time::Duration};
+use std::{ops::Deref, process::Stdio, time::Duration};
 
-use pyoco_config::{LoadOptions, Settings};
-use pyoco_gateway::AppState;
-use pyoco_store::{SharedStore, Store, StoreConfig};
-use pyoco_testkit::TestNats;
+use pyoco_store::{SharedStore, StoreConfig};
+use pyoco_testkit::{settings_for, Gateway, TestApp};
+use pyoco_wire::python;
 use serde_json::{json, Value};
-use tokio::{net::TcpListener, sync::oneshot};
+use tokio::net::TcpListener;
 
 /// A minimal valid flow.yaml (no worker runs it here: runs stay PENDING).
 const FLOW_YAML: &str = "\
@@ -27,84 +26,32 @@ tasks:
     callable: my_tasks:t2
 ";
 
-fn settings(nats_url: &str) -> Settings {
-    let opts = LoadOptions {
-        env: HashMap::from([
-            ("PYOCO_LOAD_DOTENV".to_string(), "0".to_string()),
-            ("PYOCO_NATS_URL".to_string(), nats_url.to_string()),
-        ]),
-        cwd: std::env::temp_dir(),
-        home: None,
-    };
-    Settings::load(&opts).expect("default settings load")
-}
+/// The test kit's app (a fresh nats-server and the gateway, no worker: runs stay PENDING),
+/// with what these tests do to it.
+struct App(TestApp);
 
-/// A gateway on 127.0.0.1:0 in front of `store`, stopped when dropped.
-struct Gateway {
-    addr: SocketAddr,
-    _shutdown: oneshot::Sender<()>,
-}
+impl Deref for App {
+    type Target = TestApp;
 
-impl Gateway {
-    async fn start(settings: &Settings, store: SharedStore) -> Gateway {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let state = AppState::new(settings, store);
-        tokio::spawn(pyoco_gateway::serve(listener, state, async move {
-            let _ = rx.await;
-        }));
-        Gateway {
-            addr,
-            _shutdown: tx,
-        }
+    fn deref(&self) -> &TestApp {
+        &self.0
     }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-/// A fresh nats-server and a gateway using it.
-struct App {
-    gateway: Gateway,
-    store: Store,
-    _nats: TestNats,
-    dir: tempfile::TempDir,
 }
 
 impl App {
     async fn start() -> App {
-        let nats = TestNats::start().await;
-        let settings = settings(&nats.url());
-        let shared = SharedStore::connect_in_background(
-            &settings.nats_url,
-            "pyoco-http-api",
-            StoreConfig::from(&settings),
-        );
-        let store = shared
-            .wait_ready(Duration::from_secs(20))
-            .await
-            .expect("store ready");
-        let gateway = Gateway::start(&settings, shared).await;
-        App {
-            gateway,
-            store,
-            _nats: nats,
-            dir: tempfile::tempdir().unwrap(),
-        }
+        App(TestApp::gateway_only().await)
     }
 
     /// `pyoco-client --server <this gateway> <args>`.
     async fn client(&self, args: &[&str]) -> Output {
-        let server = self.gateway.url();
-        let mut all = vec!["--server", server.as_str()];
+        let mut all = vec!["--server", self.base_url()];
         all.extend_from_slice(args);
         client(&all).await
     }
 
     fn write(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
+        let path = self.path(name);
         std::fs::write(&path, text).unwrap();
         path.to_string_lossy().into_owned()
     }
@@ -112,7 +59,7 @@ impl App {
     /// Write `status` into the run's snapshot, as a worker would.
     async fn set_status(&self, run_id: &str, status: &str) {
         let entry = self
-            .store
+            .store()
             .runs()
             .get(run_id)
             .await
@@ -120,8 +67,8 @@ impl App {
             .expect("snapshot");
         let mut snapshot: Value = serde_json::from_slice(&entry.value).unwrap();
         snapshot["status"] = json!(status);
-        snapshot["updated_at"] = json!(pyoco_testkit_now());
-        self.store
+        snapshot["updated_at"] = json!(python::time());
+        self.store()
             .runs()
             .put(run_id, serde_json::to_vec(&snapshot).unwrap())
             .await
@@ -165,13 +112,6 @@ impl Output {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {:?}", self.stdout))
     }
-}
-
-fn pyoco_testkit_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 /// `pyoco-client` with `args` and a clean environment, not started yet.
@@ -235,9 +175,7 @@ fn python_dumps(value: &Value, out: &mut String) {
             }
             out.push('}');
         }
-        Value::Number(n) if n.is_f64() => {
-            out.push_str(&pyoco_wire::python_float_repr(n.as_f64().unwrap()))
-        }
+        Value::Number(n) if n.is_f64() => out.push_str(&python::float_repr(n.as_f64().unwrap())),
         other => out.push_str(&other.to_string()),
     }
 }
@@ -507,7 +445,7 @@ async fn watch_until_terminal_stops_at_the_first_terminal_snapshot() {
 
     let app = App::start().await;
     let run_id = app.submit_yaml().await;
-    let server = app.gateway.url();
+    let server = app.base_url().to_string();
     let mut child = client_command(&[
         "--server",
         &server,
@@ -556,7 +494,7 @@ async fn watch_until_terminal_stops_at_the_first_terminal_snapshot() {
 async fn cancel_wait_prints_the_final_snapshot() {
     let app = App::start().await;
     let run_id = app.submit_yaml().await;
-    let server = app.gateway.url();
+    let server = app.base_url().to_string();
     let cancel = tokio::spawn({
         let run_id = run_id.clone();
         async move {
@@ -667,7 +605,7 @@ async fn a_rejected_tag_shows_the_gateways_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_workflow_file_is_a_file_io_error() {
     let app = App::start().await;
-    let missing = app.dir.path().join("missing.yaml");
+    let missing = app.dir().join("missing.yaml");
     let out = app
         .client(&[
             "submit-yaml",
@@ -694,10 +632,10 @@ async fn a_gateway_without_nats_says_to_check_the_nats_server() {
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_url = format!("nats://{}", dead.local_addr().unwrap());
     drop(dead);
-    let settings = settings(&dead_url);
+    let settings = settings_for(&dead_url);
     let store = SharedStore::connect_in_background(&dead_url, "test", StoreConfig::from(&settings));
     let gateway = Gateway::start(&settings, store).await;
-    let out = client(&["--server", &gateway.url(), "get", "r1"]).await;
+    let out = client(&["--server", &gateway.url(""), "get", "r1"]).await;
     assert_eq!(out.code, 1, "{out:?}");
     let lines: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(lines[0], "ERR-PYOCO-HTTP: request failed");
@@ -733,7 +671,7 @@ async fn python_client(server: &str, args: &[&str]) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prints_what_the_python_0_5_1_client_prints() {
     let app = App::start().await;
-    let server = app.gateway.url();
+    let server = app.base_url().to_string();
     let run_id = app.submit_yaml().await;
     let params = app.write(
         "params.yaml",
@@ -1580,7 +1518,7 @@ async fn preflight_fails_like_the_python_0_5_1_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wheel_registry_round_trip_through_the_gateway() {
     let app = App::start().await;
-    let wheel = demo_wheel(app.dir.path(), "1.0.0", true);
+    let wheel = demo_wheel(app.dir(), "1.0.0", true);
     let name = "demo_plugin-1.0.0-py3-none-any.whl";
 
     let stored = app

@@ -190,7 +190,7 @@ impl DesktopApp {
             }),
             view: Mutex::new(View {
                 starting: true,
-                since: unix_now(),
+                since: pyoco_wire::python::time(),
                 ..View::default()
             }),
         })
@@ -275,7 +275,7 @@ impl DesktopApp {
     fn set_view(&self, f: impl FnOnce(&mut View)) {
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut view);
-        view.since = unix_now();
+        view.since = pyoco_wire::python::time();
     }
 
     /// What the window shows.
@@ -573,13 +573,6 @@ impl DesktopApp {
             .map_err(|e| e.to_string())?
             .unwrap_or_default())
     }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn state_view(state: &ComponentState) -> (&'static str, Option<String>) {

@@ -37,7 +37,7 @@ use std::{
 use async_nats::jetstream::kv::{Entry, Operation};
 use futures::StreamExt;
 use pyoco_store::{SharedStore, Store};
-use pyoco_wire::{RunSummary, RunsCursor, RUN_SUMMARY_KEYS};
+use pyoco_wire::{python, RunSummary, RunsCursor, RUN_SUMMARY_KEYS};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -741,24 +741,16 @@ impl ParsedRun {
     }
 }
 
-/// `str(snap.get("status") or "UNKNOWN")`.
+/// `str(snap.get("status") or "UNKNOWN")`, except that a list or an object is labelled as
+/// compact JSON (`DIFFERENCES.md`).
 fn status_label(status: Option<&Value>) -> String {
-    match status {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Bool(true)) => "True".to_string(),
-        Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f != 0.0) => match n.as_i64() {
-            Some(i) => i.to_string(),
-            None if n.is_u64() => n.to_string(),
-            None => pyoco_wire::python_float_repr(n.as_f64().unwrap_or(0.0)),
-        },
-        Some(Value::Array(a)) if !a.is_empty() => json_text(&Value::Array(a.clone())),
-        Some(Value::Object(o)) if !o.is_empty() => json_text(&Value::Object(o.clone())),
-        _ => "UNKNOWN".to_string(),
+    match status.filter(|s| python::truthy(s)) {
+        None => "UNKNOWN".to_string(),
+        Some(json @ (Value::Array(_) | Value::Object(_))) => {
+            String::from_utf8_lossy(&pyoco_wire::to_python_json(json)).into_owned()
+        }
+        Some(status) => python::str_of_json(status),
     }
-}
-
-fn json_text(value: &Value) -> String {
-    String::from_utf8_lossy(&pyoco_wire::to_python_json(value)).into_owned()
 }
 
 /// The index task: wait for the store, then follow the bucket, one generation per watch.

@@ -46,8 +46,8 @@ use base64::{
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use pyoco_wire::{
-    is_valid_wheel_name, parse_wheel_tags_csv, sha256_from_header, wheel_tags_lenient,
-    PythonFormatter, WHEEL_SHA256_HEADER, WHEEL_TAGS_HEADER,
+    is_valid_wheel_name, parse_wheel_tags_csv, python, sha256_from_header, wheel_tags_lenient,
+    WHEEL_SHA256_HEADER, WHEEL_TAGS_HEADER,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -187,11 +187,7 @@ impl ObjectInfo {
     /// The meta exactly as nats-py writes it: `json.dumps(info.as_dict())` — default
     /// separators (`", "`, `": "`), ASCII-escaped, `None` fields left out.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
-        let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonDefaultFormatter);
-        self.serialize(&mut ser)
-            .expect("an ObjectInfo always serializes");
-        out
+        python::dumps(self).into_bytes()
     }
 
     /// A header the way 0.5.1 looks one up: the exact name, then its `str.title()` form
@@ -266,51 +262,6 @@ fn python_title(s: &str) -> String {
             out
         })
         .collect()
-}
-
-/// `json.dumps` with its default separators (`", "` and `": "`) and `ensure_ascii=True`.
-struct PythonDefaultFormatter;
-
-impl serde_json::ser::Formatter for PythonDefaultFormatter {
-    fn begin_array_value<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-
-    fn begin_object_key<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-
-    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
-        w.write_all(b": ")
-    }
-
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
-        PythonFormatter.write_string_fragment(w, fragment)
-    }
-
-    fn write_f64<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f64) -> io::Result<()> {
-        PythonFormatter.write_f64(w, value)
-    }
 }
 
 /// `datetime.now(timezone.utc).isoformat()`: microseconds, `+00:00`, and — like Python — no

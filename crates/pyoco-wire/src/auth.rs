@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::json::{to_python_json, value_from_python_json};
-use crate::python::{float_or_zero, str_of_json, truthy};
+use crate::python::{float_or_zero, str_of_json, to_python_json, truthy, value_from_python_json};
 
 /// The only KDF 0.5.1 writes (readers do not check it).
 pub const DEFAULT_KDF: &str = "pbkdf2_hmac_sha256";

@@ -15,8 +15,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::json::{to_python_json, value_from_python_json};
-use crate::python::{float_of_json, str_of_json};
+use crate::python::{float_of_json, str_of_json, to_python_json, value_from_python_json};
 
 const ENCODER: GeneralPurpose = GeneralPurpose::new(
     &alphabet::URL_SAFE,

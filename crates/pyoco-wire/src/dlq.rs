@@ -19,8 +19,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::job::JobMessage;
-use crate::json::to_python_json;
-use crate::python::repr_str;
+use crate::python::{repr_str, to_python_json};
 
 /// Bytes of an invalid job body copied into its DLQ record.
 pub const INVALID_JOB_PAYLOAD_MAX_BYTES: usize = 4096;

@@ -22,8 +22,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::json::{to_python_json, value_from_python_json};
-use crate::python::{float_or_zero, truthy};
+use crate::python::{float_or_zero, to_python_json, truthy, value_from_python_json};
 use crate::workflow_yaml::WorkflowDigest;
 
 /// The job message, serialized with the key order 0.5.1 writes:

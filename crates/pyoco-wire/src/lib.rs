@@ -14,20 +14,23 @@
 //!   validation ([`parse_workflow_yaml`], YAML 1.1 like PyYAML);
 //! * JSON written byte-for-byte like Python's `json.dumps(..., separators=(",", ":"),
 //!   ensure_ascii=True)` ([`to_python_json`]) and read with Python's tolerance
-//!   ([`from_python_json`]).
+//!   ([`from_python_json`]);
+//! * [`python`]: the pieces of Python's semantics the 0.5.1 code applies to these values
+//!   (`repr`, `str`, `bool`, `float()`, `str.strip()`, `json.dumps`, `time.time()`), public so
+//!   the gateway, the worker and the CLI use this one copy too.
 //!
 //! Unknown keys in snapshots, task records, jobs and worker records are kept and written back,
 //! so a read-modify-write never drops what a newer Python version added (`schedule_id`, …).
 //!
-//! It is not a NATS client, an HTTP layer or a runner: no I/O, no clocks (callers pass `now`),
-//! no configuration reading (callers pass `PYOCO_*` values such as the default tag).
+//! It is not a NATS client, an HTTP layer or a runner: no I/O, no configuration reading (callers
+//! pass `PYOCO_*` values such as the default tag), and no rule reads the clock (callers pass
+//! `now`, usually [`python::time`]).
 //! Section numbers (§) refer to `shared/reference/contract.md`.
 
 mod auth;
 mod cursor;
 mod dlq;
 mod job;
-mod json;
 pub mod python;
 mod snapshot;
 mod tag;
@@ -45,10 +48,9 @@ pub use dlq::{
     flow_not_found_error, DlqMessage, DlqPayload, DlqRunInfo, INVALID_JOB_PAYLOAD_MAX_BYTES,
 };
 pub use job::{is_valid_kv_key, InvalidJob, InvalidJobKind, JobMessage, NewRun, WorkflowUpload};
-pub use json::{
+pub use python::{
     from_python_json, to_python_json, try_to_python_json, value_from_python_json, PythonFormatter,
 };
-pub use python::float_repr as python_float_repr;
 pub use snapshot::{
     compact_snapshot, compact_snapshot_value, run_sort_key, RunSnapshot, RunStatus, RunSummary,
     TaskRecord, TaskState, RUN_SUMMARY_KEYS,

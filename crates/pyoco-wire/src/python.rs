@@ -1,17 +1,64 @@
-//! Small pieces of Python semantics that the 0.5.1 code applies to wire values.
+//! Python's semantics, where pyoco-server 0.5.1 applies them to wire values or prints them: one
+//! copy for the whole workspace.
 //!
-//! The Python readers coerce values with `float(x)`, `str(x)`, `bool(x)` and print names with
-//! `repr(x)`. Where those coercions decide what a record means, we reproduce them here once, so
-//! every reader in this crate agrees with the Python ones.
+//! The Python components coerce values with `float(x)`, `str(x)`, `bool(x)`, print them with
+//! `repr(x)` and `json.dumps`, and stamp records with `time.time()`. Wherever such a coercion
+//! decides what a record means, or such a text reaches a client byte for byte, the Rust side
+//! calls the function here, so the gateway, the worker, the CLI and this crate's readers agree
+//! with Python and with each other:
+//!
+//! | Python                                                       | here                          |
+//! |--------------------------------------------------------------|-------------------------------|
+//! | `repr(x)`, `str(x)` of what `json.loads` returns             | [`repr_json`], [`str_of_json`] |
+//! | `repr(s)` of a `str`, `repr(f)` of a `float`                 | [`repr_str`], [`float_repr`]  |
+//! | `json.dumps(x, separators=(",", ":"), ensure_ascii=True)`    | [`to_python_json`], [`PythonFormatter`] |
+//! | `json.dumps(x, ensure_ascii=True)` (default separators)      | [`dumps`], [`PythonDefaultFormatter`] |
+//! | `json.loads(text)` (with `NaN`/`Infinity` tokens)            | [`from_python_json`]          |
+//! | `bool(x)`, `x or default`                                    | [`truthy`]                    |
+//! | `s.strip()`                                                  | [`py_strip`], [`is_py_space`] |
+//! | `float(x)`, `float(x or 0.0)`                                | [`float_of_json`], [`float_of_str`], [`float_or_zero`] |
+//! | a `float` put into a JSON value                              | [`float_value`]               |
+//! | `time.time()`                                                | [`time`]                      |
+//!
+//! Not here: FastAPI/pydantic's *lax* parsing of query and form values (pydantic-core accepts
+//! `1_.5`, trims only Unicode whitespace, …), which is the gateway's own (`pydantic.rs` there),
+//! and the settings parser's `float()`/`int()` for `PYOCO_*` values, which only needs finite
+//! numbers (`pyoco-config`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+
+mod json;
+
+pub use json::{
+    dumps, from_python_json, to_python_json, try_to_python_json, value_from_python_json,
+    PythonDefaultFormatter, PythonFormatter,
+};
+
+/// Python's `time.time()`: now, as seconds since the Unix epoch (the contract's timestamps).
+/// A clock set before 1970 gives a negative number, as in Python.
+#[must_use]
+pub fn time() -> f64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => since.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    }
+}
+
+/// A Python `float` put into a JSON value: the number, or `null` when it is not finite (which
+/// is what [`to_python_json`] writes for it; Python's `json.dumps` writes `NaN`/`Infinity`).
+#[must_use]
+pub fn float_value(f: f64) -> Value {
+    serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
 
 /// Python `float(x)` applied to a JSON value.
 ///
 /// Numbers convert; `true`/`false` are `1.0`/`0.0`; strings follow Python's `float(str)` rules
 /// (surrounding whitespace, `_` between digits, `inf`/`nan` in any case). Any other value is the
 /// `TypeError` Python raises, returned as its message.
-pub(crate) fn float_of_json(value: &Value) -> Result<f64, String> {
+pub fn float_of_json(value: &Value) -> Result<f64, String> {
     match value {
         Value::Number(n) => Ok(n.as_f64().unwrap_or(0.0)),
         Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
@@ -29,7 +76,7 @@ pub(crate) fn float_of_json(value: &Value) -> Result<f64, String> {
 }
 
 /// `float(x or 0.0)`: falsy values (null, false, 0, "", [], {}) give `0.0`.
-pub(crate) fn float_or_zero(value: Option<&Value>) -> Result<f64, String> {
+pub fn float_or_zero(value: Option<&Value>) -> Result<f64, String> {
     match value {
         Some(v) if truthy(v) => float_of_json(v),
         _ => Ok(0.0),
@@ -37,7 +84,7 @@ pub(crate) fn float_or_zero(value: Option<&Value>) -> Result<f64, String> {
 }
 
 /// Python `float(s)` for a string, with the exact `ValueError` message on failure.
-pub(crate) fn float_of_str(s: &str) -> Result<f64, String> {
+pub fn float_of_str(s: &str) -> Result<f64, String> {
     let err = || format!("could not convert string to float: {}", repr_str(s));
     let trimmed = s.trim_matches(is_py_space);
     if trimmed.is_empty() {
@@ -117,7 +164,7 @@ pub fn truthy(value: &Value) -> bool {
 }
 
 /// Python `str(x)` of a JSON value as `json.loads` would have produced it.
-pub(crate) fn str_of_json(value: &Value) -> String {
+pub fn str_of_json(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => repr_json(other),
@@ -125,7 +172,7 @@ pub(crate) fn str_of_json(value: &Value) -> String {
 }
 
 /// Python `repr(x)` of a JSON value as `json.loads` would have produced it.
-pub(crate) fn repr_json(value: &Value) -> String {
+pub fn repr_json(value: &Value) -> String {
     match value {
         Value::Null => "None".to_string(),
         Value::Bool(true) => "True".to_string(),
@@ -210,7 +257,7 @@ pub fn float_repr(v: f64) -> String {
 ///
 /// "Printable" follows Python for ASCII and Latin-1 and approximates it elsewhere (separators,
 /// format characters, private use); it only affects log/error texts.
-pub(crate) fn repr_str(s: &str) -> String {
+pub fn repr_str(s: &str) -> String {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {
@@ -293,6 +340,24 @@ mod tests {
     }
 
     #[test]
+    fn time_is_now_in_unix_seconds() {
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let now = time();
+        assert!(now >= before && now < before + 5.0, "{before} {now}");
+        assert!(now > 1.6e9, "{now}");
+    }
+
+    #[test]
+    fn float_value_is_null_when_not_finite() {
+        assert_eq!(float_value(1712345678.25), json!(1712345678.25));
+        assert_eq!(float_value(f64::NAN), Value::Null);
+        assert_eq!(float_value(f64::INFINITY), Value::Null);
+    }
+
+    #[test]
     fn float_of_str_follows_python() {
         assert_eq!(float_of_str("1.5"), Ok(1.5));
         assert_eq!(float_of_str("  2 \n"), Ok(2.0));
@@ -325,6 +390,52 @@ mod tests {
         assert!(!truthy(&json!(0)));
         assert!(!truthy(&json!("")));
         assert!(truthy(&json!("false")));
+        assert!(!truthy(&json!({})));
+    }
+
+    #[test]
+    fn str_of_json_is_pythons_str() {
+        assert_eq!(str_of_json(&json!("x")), "x");
+        assert_eq!(str_of_json(&json!(1764000000.5)), "1764000000.5");
+        assert_eq!(str_of_json(&json!(5.0)), "5.0");
+        assert_eq!(str_of_json(&json!(7)), "7");
+        assert_eq!(str_of_json(&json!(null)), "None");
+        assert_eq!(str_of_json(&json!(true)), "True");
+        assert_eq!(
+            str_of_json(&json!(["a", 1, {"k": "it's"}])),
+            "['a', 1, {'k': \"it's\"}]"
+        );
+    }
+
+    #[test]
+    fn truthy_is_pythons_truthiness() {
+        for falsy in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(0.0),
+            json!(""),
+            json!([]),
+            json!({}),
+        ] {
+            assert!(!truthy(&falsy), "{falsy}");
+        }
+        for t in [
+            json!(true),
+            json!(1),
+            json!("x"),
+            json!([0]),
+            json!({"a": null}),
+        ] {
+            assert!(truthy(&t), "{t}");
+        }
+    }
+
+    #[test]
+    fn strip_removes_what_python_strips() {
+        assert_eq!(py_strip(" \t flow \u{1f}\n"), "flow");
+        assert!(!truthy(&Value::from(0.0)));
+        assert!(truthy(&Value::from("x")));
         assert!(!truthy(&json!({})));
     }
 }

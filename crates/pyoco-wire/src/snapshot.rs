@@ -16,8 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::job::NewRun;
-use crate::json::{from_python_json, to_python_json};
-use crate::python::{float_of_json, truthy};
+use crate::python::{float_of_json, from_python_json, to_python_json, truthy};
 
 /// Run status (§4.1). Unknown strings are preserved in `Other`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

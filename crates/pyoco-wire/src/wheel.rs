@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::json::{to_python_json, value_from_python_json};
+use crate::python::{to_python_json, value_from_python_json};
 
 /// Name of the object-store header holding a wheel's comma-joined tags (plain string value).
 pub const WHEEL_TAGS_HEADER: &str = "x-pyoco-wheel-tags";

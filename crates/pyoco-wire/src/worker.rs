@@ -15,8 +15,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::json::{to_python_json, value_from_python_json};
-use crate::python::{float_of_json, str_of_json, truthy};
+use crate::python::{float_of_json, str_of_json, to_python_json, truthy, value_from_python_json};
 
 /// Most items kept in each `wheel_sync` list.
 pub const WHEEL_SYNC_MAX_ITEMS: usize = 50;

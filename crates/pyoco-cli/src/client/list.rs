@@ -6,13 +6,13 @@
 //! like 0.5.1). Both can print 0.5.1's table instead of JSON.
 
 use clap::{Args, ValueEnum};
-use pyoco_wire::python_float_repr;
+use pyoco_wire::python::{float_repr, str_of_json, truthy};
 use serde_json::{Map, Value};
 
 use super::{
     error::CliError,
     gateway::{Gateway, Query},
-    output::{py_str, table, Out},
+    output::{table, Out},
 };
 
 /// Columns of the run tables.
@@ -108,7 +108,7 @@ pub(crate) async fn list_vnext(
 ) -> Result<(), CliError> {
     let mut query = list_query(&args.list);
     if let Some(after) = args.updated_after {
-        query.push(("updated_after", python_float_repr(after)));
+        query.push(("updated_after", float_repr(after)));
     }
     if let Some(cursor) = args.cursor.as_deref().filter(|c| !c.is_empty()) {
         query.push(("cursor", cursor.to_string()));
@@ -141,8 +141,8 @@ fn vnext_table(page: &Value) -> String {
         &RUN_COLUMNS,
         &run_rows(page.get("items").and_then(Value::as_array)),
     );
-    if let Some(cursor) = page.get("next_cursor").filter(|c| super::output::truthy(c)) {
-        text.push_str(&format!("next_cursor: {}\n", py_str(cursor)));
+    if let Some(cursor) = page.get("next_cursor").filter(|c| truthy(c)) {
+        text.push_str(&format!("next_cursor: {}\n", str_of_json(cursor)));
     }
     text
 }
@@ -156,7 +156,7 @@ fn run_rows(items: Option<&Vec<Value>>) -> Vec<Vec<String>> {
                 .map(|item| {
                     RUN_COLUMNS
                         .iter()
-                        .map(|col| item.get(*col).map_or_else(|| "-".to_string(), py_str))
+                        .map(|col| item.get(*col).map_or_else(|| "-".to_string(), str_of_json))
                         .collect()
                 })
                 .collect()

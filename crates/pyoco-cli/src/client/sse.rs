@@ -179,7 +179,7 @@ mod tests {
     fn printed_shape_is_event_then_data() {
         let printed = ev("snapshot", json!({"a": 1})).to_json();
         assert_eq!(
-            crate::client::output::dumps(&printed),
+            pyoco_wire::python::dumps(&printed),
             r#"{"event": "snapshot", "data": {"a": 1}}"#
         );
     }

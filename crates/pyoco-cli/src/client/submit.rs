@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use clap::Args;
+use pyoco_wire::python;
 use reqwest::{multipart, Method};
 use serde_json::{Map, Value};
 
@@ -130,14 +131,14 @@ fn parse_param_assignments(items: &[String]) -> Result<Map<String, Value>, CliEr
     for raw in items {
         let Some((key, value)) = raw.split_once('=') else {
             return Err(CliError::input(
-                format!("--param must be key=value ({})", py_quote(raw)),
+                format!("--param must be key=value ({})", python::repr_str(raw)),
                 "pyoco-client submit --param x=1 --param name=alice",
             ));
         };
         let (key, value) = (key.trim(), value.trim());
         if key.is_empty() {
             return Err(CliError::input(
-                format!("--param key is empty ({})", py_quote(raw)),
+                format!("--param key is empty ({})", python::repr_str(raw)),
                 "pyoco-client submit --param x=1",
             ));
         }
@@ -216,7 +217,7 @@ fn yaml_value(yaml: &yaml_rust2::Yaml) -> Result<Value, String> {
         Yaml::Integer(i) => Value::from(*i),
         Yaml::Real(_) => {
             let f = yaml.as_f64().ok_or_else(|| "invalid float".to_string())?;
-            serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+            python::float_value(f)
         }
         Yaml::String(s) => Value::String(s.clone()),
         Yaml::Array(items) => Value::Array(items.iter().map(yaml_value).collect::<Result<_, _>>()?),
@@ -241,7 +242,7 @@ fn yaml_key(yaml: &yaml_rust2::Yaml) -> Result<String, String> {
         Yaml::Null => Ok("null".into()),
         Yaml::Real(_) => yaml
             .as_f64()
-            .map(pyoco_wire::python_float_repr)
+            .map(python::float_repr)
             .ok_or_else(|| "invalid float key".to_string()),
         _ => Err("found unhashable key (a list or mapping used as a key)".into()),
     }
@@ -269,11 +270,6 @@ fn universal_newlines(text: &str) -> String {
         return text.to_string();
     }
     text.replace("\r\n", "\n").replace('\r', "\n")
-}
-
-/// Python's `repr(str)` for the short values quoted in error messages.
-fn py_quote(s: &str) -> String {
-    super::output::py_repr(&Value::String(s.to_string()))
 }
 
 #[cfg(test)]
@@ -344,7 +340,7 @@ mod tests {
     #[test]
     fn a_later_param_overrides_an_earlier_one() {
         let p = parse_param_assignments(&["x=1".into(), "y=2".into(), "x=3".into()]).unwrap();
-        assert_eq!(crate::client::output::dumps(&p), r#"{"x": 3, "y": 2}"#);
+        assert_eq!(python::dumps(&p), r#"{"x": 3, "y": 2}"#);
     }
 
     #[test]

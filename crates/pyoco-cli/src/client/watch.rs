@@ -13,14 +13,14 @@ use std::{io::IsTerminal, time::Duration};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pyoco_wire::python_float_repr;
+use pyoco_wire::python::{float_repr, str_of_json, truthy};
 use reqwest::{header::ACCEPT, Method};
 use serde_json::Value;
 
 use super::{
     error::CliError,
     gateway::{connection_error, Gateway, Query, STREAM_IDLE_TIMEOUT},
-    output::{py_str, truthy, Out},
+    output::Out,
     sse::{SseEvent, SseParser},
 };
 
@@ -69,7 +69,7 @@ pub(crate) async fn watch(args: &WatchArgs, gw: &Gateway, out: &mut Out) -> Resu
         query.push(("include", "records".to_string()));
     }
     if let Some(since) = args.since {
-        query.push(("since", python_float_repr(since)));
+        query.push(("since", float_repr(since)));
     }
     if let Some(timeout) = args.timeout_sec {
         query.push(("timeout_sec", timeout.to_string()));
@@ -130,7 +130,7 @@ fn is_terminal(event: &SseEvent) -> bool {
 pub(crate) fn status_line(event: &SseEvent) -> String {
     let data = &event.data;
     let snapshot = data.get("snapshot").filter(|s| truthy(s));
-    let field = |v: Option<&Value>| v.filter(|v| truthy(v)).map(py_str);
+    let field = |v: Option<&Value>| v.filter(|v| truthy(v)).map(str_of_json);
     let run_id = field(data.get("run_id"))
         .or_else(|| field(snapshot.and_then(|s| s.get("run_id"))))
         .unwrap_or_else(|| "-".into());
@@ -230,7 +230,7 @@ impl Live {
         };
         let status = snapshot
             .get("status")
-            .map(py_str)
+            .map(str_of_json)
             .unwrap_or_else(|| "-".into());
         if self.last_status.as_deref() != Some(status.as_str()) {
             self.bar.println(status_line(event));
@@ -243,8 +243,11 @@ impl Live {
         }
         self.bar.set_length(total);
         self.bar.set_position(done);
-        let flow = snapshot.get("flow_name").map(py_str).unwrap_or_default();
-        let run_id = snapshot.get("run_id").map(py_str).unwrap_or_default();
+        let flow = snapshot
+            .get("flow_name")
+            .map(str_of_json)
+            .unwrap_or_default();
+        let run_id = snapshot.get("run_id").map(str_of_json).unwrap_or_default();
         self.bar
             .set_message(format!("{status:<10} {flow} {run_id}"));
     }

@@ -2,12 +2,13 @@
 //! plugin wheel — 0.5.1's three outputs.
 
 use clap::{Args, ValueEnum};
+use pyoco_wire::python::{str_of_json, truthy};
 use serde_json::Value;
 
 use super::{
     error::CliError,
     gateway::{Gateway, Query},
-    output::{py_str, table, truthy, Out},
+    output::{table, Out},
 };
 
 const WORKER_COLUMNS: [&str; 5] = ["worker_id", "state", "tags", "plugins", "plugin_preview"];
@@ -78,12 +79,15 @@ pub(crate) async fn workers(
 fn or_dash(value: Option<&Value>) -> String {
     value
         .filter(|v| truthy(v))
-        .map_or_else(|| "-".to_string(), py_str)
+        .map_or_else(|| "-".to_string(), str_of_json)
 }
 
 /// `str(x or "")`.
 fn or_empty(value: Option<&Value>) -> String {
-    value.filter(|v| truthy(v)).map(py_str).unwrap_or_default()
+    value
+        .filter(|v| truthy(v))
+        .map(str_of_json)
+        .unwrap_or_default()
 }
 
 /// The worker's tags joined by `,`, or `-`.
@@ -93,7 +97,7 @@ fn tags_text(item: &Value) -> String {
     };
     let tags: Vec<String> = tags
         .iter()
-        .map(|t| py_str(t).trim().to_string())
+        .map(|t| str_of_json(t).trim().to_string())
         .filter(|t| !t.is_empty())
         .collect();
     if tags.is_empty() {

@@ -19,10 +19,11 @@ use axum::{
     Router,
 };
 use pyoco_store::{Store, StoreError};
+use pyoco_wire::python;
 use serde_json::{Map, Value};
 
-use super::openapi::{BadRequest, CorruptRecord, NatsUnavailable, RunNotFound, RunSnapshot};
-use super::runs::{corrupt_run, epoch_now, float_value, is_valid_kv_key, Include};
+use super::components::{BadRequest, CorruptRecord, NatsUnavailable, RunNotFound, RunSnapshot};
+use super::stored::{corrupt_run, is_valid_kv_key, Include};
 use crate::{auth::Caller, error::ApiError, json::PyJson, AppState};
 
 /// How many times a cancel re-reads the snapshot after losing a compare-and-set to another
@@ -82,7 +83,7 @@ async fn cancel_with_retries(
 ) -> Result<Map<String, Value>, ApiError> {
     for attempt in 0..MAX_ATTEMPTS {
         let (mut snapshot, revision) = read_run(store, caller, run_id).await?;
-        if !request_cancel(&mut snapshot, caller, epoch_now()) {
+        if !request_cancel(&mut snapshot, caller, python::time()) {
             tracing::debug!(%run_id, "cancel of a finished run: nothing to do");
             return Ok(snapshot);
         }
@@ -148,14 +149,17 @@ fn request_cancel(snapshot: &mut Map<String, Value>, caller: &Caller, now: f64) 
         .and_then(earlier_request_time)
         .unwrap_or(now);
     snapshot.insert("status".into(), "CANCELLING".into());
-    snapshot.insert("cancel_requested_at".into(), float_value(requested_at));
+    snapshot.insert(
+        "cancel_requested_at".into(),
+        python::float_value(requested_at),
+    );
     if let Some(key_id) = &caller.api_key_id {
         snapshot.insert(
             "cancel_requested_by".into(),
             format!("api_key:{key_id}").into(),
         );
     }
-    snapshot.insert("updated_at".into(), float_value(now));
+    snapshot.insert("updated_at".into(), python::float_value(now));
     true
 }
 

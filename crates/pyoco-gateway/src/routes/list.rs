@@ -21,7 +21,7 @@ use pyoco_wire::RunsCursor;
 use serde_json::{json, Value};
 use utoipa::IntoParams;
 
-use super::openapi::{NatsUnavailable, RunList, Unprocessable};
+use super::components::{NatsUnavailable, RunList, Unprocessable};
 use crate::pydantic;
 use crate::{
     auth::Caller,

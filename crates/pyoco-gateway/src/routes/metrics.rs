@@ -25,9 +25,9 @@ use chrono::{DateTime, Local, NaiveDate, TimeZone};
 use futures::future::join_all;
 use prometheus::{Gauge, GaugeVec, Opts, Registry, TextEncoder};
 use pyoco_store::Store;
-use pyoco_wire::WorkerRecord;
+use pyoco_wire::{python, WorkerRecord};
 
-use super::{openapi::NatsUnavailable, runs::epoch_now};
+use super::components::NatsUnavailable;
 use crate::{error::ApiError, index::StatusCounts, index::READY_WAIT, AppState};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -76,7 +76,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     index.ready(READY_WAIT).await?;
     let counts = index.status_counts(local_day(Local::now()));
     let (workers_alive, dlq_messages) = tokio::join!(
-        workers_alive(store, epoch_now(), state.worker_disconnect_timeout_sec()),
+        workers_alive(store, python::time(), state.worker_disconnect_timeout_sec()),
         store.dlq_message_count(),
     );
     let dlq_messages = dlq_messages
@@ -304,6 +304,6 @@ pyoco_workers_alive_total 0
             .unwrap()
             .parse()
             .unwrap();
-        assert!(start > 1.6e9 && start <= epoch_now() + 1.0, "{start}");
+        assert!(start > 1.6e9 && start <= python::time() + 1.0, "{start}");
     }
 }

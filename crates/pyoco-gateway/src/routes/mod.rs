@@ -1,16 +1,26 @@
 //! The routes, one module per feature, composed into the public and the protected parts.
+//!
+//! Each handler module serves one feature (`runs`: submit and read; `list`: `GET /runs`;
+//! `watch`; `cancel`; `workers`; `metrics`; `health`; `home`; `wheels` and `wheel_history`)
+//! and keeps its request parsing beside it (`submit_request`, `yaml_form`, `wheel_form`,
+//! `wheel_archive`). What several of them need lives in modules that import no handler:
+//! `stored` (reading runs, the KV key rule) and `components` (the OpenAPI error responses
+//! and record schemas). `openapi` assembles the document from the handlers' annotations and is
+//! imported by none of them, so the imports between these modules form no cycle.
 
 use axum::{http::StatusCode, Router};
 
 use crate::{error::ApiError, AppState};
 
 mod cancel;
+mod components;
 mod health;
 mod home;
 mod list;
 mod metrics;
 mod openapi;
 mod runs;
+mod stored;
 mod submit_request;
 mod watch;
 mod wheel_archive;

@@ -5,8 +5,6 @@
 //! job publish on `pyoco.work.<tag>`. Both must succeed or the client gets a 503 and the
 //! snapshot is deleted again (best effort), so a failed submit leaves no PENDING orphan.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::{
     body::Bytes,
     extract::{
@@ -18,19 +16,21 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use pyoco_store::{Store, StoreError};
-use pyoco_wire::python::{py_strip, truthy};
+use pyoco_store::Store;
 use pyoco_wire::{
-    parse_workflow_yaml, JobMessage, NewRun, RunSnapshot, WorkerRecord, WorkflowUpload,
+    parse_workflow_yaml,
+    python::{self, py_strip, truthy},
+    JobMessage, NewRun, RunSnapshot, WorkerRecord, WorkflowUpload,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
-use super::openapi::{
+use super::components::{
     BadRequest, CorruptRecord, NatsUnavailable, PayloadTooLarge, RunNotFound,
     RunSnapshot as RunSnapshotSchema, TaskRecord, Unprocessable,
 };
+use super::stored::{load_run, Include, IncludeParams};
 use super::submit_request::{RunSubmitBody, RunSubmitRequest};
 use super::yaml_form::{body_limit, Upload, YamlForm, YamlUpload};
 use crate::{
@@ -248,7 +248,7 @@ fn missing_form_parts(workflow: bool, flow_name: bool) -> ApiError {
 /// snapshot is deleted again (best effort, like 0.5.1) and the client gets the 503.
 async fn submit_new_run(state: &AppState, run: NewRun) -> Result<PyJson<Submitted>, ApiError> {
     let store = state.store()?;
-    let now = epoch_now();
+    let now = python::time();
     let snapshot = Bytes::from(RunSnapshot::pending(&run, now).to_json());
     let job = JobMessage::for_new_run(&run, now).to_json();
     check_fits_a_message(store, snapshot.len().max(job.len()))?;
@@ -428,47 +428,6 @@ async fn get_tasks(
     }))
 }
 
-/// Read a run's snapshot as raw JSON (so keys this version does not know are kept), hidden
-/// from other tenants. A value that is not a JSON object is a corrupt record: 500
-/// `run record is corrupt` (a server-side data problem, logged with the run id).
-pub(crate) async fn load_run(
-    store: &Store,
-    caller: &Caller,
-    run_id: &str,
-) -> Result<Map<String, Value>, ApiError> {
-    if !is_valid_kv_key(run_id) {
-        // No run can be stored under it; NATS would refuse the lookup.
-        return Err(ApiError::run_not_found());
-    }
-    let entry = store
-        .runs()
-        .get(run_id)
-        .await?
-        .ok_or_else(ApiError::run_not_found)?;
-    let snapshot = match pyoco_wire::value_from_python_json(&entry.value) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(corrupt_run(run_id, "not a JSON object")),
-        Err(err) => return Err(corrupt_run(run_id, err)),
-    };
-    if !caller.can_see(&snapshot) {
-        return Err(ApiError::run_not_found());
-    }
-    Ok(snapshot)
-}
-
-pub(crate) fn corrupt_run(run_id: &str, why: impl std::fmt::Display) -> ApiError {
-    let err = StoreError::Corrupt {
-        key: run_id.to_string(),
-        message: why.to_string(),
-    };
-    tracing::error!(%run_id, "{err}");
-    ApiError::with_reason(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "run record is corrupt",
-        err.to_string(),
-    )
-}
-
 /// Add `worker_alive`, `worker_state`, `worker_heartbeat_at`, `worker_hidden`, `worker_tags`
 /// from the worker registry (§3.2). A missing record reads as a disconnected worker; a NATS
 /// error or an unreadable record leaves the snapshot as it is.
@@ -482,12 +441,12 @@ async fn add_worker_liveness(
         Ok(Some(entry)) => match WorkerRecord::from_json(&entry.value, worker_id) {
             Ok(record) => {
                 let derived =
-                    record.derived_state(epoch_now(), state.worker_disconnect_timeout_sec());
+                    record.derived_state(python::time(), state.worker_disconnect_timeout_sec());
                 snapshot.insert("worker_alive".into(), derived.is_active().into());
                 snapshot.insert("worker_state".into(), derived.as_str().into());
                 snapshot.insert(
                     "worker_heartbeat_at".into(),
-                    float_value(record.last_heartbeat_at),
+                    python::float_value(record.last_heartbeat_at),
                 );
                 snapshot.insert("worker_hidden".into(), record.hidden.into());
                 snapshot.insert("worker_tags".into(), record.tags.into());
@@ -503,105 +462,7 @@ async fn add_worker_liveness(
     }
 }
 
-// The `include` query of `GET /runs/{run_id}` and `/watch` as `/openapi.json` describes it;
-// `Include::parse` reads it.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // documentation only
-pub(crate) struct IncludeParams {
-    /// Repeatable. `records` or `task_records` keep `task_records` and
-    /// `task_records_truncated`; `full` or `all` keep everything. Other values are ignored.
-    #[param(explode, style = Form, example = json!(["records"]))]
-    include: Option<Vec<String>>,
-}
-
-/// The `include` query of `GET /runs/{run_id}` (repeatable).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Include {
-    records: bool,
-}
-
-impl Include {
-    pub(crate) fn parse(query: Option<&str>) -> Include {
-        let mut include = Include::default();
-        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            if key == "include" {
-                // `full`/`all` keep everything; only the records are ever removed.
-                if matches!(&*value, "records" | "task_records" | "full" | "all") {
-                    include.records = true;
-                }
-            }
-        }
-        include
-    }
-
-    pub(crate) fn apply(self, snapshot: &mut Map<String, Value>) {
-        if !self.records {
-            snapshot.shift_remove("task_records");
-            snapshot.shift_remove("task_records_truncated");
-        }
-    }
-}
-
-/// Whether a run or worker can be stored under `key`, so whether asking NATS for it makes sense:
-/// pyoco-wire's KV key rule, and no empty `.`-separated token. `a..b` passes the character rule
-/// but is no valid subject, and NATS refuses the lookup (`InvalidKey`): that is "no such run"
-/// (404), not "NATS unavailable" (503).
-pub(crate) fn is_valid_kv_key(key: &str) -> bool {
-    pyoco_wire::is_valid_kv_key(key) && !key.contains("..")
-}
-
 /// `str(uuid4())`.
 fn new_run_id() -> String {
     uuid::Uuid::new_v4().hyphenated().to_string()
-}
-
-/// Seconds since the epoch, like Python's `time.time()`.
-pub(crate) fn epoch_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-pub(crate) fn float_value(f: f64) -> Value {
-    serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn include_keeps_records_only_when_asked() {
-        assert_eq!(Include::parse(None), Include { records: false });
-        assert_eq!(
-            Include::parse(Some("include=x&other=all")),
-            Include { records: false }
-        );
-        for q in [
-            "include=records",
-            "include=task_records",
-            "include=full",
-            "a=1&include=all",
-        ] {
-            assert!(Include::parse(Some(q)).records, "{q}");
-        }
-        assert!(Include::parse(Some("include=x&include=records")).records);
-    }
-
-    #[test]
-    fn python_strip_and_truthiness() {
-        assert_eq!(py_strip(" \t flow \u{1f}\n"), "flow");
-        assert!(!truthy(&Value::from(0.0)));
-        assert!(truthy(&Value::from("x")));
-        assert!(!truthy(&serde_json::json!({})));
-    }
-
-    #[test]
-    fn run_ids_outside_the_kv_key_rule_are_rejected() {
-        assert!(is_valid_kv_key("0b6e5c1e-2f0a-4d4e-9a8b-1c2d3e4f5a6b"));
-        for bad in ["", ".a", "a.", "a..b", "a b", "a*", "a>", "é"] {
-            assert!(!is_valid_kv_key(bad), "{bad:?}");
-        }
-    }
 }

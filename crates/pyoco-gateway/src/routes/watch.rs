@@ -17,8 +17,11 @@
 //! terminal state, key deleted, NATS trouble, or the client going away (hyper drops the body) —
 //! the consumer is deleted at once instead of lingering for the server's 30 s inactivity
 //! threshold.
+//!
+//! The OpenAPI description of the frames ([`WatchEvent`]) is here too, next to the code that
+//! writes them; only this route sends them.
 
-use std::{convert::Infallible, time::Duration};
+use std::{borrow::Cow, convert::Infallible, time::Duration};
 
 use async_nats::jetstream::{
     self,
@@ -34,16 +37,23 @@ use axum::{
 };
 use futures::StreamExt;
 use pyoco_store::{Store, StoreError};
-use pyoco_wire::RunStatus;
+use pyoco_wire::{python, RunStatus};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use tokio::time::Instant;
-use utoipa::{IntoParams, ToSchema};
-
-use super::openapi::{
-    BadRequest, CorruptRecord, NatsUnavailable, RunNotFound, RunSnapshot, Unprocessable, WatchEvent,
+use utoipa::{
+    openapi::{
+        extensions::Extensions,
+        schema::{ObjectBuilder, OneOfBuilder, Schema, Type},
+        RefOr,
+    },
+    IntoParams, PartialSchema, ToSchema,
 };
-use super::runs::{epoch_now, load_run, Include, IncludeParams};
+
+use super::components::{
+    BadRequest, CorruptRecord, NatsUnavailable, RunNotFound, RunSnapshot, Unprocessable,
+};
+use super::stored::{load_run, Include, IncludeParams};
 use crate::{
     auth::Caller,
     error::{ApiError, FieldError},
@@ -446,6 +456,67 @@ pub(crate) struct HeartbeatEvent<'a> {
     ts: f64,
 }
 
+/// The events of `GET /runs/{run_id}/watch`, one schema per event (OpenAPI 3.1's reading of a
+/// `text/event-stream` schema): `{"event": …, "data": <JSON text>, "id"?: …}`, the `data` text
+/// described with JSON Schema's `contentMediaType`/`contentSchema`.
+pub(crate) struct WatchEvent;
+
+impl PartialSchema for WatchEvent {
+    fn schema() -> RefOr<Schema> {
+        let event = |name: &str, payload: &str, with_id: bool| {
+            let mut object = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "event",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([name])),
+                )
+                .required("event")
+                .property("data", json_text(payload))
+                .required("data");
+            if with_id {
+                object = object.property(
+                    "id",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^[0-9]+$"))
+                        .description(Some("The KV revision of the snapshot")),
+                );
+            }
+            object.build()
+        };
+        Schema::OneOf(
+            OneOfBuilder::new()
+                .item(event("snapshot", "SnapshotEvent", true))
+                .item(event("heartbeat", "HeartbeatEvent", false))
+                .build(),
+        )
+        .into()
+    }
+}
+
+impl ToSchema for WatchEvent {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("WatchEvent")
+    }
+}
+
+/// A string holding JSON that matches the schema named `schema` (JSON Schema 2020-12
+/// `contentMediaType` + `contentSchema`; utoipa 5 has a field for the first only, so the second
+/// goes through the object's flattened extension map, which serialises keys as given).
+fn json_text(schema: &str) -> Schema {
+    let mut object = ObjectBuilder::new().schema_type(Type::String).build();
+    object.content_media_type = "application/json".into();
+    let mut keywords = Extensions::default();
+    keywords.insert(
+        "contentSchema".into(),
+        json!({ "$ref": format!("#/components/schemas/{schema}") }),
+    );
+    object.extensions = Some(keywords);
+    Schema::Object(object)
+}
+
 /// The event source of one stream.
 struct RunEvents {
     store: Store,
@@ -541,7 +612,7 @@ impl RunEvents {
                     return self.frame(
                         "heartbeat",
                         None,
-                        &HeartbeatEvent { run_id: &self.run_id, ts: epoch_now() },
+                        &HeartbeatEvent { run_id: &self.run_id, ts: python::time() },
                     );
                 }
             }
@@ -584,7 +655,7 @@ impl RunEvents {
         let event = SnapshotEvent {
             run_id: &self.run_id,
             snapshot: &snapshot,
-            ts: epoch_now(),
+            ts: python::time(),
         };
         match self.frame("snapshot", Some(change.revision), &event) {
             Some(frame) => {
@@ -628,12 +699,7 @@ enum Step {
 /// `float(snapshot.get("updated_at") or 0.0)`, with anything `float()` would choke on read
 /// as 0.
 fn updated_at(snapshot: &Map<String, Value>) -> f64 {
-    match snapshot.get("updated_at") {
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
-        Some(Value::String(s)) => crate::pydantic::float(s).unwrap_or(0.0),
-        Some(Value::Bool(true)) => 1.0,
-        _ => 0.0,
-    }
+    python::float_or_zero(snapshot.get("updated_at")).unwrap_or(0.0)
 }
 
 #[cfg(test)]

@@ -18,13 +18,14 @@ use axum::{
 use futures::{stream, StreamExt};
 use pyoco_store::Store;
 use pyoco_wire::{
-    is_valid_wheel_name, python::py_strip, WheelHistoryAction, WheelHistoryActor,
-    WheelHistoryRecord, WheelHistorySource,
+    is_valid_wheel_name,
+    python::{self, py_strip},
+    WheelHistoryAction, WheelHistoryActor, WheelHistoryRecord, WheelHistorySource,
 };
 use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::openapi::{NatsUnavailable, Unprocessable};
+use super::components::{NatsUnavailable, Unprocessable};
 use crate::{
     auth::Caller,
     error::{json_bytes_response, ApiError, FieldError},
@@ -82,7 +83,7 @@ pub(crate) fn new_record(
 ) -> WheelHistoryRecord {
     WheelHistoryRecord {
         event_id: uuid::Uuid::new_v4().simple().to_string(),
-        occurred_at: super::runs::epoch_now(),
+        occurred_at: python::time(),
         action,
         wheel_name: wheel_name.to_string(),
         tags: Vec::new(),

@@ -42,11 +42,13 @@ use pyoco_wire::{
 };
 use serde::Serialize;
 use utoipa::{
-    openapi::{self as oas, ContentBuilder, Ref, RefOr, ResponseBuilder},
+    openapi::{self as oas, RefOr},
     ToResponse, ToSchema,
 };
 
-use super::openapi::{BadRequest, NatsUnavailable, PayloadTooLarge, Unprocessable};
+use super::components::{
+    error_response, BadRequest, NatsUnavailable, PayloadTooLarge, Unprocessable,
+};
 use super::wheel_archive;
 use super::wheel_form::{body_limit, StagedWheel, WheelForm, WheelUpload};
 use super::wheel_history::{self, RequestSource};
@@ -572,24 +574,12 @@ async fn no_wheel_named_history() -> ApiError {
     wheel_not_found()
 }
 
-/// An error response of `{"detail": …}` (the `ErrorDetail` schema) named `name`.
-fn detail_response(name: &'static str, description: &str) -> (&'static str, RefOr<oas::Response>) {
-    let content = ContentBuilder::new()
-        .schema(Some(Ref::from_schema_name("ErrorDetail")))
-        .build();
-    let response = ResponseBuilder::new()
-        .description(description)
-        .content("application/json", content)
-        .build();
-    (name, response.into())
-}
-
 /// 404 `wheel not found`.
 pub(crate) struct WheelNotFound;
 
 impl<'r> ToResponse<'r> for WheelNotFound {
     fn response() -> (&'r str, RefOr<oas::Response>) {
-        detail_response(
+        error_response(
             "WheelNotFound",
             "`wheel not found`: no stored wheel has this name (or it is not a wheel file name)",
         )
@@ -601,7 +591,7 @@ pub(crate) struct WheelConflict;
 
 impl<'r> ToResponse<'r> for WheelConflict {
     fn response() -> (&'r str, RefOr<oas::Response>) {
-        detail_response(
+        error_response(
             "WheelConflict",
             "The version rule refused the wheel: `wheel version already exists; bump version` \
              (this version, or a build of it for the same platform, is stored) or `wheel \
@@ -615,7 +605,7 @@ pub(crate) struct WheelStagingFailed;
 
 impl<'r> ToResponse<'r> for WheelStagingFailed {
     fn response() -> (&'r str, RefOr<oas::Response>) {
-        detail_response(
+        error_response(
             "WheelStagingFailed",
             "The gateway could not stage the upload in its temp directory (`reason` says why: \
              usually no free space in TMPDIR)",

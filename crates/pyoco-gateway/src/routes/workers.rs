@@ -33,24 +33,26 @@ use axum::{
     Router,
 };
 use pyoco_store::{Bucket, Store, StoreError, Versioned};
-use pyoco_wire::{WorkerRecord, WorkerState};
+use pyoco_wire::{
+    python::{self, py_strip},
+    WorkerRecord, WorkerState,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use utoipa::{IntoParams, ToSchema};
 
-use super::openapi::{
+use super::components::{
     BadRequest, NatsUnavailable, PayloadTooLarge, Unprocessable, WorkerNotFound,
     WorkerRecord as WorkerRecordSchema,
 };
-use super::runs::{epoch_now, is_valid_kv_key};
+use super::stored::is_valid_kv_key;
 use super::submit_request::read_json_body;
 use crate::{
     error::{ApiError, FieldError},
     json::PyJson,
     AppState,
 };
-use pyoco_wire::python::py_strip;
 
 /// Most worker records read at the same time by `GET /workers`.
 const READ_CONCURRENCY: usize = 32;
@@ -104,7 +106,7 @@ async fn list_workers(
         .collect();
     // The bucket's key order (as `kv.keys()` gives it): by the revision of each key's value.
     entries.sort_by_key(|(_, entry)| entry.revision);
-    let now = epoch_now();
+    let now = python::time();
     let mut workers: Vec<WorkerRecord> = entries
         .into_iter()
         .filter_map(
@@ -166,7 +168,7 @@ struct ListWorkersParams {
     scope: Option<WorkersScope>,
     /// Only workers in this derived state (any case; blank: no filter; anything else: 422
     /// `invalid workers request`).
-    state: Option<super::openapi::WorkerStateDoc>,
+    state: Option<super::components::WorkerStateDoc>,
     /// List hidden workers too.
     #[param(default = false)]
     include_hidden: Option<bool>,
@@ -394,7 +396,7 @@ async fn set_hidden(store: &Store, worker_id: &str, hidden: bool) -> Result<f64,
             tracing::warn!(%worker_id, "unreadable worker record replaced: {err}");
             WorkerRecord::from_value(json!({ "worker_id": worker_id }), worker_id)
         });
-        let now = epoch_now();
+        let now = python::time();
         record.hidden = hidden;
         record.updated_at = now;
         match bucket

@@ -1,10 +1,10 @@
-use crate::helpers::{status_json, Gateway};
 use pyoco_store::{SharedStore, StoreConfig};
+use pyoco_testkit::{settings_for, status_json, Gateway};
 use serde_json::json;
 
 /// A gateway whose NATS is nowhere (nothing listens on port 1).
 async fn gateway_without_nats() -> Gateway {
-    let settings = crate::helpers::settings("nats://127.0.0.1:1");
+    let settings = settings_for("nats://127.0.0.1:1");
     let store = SharedStore::connect_in_background(
         &settings.nats_url,
         "pyoco-http-api",

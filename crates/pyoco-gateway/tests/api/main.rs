@@ -1,4 +1,5 @@
-//! HTTP API tests: a real nats-server, the real gateway on a real socket, a real HTTP client.
+//! HTTP API tests: a real nats-server, the real gateway on a real socket, a real HTTP client
+//! (the test kit's `TestApp`).
 
 mod helpers;
 

@@ -1,23 +1,14 @@
 //! `GET /metrics`: the Prometheus text of 0.5.1's four gauges plus process metrics.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{Local, TimeZone};
-use pyoco_testkit::eventually;
+use pyoco_testkit::{eventually, TestApp};
+use pyoco_wire::python;
 use serde_json::json;
 
-use crate::{
-    helpers::TestApp,
-    runs_list::{app_with, put, snapshot},
-};
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
+use crate::runs_list::{app_with, put, snapshot};
 
 /// Epoch seconds of today's local midnight.
 fn local_midnight() -> f64 {
@@ -30,7 +21,7 @@ fn local_midnight() -> f64 {
 }
 
 async fn metrics(app: &TestApp) -> String {
-    let response = app.gateway.get("/metrics").await;
+    let response = app.get("/metrics").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"],
@@ -53,7 +44,7 @@ fn samples<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
 
 #[tokio::test]
 async fn an_empty_store_answers_200_with_zeros() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let body = metrics(&app).await;
     for name in [
         "pyoco_runs_total",
@@ -91,7 +82,7 @@ async fn an_empty_store_answers_200_with_zeros() {
 
 #[tokio::test]
 async fn run_counts_follow_the_stored_statuses_and_the_local_day() {
-    let today = now();
+    let today = python::time();
     let yesterday = local_midnight() - 60.0;
     let tomorrow = local_midnight() + 86_400.0 * 1.5;
     let app = app_with(vec![
@@ -103,7 +94,7 @@ async fn run_counts_follow_the_stored_statuses_and_the_local_day() {
     ])
     .await;
     // A snapshot without a status counts as UNKNOWN.
-    app.store
+    app.store()
         .runs()
         .put(
             "x1",
@@ -112,7 +103,7 @@ async fn run_counts_follow_the_stored_statuses_and_the_local_day() {
         .await
         .unwrap();
     // Corrupt ones are not counted and do not fail the scrape.
-    app.store
+    app.store()
         .runs()
         .put("bad", Bytes::from_static(b"{oops"))
         .await
@@ -140,8 +131,8 @@ async fn run_counts_follow_the_stored_statuses_and_the_local_day() {
     );
 
     // Changes are counted as they happen.
-    put(&app.store, &snapshot("r1", "COMPLETED", now())).await;
-    app.store.runs().delete("f1").await.unwrap();
+    put(app.store(), &snapshot("r1", "COMPLETED", python::time())).await;
+    app.store().runs().delete("f1").await.unwrap();
     eventually(Duration::from_secs(10), "the new counts", || async {
         let body = metrics(&app).await;
         (samples(&body, "pyoco_runs_total")
@@ -162,8 +153,8 @@ async fn run_counts_follow_the_stored_statuses_and_the_local_day() {
 
 #[tokio::test]
 async fn workers_alive_counts_recent_running_and_idle_workers() {
-    let app = TestApp::spawn().await;
-    let t = now();
+    let app = TestApp::gateway_only().await;
+    let t = python::time();
     let worker = |id: &str, state: &str, seen: f64| {
         json!({"worker_id": id, "instance_id": "0123456789abcdef0123456789abcdef",
                "state": state, "hidden": false, "tags": ["default"],
@@ -177,13 +168,13 @@ async fn workers_alive_counts_recent_running_and_idle_workers() {
         // Not seen for longer than PYOCO_WORKER_DISCONNECT_TIMEOUT_SEC (20 s): DISCONNECTED.
         ("w-silent", worker("w-silent", "RUNNING", t - 100.0)),
     ] {
-        app.store
+        app.store()
             .workers()
             .put(id, serde_json::to_vec(&record).unwrap())
             .await
             .unwrap();
     }
-    app.store
+    app.store()
         .workers()
         .put("w-garbage", Bytes::from_static(b"not json"))
         .await
@@ -197,9 +188,9 @@ async fn workers_alive_counts_recent_running_and_idle_workers() {
 
 #[tokio::test]
 async fn dlq_messages_are_counted() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     for tag in ["default", "gpu", "default"] {
-        app.store
+        app.store()
             .publish_dlq(tag, Bytes::from_static(br#"{"reason":"invalid_job"}"#))
             .await
             .unwrap();
@@ -213,7 +204,7 @@ async fn dlq_messages_are_counted() {
 
 #[tokio::test]
 async fn every_metric_has_help_and_type_before_its_samples() {
-    let app = app_with(vec![snapshot("a", "RUNNING", now())]).await;
+    let app = app_with(vec![snapshot("a", "RUNNING", python::time())]).await;
     let body = metrics(&app).await;
     let mut described: Vec<String> = Vec::new();
     let mut typed: Vec<String> = Vec::new();

@@ -3,10 +3,8 @@
 use std::time::Duration;
 
 use pyoco_store::{SharedStore, Store, StoreConfig};
-use pyoco_testkit::{eventually, TestNats};
+use pyoco_testkit::{eventually, settings_for, status_json, Gateway, TestNats};
 use serde_json::json;
-
-use crate::helpers::{settings, status_json, Gateway};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -17,7 +15,7 @@ fn free_port() -> u16 {
 }
 
 fn shared_store(url: &str) -> (pyoco_config::Settings, SharedStore) {
-    let settings = settings(url);
+    let settings = settings_for(url);
     let store = SharedStore::connect_in_background(
         &settings.nats_url,
         "pyoco-http-api",

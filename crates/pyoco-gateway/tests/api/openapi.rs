@@ -9,9 +9,9 @@ use std::{
     time::Duration,
 };
 
+use pyoco_testkit::{status_json, TestApp};
+use pyoco_wire::python;
 use serde_json::Value;
-
-use crate::helpers::{status_json, TestApp};
 
 /// Every route the router serves, as `(method, OpenAPI path)`. A new route goes here and gets
 /// a `#[utoipa::path]` annotation listed in `routes/openapi.rs`.
@@ -59,8 +59,8 @@ fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
 
 #[tokio::test]
 async fn the_document_lists_exactly_the_routes_served() {
-    let app = TestApp::spawn().await;
-    let response = app.gateway.get("/openapi.json").await;
+    let app = TestApp::gateway_only().await;
+    let response = app.get("/openapi.json").await;
     assert_eq!(
         response.headers()["content-type"].to_str().unwrap(),
         "application/json"
@@ -98,9 +98,8 @@ async fn the_document_lists_exactly_the_routes_served() {
             .replace("{wheel_name}", "no_such_wheel-1.0-py3-none-any.whl");
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let response = app
-            .gateway
-            .http
-            .request(method.clone(), app.gateway.url(&concrete))
+            .http()
+            .request(method.clone(), app.url(&concrete))
             .send()
             .await
             .unwrap();
@@ -169,22 +168,22 @@ parameters = { "query.timeout_sec" = 1 }
 async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
     let st = tools_venv().join("bin").join("st");
     assert!(st.exists(), "{} is missing", st.display());
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     // A registered worker, so `PATCH /workers/{worker_id}` is reached through `GET /workers`.
     let worker = pyoco_wire::WorkerRecord::starting(
         "st-worker",
         "0123456789abcdef0123456789abcdef",
         vec!["default".into()],
-        pyoco_wire_now(),
+        python::time(),
         pyoco_wire::WheelSyncStatus::initial(false),
     );
-    app.store
+    app.store()
         .workers()
         .create("st-worker", worker.to_json())
         .await
         .expect("register a worker");
     // A stored wheel, so `GET`/`DELETE /wheels/{wheel_name}` are reached through `GET /wheels`.
-    app.store
+    app.store()
         .wheels()
         .upload(
             "st_pkg-1.0-py3-none-any.whl",
@@ -203,7 +202,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         .arg("--config-file")
         .arg(&config)
         .arg("run")
-        .arg(app.gateway.url("/openapi.json"))
+        .arg(app.url("/openapi.json"))
         .args(["--checks", CHECKS])
         .args(["--max-examples", "20", "--seed", "1"])
         .args(["--generation-database", "none", "--request-timeout", "10"])
@@ -229,11 +228,4 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         stdout.contains(&tested),
         "expected {tested:?} in:\n{stdout}"
     );
-}
-
-fn pyoco_wire_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }

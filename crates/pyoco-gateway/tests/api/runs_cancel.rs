@@ -6,21 +6,15 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use pyoco_store::{Store, StoreError};
-use pyoco_wire::{NewRun, RunSnapshot, RunStatus, TaskRecord, TaskState};
+use pyoco_testkit::{status_json, TestApp};
+use pyoco_wire::{python, NewRun, RunSnapshot, RunStatus, TaskRecord, TaskState};
 use serde_json::{json, Map, Value};
 
-use crate::helpers::{keys, status_json, TestApp};
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
+use crate::helpers::keys;
 
 /// A snapshot as a gateway wrote it at submit, plus a task record and a key from a newer
 /// version, so the test sees what a cancel keeps.
@@ -46,7 +40,7 @@ fn pending_snapshot(run_id: &str) -> RunSnapshot {
 }
 
 async fn put(app: &TestApp, snapshot: &RunSnapshot) -> u64 {
-    app.store
+    app.store()
         .runs()
         .put(&snapshot.run_id, snapshot.to_json())
         .await
@@ -55,8 +49,7 @@ async fn put(app: &TestApp, snapshot: &RunSnapshot) -> u64 {
 
 async fn cancel(app: &TestApp, run_id: &str) -> (u16, Value) {
     status_json(
-        app.gateway
-            .post_json(&format!("/runs/{run_id}/cancel"), &json!({}))
+        app.post_json(&format!("/runs/{run_id}/cancel"), &json!({}))
             .await,
     )
     .await
@@ -64,20 +57,20 @@ async fn cancel(app: &TestApp, run_id: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn cancel_of_a_pending_run_marks_it_cancelling_and_keeps_everything_else() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let run_id = "c0000000-0000-4000-8000-000000000001";
     put(&app, &pending_snapshot(run_id)).await;
-    let (before, _) = app.stored_snapshot(run_id).await;
+    let before = app.stored_snapshot(run_id).await;
 
-    let t0 = now();
+    let t0 = python::time();
     let (status, body) = cancel(&app, run_id).await;
     assert_eq!(status, 200, "{body}");
-    let (after, _) = app.stored_snapshot(run_id).await;
+    let after = app.stored_snapshot(run_id).await;
 
     assert_eq!(after["status"], json!("CANCELLING"));
     let requested_at = after["cancel_requested_at"].as_f64().unwrap();
     assert!(
-        requested_at >= t0 && requested_at <= now(),
+        requested_at >= t0 && requested_at <= python::time(),
         "{requested_at}"
     );
     assert_eq!(after["updated_at"], after["cancel_requested_at"]);
@@ -101,7 +94,7 @@ async fn cancel_of_a_pending_run_marks_it_cancelling_and_keeps_everything_else()
 
 #[tokio::test]
 async fn a_second_cancel_keeps_the_time_of_the_first() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let run_id = "c0000000-0000-4000-8000-000000000002";
     put(&app, &pending_snapshot(run_id)).await;
 
@@ -116,7 +109,7 @@ async fn a_second_cancel_keeps_the_time_of_the_first() {
 
 #[tokio::test]
 async fn cancel_of_a_finished_run_changes_nothing() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     for (i, status) in ["COMPLETED", "FAILED", "CANCELLED", "completed"]
         .into_iter()
         .enumerate()
@@ -130,7 +123,7 @@ async fn cancel_of_a_finished_run_changes_nothing() {
             other => RunStatus::Other(other.into()),
         };
         let revision = put(&app, &snapshot).await;
-        let (before, before_bytes) = app.stored_snapshot(&run_id).await;
+        let (before, before_bytes) = app.stored_snapshot_with_bytes(&run_id).await;
 
         let (code, body) = cancel(&app, &run_id).await;
         assert_eq!(code, 200, "{status}: {body}");
@@ -138,7 +131,7 @@ async fn cancel_of_a_finished_run_changes_nothing() {
         expected.shift_remove("task_records");
         assert_eq!(body, Value::Object(expected), "{status}");
 
-        let entry = app.store.runs().get(&run_id).await.unwrap().unwrap();
+        let entry = app.store().runs().get(&run_id).await.unwrap().unwrap();
         assert_eq!(entry.revision, revision, "{status}: nothing was written");
         assert_eq!(entry.value.to_vec(), before_bytes);
     }
@@ -146,7 +139,7 @@ async fn cancel_of_a_finished_run_changes_nothing() {
 
 #[tokio::test]
 async fn cancel_of_an_unknown_run_is_404() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     for run_id in [
         "c0000000-0000-4000-8000-0000000000ff",
         "a*b",
@@ -161,15 +154,14 @@ async fn cancel_of_an_unknown_run_is_404() {
 
 #[tokio::test]
 async fn the_request_body_is_ignored() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let run_id = "c0000000-0000-4000-8000-000000000003";
     put(&app, &pending_snapshot(run_id)).await;
-    let url = app.gateway.url(&format!("/runs/{run_id}/cancel"));
+    let url = app.url(&format!("/runs/{run_id}/cancel"));
     for request in [
-        app.gateway.http.post(&url),
-        app.gateway.http.post(&url).body("not json at all"),
-        app.gateway
-            .http
+        app.http().post(&url),
+        app.http().post(&url).body("not json at all"),
+        app.http()
             .post(&url)
             .header("content-type", "application/json")
             .body("{\"reason\": [1, 2"),
@@ -206,7 +198,7 @@ impl Heartbeat {
                     let cancelled = snap
                         .get("cancel_requested_at")
                         .is_some_and(|at| !at.is_null());
-                    let t = now();
+                    let t = python::time();
                     snap.insert("beat".into(), beat.into());
                     snap.insert(
                         "status".into(),
@@ -256,7 +248,7 @@ impl Heartbeat {
 
 #[tokio::test]
 async fn a_cancel_racing_with_worker_heartbeats_is_never_lost_and_loses_nothing() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let mut racer_conflicts = 0;
     for i in 0..50 {
         let run_id = format!("c0000000-0000-4000-8000-{i:012}");
@@ -266,7 +258,7 @@ async fn a_cancel_racing_with_worker_heartbeats_is_never_lost_and_loses_nothing(
         snapshot.cancel_requested_by = Some(None);
         put(&app, &snapshot).await;
 
-        let heartbeat = Heartbeat::start(app.store.clone(), run_id.clone());
+        let heartbeat = Heartbeat::start(app.store().clone(), run_id.clone());
         heartbeat.wait_for_writes(3).await;
         let (status, body) = cancel(&app, &run_id).await;
         assert_eq!(status, 200, "{body}");
@@ -279,7 +271,7 @@ async fn a_cancel_racing_with_worker_heartbeats_is_never_lost_and_loses_nothing(
         let (writes, conflicts) = heartbeat.stop().await;
         racer_conflicts += conflicts;
 
-        let (stored, _) = app.stored_snapshot(&run_id).await;
+        let stored = app.stored_snapshot(&run_id).await;
         assert_eq!(stored["status"], json!("CANCELLING"), "run {i}");
         assert_eq!(stored["cancel_requested_at"], requested_at, "run {i}");
         // No heartbeat was overwritten by a stale copy: every write the worker made counts.

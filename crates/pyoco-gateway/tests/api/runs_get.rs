@@ -1,17 +1,10 @@
 //! `GET /runs/{run_id}` and `GET /runs/{run_id}/tasks`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use pyoco_testkit::{status_json, TestApp};
+use pyoco_wire::python;
 use serde_json::{json, Value};
 
-use crate::helpers::{keys, status_json, TestApp};
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
+use crate::helpers::keys;
 
 /// A snapshot as a 0.5.1 worker writes it, plus a key from a newer version.
 fn worker_snapshot(run_id: &str, worker_id: Option<&str>) -> Value {
@@ -33,7 +26,7 @@ fn worker_snapshot(run_id: &str, worker_id: Option<&str>) -> Value {
 }
 
 async fn put_snapshot(app: &TestApp, run_id: &str, snapshot: &Value) {
-    app.store
+    app.store()
         .runs()
         .put(run_id, serde_json::to_vec(snapshot).unwrap())
         .await
@@ -42,11 +35,11 @@ async fn put_snapshot(app: &TestApp, run_id: &str, snapshot: &Value) {
 
 #[tokio::test]
 async fn get_returns_the_stored_snapshot_without_records_by_default() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let run_id = "11111111-2222-4333-8444-555555555555";
     put_snapshot(&app, run_id, &worker_snapshot(run_id, None)).await;
 
-    let (status, body) = status_json(app.gateway.get(&format!("/runs/{run_id}")).await).await;
+    let (status, body) = status_json(app.get(&format!("/runs/{run_id}")).await).await;
     assert_eq!(status, 200, "{body}");
     let body = body.as_object().unwrap();
     assert_eq!(
@@ -78,34 +71,24 @@ async fn get_returns_the_stored_snapshot_without_records_by_default() {
 
     for include in ["records", "task_records", "full", "all"] {
         let (status, body) = status_json(
-            app.gateway
-                .get(&format!("/runs/{run_id}?include=other&include={include}"))
+            app.get(&format!("/runs/{run_id}?include=other&include={include}"))
                 .await,
         )
         .await;
         assert_eq!(status, 200);
         assert_eq!(body, worker_snapshot(run_id, None), "include={include}");
     }
-    let (_, body) = status_json(
-        app.gateway
-            .get(&format!("/runs/{run_id}?include=nope"))
-            .await,
-    )
-    .await;
+    let (_, body) = status_json(app.get(&format!("/runs/{run_id}?include=nope")).await).await;
     assert!(body.get("task_records").is_none());
 }
 
 #[tokio::test]
 async fn a_submitted_run_reads_back_as_pending() {
-    let app = TestApp::spawn().await;
-    let (_, submitted) = status_json(
-        app.gateway
-            .post_json("/runs", &json!({"flow_name": "f"}))
-            .await,
-    )
-    .await;
+    let app = TestApp::gateway_only().await;
+    let (_, submitted) =
+        status_json(app.post_json("/runs", &json!({"flow_name": "f"})).await).await;
     let run_id = submitted["run_id"].as_str().unwrap();
-    let (status, body) = status_json(app.gateway.get(&format!("/runs/{run_id}")).await).await;
+    let (status, body) = status_json(app.get(&format!("/runs/{run_id}")).await).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], json!("PENDING"));
     assert_eq!(body["run_id"], json!(run_id));
@@ -115,7 +98,7 @@ async fn a_submitted_run_reads_back_as_pending() {
 
 #[tokio::test]
 async fn unknown_runs_are_404() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     for path in [
         "/runs/00000000-0000-4000-8000-000000000000",
         "/runs/not*a*key",
@@ -127,7 +110,7 @@ async fn unknown_runs_are_404() {
         "/runs/a..b/tasks",
         "/runs/a..b/watch",
     ] {
-        let (status, body) = status_json(app.gateway.get(path).await).await;
+        let (status, body) = status_json(app.get(path).await).await;
         assert_eq!(
             (status, body),
             (404, json!({"detail": "run not found"})),
@@ -138,31 +121,31 @@ async fn unknown_runs_are_404() {
 
 #[tokio::test]
 async fn a_deleted_run_is_404() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     put_snapshot(&app, "gone", &worker_snapshot("gone", None)).await;
-    app.store.runs().delete("gone").await.unwrap();
-    let (status, _) = status_json(app.gateway.get("/runs/gone").await).await;
+    app.store().runs().delete("gone").await.unwrap();
+    let (status, _) = status_json(app.get("/runs/gone").await).await;
     assert_eq!(status, 404);
 }
 
 #[tokio::test]
 async fn a_corrupt_record_is_a_clear_500_not_a_crash() {
-    let app = TestApp::spawn().await;
-    app.store.runs().put("broken", "{not json").await.unwrap();
-    app.store.runs().put("array", "[1,2]").await.unwrap();
+    let app = TestApp::gateway_only().await;
+    app.store().runs().put("broken", "{not json").await.unwrap();
+    app.store().runs().put("array", "[1,2]").await.unwrap();
     for path in ["/runs/broken", "/runs/broken/tasks", "/runs/array"] {
-        let (status, body) = status_json(app.gateway.get(path).await).await;
+        let (status, body) = status_json(app.get(path).await).await;
         assert_eq!(status, 500, "{path}");
         assert_eq!(body["detail"], json!("run record is corrupt"), "{path}");
     }
     // The gateway goes on serving.
-    assert_eq!(app.gateway.get("/health").await.status(), 200);
+    assert_eq!(app.get("/health").await.status(), 200);
 }
 
 #[tokio::test]
 async fn python_nan_tokens_in_a_snapshot_read_as_null() {
-    let app = TestApp::spawn().await;
-    app.store
+    let app = TestApp::gateway_only().await;
+    app.store()
         .runs()
         .put(
             "nan",
@@ -170,26 +153,26 @@ async fn python_nan_tokens_in_a_snapshot_read_as_null() {
         )
         .await
         .unwrap();
-    let (status, body) = status_json(app.gateway.get("/runs/nan?include=records").await).await;
+    let (status, body) = status_json(app.get("/runs/nan?include=records").await).await;
     assert_eq!(status, 200);
     assert_eq!(body["task_records"]["t"]["output"], Value::Null);
 }
 
 #[tokio::test]
 async fn stored_floats_read_back_exactly() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     // Values whose naive parse is one ULP off (found by this test's first version).
     let stored = r#"{"run_id":"f","status":"RUNNING","updated_at":1795759882.0273495,"heartbeat_at":1795759871.2675421,"start_time":1e+16}"#;
-    app.store.runs().put("f", stored).await.unwrap();
-    let text = app.gateway.get("/runs/f").await.text().await.unwrap();
+    app.store().runs().put("f", stored).await.unwrap();
+    let text = app.get("/runs/f").await.text().await.unwrap();
     assert_eq!(text, stored);
 }
 
 #[tokio::test]
 async fn a_named_worker_adds_its_liveness() {
-    let app = TestApp::spawn().await;
-    let t = now();
-    app.store
+    let app = TestApp::gateway_only().await;
+    let t = python::time();
+    app.store()
         .workers()
         .put(
             "w-alive",
@@ -202,7 +185,7 @@ async fn a_named_worker_adds_its_liveness() {
         )
         .await
         .unwrap();
-    app.store
+    app.store()
         .workers()
         .put(
             "w-stale",
@@ -228,7 +211,7 @@ async fn a_named_worker_adds_its_liveness() {
     .await;
     put_snapshot(&app, "r-gone", &worker_snapshot("r-gone", Some("w-gone"))).await;
 
-    let (_, body) = status_json(app.gateway.get("/runs/r-alive").await).await;
+    let (_, body) = status_json(app.get("/runs/r-alive").await).await;
     assert_eq!(body["worker_id"], json!("w-alive"));
     assert_eq!(body["worker_alive"], json!(true));
     assert_eq!(body["worker_state"], json!("RUNNING"));
@@ -248,12 +231,12 @@ async fn a_named_worker_adds_its_liveness() {
         ]
     );
 
-    let (_, body) = status_json(app.gateway.get("/runs/r-stale").await).await;
+    let (_, body) = status_json(app.get("/runs/r-stale").await).await;
     assert_eq!(body["worker_alive"], json!(false));
     assert_eq!(body["worker_state"], json!("DISCONNECTED"));
     assert_eq!(body["worker_hidden"], json!(false));
 
-    let (_, body) = status_json(app.gateway.get("/runs/r-gone").await).await;
+    let (_, body) = status_json(app.get("/runs/r-gone").await).await;
     assert_eq!(body["worker_alive"], json!(false));
     assert_eq!(body["worker_state"], json!("DISCONNECTED"));
     assert_eq!(body["worker_heartbeat_at"], Value::Null);
@@ -262,9 +245,9 @@ async fn a_named_worker_adds_its_liveness() {
 
 #[tokio::test]
 async fn tasks_view_always_has_records() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     put_snapshot(&app, "r1", &worker_snapshot("r1", None)).await;
-    let (status, body) = status_json(app.gateway.get("/runs/r1/tasks").await).await;
+    let (status, body) = status_json(app.get("/runs/r1/tasks").await).await;
     assert_eq!(status, 200);
     assert_eq!(
         keys(body.as_object().unwrap()),
@@ -288,14 +271,10 @@ async fn tasks_view_always_has_records() {
     );
 
     // A fresh submission: empty maps, not truncated.
-    let (_, submitted) = status_json(
-        app.gateway
-            .post_json("/runs", &json!({"flow_name": "f"}))
-            .await,
-    )
-    .await;
+    let (_, submitted) =
+        status_json(app.post_json("/runs", &json!({"flow_name": "f"})).await).await;
     let run_id = submitted["run_id"].as_str().unwrap();
-    let (_, body) = status_json(app.gateway.get(&format!("/runs/{run_id}/tasks")).await).await;
+    let (_, body) = status_json(app.get(&format!("/runs/{run_id}/tasks")).await).await;
     assert_eq!(
         body,
         json!({"run_id": run_id, "flow_name": "f", "status": "PENDING", "tasks": {},
@@ -303,8 +282,8 @@ async fn tasks_view_always_has_records() {
     );
 
     // Missing keys read as null / {} / false.
-    app.store.runs().put("bare", "{}").await.unwrap();
-    let (_, body) = status_json(app.gateway.get("/runs/bare/tasks").await).await;
+    app.store().runs().put("bare", "{}").await.unwrap();
+    let (_, body) = status_json(app.get("/runs/bare/tasks").await).await;
     assert_eq!(
         body,
         json!({"run_id": null, "flow_name": null, "status": null, "tasks": {},

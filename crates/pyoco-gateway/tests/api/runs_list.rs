@@ -4,23 +4,15 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use pyoco_store::{SharedStore, Store, StoreConfig};
-use pyoco_testkit::{eventually, TestNats};
-use pyoco_wire::{NewRun, RunSnapshot, RunStatus, RunsCursor};
+use pyoco_testkit::{
+    eventually, settings_for, status_json, AppOptions, Gateway, TestApp, TestNats,
+};
+use pyoco_wire::{python, NewRun, RunSnapshot, RunStatus, RunsCursor};
 use serde_json::{json, Value};
-
-use crate::helpers::{settings, status_json, Gateway, TestApp};
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// A snapshot as our gateway writes it, with `status` and `updated_at` set.
 pub fn snapshot(run_id: &str, status: &str, updated_at: f64) -> RunSnapshot {
@@ -47,41 +39,22 @@ pub async fn put(store: &Store, snapshot: &RunSnapshot) {
         .unwrap();
 }
 
-/// Store `snapshots`, 64 writes in flight.
-pub async fn seed(store: &Store, snapshots: Vec<RunSnapshot>) {
-    futures::stream::iter(snapshots)
-        .map(|s| async move { put(store, &s).await })
-        .buffer_unordered(64)
-        .collect::<Vec<()>>()
-        .await;
-}
-
 /// A fresh NATS with `snapshots` stored *before* the gateway starts, so its index reads them
 /// as the watch's history (the first request waits for that).
 pub async fn app_with(snapshots: Vec<RunSnapshot>) -> TestApp {
-    let nats = TestNats::start().await;
-    let settings = settings(&nats.url());
-    let shared = SharedStore::connect_in_background(
-        &settings.nats_url,
-        "pyoco-http-api",
-        StoreConfig::from(&settings),
-    );
-    let store = shared
-        .wait_ready(Duration::from_secs(20))
-        .await
-        .expect("store ready");
-    seed(&store, snapshots).await;
-    let gateway = Gateway::start(&settings, shared).await;
-    TestApp {
-        gateway,
-        store,
-        settings,
-        _nats: nats,
-    }
+    let stored_runs = snapshots
+        .iter()
+        .map(|s| (s.run_id.clone(), s.to_json()))
+        .collect();
+    TestApp::start(AppOptions {
+        stored_runs,
+        ..AppOptions::gateway_only()
+    })
+    .await
 }
 
 async fn list(app: &TestApp, query: &str) -> (u16, Value) {
-    status_json(app.gateway.get(&format!("/runs{query}")).await).await
+    status_json(app.get(&format!("/runs{query}")).await).await
 }
 
 /// The `run_id`s of a list of items.
@@ -109,7 +82,7 @@ async fn wait_for_ids(app: &TestApp, query: &str, want: &[&str]) {
 
 #[tokio::test]
 async fn an_empty_bucket_lists_nothing_in_both_shapes() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     assert_eq!(list(&app, "").await, (200, json!([])));
     let empty_vnext = json!({"items": [], "next_cursor": null});
     for query in [
@@ -390,7 +363,7 @@ async fn include_full_returns_the_stored_snapshots_in_page_order() {
     let app = app_with(vec![a, b, c]).await;
     // Task records as a worker writes them.
     let raw_a = br#"{"run_id":"a","flow_name":"main","tag":"default","tags":["default"],"tenant_id":null,"api_key_id":null,"status":"COMPLETED","params":{"x":1},"tasks":{"t1":"SUCCEEDED"},"task_records":{"t1":{"state":"SUCCEEDED","output":2}},"start_time":9.5,"end_time":10.0,"heartbeat_at":10.0,"updated_at":10.0,"error":null,"schedule_id":"nightly"}"#;
-    app.store.runs().put("a", raw_a.to_vec()).await.unwrap();
+    app.store().runs().put("a", raw_a.to_vec()).await.unwrap();
     eventually(Duration::from_secs(5), "the rewrite of a", || async {
         let (_, body) = list(&app, "?include=full&status=COMPLETED").await;
         body[0].get("task_records").map(|_| ())
@@ -401,7 +374,7 @@ async fn include_full_returns_the_stored_snapshots_in_page_order() {
         let (status, body) = list(&app, &format!("?include={include}&limit=2")).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(ids(&body), ["b", "a"]);
-        let (stored_b, _) = app.stored_snapshot("b").await;
+        let stored_b = app.stored_snapshot("b").await;
         assert_eq!(body[0], Value::Object(stored_b));
         let stored_a: Value = serde_json::from_slice(raw_a).unwrap();
         assert_eq!(body[1], stored_a);
@@ -428,7 +401,7 @@ async fn cursor_paging_lists_every_untouched_run_once_while_runs_change() {
     let touched: Arc<Mutex<HashSet<String>>> = Arc::default();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let store = app.store.clone();
+        let store = app.store().clone();
         let touched = touched.clone();
         let done = done.clone();
         tokio::spawn(async move {
@@ -440,7 +413,7 @@ async fn cursor_paging_lists_every_untouched_run_once_while_runs_change() {
                 seed ^= seed << 17;
                 let run_id = format!("run-{:04}", seed % 1000);
                 touched.lock().unwrap().insert(run_id.clone());
-                put(&store, &snapshot(&run_id, "COMPLETED", now())).await;
+                put(&store, &snapshot(&run_id, "COMPLETED", python::time())).await;
                 writes += 1;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -500,30 +473,22 @@ async fn cursor_paging_lists_every_untouched_run_once_while_runs_change() {
 
 #[tokio::test]
 async fn a_corrupt_snapshot_is_skipped_and_the_list_still_answers() {
-    let nats = TestNats::start().await;
-    let settings = settings(&nats.url());
-    let shared = SharedStore::connect_in_background(
-        &settings.nats_url,
-        "pyoco-http-api",
-        StoreConfig::from(&settings),
-    );
-    let store = shared.wait_ready(Duration::from_secs(20)).await.unwrap();
-    put(&store, &snapshot("a", "PENDING", 1.0)).await;
-    put(&store, &snapshot("b", "PENDING", 2.0)).await;
-    store.runs().put("bad1", &b"not json"[..]).await.unwrap();
-    store.runs().put("bad2", &b"[1,2]"[..]).await.unwrap();
-    let gateway = Gateway::start(&settings, shared).await;
-    let app = TestApp {
-        gateway,
-        store,
-        settings,
-        _nats: nats,
-    };
+    let stored_runs = vec![
+        ("a".to_string(), snapshot("a", "PENDING", 1.0).to_json()),
+        ("b".to_string(), snapshot("b", "PENDING", 2.0).to_json()),
+        ("bad1".to_string(), b"not json".to_vec()),
+        ("bad2".to_string(), b"[1,2]".to_vec()),
+    ];
+    let app = TestApp::start(AppOptions {
+        stored_runs,
+        ..AppOptions::gateway_only()
+    })
+    .await;
 
     // In the history the index loads...
     assert_eq!(ids(&list(&app, "").await.1), ["b", "a"]);
     // ...and as a live change, replacing a good snapshot: the run leaves the list.
-    app.store
+    app.store()
         .runs()
         .put("a", &b"{\"run_id\": \"a\", broken"[..])
         .await
@@ -531,9 +496,9 @@ async fn a_corrupt_snapshot_is_skipped_and_the_list_still_answers() {
     wait_for_ids(&app, "", &["b"]).await;
     let (status, body) = list(&app, "?include=full").await;
     assert_eq!((status, ids(&body)), (200, vec!["b".to_string()]));
-    assert_eq!(app.gateway.get("/metrics").await.status(), 200);
+    assert_eq!(app.get("/metrics").await.status(), 200);
     // Repaired, it is back.
-    put(&app.store, &snapshot("a", "COMPLETED", 3.0)).await;
+    put(app.store(), &snapshot("a", "COMPLETED", 3.0)).await;
     wait_for_ids(&app, "", &["a", "b"]).await;
 }
 
@@ -546,12 +511,12 @@ async fn deleted_and_purged_runs_leave_the_list() {
     ])
     .await;
     assert_eq!(ids(&list(&app, "").await.1), ["c", "b", "a"]);
-    app.store.runs().delete("b").await.unwrap();
+    app.store().runs().delete("b").await.unwrap();
     wait_for_ids(&app, "", &["c", "a"]).await;
-    app.store.runs().raw().purge("c").await.unwrap();
+    app.store().runs().raw().purge("c").await.unwrap();
     wait_for_ids(&app, "", &["a"]).await;
     // Re-created under the same key.
-    put(&app.store, &snapshot("b", "PENDING", 5.0)).await;
+    put(app.store(), &snapshot("b", "PENDING", 5.0)).await;
     wait_for_ids(&app, "", &["b", "a"]).await;
 }
 
@@ -565,12 +530,12 @@ async fn a_new_gateway_on_the_same_nats_lists_every_run() {
     assert_eq!(ids(&first).len(), 120);
 
     let shared = SharedStore::connect_in_background(
-        &app.settings.nats_url,
+        &app.settings().nats_url,
         "pyoco-http-api",
-        StoreConfig::from(&app.settings),
+        StoreConfig::from(app.settings()),
     );
     shared.wait_ready(Duration::from_secs(20)).await.unwrap();
-    let second = Gateway::start(&app.settings, shared).await;
+    let second = Gateway::start(app.settings(), shared).await;
     let (status, body) = status_json(second.get("/runs?limit=200").await).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, first);
@@ -580,12 +545,8 @@ async fn a_new_gateway_on_the_same_nats_lists_every_run() {
 async fn a_submitted_run_is_listed_at_once() {
     let app = app_with(vec![snapshot("older", "COMPLETED", 1.0)]).await;
     for _ in 0..20 {
-        let (status, body) = status_json(
-            app.gateway
-                .post_json("/runs", &json!({"flow_name": "f"}))
-                .await,
-        )
-        .await;
+        let (status, body) =
+            status_json(app.post_json("/runs", &json!({"flow_name": "f"})).await).await;
         assert_eq!(status, 200, "{body}");
         let run_id = body["run_id"].as_str().unwrap().to_string();
         let (status, body) = list(&app, "?limit=1&flow=f").await;
@@ -600,7 +561,7 @@ async fn the_list_follows_the_bucket_across_a_nats_restart() {
     let mut nats = TestNats::start().await;
     let port = nats.port();
     let store_dir = nats.store_dir().to_path_buf();
-    let settings = settings(&nats.url());
+    let settings = settings_for(&nats.url());
     let shared = SharedStore::connect_in_background(
         &settings.nats_url,
         "pyoco-http-api",
@@ -654,7 +615,7 @@ async fn a_gateway_started_before_nats_lists_once_nats_is_there() {
         .local_addr()
         .unwrap()
         .port();
-    let settings = settings(&format!("nats://127.0.0.1:{port}"));
+    let settings = settings_for(&format!("nats://127.0.0.1:{port}"));
     let shared = SharedStore::connect_in_background(
         &settings.nats_url,
         "pyoco-http-api",
@@ -702,7 +663,7 @@ async fn ten_thousand_runs_list_and_metrics_p50() {
         info.uordblks + info.hblkhd
     }
     let statuses = ["COMPLETED", "COMPLETED", "COMPLETED", "FAILED", "RUNNING"];
-    let base = now() - 5000.0;
+    let base = python::time() - 5000.0;
     let runs: Vec<RunSnapshot> = (0..10_000)
         .map(|i| {
             let mut s = snapshot(
@@ -722,13 +683,13 @@ async fn ten_thousand_runs_list_and_metrics_p50() {
     let rss_before = rss_kib();
     let heap_before = heap_in_use();
     let shared = SharedStore::connect_in_background(
-        &app.settings.nats_url,
+        &app.settings().nats_url,
         "bench",
-        StoreConfig::from(&app.settings),
+        StoreConfig::from(app.settings()),
     );
     shared.wait_ready(Duration::from_secs(20)).await.unwrap();
     let started = Instant::now();
-    let gateway = Gateway::start(&app.settings, shared).await;
+    let gateway = Gateway::start(app.settings(), shared).await;
     let response = gateway.get("/runs?limit=1").await;
     assert_eq!(response.status(), 200);
     let loaded_in = started.elapsed();

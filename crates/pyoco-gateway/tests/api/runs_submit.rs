@@ -1,8 +1,9 @@
 //! `POST /runs`.
 
+use pyoco_testkit::{status_json, AppOptions, TestApp};
 use serde_json::{json, Value};
 
-use crate::helpers::{is_uuid4, keys, status_json, TestApp};
+use crate::helpers::{is_uuid4, keys};
 
 const INITIAL_SNAPSHOT_KEYS: [&str; 15] = [
     "run_id",
@@ -35,9 +36,8 @@ const JOB_KEYS: [&str; 8] = [
 
 #[tokio::test]
 async fn submit_stores_a_pending_snapshot_and_queues_the_job() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let response = app
-        .gateway
         .post_json(
             "/runs",
             &json!({"flow_name": "hello", "params": {"x": 1, "s": "caf\u{e9}"}, "tag": "cpu",
@@ -50,7 +50,7 @@ async fn submit_stores_a_pending_snapshot_and_queues_the_job() {
     assert!(is_uuid4(&run_id), "{run_id}");
     assert_eq!(body, json!({"run_id": run_id, "status": "PENDING"}));
 
-    let (snapshot, raw) = app.stored_snapshot(&run_id).await;
+    let (snapshot, raw) = app.stored_snapshot_with_bytes(&run_id).await;
     assert_eq!(keys(&snapshot), INITIAL_SNAPSHOT_KEYS);
     assert_eq!(snapshot["run_id"], json!(run_id));
     assert_eq!(snapshot["flow_name"], json!("hello"));
@@ -85,16 +85,15 @@ async fn submit_stores_a_pending_snapshot_and_queues_the_job() {
 
 #[tokio::test]
 async fn no_tag_means_the_configured_default_tag() {
-    let app = TestApp::spawn_with(|s| s.default_tag = "edge".into()).await;
-    let (status, body) = status_json(
-        app.gateway
-            .post_json("/runs", &json!({"flow_name": "f"}))
-            .await,
-    )
+    let app = TestApp::start_with(AppOptions::gateway_only(), |s| {
+        s.default_tag = "edge".into()
+    })
     .await;
+    let (status, body) =
+        status_json(app.post_json("/runs", &json!({"flow_name": "f"})).await).await;
     assert_eq!(status, 200, "{body}");
     let run_id = body["run_id"].as_str().unwrap();
-    let (snapshot, _) = app.stored_snapshot(run_id).await;
+    let snapshot = app.stored_snapshot(run_id).await;
     assert_eq!(snapshot["tag"], json!("edge"));
     assert_eq!(snapshot["tags"], json!(["edge"]));
     assert_eq!(snapshot["params"], json!({}));
@@ -103,8 +102,7 @@ async fn no_tag_means_the_configured_default_tag() {
 
     // An explicit null is the default too.
     let (status, _) = status_json(
-        app.gateway
-            .post_json("/runs", &json!({"flow_name": "f", "tag": null}))
+        app.post_json("/runs", &json!({"flow_name": "f", "tag": null}))
             .await,
     )
     .await;
@@ -114,11 +112,10 @@ async fn no_tag_means_the_configured_default_tag() {
 
 #[tokio::test]
 async fn invalid_tag_is_422_with_the_reason_and_stores_nothing() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     for tag in ["a.b", "gpu*", "", " cpu", "x/y", &"t".repeat(65)] {
         let (status, body) = status_json(
-            app.gateway
-                .post_json("/runs", &json!({"flow_name": "f", "tag": tag}))
+            app.post_json("/runs", &json!({"flow_name": "f", "tag": tag}))
                 .await,
         )
         .await;
@@ -126,20 +123,19 @@ async fn invalid_tag_is_422_with_the_reason_and_stores_nothing() {
         assert_eq!(body["detail"], json!("invalid tag"), "{tag:?}");
         assert!(body["reason"].as_str().unwrap().contains("tag"), "{body}");
     }
-    assert!(app.store.runs().keys().await.unwrap().is_empty());
+    assert!(app.store().runs().keys().await.unwrap().is_empty());
     assert_eq!(app.queued_jobs().await, 0);
 }
 
 #[tokio::test]
 async fn every_request_tag_must_be_a_subject_token_too() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let (status, body) = status_json(
-        app.gateway
-            .post_json(
-                "/runs",
-                &json!({"flow_name": "f", "tags": ["ok", "no.dots"]}),
-            )
-            .await,
+        app.post_json(
+            "/runs",
+            &json!({"flow_name": "f", "tags": ["ok", "no.dots"]}),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 422, "{body}");
@@ -148,12 +144,12 @@ async fn every_request_tag_must_be_a_subject_token_too() {
         body["reason"].as_str().unwrap().starts_with("tags[1]: "),
         "{body}"
     );
-    assert!(app.store.runs().keys().await.unwrap().is_empty());
+    assert!(app.store().runs().keys().await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn malformed_bodies_get_pydantic_shaped_422() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let cases = [
         (
             json!({"params": {}}),
@@ -202,7 +198,7 @@ async fn malformed_bodies_get_pydantic_shaped_422() {
         ),
     ];
     for (request, kind, loc) in cases {
-        let (status, body) = status_json(app.gateway.post_json("/runs", &request).await).await;
+        let (status, body) = status_json(app.post_json("/runs", &request).await).await;
         assert_eq!(status, 422, "{request}: {body}");
         let first = &body["detail"][0];
         assert_eq!(first["type"], json!(kind), "{request}: {body}");
@@ -215,9 +211,8 @@ async fn malformed_bodies_get_pydantic_shaped_422() {
 
     // Not JSON at all.
     let response = app
-        .gateway
-        .http
-        .post(app.gateway.url("/runs"))
+        .http()
+        .post(app.url("/runs"))
         .header("content-type", "application/json")
         .body("{\"flow_name\": ")
         .send()
@@ -235,9 +230,8 @@ async fn malformed_bodies_get_pydantic_shaped_422() {
 
     // JSON sent as text/plain (what a cross-site form can send) is not accepted.
     let response = app
-        .gateway
-        .http
-        .post(app.gateway.url("/runs"))
+        .http()
+        .post(app.url("/runs"))
         .header("content-type", "text/plain")
         .body(r#"{"flow_name": "f"}"#)
         .send()
@@ -249,9 +243,8 @@ async fn malformed_bodies_get_pydantic_shaped_422() {
 
     // Empty body.
     let response = app
-        .gateway
-        .http
-        .post(app.gateway.url("/runs"))
+        .http()
+        .post(app.url("/runs"))
         .header("content-type", "application/json")
         .send()
         .await
@@ -263,27 +256,27 @@ async fn malformed_bodies_get_pydantic_shaped_422() {
         json!([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": null}])
     );
 
-    assert!(app.store.runs().keys().await.unwrap().is_empty());
+    assert!(app.store().runs().keys().await.unwrap().is_empty());
     assert_eq!(app.queued_jobs().await, 0);
 }
 
 #[tokio::test]
 async fn identical_requests_create_two_runs() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let request = json!({"flow_name": "f"});
-    let (_, a) = status_json(app.gateway.post_json("/runs", &request).await).await;
-    let (_, b) = status_json(app.gateway.post_json("/runs", &request).await).await;
+    let (_, a) = status_json(app.post_json("/runs", &request).await).await;
+    let (_, b) = status_json(app.post_json("/runs", &request).await).await;
     assert_ne!(a["run_id"], b["run_id"]);
-    assert_eq!(app.store.runs().keys().await.unwrap().len(), 2);
+    assert_eq!(app.store().runs().keys().await.unwrap().len(), 2);
     assert_eq!(app.queued_jobs().await, 2);
 }
 
 #[tokio::test]
 async fn a_run_too_large_for_one_nats_message_is_413_and_stores_nothing() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     // Under the 2 MiB body limit, over NATS' default 1 MiB max payload (was a 503).
     let request = json!({"flow_name": "f", "params": {"blob": "x".repeat(1_500_000)}});
-    let (status, body) = status_json(app.gateway.post_json("/runs", &request).await).await;
+    let (status, body) = status_json(app.post_json("/runs", &request).await).await;
     assert_eq!(
         (status, &body["detail"]),
         (413, &json!("request body too large"))
@@ -293,10 +286,10 @@ async fn a_run_too_large_for_one_nats_message_is_413_and_stores_nothing() {
         "{}",
         body["reason"]
     );
-    assert!(app.store.runs().keys().await.unwrap().is_empty());
+    assert!(app.store().runs().keys().await.unwrap().is_empty());
     assert_eq!(app.queued_jobs().await, 0);
     // Just under the limit still goes through.
     let request = json!({"flow_name": "f", "params": {"blob": "x".repeat(1_000_000)}});
-    let (status, body) = status_json(app.gateway.post_json("/runs", &request).await).await;
+    let (status, body) = status_json(app.post_json("/runs", &request).await).await;
     assert_eq!(status, 200, "{body}");
 }

@@ -4,10 +4,9 @@
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use pyoco_testkit::eventually;
+use pyoco_testkit::{eventually, status_json, TestApp};
+use pyoco_wire::python;
 use serde_json::{json, Value};
-
-use crate::helpers::{status_json, TestApp};
 
 const RUN: &str = "0b6e5c1e-2f0a-4d4e-9a8b-1c2d3e4f5a6b";
 
@@ -25,7 +24,7 @@ fn snapshot(status: &str, updated_at: f64) -> Value {
 
 /// Write the run's snapshot; returns its KV revision.
 async fn put(app: &TestApp, status: &str, updated_at: f64) -> u64 {
-    app.store
+    app.store()
         .runs()
         .put(
             RUN,
@@ -65,9 +64,8 @@ impl Sse {
 
     async fn open_with(app: &TestApp, query: &str, last_event_id: Option<u64>) -> Sse {
         let mut request = app
-            .gateway
-            .http
-            .get(app.gateway.url(&format!("/runs/{RUN}/watch{query}")));
+            .http()
+            .get(app.url(&format!("/runs/{RUN}/watch{query}")));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
@@ -132,18 +130,11 @@ fn parse_event(raw: String) -> Event {
     }
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 /// Watch consumers on the runs bucket's stream (each open watch holds one; other parts of
 /// the gateway may hold consumers of their own).
 async fn kv_consumers(app: &TestApp) -> usize {
     let stream = app
-        .store
+        .store()
         .jetstream()
         .get_stream("KV_pyoco_runs")
         .await
@@ -163,7 +154,7 @@ const SOON: Duration = Duration::from_secs(3);
 
 #[tokio::test]
 async fn the_current_snapshot_arrives_at_once_in_0_5_1_frames() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let revision = put(&app, "PENDING", 1712345679.25).await;
 
     let started = Instant::now();
@@ -188,7 +179,7 @@ async fn the_current_snapshot_arrives_at_once_in_0_5_1_frames() {
     assert_eq!(event.data["snapshot"], expected);
     assert_eq!(event.data["run_id"], RUN);
     let ts = event.data["ts"].as_f64().expect("ts is a float");
-    assert!((ts - now()).abs() < 5.0);
+    assert!((ts - python::time()).abs() < 5.0);
     // Exactly `event:` + one compact, ASCII-safe `data:` line, then `id:`.
     let data = event
         .raw
@@ -202,8 +193,8 @@ async fn the_current_snapshot_arrives_at_once_in_0_5_1_frames() {
 
 #[tokio::test]
 async fn every_status_transition_arrives_in_order() {
-    let app = TestApp::spawn().await;
-    let t = now();
+    let app = TestApp::gateway_only().await;
+    let t = python::time();
     let first = put(&app, "PENDING", t).await;
     let mut sse = Sse::open(&app, "?include=records").await;
     let event = sse.next_within(SOON).await.unwrap();
@@ -236,7 +227,7 @@ async fn every_status_transition_arrives_in_order() {
 
 #[tokio::test]
 async fn since_skips_snapshots_older_than_it() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     put(&app, "PENDING", 100.0).await;
     let mut sse = Sse::open(&app, "?since=200").await;
     sse.expect_silence(Duration::from_millis(300)).await;
@@ -254,8 +245,8 @@ async fn since_skips_snapshots_older_than_it() {
 
 #[tokio::test]
 async fn a_heartbeat_follows_five_idle_seconds_and_the_stream_ends_at_timeout_sec() {
-    let app = TestApp::spawn().await;
-    put(&app, "RUNNING", now()).await;
+    let app = TestApp::gateway_only().await;
+    put(&app, "RUNNING", python::time()).await;
     let started = Instant::now();
     let mut sse = Sse::open(&app, "?timeout_sec=7").await;
     assert_eq!(sse.next_within(SOON).await.unwrap().name, "snapshot");
@@ -292,13 +283,13 @@ async fn a_heartbeat_follows_five_idle_seconds_and_the_stream_ends_at_timeout_se
 
 #[tokio::test]
 async fn the_stream_ends_when_timeout_sec_elapses_even_while_the_run_changes() {
-    let app = TestApp::spawn().await;
-    put(&app, "RUNNING", now()).await;
+    let app = TestApp::gateway_only().await;
+    put(&app, "RUNNING", python::time()).await;
     let started = Instant::now();
     let mut sse = Sse::open(&app, "?timeout_sec=1").await;
     let writer = async {
         for _ in 0..30 {
-            put(&app, "RUNNING", now()).await;
+            put(&app, "RUNNING", python::time()).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -319,13 +310,13 @@ async fn the_stream_ends_when_timeout_sec_elapses_even_while_the_run_changes() {
 
 #[tokio::test]
 async fn until_terminal_ends_the_stream_right_after_the_terminal_snapshot() {
-    let app = TestApp::spawn().await;
-    put(&app, "PENDING", now()).await;
+    let app = TestApp::gateway_only().await;
+    put(&app, "PENDING", python::time()).await;
     let mut sse = Sse::open(&app, "?until_terminal=true").await;
     assert_eq!(sse.next_within(SOON).await.unwrap().status(), "PENDING");
-    put(&app, "RUNNING", now()).await;
+    put(&app, "RUNNING", python::time()).await;
     assert_eq!(sse.next_within(SOON).await.unwrap().status(), "RUNNING");
-    let done = put(&app, "FAILED", now()).await;
+    let done = put(&app, "FAILED", python::time()).await;
     let event = sse.next_within(SOON).await.unwrap();
     assert_eq!((event.status(), event.id), ("FAILED", Some(done)));
     assert!(sse.next_within(SOON).await.is_none(), "stream ends");
@@ -341,15 +332,15 @@ async fn until_terminal_ends_the_stream_right_after_the_terminal_snapshot() {
 
 #[tokio::test]
 async fn last_event_id_never_resends_what_the_client_already_has() {
-    let app = TestApp::spawn().await;
-    let first = put(&app, "RUNNING", now()).await;
+    let app = TestApp::gateway_only().await;
+    let first = put(&app, "RUNNING", python::time()).await;
 
     // Header (EventSource) and query (fetch clients): the current revision is not resent.
     let mut by_header = Sse::open_with(&app, "", Some(first)).await;
     let mut by_query = Sse::open(&app, &format!("?last_event_id={first}")).await;
     by_header.expect_silence(Duration::from_millis(300)).await;
     by_query.expect_silence(Duration::from_millis(10)).await;
-    let second = put(&app, "COMPLETED", now()).await;
+    let second = put(&app, "COMPLETED", python::time()).await;
     for sse in [&mut by_header, &mut by_query] {
         let event = sse.next_within(SOON).await.unwrap();
         assert_eq!((event.status(), event.id), ("COMPLETED", Some(second)));
@@ -362,22 +353,22 @@ async fn last_event_id_never_resends_what_the_client_already_has() {
 
 #[tokio::test]
 async fn the_stream_ends_when_the_run_is_deleted() {
-    let app = TestApp::spawn().await;
-    put(&app, "RUNNING", now()).await;
+    let app = TestApp::gateway_only().await;
+    put(&app, "RUNNING", python::time()).await;
     let mut sse = Sse::open(&app, "").await;
     sse.next_within(SOON).await.unwrap();
-    app.store.runs().delete(RUN).await.unwrap();
+    app.store().runs().delete(RUN).await.unwrap();
     assert!(sse.next_within(SOON).await.is_none());
 }
 
 #[tokio::test]
 async fn unknown_runs_are_404_before_streaming() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     for path in [
         format!("/runs/{RUN}/watch"),
         "/runs/not*a*key/watch".to_string(),
     ] {
-        let (status, body) = status_json(app.gateway.get(&path).await).await;
+        let (status, body) = status_json(app.get(&path).await).await;
         assert_eq!(
             (status, body),
             (404, json!({"detail": "run not found"})),
@@ -388,15 +379,14 @@ async fn unknown_runs_are_404_before_streaming() {
 
 #[tokio::test]
 async fn timeout_sec_outside_1_to_600_is_fastapis_422() {
-    let app = TestApp::spawn().await;
-    put(&app, "RUNNING", now()).await;
+    let app = TestApp::gateway_only().await;
+    put(&app, "RUNNING", python::time()).await;
     for (value, kind, bound) in [
         ("0", "greater_than_equal", json!({"ge": 1})),
         ("601", "less_than_equal", json!({"le": 600})),
     ] {
         let (status, body) = status_json(
-            app.gateway
-                .get(&format!("/runs/{RUN}/watch?timeout_sec={value}"))
+            app.get(&format!("/runs/{RUN}/watch?timeout_sec={value}"))
                 .await,
         )
         .await;
@@ -406,12 +396,8 @@ async fn timeout_sec_outside_1_to_600_is_fastapis_422() {
         assert_eq!(body["detail"][0]["input"], value);
         assert_eq!(body["detail"][0]["ctx"], bound);
     }
-    let (status, body) = status_json(
-        app.gateway
-            .get(&format!("/runs/{RUN}/watch?since=yesterday"))
-            .await,
-    )
-    .await;
+    let (status, body) =
+        status_json(app.get(&format!("/runs/{RUN}/watch?since=yesterday")).await).await;
     assert_eq!(
         (status, &body["detail"][0]["type"]),
         (422, &json!("float_parsing"))
@@ -425,8 +411,8 @@ async fn timeout_sec_outside_1_to_600_is_fastapis_422() {
 
 #[tokio::test]
 async fn a_hundred_watchers_of_one_run_all_see_the_same_sequence() {
-    let app = TestApp::spawn().await;
-    let t = now();
+    let app = TestApp::gateway_only().await;
+    let t = python::time();
     let mut revisions = vec![put(&app, "PENDING", t).await];
 
     let opening = Instant::now();
@@ -487,8 +473,8 @@ async fn a_hundred_watchers_of_one_run_all_see_the_same_sequence() {
 
 #[tokio::test]
 async fn a_disconnecting_client_releases_its_nats_consumer_at_once() {
-    let app = TestApp::spawn().await;
-    put(&app, "RUNNING", now()).await;
+    let app = TestApp::gateway_only().await;
+    put(&app, "RUNNING", python::time()).await;
     let baseline = kv_consumers(&app).await;
 
     let mut sse = Sse::open(&app, "").await;
@@ -516,26 +502,26 @@ async fn a_disconnecting_client_releases_its_nats_consumer_at_once() {
 
 #[tokio::test]
 async fn the_stream_ends_when_nats_goes_away() {
-    let mut app = TestApp::spawn().await;
-    put(&app, "RUNNING", now()).await;
+    let mut app = TestApp::gateway_only().await;
+    put(&app, "RUNNING", python::time()).await;
     let mut sse = Sse::open(&app, "").await;
     sse.next_within(SOON).await.unwrap();
-    app._nats.stop().await;
+    app.stop_nats().await;
     // Noticed at the latest when the next heartbeat is due (5 s).
     assert!(sse.next_within(Duration::from_secs(8)).await.is_none());
 }
 
 #[tokio::test]
 async fn a_change_reaches_the_watcher_within_milliseconds() {
-    let app = TestApp::spawn().await;
-    put(&app, "RUNNING", now()).await;
+    let app = TestApp::gateway_only().await;
+    put(&app, "RUNNING", python::time()).await;
     let mut sse = Sse::open(&app, "").await;
     sse.next_within(SOON).await.unwrap();
 
     let mut latencies = Vec::new();
     for _ in 0..50 {
         let written = Instant::now();
-        let revision = put(&app, "RUNNING", now()).await;
+        let revision = put(&app, "RUNNING", python::time()).await;
         let event = sse.next_within(SOON).await.unwrap();
         latencies.push(written.elapsed());
         assert_eq!(event.id, Some(revision));
@@ -553,13 +539,13 @@ async fn a_change_reaches_the_watcher_within_milliseconds() {
 
 #[tokio::test]
 async fn an_open_watch_does_not_hold_up_gateway_shutdown() {
-    let mut app = TestApp::spawn().await;
+    let mut app = TestApp::gateway_only().await;
     put(&app, "RUNNING", 1712345679.25).await;
     let mut sse = Sse::open(&app, "?timeout_sec=600").await;
     sse.next_within(SOON).await.expect("first event");
 
     let started = Instant::now();
-    app.gateway.stop().await;
+    app.stop().await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "shutdown waited {:?} for the open watch",

@@ -1,8 +1,9 @@
 //! `POST /runs/yaml`.
 
+use pyoco_testkit::{status_json, AppOptions, TestApp};
 use serde_json::{json, Value};
 
-use crate::helpers::{is_uuid4, keys, status_json, TestApp, FLOW_YAML};
+use crate::helpers::{is_uuid4, keys, FLOW_YAML};
 
 /// A valid flow.yaml of exactly `len` bytes (padded with a comment).
 fn flow_yaml_of_len(len: usize) -> Vec<u8> {
@@ -25,10 +26,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn yaml_submit_stores_digest_and_queues_the_text_with_defaults_as_params() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let response = app
-        .gateway
-        .post_yaml(
+        .post_yaml_form(
             Some(FLOW_YAML.as_bytes()),
             Some("  hello \n"),
             Some(" cpu "),
@@ -41,7 +41,7 @@ async fn yaml_submit_stores_digest_and_queues_the_text_with_defaults_as_params()
     assert_eq!(body, json!({"run_id": run_id, "status": "PENDING"}));
 
     let sha = sha256_hex(FLOW_YAML.as_bytes());
-    let (snapshot, _) = app.stored_snapshot(&run_id).await;
+    let snapshot = app.stored_snapshot(&run_id).await;
     assert_eq!(
         keys(&snapshot),
         [
@@ -71,7 +71,10 @@ async fn yaml_submit_stores_digest_and_queues_the_text_with_defaults_as_params()
     assert_eq!(snapshot["workflow_yaml_bytes"], json!(FLOW_YAML.len()));
     // YAML 1.1 like PyYAML: `yes` is true.
     assert_eq!(snapshot["params"], json!({"x": 1, "debug": true}));
-    assert!(!String::from_utf8_lossy(&app.stored_snapshot(&run_id).await.1).contains("graph"));
+    assert!(
+        !String::from_utf8_lossy(&app.stored_snapshot_with_bytes(&run_id).await.1)
+            .contains("graph")
+    );
 
     let (job, _) = app.next_job("cpu").await;
     assert_eq!(
@@ -99,16 +102,15 @@ async fn yaml_submit_stores_digest_and_queues_the_text_with_defaults_as_params()
 
 #[tokio::test]
 async fn blank_or_absent_tag_means_the_default_tag() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     for tag in [None, Some(""), Some("   ")] {
         let (status, body) = status_json(
-            app.gateway
-                .post_yaml(Some(FLOW_YAML.as_bytes()), Some("f"), tag)
+            app.post_yaml_form(Some(FLOW_YAML.as_bytes()), Some("f"), tag)
                 .await,
         )
         .await;
         assert_eq!(status, 200, "{tag:?}: {body}");
-        let (snapshot, _) = app.stored_snapshot(body["run_id"].as_str().unwrap()).await;
+        let snapshot = app.stored_snapshot(body["run_id"].as_str().unwrap()).await;
         assert_eq!(snapshot["tag"], json!("default"));
         app.next_job("default").await;
     }
@@ -116,11 +118,10 @@ async fn blank_or_absent_tag_means_the_default_tag() {
 
 #[tokio::test]
 async fn invalid_tag_is_422() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     for tag in ["a.b", "x>", "a b"] {
         let (status, body) = status_json(
-            app.gateway
-                .post_yaml(Some(FLOW_YAML.as_bytes()), Some("f"), Some(tag))
+            app.post_yaml_form(Some(FLOW_YAML.as_bytes()), Some("f"), Some(tag))
                 .await,
         )
         .await;
@@ -128,12 +129,12 @@ async fn invalid_tag_is_422() {
         assert_eq!(body["detail"], json!("invalid tag"));
         assert!(body["reason"].is_string());
     }
-    assert!(app.store.runs().keys().await.unwrap().is_empty());
+    assert!(app.store().runs().keys().await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn each_flow_yaml_rule_gives_422_with_its_reason() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let cases: [(&[u8], &str); 10] = [
         (b"\xff\xfe", "invalid_utf8"),
         (b"flow: [", "invalid_yaml"),
@@ -157,65 +158,58 @@ async fn each_flow_yaml_rule_gives_422_with_its_reason() {
     ];
     for (yaml, reason) in cases {
         let (status, body) =
-            status_json(app.gateway.post_yaml(Some(yaml), Some("f"), None).await).await;
+            status_json(app.post_yaml_form(Some(yaml), Some("f"), None).await).await;
         assert_eq!(status, 422, "{reason}: {body}");
         assert_eq!(
             body,
             json!({"detail": "invalid workflow yaml", "reason": reason})
         );
     }
-    assert!(app.store.runs().keys().await.unwrap().is_empty());
+    assert!(app.store().runs().keys().await.unwrap().is_empty());
     assert_eq!(app.queued_jobs().await, 0);
 }
 
 #[tokio::test]
 async fn exactly_the_limit_is_accepted_one_more_byte_is_413() {
-    let app = TestApp::spawn().await;
-    assert_eq!(app.settings.workflow_yaml_max_bytes, 262_144);
+    let app = TestApp::gateway_only().await;
+    assert_eq!(app.settings().workflow_yaml_max_bytes, 262_144);
     let at_limit = flow_yaml_of_len(262_144);
-    let (status, body) = status_json(
-        app.gateway
-            .post_yaml(Some(&at_limit), Some("f"), None)
-            .await,
-    )
-    .await;
+    let (status, body) =
+        status_json(app.post_yaml_form(Some(&at_limit), Some("f"), None).await).await;
     assert_eq!(status, 200, "{body}");
     let (job, raw) = app.next_job("default").await;
     assert_eq!(job["workflow_yaml_bytes"], json!(262_144));
     assert!(raw.len() > 262_144);
 
     let over = flow_yaml_of_len(262_145);
-    let (status, body) =
-        status_json(app.gateway.post_yaml(Some(&over), Some("f"), None).await).await;
+    let (status, body) = status_json(app.post_yaml_form(Some(&over), Some("f"), None).await).await;
     assert_eq!(status, 413);
     assert_eq!(body["detail"], json!("workflow too large"));
-    assert_eq!(app.store.runs().keys().await.unwrap().len(), 1);
+    assert_eq!(app.store().runs().keys().await.unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn large_uploads_are_413_without_being_buffered() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     // Within the form allowance: read and dropped chunk by chunk.
     let kib300 = flow_yaml_of_len(300 * 1024);
     let (status, body) =
-        status_json(app.gateway.post_yaml(Some(&kib300), Some("f"), None).await).await;
+        status_json(app.post_yaml_form(Some(&kib300), Some("f"), None).await).await;
     assert_eq!(
         (status, body["detail"].clone()),
         (413, json!("workflow too large"))
     );
     // Far beyond: the body cap stops reading; the client still gets the answer.
     let mib8 = flow_yaml_of_len(8 * 1024 * 1024);
-    let (status, body) =
-        status_json(app.gateway.post_yaml(Some(&mib8), Some("f"), None).await).await;
+    let (status, body) = status_json(app.post_yaml_form(Some(&mib8), Some("f"), None).await).await;
     assert_eq!(
         (status, body["detail"].clone()),
         (413, json!("workflow too large"))
     );
-    assert!(app.store.runs().keys().await.unwrap().is_empty());
+    assert!(app.store().runs().keys().await.unwrap().is_empty());
     // The gateway is still fine.
     let (status, _) = status_json(
-        app.gateway
-            .post_yaml(Some(FLOW_YAML.as_bytes()), Some("f"), None)
+        app.post_yaml_form(Some(FLOW_YAML.as_bytes()), Some("f"), None)
             .await,
     )
     .await;
@@ -224,17 +218,19 @@ async fn large_uploads_are_413_without_being_buffered() {
 
 #[tokio::test]
 async fn a_zero_limit_refuses_every_non_empty_file() {
-    let app = TestApp::spawn_with(|s| s.workflow_yaml_max_bytes = 0).await;
-    let (status, _) = status_json(app.gateway.post_yaml(Some(b"a"), Some("f"), None).await).await;
+    let app = TestApp::start_with(AppOptions::gateway_only(), |s| {
+        s.workflow_yaml_max_bytes = 0
+    })
+    .await;
+    let (status, _) = status_json(app.post_yaml_form(Some(b"a"), Some("f"), None).await).await;
     assert_eq!(status, 413);
 }
 
 #[tokio::test]
 async fn blank_flow_name_is_422_missing_flow_name() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let (status, body) = status_json(
-        app.gateway
-            .post_yaml(Some(FLOW_YAML.as_bytes()), Some("  \t"), None)
+        app.post_yaml_form(Some(FLOW_YAML.as_bytes()), Some("  \t"), None)
             .await,
     )
     .await;
@@ -246,18 +242,17 @@ async fn blank_flow_name_is_422_missing_flow_name() {
 
 #[tokio::test]
 async fn missing_parts_get_pydantic_shaped_422() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let missing = |name: &str| json!({"type": "missing", "loc": ["body", name], "msg": "Field required", "input": null});
 
-    let (status, body) = status_json(app.gateway.post_yaml(None, Some("f"), None).await).await;
+    let (status, body) = status_json(app.post_yaml_form(None, Some("f"), None).await).await;
     assert_eq!(
         (status, body),
         (422, json!({"detail": [missing("workflow")]}))
     );
 
     let (status, body) = status_json(
-        app.gateway
-            .post_yaml(Some(FLOW_YAML.as_bytes()), None, None)
+        app.post_yaml_form(Some(FLOW_YAML.as_bytes()), None, None)
             .await,
     )
     .await;
@@ -268,8 +263,7 @@ async fn missing_parts_get_pydantic_shaped_422() {
 
     // An empty text part counts as absent, like FastAPI.
     let (status, body) = status_json(
-        app.gateway
-            .post_yaml(Some(FLOW_YAML.as_bytes()), Some(""), None)
+        app.post_yaml_form(Some(FLOW_YAML.as_bytes()), Some(""), None)
             .await,
     )
     .await;
@@ -280,8 +274,7 @@ async fn missing_parts_get_pydantic_shaped_422() {
 
     // Not a form at all.
     let (status, body) = status_json(
-        app.gateway
-            .post_json("/runs/yaml", &json!({"flow_name": "f"}))
+        app.post_json("/runs/yaml", &json!({"flow_name": "f"}))
             .await,
     )
     .await;
@@ -295,9 +288,8 @@ async fn missing_parts_get_pydantic_shaped_422() {
 
     // A broken form reads as an empty one (Starlette does the same).
     let response = app
-        .gateway
-        .http
-        .post(app.gateway.url("/runs/yaml"))
+        .http()
+        .post(app.url("/runs/yaml"))
         .header("content-type", "multipart/form-data; boundary=xx")
         .body("--xx\r\ngarbage")
         .send()
@@ -315,12 +307,11 @@ async fn missing_parts_get_pydantic_shaped_422() {
 
 #[tokio::test]
 async fn checks_run_in_the_0_5_1_order() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let too_large = flow_yaml_of_len(262_145);
     // tag before size
     let (status, body) = status_json(
-        app.gateway
-            .post_yaml(Some(&too_large), Some("f"), Some("a.b"))
+        app.post_yaml_form(Some(&too_large), Some("f"), Some("a.b"))
             .await,
     )
     .await;
@@ -329,19 +320,14 @@ async fn checks_run_in_the_0_5_1_order() {
     let mut bad_and_large = b"- not a mapping\n".to_vec();
     bad_and_large.resize(262_145, b' ');
     let (status, _) = status_json(
-        app.gateway
-            .post_yaml(Some(&bad_and_large), Some("f"), None)
+        app.post_yaml_form(Some(&bad_and_large), Some("f"), None)
             .await,
     )
     .await;
     assert_eq!(status, 413);
     // yaml rules before flow_name
-    let (status, body) = status_json(
-        app.gateway
-            .post_yaml(Some(b"- a\n"), Some("  "), None)
-            .await,
-    )
-    .await;
+    let (status, body) =
+        status_json(app.post_yaml_form(Some(b"- a\n"), Some("  "), None).await).await;
     assert_eq!(
         (status, &body["detail"]),
         (422, &json!("invalid workflow yaml"))

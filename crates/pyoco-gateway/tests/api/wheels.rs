@@ -7,10 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use pyoco_testkit::{status_json, AppOptions, PythonGateway, TestApp};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{keys, status_json, TestApp};
+use crate::helpers::keys;
 
 // ---------------------------------------------------------------------------------------------
 // Wheels
@@ -128,11 +129,7 @@ impl<'a> Upload<'a> {
             .mime_str(self.content_type)
             .unwrap();
         form = form.part("wheel", part);
-        let mut request = app
-            .gateway
-            .http
-            .post(app.gateway.url("/wheels"))
-            .multipart(form);
+        let mut request = app.http().post(app.url("/wheels")).multipart(form);
         for (name, value) in self.headers {
             request = request.header(name, value);
         }
@@ -145,7 +142,7 @@ async fn upload(app: &TestApp, file_name: &str, bytes: Vec<u8>) -> (u16, Value) 
 }
 
 async fn listed_names(app: &TestApp) -> Vec<String> {
-    let (status, body) = status_json(app.gateway.get("/wheels").await).await;
+    let (status, body) = status_json(app.get("/wheels").await).await;
     assert_eq!(status, 200, "{body}");
     body.as_array()
         .unwrap()
@@ -155,7 +152,7 @@ async fn listed_names(app: &TestApp) -> Vec<String> {
 }
 
 async fn history(app: &TestApp, query: &str) -> (u16, Value) {
-    status_json(app.gateway.get(&format!("/wheels/history{query}")).await).await
+    status_json(app.get(&format!("/wheels/history{query}")).await).await
 }
 
 const EXISTS: &str = "wheel version already exists; bump version";
@@ -166,7 +163,7 @@ const GREATER: &str = "wheel version must be greater than existing latest versio
 
 #[tokio::test]
 async fn upload_list_and_download_round_trip_byte_for_byte() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     assert_eq!(
         listed_names(&app).await,
         Vec::<String>::new(),
@@ -204,12 +201,12 @@ async fn upload_list_and_download_round_trip_byte_for_byte() {
     );
 
     // Object layout (§1.4): headers as plain strings, the part's content type kept.
-    let info = app.store.wheels().info(&name).await.unwrap().unwrap();
+    let info = app.store().wheels().info(&name).await.unwrap().unwrap();
     assert_eq!(info.headers["content-type"], "application/x-wheel+zip");
     assert_eq!(info.headers["sha256"], sha256_hex(&bytes));
     assert_eq!(info.headers["x-pyoco-wheel-tags"], "cpu,gpu");
 
-    let (status, listed) = status_json(app.gateway.get("/wheels").await).await;
+    let (status, listed) = status_json(app.get("/wheels").await).await;
     assert_eq!(status, 200);
     let item = listed[0].as_object().unwrap();
     assert_eq!(
@@ -228,7 +225,7 @@ async fn upload_list_and_download_round_trip_byte_for_byte() {
         assert_eq!(item[key], stored[key], "{key}");
     }
 
-    let response = app.gateway.get(&format!("/wheels/{name}")).await;
+    let response = app.get(&format!("/wheels/{name}")).await;
     assert_eq!(response.status(), 200);
     let headers = response.headers().clone();
     assert_eq!(headers["content-type"], "application/octet-stream");
@@ -242,7 +239,7 @@ async fn upload_list_and_download_round_trip_byte_for_byte() {
 
 #[tokio::test]
 async fn versions_must_grow_in_pep440_order() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let ok = |(status, body): (u16, Value)| assert_eq!(status, 200, "{body}");
     let refused = |(status, body): (u16, Value), detail: &str| {
         assert_eq!((status, body), (409, json!({ "detail": detail })));
@@ -297,7 +294,7 @@ async fn versions_must_grow_in_pep440_order() {
 
 #[tokio::test]
 async fn the_archive_must_be_the_wheel_its_name_says() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let name = "demo_pkg-1.0-py3-none-any.whl";
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (
@@ -342,15 +339,14 @@ async fn the_archive_must_be_the_wheel_its_name_says() {
 
 #[tokio::test]
 async fn form_name_and_tag_errors_keep_0_5_1_answers_and_order() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let (name, bytes) = demo("1.0");
 
     // 1. Form validation: FastAPI's lists.
     let form = reqwest::multipart::Form::new().text("replace", "true");
     let response = app
-        .gateway
-        .http
-        .post(app.gateway.url("/wheels"))
+        .http()
+        .post(app.url("/wheels"))
         .multipart(form)
         .send()
         .await
@@ -364,9 +360,8 @@ async fn form_name_and_tag_errors_keep_0_5_1_answers_and_order() {
     );
     let form = reqwest::multipart::Form::new().text("wheel", "abc");
     let response = app
-        .gateway
-        .http
-        .post(app.gateway.url("/wheels"))
+        .http()
+        .post(app.url("/wheels"))
         .multipart(form)
         .send()
         .await
@@ -442,7 +437,10 @@ async fn form_name_and_tag_errors_keep_0_5_1_answers_and_order() {
 
 #[tokio::test]
 async fn a_wheel_over_the_limit_is_413_and_nothing_is_stored() {
-    let app = TestApp::spawn_with(|s| s.wheel_max_bytes = 64 * 1024).await;
+    let app = TestApp::start_with(AppOptions::gateway_only(), |s| {
+        s.wheel_max_bytes = 64 * 1024
+    })
+    .await;
     let (name, _) = demo("1.0");
     // Far beyond the limit: answered when the limit is passed, the rest never read.
     let big = wheel_with(&name, "demo-pkg", "1.0", &noise(1024 * 1024));
@@ -473,7 +471,7 @@ async fn a_wheel_over_the_limit_is_413_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn history_records_uploads_and_deletes_with_their_source() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     assert_eq!(history(&app, "").await, (200, json!([])), "empty is []");
 
     let (name, bytes) = demo("1.0");
@@ -488,9 +486,8 @@ async fn history_records_uploads_and_deletes_with_their_source() {
     let (name2, bytes2) = demo("2.0");
     assert_eq!(upload(&app, &name2, bytes2).await.0, 200);
     let response = app
-        .gateway
-        .http
-        .delete(app.gateway.url(&format!("/wheels/{name}")))
+        .http()
+        .delete(app.url(&format!("/wheels/{name}")))
         .header("User-Agent", "deleter/2")
         .send()
         .await
@@ -554,7 +551,7 @@ async fn history_records_uploads_and_deletes_with_their_source() {
             "x_forwarded_for": "203.0.113.7, 10.0.0.1",
             "x_real_ip": "203.0.113.7",
             "user_agent": "wheel-test/1.0",
-            "host": app.gateway.addr.to_string(),
+            "host": app.addr().to_string(),
             "scheme": "http",
         })
     );
@@ -576,7 +573,12 @@ async fn history_records_uploads_and_deletes_with_their_source() {
         (upload_record["occurred_at"].as_f64().unwrap() * 1000.0) as i64
     );
     assert!(
-        app.store.wheel_history().get(&key).await.unwrap().is_some(),
+        app.store()
+            .wheel_history()
+            .get(&key)
+            .await
+            .unwrap()
+            .is_some(),
         "{key}"
     );
 
@@ -622,7 +624,7 @@ async fn history_records_uploads_and_deletes_with_their_source() {
 
 #[tokio::test]
 async fn retention_deletes_the_oldest_versions_beyond_the_limit() {
-    let app = TestApp::spawn_with(|s| s.wheel_keep_versions = 2).await;
+    let app = TestApp::start_with(AppOptions::gateway_only(), |s| s.wheel_keep_versions = 2).await;
     for version in ["1.0", "2.0"] {
         let (name, bytes) = demo(version);
         assert_eq!(upload(&app, &name, bytes).await.0, 200);
@@ -664,7 +666,7 @@ async fn retention_deletes_the_oldest_versions_beyond_the_limit() {
     );
 
     // 0 keeps everything.
-    let app = TestApp::spawn_with(|s| s.wheel_keep_versions = 0).await;
+    let app = TestApp::start_with(AppOptions::gateway_only(), |s| s.wheel_keep_versions = 0).await;
     for version in ["1", "2", "3", "4", "5", "6", "7"] {
         let (name, bytes) = demo(version);
         assert_eq!(upload(&app, &name, bytes).await.0, 200);
@@ -674,7 +676,7 @@ async fn retention_deletes_the_oldest_versions_beyond_the_limit() {
 
 #[tokio::test]
 async fn another_platform_build_of_the_latest_version_is_accepted() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let linux = "native_pkg-1.0-cp311-cp311-manylinux_2_17_x86_64.whl";
     let windows = "native_pkg-1.0-cp311-cp311-win_amd64.whl";
     let any = "native_pkg-1.0-py3-none-any.whl";
@@ -693,15 +695,14 @@ async fn another_platform_build_of_the_latest_version_is_accepted() {
 
 #[tokio::test]
 async fn delete_removes_one_file_and_its_version_may_come_back() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let (name1, bytes1) = demo("1.0");
     let (name2, bytes2) = demo("2.0");
     assert_eq!(upload(&app, &name1, bytes1).await.0, 200);
     assert_eq!(upload(&app, &name2, bytes2.clone()).await.0, 200);
     let response = app
-        .gateway
-        .http
-        .delete(app.gateway.url(&format!("/wheels/{name2}")))
+        .http()
+        .delete(app.url(&format!("/wheels/{name2}")))
         .send()
         .await
         .unwrap();
@@ -712,7 +713,7 @@ async fn delete_removes_one_file_and_its_version_may_come_back() {
 
 #[tokio::test]
 async fn unknown_and_invalid_wheel_names_are_404() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let not_found = (404, json!({"detail": "wheel not found"}));
     for path in [
         "/wheels/missing-1.0-py3-none-any.whl",
@@ -721,24 +722,17 @@ async fn unknown_and_invalid_wheel_names_are_404() {
         "/wheels/..%2Fx.whl",
     ] {
         assert_eq!(
-            status_json(app.gateway.get(path).await).await,
+            status_json(app.get(path).await).await,
             not_found,
             "GET {path}"
         );
-        let response = app
-            .gateway
-            .http
-            .delete(app.gateway.url(path))
-            .send()
-            .await
-            .unwrap();
+        let response = app.http().delete(app.url(path)).send().await.unwrap();
         assert_eq!(status_json(response).await, not_found, "DELETE {path}");
     }
     // 0.5.1 routes `DELETE /wheels/history` to the delete of a wheel named `history`.
     let response = app
-        .gateway
-        .http
-        .delete(app.gateway.url("/wheels/history"))
+        .http()
+        .delete(app.url("/wheels/history"))
         .send()
         .await
         .unwrap();
@@ -749,7 +743,7 @@ async fn unknown_and_invalid_wheel_names_are_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn upload_throughput_of_a_50_mb_wheel() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let mb = 1_000_000;
     for (i, version) in ["1.0", "2.0", "3.0"].into_iter().enumerate() {
         let name = format!("big_pkg-{version}-py3-none-any.whl");
@@ -761,7 +755,6 @@ async fn upload_throughput_of_a_50_mb_wheel() {
         assert_eq!(status, 200, "{body}");
         let started = Instant::now();
         let downloaded = app
-            .gateway
             .get(&format!("/wheels/{name}"))
             .await
             .bytes()
@@ -778,66 +771,17 @@ async fn upload_throughput_of_a_50_mb_wheel() {
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
-/// The real Python 0.5.1 gateway on the same NATS, killed when dropped.
-struct PythonGateway {
-    _child: tokio::process::Child,
-    base_url: String,
-}
-
-impl PythonGateway {
-    async fn start(nats_url: &str) -> PythonGateway {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let mut command =
-            tokio::process::Command::new(pyoco_testkit::interop_venv().join("bin/pyoco-server"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("PYOCO_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .args(["up", "--nats-url", nats_url, "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
-            .env("PYOCO_LOAD_DOTENV", "0")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting the Python gateway");
-        let base_url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{base_url}/health")).await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the Python gateway did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        PythonGateway {
-            _child: child,
-            base_url,
-        }
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        reqwest::get(format!("{}{path}", self.base_url))
-            .await
-            .unwrap()
-    }
+/// `GET path` from the Python gateway.
+async fn python_get(python: &PythonGateway, path: &str) -> reqwest::Response {
+    reqwest::get(format!("{}{path}", python.base_url()))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wheels_uploaded_here_read_the_same_through_the_python_gateway_and_back() {
-    let app = TestApp::spawn().await;
-    let python = PythonGateway::start(&app.settings.nats_url).await;
+    let app = TestApp::gateway_only().await;
+    let python = PythonGateway::start(&app.settings().nats_url, &app.path("py-gateway")).await;
 
     let (name, bytes) = demo("1.0");
     let (status, stored) = status_json(
@@ -850,13 +794,12 @@ async fn wheels_uploaded_here_read_the_same_through_the_python_gateway_and_back(
     assert_eq!(status, 200, "{stored}");
 
     // Python lists it with our tags (string-valued headers), and serves the same bytes.
-    let (status, listed) = status_json(python.get("/wheels").await).await;
+    let (status, listed) = status_json(python_get(&python, "/wheels").await).await;
     assert_eq!(status, 200);
-    let ours = status_json(app.gateway.get("/wheels").await).await.1;
+    let ours = status_json(app.get("/wheels").await).await.1;
     assert_eq!(listed, ours);
     assert_eq!(listed[0]["tags"], json!(["cpu", "gpu"]));
-    let downloaded = python
-        .get(&format!("/wheels/{name}"))
+    let downloaded = python_get(&python, &format!("/wheels/{name}"))
         .await
         .bytes()
         .await
@@ -871,7 +814,7 @@ async fn wheels_uploaded_here_read_the_same_through_the_python_gateway_and_back(
         Duration::from_secs(10),
         "the Python gateway lists the wheel history",
         || async {
-            let (status, body) = status_json(python.get("/wheels/history").await).await;
+            let (status, body) = status_json(python_get(&python, "/wheels/history").await).await;
             (status == 200).then_some(body)
         },
     )
@@ -886,7 +829,7 @@ async fn wheels_uploaded_here_read_the_same_through_the_python_gateway_and_back(
         reqwest::multipart::Part::bytes(bytes2).file_name(name2.clone()),
     );
     let response = reqwest::Client::new()
-        .post(format!("{}/wheels", python.base_url))
+        .post(format!("{}/wheels", python.base_url()))
         .multipart(form)
         .send()
         .await
@@ -897,8 +840,8 @@ async fn wheels_uploaded_here_read_the_same_through_the_python_gateway_and_back(
         upload(&app, &name15, bytes15).await,
         (409, json!({"detail": GREATER}))
     );
-    let ours = status_json(app.gateway.get("/wheels").await).await.1;
-    let theirs = status_json(python.get("/wheels").await).await.1;
+    let ours = status_json(app.get("/wheels").await).await.1;
+    let theirs = status_json(python_get(&python, "/wheels").await).await.1;
     assert_eq!(ours, theirs);
     assert_eq!(ours[1]["tags"], json!(["gpu"]));
 }

@@ -7,21 +7,13 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use pyoco_store::StoreError;
-use pyoco_wire::{WheelSyncStatus, WorkerRecord, WorkerState};
+use pyoco_testkit::{status_json, AppOptions, TestApp};
+use pyoco_wire::{python, WheelSyncStatus, WorkerRecord, WorkerState};
 use serde_json::{json, Value};
-
-use crate::helpers::{status_json, TestApp};
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// A record as a worker writes it, last seen `age` seconds ago, with a key from a newer version.
 fn worker(id: &str, state: WorkerState, age: f64) -> WorkerRecord {
@@ -29,10 +21,10 @@ fn worker(id: &str, state: WorkerState, age: f64) -> WorkerRecord {
         id,
         "9f0c3b6e2d8a4f5b8c7d6e5f4a3b2c1d",
         vec!["cpu".into()],
-        now() - 60.0,
+        python::time() - 60.0,
         WheelSyncStatus::initial(false),
     );
-    rec.touch(now() - age);
+    rec.touch(python::time() - age);
     rec.state = state;
     if state == WorkerState::StoppedGraceful {
         rec.stopped_at = Some(rec.last_seen_at);
@@ -43,7 +35,7 @@ fn worker(id: &str, state: WorkerState, age: f64) -> WorkerRecord {
 }
 
 async fn register(app: &TestApp, rec: &WorkerRecord) {
-    app.store
+    app.store()
         .workers()
         .put(&rec.worker_id, rec.to_json())
         .await
@@ -51,7 +43,7 @@ async fn register(app: &TestApp, rec: &WorkerRecord) {
 }
 
 async fn list(app: &TestApp, query: &str) -> (u16, Value) {
-    status_json(app.gateway.get(&format!("/workers{query}")).await).await
+    status_json(app.get(&format!("/workers{query}")).await).await
 }
 
 /// The worker ids of a successful listing, in order.
@@ -66,10 +58,7 @@ async fn ids(app: &TestApp, query: &str) -> Vec<String> {
 }
 
 async fn patch(app: &TestApp, worker_id: &str, body: Option<&str>) -> (u16, Value) {
-    let mut request = app
-        .gateway
-        .http
-        .patch(app.gateway.url(&format!("/workers/{worker_id}")));
+    let mut request = app.http().patch(app.url(&format!("/workers/{worker_id}")));
     if let Some(body) = body {
         request = request
             .header("content-type", "application/json")
@@ -80,7 +69,7 @@ async fn patch(app: &TestApp, worker_id: &str, body: Option<&str>) -> (u16, Valu
 
 #[tokio::test]
 async fn an_empty_registry_lists_no_workers() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     for query in ["", "?scope=all", "?include_hidden=true&state=IDLE"] {
         assert_eq!(list(&app, query).await, (200, json!([])), "{query}");
     }
@@ -88,7 +77,7 @@ async fn an_empty_registry_lists_no_workers() {
 
 #[tokio::test]
 async fn live_workers_are_listed_newest_first_with_every_stored_field() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let mut busy = worker("w-busy", WorkerState::Running, 2.0);
     busy.current_run_id = Some("c0000000-0000-4000-8000-000000000001".into());
     register(&app, &busy).await;
@@ -111,7 +100,7 @@ async fn live_workers_are_listed_newest_first_with_every_stored_field() {
 
 #[tokio::test]
 async fn a_silent_worker_shows_disconnected_and_a_stopped_one_stays_stopped() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     register(&app, &worker("w-live", WorkerState::Idle, 1.0)).await;
     register(&app, &worker("w-silent", WorkerState::Running, 30.0)).await;
     register(
@@ -142,7 +131,13 @@ async fn a_silent_worker_shows_disconnected_and_a_stopped_one_stays_stopped() {
         ]
     );
     // The stored state is left as the worker wrote it.
-    let stored = app.store.workers().get("w-silent").await.unwrap().unwrap();
+    let stored = app
+        .store()
+        .workers()
+        .get("w-silent")
+        .await
+        .unwrap()
+        .unwrap();
     let stored: Value = serde_json::from_slice(&stored.value).unwrap();
     assert_eq!(stored["state"], json!("RUNNING"));
 
@@ -160,7 +155,7 @@ async fn a_silent_worker_shows_disconnected_and_a_stopped_one_stays_stopped() {
 
 #[tokio::test]
 async fn hidden_and_limit_filters() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     for i in 0..5 {
         let mut rec = worker(&format!("w{i}"), WorkerState::Idle, f64::from(i));
         rec.hidden = i == 1;
@@ -183,15 +178,15 @@ async fn hidden_and_limit_filters() {
 
 #[tokio::test]
 async fn legacy_and_unreadable_records() {
-    let app = TestApp::spawn().await;
-    let seen = now() - 1.0;
+    let app = TestApp::gateway_only().await;
+    let seen = python::time() - 1.0;
     // A v0.4 record: liveness only.
-    app.store
+    app.store()
         .workers()
         .put("w-legacy", format!("{{\"heartbeat_at\":{seen}}}"))
         .await
         .unwrap();
-    app.store
+    app.store()
         .workers()
         .put("w-broken", "{not json")
         .await
@@ -210,7 +205,7 @@ async fn legacy_and_unreadable_records() {
 
 #[tokio::test]
 async fn invalid_queries_are_422() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let invalid = |reason: &str| json!({"detail": "invalid workers request", "reason": reason});
     assert_eq!(
         list(&app, "?scope=bad").await,
@@ -267,21 +262,21 @@ async fn invalid_queries_are_422() {
 
 #[tokio::test]
 async fn hiding_and_showing_a_worker() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let rec = worker("w-1", WorkerState::Idle, 1.0);
     register(&app, &rec).await;
 
-    let t0 = now();
+    let t0 = python::time();
     let (status, body) = patch(&app, "w-1", Some(r#"{"hidden": true}"#)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["worker_id"], json!("w-1"));
     assert_eq!(body["hidden"], json!(true));
     let updated_at = body["updated_at"].as_f64().unwrap();
-    assert!(updated_at >= t0 && updated_at <= now());
+    assert!(updated_at >= t0 && updated_at <= python::time());
     assert_eq!(body.as_object().unwrap().len(), 3);
 
     // Stored: the flag and `updated_at` changed, nothing else.
-    let stored = app.store.workers().get("w-1").await.unwrap().unwrap();
+    let stored = app.store().workers().get("w-1").await.unwrap().unwrap();
     let stored: Value = serde_json::from_slice(&stored.value).unwrap();
     let mut expected = serde_json::to_value(&rec).unwrap();
     expected["hidden"] = json!(true);
@@ -303,7 +298,7 @@ async fn hiding_and_showing_a_worker() {
 
 #[tokio::test]
 async fn patch_of_an_unknown_worker_is_404() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     for worker_id in ["nobody", "a*b", "a%20b", ".dot", "a..b"] {
         let (status, body) = patch(&app, worker_id, Some(r#"{"hidden": true}"#)).await;
         assert_eq!(
@@ -313,12 +308,12 @@ async fn patch_of_an_unknown_worker_is_404() {
         );
     }
     // Nothing was created.
-    assert!(app.store.workers().keys().await.unwrap().is_empty());
+    assert!(app.store().workers().keys().await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn patch_with_a_bad_body_is_422_even_for_an_unknown_worker() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     register(&app, &worker("w-1", WorkerState::Idle, 1.0)).await;
     let bool_type = |input: Value| {
         json!([{"type": "bool_type", "loc": ["body", "hidden"],
@@ -375,13 +370,13 @@ async fn registry_writer(
     stop: Arc<AtomicBool>,
     writes: Arc<AtomicU64>,
 ) {
-    let bucket = app.store.workers();
+    let bucket = app.store().workers();
     while !stop.load(Ordering::SeqCst) {
         let entry = bucket.get(worker_id).await.unwrap().unwrap();
         let mut rec = WorkerRecord::from_json(&entry.value, worker_id).unwrap();
         let beat = rec.extra.get("beat").and_then(Value::as_u64).unwrap_or(0) + 1;
         rec.extra.insert("beat".into(), beat.into());
-        rec.touch(now());
+        rec.touch(python::time());
         match bucket
             .update(worker_id, rec.to_json(), entry.revision)
             .await
@@ -397,14 +392,14 @@ async fn registry_writer(
 
 #[tokio::test]
 async fn a_patch_racing_with_the_workers_own_writes_keeps_both() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     register(&app, &worker("w-1", WorkerState::Idle, 0.0)).await;
     for round in 0..10 {
         let hidden = round % 2 == 0;
         let stop = Arc::new(AtomicBool::new(false));
         let writes = Arc::new(AtomicU64::new(0));
         let before: u64 = {
-            let entry = app.store.workers().get("w-1").await.unwrap().unwrap();
+            let entry = app.store().workers().get("w-1").await.unwrap().unwrap();
             let v: Value = serde_json::from_slice(&entry.value).unwrap();
             v["beat"].as_u64().unwrap_or(0)
         };
@@ -419,7 +414,7 @@ async fn a_patch_racing_with_the_workers_own_writes_keeps_both() {
             registry_writer(&app, "w-1", stop.clone(), writes.clone()),
         );
         assert_eq!(patched.0, 200, "{}", patched.1);
-        let entry = app.store.workers().get("w-1").await.unwrap().unwrap();
+        let entry = app.store().workers().get("w-1").await.unwrap().unwrap();
         let stored: Value = serde_json::from_slice(&entry.value).unwrap();
         assert_eq!(stored["hidden"], json!(hidden), "round {round}");
         assert_eq!(
@@ -432,9 +427,9 @@ async fn a_patch_racing_with_the_workers_own_writes_keeps_both() {
 
 #[tokio::test]
 async fn the_registry_bucket_is_created_with_a_one_day_ttl() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let mut stream = app
-        .store
+        .store()
         .jetstream()
         .get_stream("KV_pyoco_workers")
         .await
@@ -462,8 +457,10 @@ impl Write for CapturedLogs {
 
 #[tokio::test]
 async fn a_registry_bucket_with_0_5_1s_ttl_is_reported_once() {
-    // The gateway's store finds (here: creates) the bucket with 0.5.1's 15 s TTL.
-    let app = TestApp::spawn_with(|s| s.workers_kv_ttl_sec = 15.0).await;
+    // The gateway's store finds the bucket with 0.5.1's 15 s TTL (here created by the test's own
+    // store, which has the app's settings).
+    let app =
+        TestApp::start_with(AppOptions::gateway_only(), |s| s.workers_kv_ttl_sec = 15.0).await;
     let logs = CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer({
@@ -494,7 +491,7 @@ async fn a_registry_bucket_with_0_5_1s_ttl_is_reported_once() {
 
 #[tokio::test]
 async fn listing_opens_no_jetstream_consumer_and_skips_deleted_workers() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::gateway_only().await;
     let mut first = worker("w-b", WorkerState::Idle, 1.0);
     let mut second = worker("w-a", WorkerState::Idle, 1.0);
     second.last_seen_at = first.last_seen_at;
@@ -503,7 +500,7 @@ async fn listing_opens_no_jetstream_consumer_and_skips_deleted_workers() {
     register(&app, &first).await;
     register(&app, &second).await;
     register(&app, &worker("w-gone", WorkerState::Idle, 1.0)).await;
-    app.store.workers().delete("w-gone").await.unwrap();
+    app.store().workers().delete("w-gone").await.unwrap();
 
     // Equal `last_seen_at`: the bucket's order (the order they were written), like `kv.keys()`.
     assert_eq!(ids(&app, "").await, ["w-b", "w-a"]);
@@ -511,15 +508,15 @@ async fn listing_opens_no_jetstream_consumer_and_skips_deleted_workers() {
     // Listing used to open a JetStream consumer per request (async-nats' `keys()`), left to
     // the server's inactivity threshold: under load they hit the per-stream limit and every
     // listing answered 503.
-    let stream = &app.store.workers().raw().stream_name;
+    let stream = &app.store().workers().raw().stream_name;
     let consumers = || async {
-        let mut info = app.store.jetstream().get_stream(stream).await.unwrap();
+        let mut info = app.store().jetstream().get_stream(stream).await.unwrap();
         info.info().await.unwrap().state.consumer_count
     };
     let before = consumers().await;
     for _ in 0..20 {
         assert_eq!(ids(&app, "?scope=all").await.len(), 2);
-        let metrics = app.gateway.get("/metrics").await;
+        let metrics = app.get("/metrics").await;
         assert_eq!(metrics.status(), 200);
     }
     assert_eq!(consumers().await, before);

@@ -1,4 +1,4 @@
-//! JSON written and read the way pyoco-server 0.5.1 does.
+//! `json.dumps` and `json.loads` the way pyoco-server 0.5.1 calls them.
 //!
 //! Python writes every KV value and message with
 //! `json.dumps(obj, separators=(",", ":"), ensure_ascii=True)`. [`to_python_json`] produces the
@@ -6,6 +6,8 @@
 //! escaped as lower-case `\uXXXX` (astral characters as surrogate pairs), and floats printed
 //! like Python's `repr(float)` (`5.0`, `1712345678.123456`, `1e+16`, `1e-05`). Byte parity
 //! matters for snapshot compaction, whose threshold is measured on this encoding (§6.9).
+//! What 0.5.1 prints or stores with the *default* separators (`", "`, `": "`) — the client's
+//! output, object-store metadata — is [`dumps`].
 //!
 //! Differences that remain, by design:
 //! * key order is the order of the Rust value (struct field order; `serde_json::Map` order,
@@ -23,7 +25,7 @@ use serde::Serialize;
 use serde_json::ser::Formatter;
 use serde_json::Value;
 
-use crate::python::float_repr;
+use super::float_repr;
 
 /// serde_json formatter reproducing Python's `json.dumps(..., separators=(",", ":"),
 /// ensure_ascii=True)`.
@@ -83,6 +85,79 @@ pub fn try_to_python_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, s
 /// `serde_json::Value` can.
 pub fn to_python_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     try_to_python_json(value).expect("wire values serialize to JSON")
+}
+
+/// serde_json formatter reproducing Python's `json.dumps(..., ensure_ascii=True)` with its
+/// default separators (`", "` and `": "`): [`PythonFormatter`] with spaces after `,` and `:`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PythonDefaultFormatter;
+
+impl Formatter for PythonDefaultFormatter {
+    fn begin_array_value<W>(&mut self, writer: &mut W, first: bool) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W>(&mut self, writer: &mut W, first: bool) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W>(&mut self, writer: &mut W) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        writer.write_all(b": ")
+    }
+
+    fn write_f64<W>(&mut self, writer: &mut W, value: f64) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        PythonFormatter.write_f64(writer, value)
+    }
+
+    fn write_f32<W>(&mut self, writer: &mut W, value: f32) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        PythonFormatter.write_f32(writer, value)
+    }
+
+    fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        PythonFormatter.write_string_fragment(writer, fragment)
+    }
+}
+
+/// Python's `json.dumps(value, ensure_ascii=True)`: one line, default separators (`", "` and
+/// `": "`), non-ASCII escaped as `\uXXXX`, floats as `repr(float)`.
+///
+/// # Panics
+/// Only if `T`'s `Serialize` implementation fails; none of this crate's types nor
+/// `serde_json::Value` can.
+pub fn dumps<T: Serialize + ?Sized>(value: &T) -> String {
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonDefaultFormatter);
+    value
+        .serialize(&mut ser)
+        .expect("wire values serialize to JSON");
+    // Every non-ASCII character is escaped, so the bytes are ASCII.
+    String::from_utf8(out).expect("ensure_ascii output is ASCII")
 }
 
 /// Parse JSON written by Python (`json.dumps` default `allow_nan=True`): standard JSON, plus the
@@ -168,6 +243,47 @@ mod tests {
             String::from_utf8(to_python_json(&v)).unwrap(),
             r#"{"k":"caf\u00e9 \ud83d\ude00 \u007f \u0001 \"q\" /"}"#
         );
+    }
+
+    /// A value with everything `json.dumps` treats specially.
+    const SAMPLE: &str = r#"{"run_id": "a-1", "status": "RUNNING", "name": "caf\u00e9 \u65e5\u672c \ud83d\ude00 \"q\" back\\slash\ttab\u007f\u0001", "nested": {"list": [1, 2.5, -0.0, 1e16, 1.5e-05, 123456789.125, true, false, null, [], {}], "empty": "", "slash": "a/b"}, "ts": 1764000000.123456, "big": 12345678901234567, "neg": -3}"#;
+
+    #[test]
+    fn dumps_uses_python_default_separators_and_ascii_escapes() {
+        let value: Value = serde_json::from_str(SAMPLE).unwrap();
+        assert_eq!(
+            dumps(&value),
+            "{\"run_id\": \"a-1\", \"status\": \"RUNNING\", \"name\": \"caf\\u00e9 \\u65e5\\u672c \
+             \\ud83d\\ude00 \\\"q\\\" back\\\\slash\\ttab\\u007f\\u0001\", \"nested\": {\"list\": \
+             [1, 2.5, -0.0, 1e+16, 1.5e-05, 123456789.125, true, false, null, [], {}], \"empty\": \
+             \"\", \"slash\": \"a/b\"}, \"ts\": 1764000000.123456, \"big\": 12345678901234567, \
+             \"neg\": -3}"
+        );
+    }
+
+    /// The same bytes as Python itself prints, when a python3 is around.
+    #[test]
+    fn dumps_matches_python_byte_for_byte() {
+        let script =
+            "import json,sys; print(json.dumps(json.loads(sys.argv[1]), ensure_ascii=True))";
+        let Ok(output) = std::process::Command::new("python3")
+            .args(["-c", script, SAMPLE])
+            .output()
+        else {
+            eprintln!("python3 not found: skipped");
+            return;
+        };
+        assert!(output.status.success(), "{output:?}");
+        let python = String::from_utf8(output.stdout).unwrap();
+        let value: Value = serde_json::from_str(SAMPLE).unwrap();
+        assert_eq!(format!("{}\n", dumps(&value)), python);
+    }
+
+    #[test]
+    fn dumps_keeps_key_order() {
+        let value: Value =
+            serde_json::from_str(r#"{"z": 1, "a": 2, "m": {"y": 1, "b": 2}}"#).unwrap();
+        assert_eq!(dumps(&value), r#"{"z": 1, "a": 2, "m": {"y": 1, "b": 2}}"#);
     }
 
     #[test]
