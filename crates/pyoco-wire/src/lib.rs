@@ -25,7 +25,7 @@
 //! It is not a NATS client, an HTTP layer or a runner: no I/O, no configuration reading (callers
 //! pass `PYOCO_*` values such as the default tag), and no rule reads the clock (callers pass
 //! `now`, usually [`python::time`]).
-//! Section numbers (§) refer to `shared/reference/contract.md`.
+//! Section numbers (§) refer to the wire contract, `docs/contract.md` at the repository root.
 
 mod auth;
 mod cursor;
