@@ -4,7 +4,8 @@
 
 use std::fmt::Write;
 
-use crate::spec::{specs, Group};
+use crate::spec::Group;
+use crate::table::specs;
 
 const INTRO: &str = include_str!("docs/intro.md");
 const DIFFERENCES: &str = include_str!("docs/differences.md");

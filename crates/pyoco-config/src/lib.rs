@@ -22,12 +22,17 @@
 //! thread-safe. One caveat inherited from dotenvy: `$VAR` expansion inside a `.env` reads the
 //! real process environment, not the snapshot.
 
+// Layers, each using only the ones listed before it (no module imports one that imports it):
+// `spec` (what a setting is), `source` (where a value came from), `value` (text → typed value),
+// `error`, `atomic`, `document` (the `.env` file), `table` (THE table and the typed `Settings`),
+// `loader` (environment → `.env` → default, validation, appliance defaults), `dirs`, `docs`.
 mod atomic;
 mod dirs;
 mod docs;
 mod document;
 mod error;
-mod settings;
+mod loader;
+mod source;
 mod spec;
 mod table;
 mod value;
@@ -36,7 +41,8 @@ pub use dirs::AppDirs;
 pub use docs::configuration_markdown;
 pub use document::{quote_value, EnvDocument, ParseError};
 pub use error::{ConfigError, Problem};
-pub use settings::{LoadOptions, Source};
-pub use spec::{spec, specs, Group, Kind, Scope, Spec};
-pub use table::Settings;
+pub use loader::LoadOptions;
+pub use source::Source;
+pub use spec::{Group, Kind, Scope, Spec};
+pub use table::{spec, specs, Settings};
 pub use value::{AuthMode, DashboardLang, LogFormat, LogLevel};

@@ -1,10 +1,8 @@
 //! What a setting *is*: its name, group, kind (type + validation rule), default, help and scope.
 //!
-//! The entries themselves live in `table.rs`; this module only describes their shape and gives
-//! read access to them (`specs()`, `spec(name)`) for the CLI's `--help`, the settings window and
-//! the generated `docs/configuration.md`.
-
-use crate::table::SPECS;
+//! The entries themselves live in `table.rs` (read them with `specs()` and `spec(name)` there);
+//! this module only describes their shape, so every layer above (values, errors, the table, the
+//! loader, the docs) can name these types without depending on the table.
 
 /// One `PYOCO_*` setting, as declared once in the table.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,16 +40,6 @@ impl Spec {
     pub fn exported(&self) -> bool {
         self.scope == Scope::Server
     }
-}
-
-/// Every setting, in table order (grouped, groups in [`Group::ALL`] order).
-pub fn specs() -> &'static [Spec] {
-    SPECS
-}
-
-/// The setting called `name` (exact, case-sensitive), if there is one.
-pub fn spec(name: &str) -> Option<&'static Spec> {
-    SPECS.iter().find(|s| s.name == name)
 }
 
 /// Who reads a setting, and so whether "export" writes it.

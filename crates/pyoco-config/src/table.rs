@@ -11,9 +11,19 @@
 
 use std::path::PathBuf;
 
-use crate::settings::Effective;
+use crate::source::Effective;
 use crate::spec::{Group, Kind, Scope, Spec};
 use crate::value::{AuthMode, DashboardLang, FromValue, LogFormat, LogLevel, Value};
+
+/// Every setting, in table order (grouped, groups in [`Group::ALL`] order).
+pub fn specs() -> &'static [Spec] {
+    SPECS
+}
+
+/// The setting called `name` (exact, case-sensitive), if there is one.
+pub fn spec(name: &str) -> Option<&'static Spec> {
+    SPECS.iter().find(|s| s.name == name)
+}
 
 macro_rules! settings_table {
     ($(
@@ -74,7 +84,11 @@ macro_rules! settings_table {
                 let mut d = f.debug_struct("Settings");
                 $(
                     if matches!($kind, Kind::Secret) {
-                        let shown: Option<&str> = self.raw(stringify!($name)).map(|_| "<secret>");
+                        let set = SPECS
+                            .iter()
+                            .zip(&self.effective)
+                            .any(|(s, e)| s.name == stringify!($name) && e.raw.is_some());
+                        let shown: Option<&str> = set.then_some("<secret>");
                         d.field(stringify!($field), &shown);
                     } else {
                         d.field(stringify!($field), &self.$field);

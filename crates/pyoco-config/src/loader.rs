@@ -1,43 +1,14 @@
 //! Loading: process environment → `.env` → default, per setting, then validation of everything.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::document::EnvDocument;
 use crate::error::{ConfigError, Problem};
+use crate::source::{Effective, Source};
 use crate::spec::{Kind, Scope, Spec};
-use crate::table::SPECS;
+use crate::table::{Settings, SPECS};
 use crate::value::{self, Context, Value};
-use crate::Settings;
-
-/// Where a setting's value came from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// The process environment.
-    Env,
-    /// A `.env` file (absolute path).
-    File { path: PathBuf },
-    /// The table's default (or unset, when there is none).
-    Default,
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Env => f.write_str("environment"),
-            Source::File { path } => write!(f, "file {}", path.display()),
-            Source::Default => f.write_str("default"),
-        }
-    }
-}
-
-/// A setting's effective text and where it came from.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Effective {
-    pub raw: Option<String>,
-    pub source: Source,
-}
 
 /// Everything the loader reads from the outside world, so tests can load without touching the
 /// real process environment or working directory.
