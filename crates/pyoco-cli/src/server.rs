@@ -13,7 +13,6 @@ use clap::{Args, Parser, Subcommand};
 pub use pyoco_appliance::shutdown_signal;
 use pyoco_appliance::{Appliance, ApplianceOptions, Component, ComponentState};
 use pyoco_config::{spec, Settings};
-use pyoco_worker::WorkerConfig;
 
 fn help(name: &str) -> String {
     let spec = spec(name).unwrap_or_else(|| panic!("{name} is in the settings table"));
@@ -167,18 +166,14 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
     };
     let mut worker_config = None;
     if worker {
-        let mut config = WorkerConfig::from_settings(&settings)?;
+        // The appliance's local worker: appliance defaults, synced wheels under the data dir.
+        let mut config = pyoco_appliance::local_worker_config(&settings)?;
         let cwd = std::env::current_dir()?;
         if let Some(resolver) = &args.worker_flow_resolver {
             config.set_flow_resolver(resolver, &cwd);
         }
         // Task modules next to the user's flow.yaml import without any PYTHONPATH.
         config.set_pythonpath(std::env::var_os("PYTHONPATH").as_deref(), &cwd, true)?;
-        // The appliance keeps synced wheels under its data dir, not the working dir.
-        config.resolve_wheel_sync_dir_for_appliance(
-            &settings,
-            &pyoco_config::AppDirs::from_settings(&settings)?,
-        );
         worker_config = Some(config);
     }
     let options = || {

@@ -43,6 +43,6 @@ pub use document::{quote_value, EnvDocument, ParseError};
 pub use error::{ConfigError, Problem};
 pub use loader::LoadOptions;
 pub use source::Source;
-pub use spec::{Group, Kind, Scope, Spec};
+pub use spec::{Group, Kind, Restarts, Scope, Spec};
 pub use table::{spec, specs, Settings};
 pub use value::{AuthMode, DashboardLang, LogFormat, LogLevel};

@@ -13,6 +13,9 @@ pub enum Source {
     File { path: PathBuf },
     /// The table's default (or unset, when there is none).
     Default,
+    /// The table's appliance default, which the local appliance uses instead of the default
+    /// (see `Settings::with_appliance_defaults`).
+    ApplianceDefault,
 }
 
 impl fmt::Display for Source {
@@ -21,6 +24,7 @@ impl fmt::Display for Source {
             Source::Env => f.write_str("environment"),
             Source::File { path } => write!(f, "file {}", path.display()),
             Source::Default => f.write_str("default"),
+            Source::ApplianceDefault => f.write_str("appliance default"),
         }
     }
 }

@@ -15,10 +15,16 @@ pub struct Spec {
     pub kind: Kind,
     /// The default as written in a `.env`, or `None` when unset means "not set" (see `help`).
     pub default: Option<&'static str>,
+    /// What the local appliance (`pyoco-server up --with-nats`, the desktop app) uses instead
+    /// of `default` when the setting is not set; `None` when it uses `default` too. Applied by
+    /// `Settings::with_appliance_defaults`.
+    pub appliance_default: Option<&'static str>,
     /// One line of help, for `--help`, tooltips and the docs.
     pub help: &'static str,
     /// Who reads it and whether the settings window exports it.
     pub scope: Scope,
+    /// What a change restarts in the running appliance.
+    pub restarts: Restarts,
     /// A secret: never shown, logged or echoed in error messages.
     pub secret: bool,
 }
@@ -60,6 +66,37 @@ impl Scope {
             Scope::Server => "server",
             Scope::Local => "local",
             Scope::ProcessEnv => "process env",
+        }
+    }
+}
+
+/// What a change of a setting restarts in the running appliance (the desktop app applies a
+/// saved change this way; the appliance maps it to its components).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Restarts {
+    /// Nothing: the value is read once when the program starts (logging, the loader's own
+    /// switches), so a change applies at its next start.
+    Nothing,
+    /// The HTTP gateway.
+    Gateway,
+    /// The local worker.
+    Worker,
+    /// The gateway and the worker, with the NATS connection they share (the NATS URL, names of
+    /// streams and buckets, what both of them read).
+    GatewayAndWorker,
+    /// Everything, the managed nats-server included (its ports and store, the data dir).
+    Everything,
+}
+
+impl Restarts {
+    /// Short label used in the docs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Restarts::Nothing => "next start",
+            Restarts::Gateway => "gateway",
+            Restarts::Worker => "worker",
+            Restarts::GatewayAndWorker => "gateway, worker",
+            Restarts::Everything => "everything",
         }
     }
 }

@@ -80,6 +80,23 @@ pub(crate) struct Context<'a> {
     pub home: Option<&'a Path>,
 }
 
+/// An owned [`Context`]: kept by `Settings`, so their texts can be read again the same way
+/// (appliance defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Base {
+    pub cwd: PathBuf,
+    pub home: Option<PathBuf>,
+}
+
+impl Base {
+    pub fn context(&self) -> Context<'_> {
+        Context {
+            cwd: &self.cwd,
+            home: self.home.as_deref(),
+        }
+    }
+}
+
 /// Validate `raw` (already known to be non-blank, except for [`Kind::EnvFile`]).
 /// `Ok(None)` means "set to nothing" (an empty `PYOCO_ENV_FILE`, a tag list of only commas).
 /// `Err` is a short reason; the caller adds the variable, value, source and expected form.

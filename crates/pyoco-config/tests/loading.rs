@@ -183,6 +183,86 @@ fn the_table_is_complete_and_consistent() {
 }
 
 #[test]
+fn appliance_defaults_load() {
+    let f = Fixture::new();
+    let plain = f.settings();
+    let s = plain.with_appliance_defaults().unwrap();
+    assert!(
+        s.wheel_sync_enabled,
+        "the appliance syncs wheels by default"
+    );
+    assert_eq!(s.wheel_sync_dir, PathBuf::from("wheels"));
+    for spec in specs() {
+        match spec.appliance_default {
+            Some(text) => {
+                assert_ne!(
+                    spec.default,
+                    Some(text),
+                    "{}: same as the default",
+                    spec.name
+                );
+                assert_eq!(s.raw(spec.name), Some(text), "{}", spec.name);
+                assert_eq!(s.source(spec.name), Some(&Source::ApplianceDefault));
+            }
+            None => {
+                assert_eq!(s.raw(spec.name), plain.raw(spec.name), "{}", spec.name);
+                assert_eq!(s.source(spec.name), Some(&Source::Default), "{}", spec.name);
+            }
+        }
+    }
+    // Applying them again changes nothing.
+    let again = s.with_appliance_defaults().unwrap();
+    assert_eq!(format!("{again:?}"), format!("{s:?}"));
+    assert_eq!(
+        again.source("PYOCO_WHEEL_SYNC_ENABLED"),
+        Some(&Source::ApplianceDefault)
+    );
+}
+
+#[test]
+fn appliance_defaults_leave_set_values_alone() {
+    let f = Fixture::new()
+        .env("PYOCO_WHEEL_SYNC_ENABLED", "false")
+        .file(".env", "PYOCO_WHEEL_SYNC_DIR=.pyoco/wheels\n");
+    let s = f.settings().with_appliance_defaults().unwrap();
+    assert!(!s.wheel_sync_enabled);
+    assert_eq!(s.source("PYOCO_WHEEL_SYNC_ENABLED"), Some(&Source::Env));
+    // Set to the plain default in the .env: still set, so kept.
+    assert_eq!(s.wheel_sync_dir, PathBuf::from(".pyoco/wheels"));
+    assert_eq!(s.source("PYOCO_WHEEL_SYNC_DIR"), Some(&f.dotenv_source()));
+    // Paths resolved at load stay resolved the same way.
+    let f = Fixture::new().env("PYOCO_DATA_DIR", "data");
+    let s = f.settings().with_appliance_defaults().unwrap();
+    assert_eq!(s.data_dir, Some(f.cwd().join("data")));
+}
+
+#[test]
+fn every_setting_says_what_a_change_restarts() {
+    use pyoco_config::{Group, Restarts};
+    for spec in specs() {
+        let at_start = matches!(spec.group, Group::Logging | Group::DotenvLoader);
+        assert_eq!(
+            spec.restarts == Restarts::Nothing,
+            at_start,
+            "{}",
+            spec.name
+        );
+    }
+    assert_eq!(
+        spec("PYOCO_NATS_CLIENT_PORT").unwrap().restarts,
+        Restarts::Everything
+    );
+    assert_eq!(
+        spec("PYOCO_WHEEL_SYNC_DIR").unwrap().restarts,
+        Restarts::Worker
+    );
+    assert_eq!(
+        spec("PYOCO_WHEEL_MAX_BYTES").unwrap().restarts,
+        Restarts::GatewayAndWorker
+    );
+}
+
+#[test]
 fn environment_beats_dotenv_which_beats_default() {
     let f = Fixture::new()
         .env("PYOCO_NATS_URL", "nats://from-env:4222")

@@ -196,36 +196,11 @@ impl WorkerConfig {
 
     /// Make a relative wheel sync dir absolute against `base` (absolute ones are kept): the
     /// headless worker passes its working directory (0.5.1's meaning), the appliance its data
-    /// dir.
+    /// dir (its other wheel sync defaults are the settings table's appliance defaults, see
+    /// `Settings::with_appliance_defaults`).
     pub fn resolve_wheel_sync_dir(&mut self, base: &Path) {
         if self.wheel_sync.dir.is_relative() {
             self.wheel_sync.dir = base.join(&self.wheel_sync.dir);
-        }
-    }
-
-    /// The appliance's wheel sync defaults for its local worker (`settings` being the ones
-    /// this config was built from), used by `pyoco-server up` and the desktop app:
-    ///
-    /// - `PYOCO_WHEEL_SYNC_ENABLED` not set (neither in the environment nor in a `.env`) ⇒
-    ///   sync **on**, so a wheel uploaded from the CLI is installed on the local worker without
-    ///   any restart by hand; set explicitly (`false` too) ⇒ as set. The headless
-    ///   `pyoco-worker` keeps 0.5.1's default (off).
-    /// - `PYOCO_WHEEL_SYNC_DIR` not set ⇒ `<data dir>/wheels`; relative ⇒ under the data dir;
-    ///   absolute ⇒ kept. A desktop app has no meaningful working directory.
-    pub fn resolve_wheel_sync_dir_for_appliance(&mut self, settings: &Settings, dirs: &AppDirs) {
-        let unset = |name: &str| {
-            matches!(
-                settings.source(name),
-                None | Some(pyoco_config::Source::Default)
-            )
-        };
-        if unset("PYOCO_WHEEL_SYNC_ENABLED") {
-            self.wheel_sync.enabled = true;
-        }
-        if unset("PYOCO_WHEEL_SYNC_DIR") {
-            self.wheel_sync.dir = dirs.wheels_dir();
-        } else {
-            self.resolve_wheel_sync_dir(dirs.data_dir());
         }
     }
 
@@ -440,72 +415,6 @@ mod tests {
             cfg.wheel_sync.dir,
             PathBuf::from("/home/u/proj/.pyoco/wheels")
         );
-    }
-
-    #[test]
-    fn the_appliance_keeps_synced_wheels_under_its_data_dir() {
-        let dirs = AppDirs::new(Some(Path::new("/srv/pyoco-data"))).unwrap();
-        for (value, expected) in [
-            (None, "/srv/pyoco-data/wheels"),
-            (Some("synced"), "/srv/pyoco-data/synced"),
-            (Some("/abs/wheels"), "/abs/wheels"),
-        ] {
-            let vars: Vec<(&str, &str)> = value
-                .map(|v| vec![("PYOCO_WHEEL_SYNC_DIR", v)])
-                .unwrap_or_default();
-            let settings = settings_with(&vars);
-            let mut cfg = WorkerConfig::from_settings(&settings).unwrap();
-            cfg.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
-            assert_eq!(cfg.wheel_sync.dir, PathBuf::from(expected), "{value:?}");
-        }
-    }
-
-    #[test]
-    fn the_appliance_syncs_wheels_unless_told_not_to() {
-        let dirs = AppDirs::new(Some(Path::new("/srv/pyoco-data"))).unwrap();
-        for (value, expected) in [
-            (None, true),
-            (Some("false"), false),
-            (Some("0"), false),
-            (Some("true"), true),
-            (Some("1"), true),
-        ] {
-            let vars: Vec<(&str, &str)> = value
-                .map(|v| vec![("PYOCO_WHEEL_SYNC_ENABLED", v)])
-                .unwrap_or_default();
-            let settings = settings_with(&vars);
-            let mut cfg = WorkerConfig::from_settings(&settings).unwrap();
-            // The headless worker keeps 0.5.1's default: off unless set.
-            assert_eq!(
-                cfg.wheel_sync.enabled,
-                value.is_some() && expected,
-                "{value:?}"
-            );
-            cfg.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
-            assert_eq!(cfg.wheel_sync.enabled, expected, "appliance, {value:?}");
-        }
-    }
-
-    #[test]
-    fn an_explicit_false_in_a_dotenv_file_keeps_the_appliances_sync_off() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".env"), "PYOCO_WHEEL_SYNC_ENABLED=false\n").unwrap();
-        let mut opts = pyoco_config::LoadOptions {
-            env: Default::default(),
-            cwd: dir.path().to_path_buf(),
-            home: None,
-        };
-        opts.env
-            .insert("PYOCO_DATA_DIR".into(), "/srv/pyoco-data".into());
-        let settings = Settings::load(&opts).unwrap();
-        assert!(matches!(
-            settings.source("PYOCO_WHEEL_SYNC_ENABLED"),
-            Some(pyoco_config::Source::File { .. })
-        ));
-        let dirs = AppDirs::new(Some(Path::new("/srv/pyoco-data"))).unwrap();
-        let mut cfg = WorkerConfig::from_settings(&settings).unwrap();
-        cfg.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
-        assert!(!cfg.wheel_sync.enabled);
     }
 
     #[test]
