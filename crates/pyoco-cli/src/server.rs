@@ -67,7 +67,7 @@ struct UpArgs {
     #[arg(long, value_name = "TAGS", help = help("PYOCO_WORKER_TAGS"))]
     worker_tags: Option<String>,
     /// The local worker's flow resolver for jobs without flow.yaml: `module:function` or
-    /// `path/file.py:function`.
+    /// `path/file.py:function` [env: PYOCO_FLOW_RESOLVER].
     #[arg(long, value_name = "SPEC")]
     worker_flow_resolver: Option<String>,
     #[arg(long, value_name = "HOST", help = help("PYOCO_NATS_LISTEN_HOST"))]
@@ -95,6 +95,13 @@ impl UpArgs {
         add("PYOCO_DASHBOARD_LANG", self.dashboard_lang.clone());
         add("PYOCO_WORKER_ID", self.worker_id.clone());
         add("PYOCO_WORKER_TAGS", self.worker_tags.clone());
+        // Empty: as if not given (the setting applies).
+        add(
+            "PYOCO_FLOW_RESOLVER",
+            self.worker_flow_resolver
+                .clone()
+                .filter(|r| !r.trim().is_empty()),
+        );
         add("PYOCO_NATS_LISTEN_HOST", self.nats_listen_host.clone());
         add(
             "PYOCO_NATS_CLIENT_PORT",
@@ -167,11 +174,9 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
     let mut worker_config = None;
     if worker {
         // The appliance's local worker: appliance defaults, synced wheels under the data dir.
+        // (--worker-flow-resolver is PYOCO_FLOW_RESOLVER in `settings`.)
         let mut config = pyoco_appliance::local_worker_config(&settings)?;
         let cwd = std::env::current_dir()?;
-        if let Some(resolver) = &args.worker_flow_resolver {
-            config.set_flow_resolver(resolver, &cwd);
-        }
         // Task modules next to the user's flow.yaml import without any PYTHONPATH.
         config.set_pythonpath(std::env::var_os("PYTHONPATH").as_deref(), &cwd, true)?;
         worker_config = Some(config);
@@ -312,5 +317,21 @@ mod tests {
         assert!(o.contains(&("PYOCO_NATS_CLIENT_PORT", "0".to_string())));
         assert!(o.contains(&("PYOCO_HTTP_PORT", "9001".to_string())));
         assert!(help("PYOCO_HTTP_PORT").contains("[env: PYOCO_HTTP_PORT]"));
+    }
+
+    #[test]
+    fn the_worker_flow_resolver_flag_is_the_flow_resolver_setting() {
+        let up = |extra: &[&str]| {
+            let mut v = vec!["pyoco-server", "up", "--with-nats"];
+            v.extend_from_slice(extra);
+            let Command::Up(up) = Cli::parse_from(args(&v)).command;
+            up.overrides()
+        };
+        assert!(up(&["--worker-flow-resolver", "flows/r.py:resolve"])
+            .contains(&("PYOCO_FLOW_RESOLVER", "flows/r.py:resolve".to_string())));
+        assert!(!up(&["--worker-flow-resolver", ""])
+            .iter()
+            .any(|(k, _)| *k == "PYOCO_FLOW_RESOLVER"));
+        assert!(!up(&[]).iter().any(|(k, _)| *k == "PYOCO_FLOW_RESOLVER"));
     }
 }

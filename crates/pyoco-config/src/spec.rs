@@ -217,6 +217,11 @@ pub enum Kind {
     Program,
     /// The dotenv file: `~` expanded, relative to the working directory; empty disables.
     EnvFile,
+    /// A flow resolver, `module:function` or `path/file.py:function`, split at the last `:`
+    /// (the runner's rule); the target is a file when it ends in `.py` or contains `/` or `\`.
+    /// A file path is `~`-expanded and resolved against the working directory (the runners
+    /// work in their own scratch directory); the function may be dotted (`Class.method`).
+    FlowResolver,
 }
 
 impl Kind {
@@ -260,6 +265,9 @@ impl Kind {
             Kind::Dirs => "directory paths separated by `:` (`~` expanded)".into(),
             Kind::Program => "a program path, or a command name looked up in PATH".into(),
             Kind::EnvFile => "a file path (`~` expanded; relative to the working directory)".into(),
+            Kind::FlowResolver => {
+                "module:function or path/file.py:function (a dotted function name is fine)".into()
+            }
         }
     }
 }

@@ -233,6 +233,21 @@ settings_table! {
         restarts: Worker,
         help: "Extra task modules for pyoco's task loader (comma-separated), passed to the runner.",
     },
+    flow_resolver: Option<String> = PYOCO_FLOW_RESOLVER {
+        group: Worker, kind: Kind::FlowResolver, default: None, scope: Server,
+        restarts: Worker,
+        help: "Flow resolver for jobs without a flow.yaml, called as `function(flow_name)`: `module:function` or `path/file.py:function` (a relative path is taken from the working directory); empty = such jobs fail with `flow_not_found`. The `--flow-resolver` (pyoco-worker) and `--worker-flow-resolver` (pyoco-server) flags win; pyoco-server 0.5.1 has only the flag.",
+    },
+    runner_max_task_output_bytes: u64 = PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES {
+        group: Worker, kind: Kind::Integer { min: 0 }, default: Some("65536"), scope: Server,
+        restarts: Worker,
+        help: "Bytes of stdout and of stderr kept per task in its run record (UTF-8); the rest is replaced by a `…[truncated N bytes]` marker (0 keeps only the marker).",
+    },
+    runner_tee_task_output: bool = PYOCO_RUNNER_TEE_TASK_OUTPUT {
+        group: Worker, kind: Kind::Bool, default: Some("false"), scope: Server,
+        restarts: Worker,
+        help: "Also copy what tasks print to the worker's log (the task records keep it either way).",
+    },
 
     // ── DLQ ─────────────────────────────────────────────────────────────────────────────────
     dlq_stream: String = PYOCO_DLQ_STREAM {

@@ -151,7 +151,8 @@ fn input_of(kind: Kind) -> (&'static str, Option<&'static [&'static str]>) {
         | Kind::Tags
         | Kind::KvKey
         | Kind::HeaderName
-        | Kind::Host => ("text", None),
+        | Kind::Host
+        | Kind::FlowResolver => ("text", None),
     }
 }
 

@@ -31,8 +31,10 @@ pub struct WorkerConfig {
     pub runner_dir: PathBuf,
     /// The runners' working directory (pyoco writes `./artifacts` there).
     pub work_dir: PathBuf,
-    /// Environment added to the runners' (`PYOCO_DISCOVERY_MODULES`, `PYOCO_FLOW_RESOLVER`,
-    /// `PYTHONPATH`, …).
+    /// Environment added to the runners' (`PYOCO_DISCOVERY_MODULES`, `PYTHONPATH`, …). The
+    /// runner's own settings (`PYOCO_FLOW_RESOLVER`, `PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES`,
+    /// `PYOCO_RUNNER_TEE_TASK_OUTPUT`) are always in it, taken from [`Settings`], so a runner
+    /// never reads them from the worker's process environment.
     pub runner_env: Vec<(String, String)>,
     /// How long a runner may take to start.
     pub runner_ready_timeout: Duration,
@@ -140,7 +142,26 @@ impl WorkerConfig {
             })
             .collect();
         let work_dir = runner_dir.join("work").join(dir_name);
-        let mut runner_env = Vec::new();
+        let mut runner_env = vec![
+            // Empty: no resolver (the runner treats an empty value as unset).
+            (
+                "PYOCO_FLOW_RESOLVER".to_string(),
+                settings.flow_resolver.clone().unwrap_or_default(),
+            ),
+            (
+                "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES".to_string(),
+                settings.runner_max_task_output_bytes.to_string(),
+            ),
+            (
+                "PYOCO_RUNNER_TEE_TASK_OUTPUT".to_string(),
+                if settings.runner_tee_task_output {
+                    "1"
+                } else {
+                    "0"
+                }
+                .to_string(),
+            ),
+        ];
         if let Some(m) = settings
             .discovery_modules
             .as_ref()
@@ -252,14 +273,6 @@ impl WorkerConfig {
         Ok(())
     }
 
-    /// Set `PYOCO_FLOW_RESOLVER` for the runners. A relative file path
-    /// (`flows/resolver.py:resolve`) is made absolute against `cwd`, because the runners work
-    /// in their own scratch directory.
-    pub fn set_flow_resolver(&mut self, spec: &str, cwd: &Path) {
-        let spec = absolutize_resolver(spec, cwd);
-        self.set_runner_env("PYOCO_FLOW_RESOLVER", &spec);
-    }
-
     /// Set (or replace) one variable of the runners' environment.
     pub fn set_runner_env(&mut self, name: &str, value: &str) {
         self.runner_env.retain(|(k, _)| k != name);
@@ -317,44 +330,9 @@ fn default_python(venv: &Path) -> PathBuf {
     }
 }
 
-/// `path/file.py:function` with a relative path → the same with `cwd/path`. Module specs
-/// (`pkg.mod:function`) are returned unchanged. The target is a path when it ends in `.py` or
-/// contains `/` or `\` (the runner's rule, split at the last `:`).
-fn absolutize_resolver(spec: &str, cwd: &Path) -> String {
-    let Some((target, func)) = spec.rsplit_once(':') else {
-        return spec.to_string();
-    };
-    let is_path = target.ends_with(".py") || target.contains('/') || target.contains('\\');
-    if !is_path || Path::new(target).is_absolute() || target.is_empty() {
-        return spec.to_string();
-    }
-    format!("{}:{func}", cwd.join(target).display())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_resolver_paths_become_absolute() {
-        let cwd = Path::new("/home/u/proj");
-        assert_eq!(
-            absolutize_resolver("flows/r.py:resolve", cwd),
-            "/home/u/proj/flows/r.py:resolve"
-        );
-        assert_eq!(
-            absolutize_resolver("r.py:resolve", cwd),
-            "/home/u/proj/r.py:resolve"
-        );
-        assert_eq!(
-            absolutize_resolver("/abs/r.py:resolve", cwd),
-            "/abs/r.py:resolve"
-        );
-        assert_eq!(
-            absolutize_resolver("my_pkg.flows:resolve", cwd),
-            "my_pkg.flows:resolve"
-        );
-    }
 
     fn settings_with(vars: &[(&str, &str)]) -> Settings {
         let mut opts = pyoco_config::LoadOptions {
@@ -415,6 +393,37 @@ mod tests {
             cfg.wheel_sync.dir,
             PathBuf::from("/home/u/proj/.pyoco/wheels")
         );
+    }
+
+    #[test]
+    fn the_runner_settings_always_reach_the_runner_env() {
+        let env = |cfg: &WorkerConfig, name: &str| {
+            let found: Vec<&str> = cfg
+                .runner_env
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(found.len(), 1, "{name}: {found:?}");
+            found[0].to_string()
+        };
+        // Unset: the defaults, written out, so the runner never sees the process's values.
+        let cfg = WorkerConfig::from_settings(&settings_with(&[])).unwrap();
+        assert_eq!(env(&cfg, "PYOCO_FLOW_RESOLVER"), "");
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES"), "65536");
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_TEE_TASK_OUTPUT"), "0");
+        let cfg = WorkerConfig::from_settings(&settings_with(&[
+            ("PYOCO_FLOW_RESOLVER", "flows/r.py:resolve"),
+            ("PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES", "1_000"),
+            ("PYOCO_RUNNER_TEE_TASK_OUTPUT", "on"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            env(&cfg, "PYOCO_FLOW_RESOLVER"),
+            "/home/u/proj/flows/r.py:resolve"
+        );
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES"), "1000");
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_TEE_TASK_OUTPUT"), "1");
     }
 
     #[test]
