@@ -1,8 +1,10 @@
 //! Every `PYOCO_*` setting, in one place.
 //!
 //! This crate is the single source of truth for configuration: the table of settings (name,
-//! group, kind, default, help, scope — see [`specs`]), loading them the way pyoco-server does
-//! (process environment → `.env` → default; [`Settings::load`]), validating them with errors that
+//! group, kind, default, appliance default, scope, what a change restarts, help — see
+//! [`specs`]), loading them the way pyoco-server does (process environment → `.env` → default;
+//! [`Settings::load`]; the appliance's defaults: [`Settings::with_appliance_defaults`]),
+//! validating them with errors that
 //! name the variable, the value, the expected form and where it came from ([`ConfigError`]),
 //! editing a `.env` file without losing its comments and order ([`EnvDocument`]), and the OS app
 //! directories ([`AppDirs`]). The CLI's `--help`, the settings window and
