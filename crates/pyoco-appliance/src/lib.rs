@@ -7,6 +7,10 @@
 //! progress can finish and write their last snapshot, then the gateway, then NATS) and one
 //! [`ApplianceStatus`] that says what each part is doing.
 //!
+//! It runs the settings it is given with the table's appliance defaults
+//! ([`Settings::with_appliance_defaults`]: e.g. wheel sync on, synced wheels under the data dir),
+//! and restarts what each setting's row says a change restarts ([`restarts_for`]).
+//!
 //! What it is not: it holds no business logic (that is the gateway and worker crates) and reads
 //! no environment (it takes [`Settings`]).
 
@@ -15,7 +19,7 @@ mod status;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use pyoco_config::{AppDirs, Settings};
+use pyoco_config::{AppDirs, Restarts, Settings};
 pub use pyoco_natsd::NatsServerConfig;
 use pyoco_natsd::{NatsState, NatsSupervisor};
 use pyoco_store::{SharedStore, StoreConfig};
@@ -44,8 +48,7 @@ pub struct ApplianceOptions {
     /// again while those settings are unchanged.
     pub http_listener: Option<std::net::TcpListener>,
     /// The local worker's configuration, used as is at every (re)start; `None` derives it from
-    /// the settings each time (a relative or unset `PYOCO_WHEEL_SYNC_DIR` then lands under the
-    /// data dir, see [`WorkerConfig::resolve_wheel_sync_dir_for_appliance`]).
+    /// the settings each time (see [`local_worker_config`]).
     pub worker_config: Option<WorkerConfig>,
     /// Adjust the managed nats-server's configuration (tests choose a free port and a temp
     /// store).
@@ -218,8 +221,9 @@ impl Appliance {
         }
     }
 
-    /// Start what `options` asks for. Returns once NATS (when managed) answers and the gateway
-    /// listens; the worker comes up in the background (see [`Appliance::status`]).
+    /// Start what `options` asks for, with the appliance defaults applied to its settings
+    /// ([`Settings::with_appliance_defaults`]). Returns once NATS (when managed) answers and the
+    /// gateway listens; the worker comes up in the background (see [`Appliance::status`]).
     pub async fn start(options: ApplianceOptions) -> Result<Appliance, ApplianceError> {
         let ApplianceOptions {
             settings,
@@ -230,6 +234,7 @@ impl Appliance {
             worker_config,
             nats_config,
         } = options;
+        let settings = settings.with_appliance_defaults()?;
         let dirs = AppDirs::from_settings(&settings)?;
         let disabled = || ComponentStatus::new(ComponentState::Disabled);
         let starting = || ComponentStatus::new(ComponentState::Starting);
@@ -342,12 +347,14 @@ impl Appliance {
         result
     }
 
-    /// Run with new settings, restarting only the components the changed settings affect
-    /// (see [`restarts_for`]). Returns the components restarted (all three when NATS was).
+    /// Run with new settings (appliance defaults applied), restarting only the components the
+    /// changed settings affect (see [`restarts_for`]). Returns the components restarted (all
+    /// three when NATS was).
     pub async fn reconfigure(
         &mut self,
         settings: Settings,
     ) -> Result<Vec<Component>, ApplianceError> {
+        let settings = settings.with_appliance_defaults()?;
         AppDirs::from_settings(&settings)?;
         let changed = changed_settings(&self.settings, &settings);
         let mut affected: Vec<Component> = Vec::new();
@@ -579,14 +586,7 @@ impl Appliance {
         if let Some(c) = &self.fixed_worker_config {
             return Ok(c.clone());
         }
-        let mut c = WorkerConfig::from_settings(&self.settings)
-            .map_err(|e| ApplianceError::Worker(e.to_string()))?;
-        // Synced wheels live under the data dir (a desktop app has no useful cwd).
-        c.resolve_wheel_sync_dir_for_appliance(
-            &self.settings,
-            &AppDirs::from_settings(&self.settings)?,
-        );
-        Ok(c)
+        local_worker_config(&self.settings)
     }
 
     /// The local worker, restarted with backoff when it fails.
@@ -695,35 +695,35 @@ pub fn changed_settings(a: &Settings, b: &Settings) -> Vec<&'static str> {
         .collect()
 }
 
-/// The components a change of setting `name` restarts; empty when it applies only at the next
-/// start of the process (logging, the dotenv loader's switches).
+/// The local worker's configuration for `settings`: with the appliance defaults
+/// ([`Settings::with_appliance_defaults`]), and a relative `PYOCO_WHEEL_SYNC_DIR` taken from the
+/// data dir instead of the working directory (a desktop app has no meaningful one). What the
+/// appliance runs when [`ApplianceOptions::worker_config`] is `None`; `pyoco-server up` starts
+/// from it too.
+pub fn local_worker_config(settings: &Settings) -> Result<WorkerConfig, ApplianceError> {
+    let settings = settings.with_appliance_defaults()?;
+    let dirs = AppDirs::from_settings(&settings)?;
+    let mut config = WorkerConfig::from_settings(&settings)
+        .map_err(|e| ApplianceError::Worker(e.to_string()))?;
+    config.resolve_wheel_sync_dir(dirs.data_dir());
+    Ok(config)
+}
+
+/// The components a change of setting `name` restarts, as its row of the settings table says
+/// ([`pyoco_config::Spec::restarts`]); empty when it applies only at the next start of the
+/// process (logging, the dotenv loader's switches) or `name` is not a setting.
 pub fn restarts_for(name: &str) -> &'static [Component] {
-    use pyoco_config::Group;
-    const ALL: &[Component] = &[Component::Nats, Component::Gateway, Component::Worker];
-    const BOTH: &[Component] = &[Component::Gateway, Component::Worker];
-    const GATEWAY: &[Component] = &[Component::Gateway];
-    const WORKER: &[Component] = &[Component::Worker];
-    let Some(spec) = pyoco_config::spec(name) else {
-        return &[];
-    };
-    match spec.group {
-        Group::Appliance => ALL,
-        Group::Nats
-        | Group::SubjectsAndBuckets
-        | Group::Heartbeat
-        | Group::Consumers
-        | Group::Dlq
-        | Group::Snapshot => BOTH,
-        Group::Wheels => match name {
-            "PYOCO_WHEEL_SYNC_ENABLED"
-            | "PYOCO_WHEEL_SYNC_DIR"
-            | "PYOCO_WHEEL_SYNC_INTERVAL_SEC"
-            | "PYOCO_WHEEL_INSTALL_TIMEOUT_SEC" => WORKER,
-            _ => BOTH,
-        },
-        Group::Worker => WORKER,
-        Group::WorkflowYaml | Group::Dashboard | Group::Auth | Group::HttpGateway => GATEWAY,
-        Group::Logging | Group::DotenvLoader => &[],
+    pyoco_config::spec(name).map_or(&[], |spec| components(spec.restarts))
+}
+
+/// The components that a [`Restarts`] means.
+pub fn components(restarts: Restarts) -> &'static [Component] {
+    match restarts {
+        Restarts::Nothing => &[],
+        Restarts::Gateway => &[Component::Gateway],
+        Restarts::Worker => &[Component::Worker],
+        Restarts::GatewayAndWorker => &[Component::Gateway, Component::Worker],
+        Restarts::Everything => &[Component::Nats, Component::Gateway, Component::Worker],
     }
 }
 
@@ -861,5 +861,82 @@ mod tests {
             );
             assert_eq!(parts.is_empty(), quiet, "{}", spec.name);
         }
+    }
+
+    fn settings_with(vars: &[(&str, &str)]) -> Settings {
+        let mut opts = pyoco_config::LoadOptions {
+            env: Default::default(),
+            cwd: std::path::PathBuf::from("/home/u/proj"),
+            home: None,
+        };
+        opts.env.insert("PYOCO_LOAD_DOTENV".into(), "0".into());
+        opts.env
+            .insert("PYOCO_DATA_DIR".into(), "/srv/pyoco-data".into());
+        for (k, v) in vars {
+            opts.env.insert(k.to_string(), v.to_string());
+        }
+        Settings::load(&opts).unwrap()
+    }
+
+    #[test]
+    fn the_appliance_keeps_synced_wheels_under_its_data_dir() {
+        use std::path::PathBuf;
+        for (value, expected) in [
+            (None, "/srv/pyoco-data/wheels"),
+            (Some("synced"), "/srv/pyoco-data/synced"),
+            (Some("/abs/wheels"), "/abs/wheels"),
+        ] {
+            let vars: Vec<(&str, &str)> = value
+                .map(|v| vec![("PYOCO_WHEEL_SYNC_DIR", v)])
+                .unwrap_or_default();
+            let settings = settings_with(&vars);
+            let cfg = local_worker_config(&settings).unwrap();
+            assert_eq!(cfg.wheel_sync.dir, PathBuf::from(expected), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn the_appliance_syncs_wheels_unless_told_not_to() {
+        for (value, expected) in [
+            (None, true),
+            (Some("false"), false),
+            (Some("0"), false),
+            (Some("true"), true),
+            (Some("1"), true),
+        ] {
+            let vars: Vec<(&str, &str)> = value
+                .map(|v| vec![("PYOCO_WHEEL_SYNC_ENABLED", v)])
+                .unwrap_or_default();
+            let settings = settings_with(&vars);
+            let cfg = WorkerConfig::from_settings(&settings).unwrap();
+            // The headless worker keeps 0.5.1's default: off unless set.
+            assert_eq!(
+                cfg.wheel_sync.enabled,
+                value.is_some() && expected,
+                "{value:?}"
+            );
+            let cfg = local_worker_config(&settings).unwrap();
+            assert_eq!(cfg.wheel_sync.enabled, expected, "appliance, {value:?}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_false_in_a_dotenv_file_keeps_the_appliances_sync_off() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), "PYOCO_WHEEL_SYNC_ENABLED=false\n").unwrap();
+        let mut opts = pyoco_config::LoadOptions {
+            env: Default::default(),
+            cwd: dir.path().to_path_buf(),
+            home: None,
+        };
+        opts.env
+            .insert("PYOCO_DATA_DIR".into(), "/srv/pyoco-data".into());
+        let settings = Settings::load(&opts).unwrap();
+        assert!(matches!(
+            settings.source("PYOCO_WHEEL_SYNC_ENABLED"),
+            Some(pyoco_config::Source::File { .. })
+        ));
+        let cfg = local_worker_config(&settings).unwrap();
+        assert!(!cfg.wheel_sync.enabled);
     }
 }

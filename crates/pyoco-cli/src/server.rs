@@ -13,7 +13,6 @@ use clap::{Args, Parser, Subcommand};
 pub use pyoco_appliance::shutdown_signal;
 use pyoco_appliance::{Appliance, ApplianceOptions, Component, ComponentState};
 use pyoco_config::{spec, Settings};
-use pyoco_worker::WorkerConfig;
 
 fn help(name: &str) -> String {
     let spec = spec(name).unwrap_or_else(|| panic!("{name} is in the settings table"));
@@ -68,7 +67,7 @@ struct UpArgs {
     #[arg(long, value_name = "TAGS", help = help("PYOCO_WORKER_TAGS"))]
     worker_tags: Option<String>,
     /// The local worker's flow resolver for jobs without flow.yaml: `module:function` or
-    /// `path/file.py:function`.
+    /// `path/file.py:function` [env: PYOCO_FLOW_RESOLVER].
     #[arg(long, value_name = "SPEC")]
     worker_flow_resolver: Option<String>,
     #[arg(long, value_name = "HOST", help = help("PYOCO_NATS_LISTEN_HOST"))]
@@ -96,6 +95,13 @@ impl UpArgs {
         add("PYOCO_DASHBOARD_LANG", self.dashboard_lang.clone());
         add("PYOCO_WORKER_ID", self.worker_id.clone());
         add("PYOCO_WORKER_TAGS", self.worker_tags.clone());
+        // Empty: as if not given (the setting applies).
+        add(
+            "PYOCO_FLOW_RESOLVER",
+            self.worker_flow_resolver
+                .clone()
+                .filter(|r| !r.trim().is_empty()),
+        );
         add("PYOCO_NATS_LISTEN_HOST", self.nats_listen_host.clone());
         add(
             "PYOCO_NATS_CLIENT_PORT",
@@ -167,18 +173,12 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
     };
     let mut worker_config = None;
     if worker {
-        let mut config = WorkerConfig::from_settings(&settings)?;
+        // The appliance's local worker: appliance defaults, synced wheels under the data dir.
+        // (--worker-flow-resolver is PYOCO_FLOW_RESOLVER in `settings`.)
+        let mut config = pyoco_appliance::local_worker_config(&settings)?;
         let cwd = std::env::current_dir()?;
-        if let Some(resolver) = &args.worker_flow_resolver {
-            config.set_flow_resolver(resolver, &cwd);
-        }
         // Task modules next to the user's flow.yaml import without any PYTHONPATH.
         config.set_pythonpath(std::env::var_os("PYTHONPATH").as_deref(), &cwd, true)?;
-        // The appliance keeps synced wheels under its data dir, not the working dir.
-        config.resolve_wheel_sync_dir_for_appliance(
-            &settings,
-            &pyoco_config::AppDirs::from_settings(&settings)?,
-        );
         worker_config = Some(config);
     }
     let options = || {
@@ -342,5 +342,21 @@ mod tests {
         assert!(o.contains(&("PYOCO_NATS_CLIENT_PORT", "0".to_string())));
         assert!(o.contains(&("PYOCO_HTTP_PORT", "9001".to_string())));
         assert!(help("PYOCO_HTTP_PORT").contains("[env: PYOCO_HTTP_PORT]"));
+    }
+
+    #[test]
+    fn the_worker_flow_resolver_flag_is_the_flow_resolver_setting() {
+        let up = |extra: &[&str]| {
+            let mut v = vec!["pyoco-server", "up", "--with-nats"];
+            v.extend_from_slice(extra);
+            let Command::Up(up) = Cli::parse_from(args(&v)).command;
+            up.overrides()
+        };
+        assert!(up(&["--worker-flow-resolver", "flows/r.py:resolve"])
+            .contains(&("PYOCO_FLOW_RESOLVER", "flows/r.py:resolve".to_string())));
+        assert!(!up(&["--worker-flow-resolver", ""])
+            .iter()
+            .any(|(k, _)| *k == "PYOCO_FLOW_RESOLVER"));
+        assert!(!up(&[]).iter().any(|(k, _)| *k == "PYOCO_FLOW_RESOLVER"));
     }
 }

@@ -94,6 +94,11 @@ impl Cli {
         add("PYOCO_NATS_URL", self.nats_url.clone());
         add("PYOCO_WORKER_TAGS", self.tags.clone());
         add("PYOCO_WORKER_ID", self.worker_id.clone());
+        // Empty: as if not given (the setting applies).
+        add(
+            "PYOCO_FLOW_RESOLVER",
+            self.flow_resolver.clone().filter(|r| !r.trim().is_empty()),
+        );
         if self.wheel_sync {
             add("PYOCO_WHEEL_SYNC_ENABLED", Some("true".into()));
         }
@@ -165,13 +170,6 @@ fn worker_config(cli: &Cli, settings: &Settings, cwd: &Path) -> Result<WorkerCon
     config.stop_timeout = Duration::from_secs_f64(cli.stop_timeout);
     config.run_once = cli.run_once;
     config.concurrency = usize::from(cli.concurrency);
-    if let Some(resolver) = cli.flow_resolver.as_deref().filter(|r| !r.is_empty()) {
-        config.set_flow_resolver(resolver, cwd);
-    } else if let Ok(resolver) = std::env::var("PYOCO_FLOW_RESOLVER") {
-        if !resolver.is_empty() {
-            config.set_flow_resolver(&resolver, cwd);
-        }
-    }
     // Runners work in their own directory: relative PYTHONPATH entries must not change meaning.
     config.set_pythonpath(std::env::var_os("PYTHONPATH").as_deref(), cwd, false)?;
     // As 0.5.1: a relative PYOCO_WHEEL_SYNC_DIR / --wheel-sync-dir is under the working dir.
@@ -280,6 +278,46 @@ mod tests {
         assert_eq!(config.wheel_sync.dir, Path::new("/home/u/proj/synced"));
         assert_eq!(config.wheel_sync.interval, Duration::from_millis(1500));
         assert_eq!(config.wheel_sync.install_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn the_flow_resolver_flag_wins_over_the_setting_and_reaches_the_runners() {
+        let load = |cli: &Cli| {
+            let mut env: std::collections::HashMap<String, String> = [
+                ("PYOCO_LOAD_DOTENV", "0"),
+                ("PYOCO_DATA_DIR", "/tmp/pyoco-cli-resolver-test"),
+                ("PYOCO_FLOW_RESOLVER", "from_env.flows:resolve"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            for (k, v) in cli.overrides() {
+                env.insert(k.to_string(), v);
+            }
+            let settings = Settings::load(&pyoco_config::LoadOptions {
+                env,
+                cwd: "/home/u/proj".into(),
+                home: None,
+            })
+            .unwrap();
+            let Ok(config) = worker_config(cli, &settings, Path::new("/home/u/proj")) else {
+                panic!("worker config");
+            };
+            config
+                .runner_env
+                .iter()
+                .find(|(k, _)| k == "PYOCO_FLOW_RESOLVER")
+                .map(|(_, v)| v.clone())
+        };
+        let flag = Cli::parse_from(["pyoco-worker", "--flow-resolver", "flows/r.py:resolve"]);
+        assert_eq!(
+            load(&flag).as_deref(),
+            Some("/home/u/proj/flows/r.py:resolve")
+        );
+        let setting = Cli::parse_from(["pyoco-worker"]);
+        assert_eq!(load(&setting).as_deref(), Some("from_env.flows:resolve"));
+        let empty_flag = Cli::parse_from(["pyoco-worker", "--flow-resolver", ""]);
+        assert_eq!(load(&empty_flag).as_deref(), Some("from_env.flows:resolve"));
     }
 
     #[test]

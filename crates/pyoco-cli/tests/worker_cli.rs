@@ -124,6 +124,63 @@ fn help_documents_wheel_sync_and_concurrency() {
     assert!(help.contains("--concurrency"), "{help}");
 }
 
+/// A bad runner setting in the `.env` stops the worker at start with the standard message naming
+/// the variable, its value and the file, before it connects anywhere; so does a bad
+/// `--flow-resolver` (validated as `PYOCO_FLOW_RESOLVER`).
+#[test]
+fn a_bad_runner_setting_stops_the_worker_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES=-1\nPYOCO_RUNNER_TEE_TASK_OUTPUT=abc\n",
+    )
+    .unwrap();
+    let worker = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pyoco-worker"));
+        cmd.current_dir(dir.path())
+            .env("PYOCO_LOAD_DOTENV", "1")
+            .env_remove("PYOCO_ENV_FILE")
+            .env("PYOCO_DATA_DIR", dir.path().join("data"))
+            .env("PYOCO_NATS_URL", "nats://127.0.0.1:1")
+            .env_remove("PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES")
+            .env_remove("PYOCO_RUNNER_TEE_TASK_OUTPUT")
+            .env_remove("PYOCO_FLOW_RESOLVER");
+        cmd
+    };
+    let out = worker().arg("--run-once").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("[pyoco-worker][ERR-PYOCO-0018] invalid configuration:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES=\"-1\" (from file "),
+        "{err}"
+    );
+    assert!(err.contains("expected an integer ≥ 0"), "{err}");
+    assert!(
+        err.contains("PYOCO_RUNNER_TEE_TASK_OUTPUT=\"abc\""),
+        "{err}"
+    );
+
+    std::fs::remove_file(dir.path().join(".env")).unwrap();
+    let out = worker()
+        .args(["--run-once", "--flow-resolver", "flows/resolver.py"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PYOCO_FLOW_RESOLVER=\"flows/resolver.py\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("module:function"),
+        "says what is expected: {err}"
+    );
+}
+
 /// Tasks of the crash tests: `slow` leaves a line in its marker file, then sleeps.
 const CRASH_TASKS_PY: &str = "import time\n\
 \n\

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use directories::ProjectDirs;
 
 use crate::error::ConfigError;
-use crate::Settings;
+use crate::table::Settings;
 
 /// Where the app keeps its files.
 #[derive(Debug, Clone, PartialEq, Eq)]

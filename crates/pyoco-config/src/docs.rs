@@ -4,7 +4,8 @@
 
 use std::fmt::Write;
 
-use crate::spec::{specs, Group};
+use crate::spec::Group;
+use crate::table::specs;
 
 const INTRO: &str = include_str!("docs/intro.md");
 const DIFFERENCES: &str = include_str!("docs/differences.md");
@@ -21,25 +22,29 @@ pub fn configuration_markdown() -> String {
         }
         let _ = write!(
             out,
-            "\n### {}\n\n| Variable | Default | Expected | Scope | Meaning |\n|---|---|---|---|---|\n",
+            "\n### {}\n\n| Variable | Default | Expected | Scope | A change restarts | Meaning |\n|---|---|---|---|---|---|\n",
             group.title()
         );
         for spec in rows {
-            let default = match spec.default {
+            let mut default = match spec.default {
                 Some(d) => format!("`{d}`"),
                 None => "(empty)".to_owned(),
             };
+            if let Some(appliance) = spec.appliance_default {
+                default.push_str(&format!("; appliance: `{appliance}`"));
+            }
             let mut scope = spec.scope.label().to_owned();
             if spec.secret {
                 scope.push_str(", secret");
             }
             let _ = writeln!(
                 out,
-                "| `{}` | {} | {} | {} | {} |",
+                "| `{}` | {} | {} | {} | {} | {} |",
                 spec.name,
                 cell(&default),
                 cell(&spec.expected()),
                 scope,
+                spec.restarts.label(),
                 cell(spec.help)
             );
         }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::settings::Source;
+use crate::source::Source;
 use crate::spec::Spec;
 
 /// Everything that can go wrong in this crate.

@@ -1,10 +1,8 @@
 //! What a setting *is*: its name, group, kind (type + validation rule), default, help and scope.
 //!
-//! The entries themselves live in `table.rs`; this module only describes their shape and gives
-//! read access to them (`specs()`, `spec(name)`) for the CLI's `--help`, the settings window and
-//! the generated `docs/configuration.md`.
-
-use crate::table::SPECS;
+//! The entries themselves live in `table.rs` (read them with `specs()` and `spec(name)` there);
+//! this module only describes their shape, so every layer above (values, errors, the table, the
+//! loader, the docs) can name these types without depending on the table.
 
 /// One `PYOCO_*` setting, as declared once in the table.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,10 +15,16 @@ pub struct Spec {
     pub kind: Kind,
     /// The default as written in a `.env`, or `None` when unset means "not set" (see `help`).
     pub default: Option<&'static str>,
+    /// What the local appliance (`pyoco-server up --with-nats`, the desktop app) uses instead
+    /// of `default` when the setting is not set; `None` when it uses `default` too. Applied by
+    /// `Settings::with_appliance_defaults`.
+    pub appliance_default: Option<&'static str>,
     /// One line of help, for `--help`, tooltips and the docs.
     pub help: &'static str,
     /// Who reads it and whether the settings window exports it.
     pub scope: Scope,
+    /// What a change restarts in the running appliance.
+    pub restarts: Restarts,
     /// A secret: never shown, logged or echoed in error messages.
     pub secret: bool,
 }
@@ -44,16 +48,6 @@ impl Spec {
     }
 }
 
-/// Every setting, in table order (grouped, groups in [`Group::ALL`] order).
-pub fn specs() -> &'static [Spec] {
-    SPECS
-}
-
-/// The setting called `name` (exact, case-sensitive), if there is one.
-pub fn spec(name: &str) -> Option<&'static Spec> {
-    SPECS.iter().find(|s| s.name == name)
-}
-
 /// Who reads a setting, and so whether "export" writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -72,6 +66,37 @@ impl Scope {
             Scope::Server => "server",
             Scope::Local => "local",
             Scope::ProcessEnv => "process env",
+        }
+    }
+}
+
+/// What a change of a setting restarts in the running appliance (the desktop app applies a
+/// saved change this way; the appliance maps it to its components).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Restarts {
+    /// Nothing: the value is read once when the program starts (logging, the loader's own
+    /// switches), so a change applies at its next start.
+    Nothing,
+    /// The HTTP gateway.
+    Gateway,
+    /// The local worker.
+    Worker,
+    /// The gateway and the worker, with the NATS connection they share (the NATS URL, names of
+    /// streams and buckets, what both of them read).
+    GatewayAndWorker,
+    /// Everything, the managed nats-server included (its ports and store, the data dir).
+    Everything,
+}
+
+impl Restarts {
+    /// Short label used in the docs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Restarts::Nothing => "next start",
+            Restarts::Gateway => "gateway",
+            Restarts::Worker => "worker",
+            Restarts::GatewayAndWorker => "gateway, worker",
+            Restarts::Everything => "everything",
         }
     }
 }
@@ -192,6 +217,11 @@ pub enum Kind {
     Program,
     /// The dotenv file: `~` expanded, relative to the working directory; empty disables.
     EnvFile,
+    /// A flow resolver, `module:function` or `path/file.py:function`, split at the last `:`
+    /// (the runner's rule); the target is a file when it ends in `.py` or contains `/` or `\`.
+    /// A file path is `~`-expanded and resolved against the working directory (the runners
+    /// work in their own scratch directory); the function may be dotted (`Class.method`).
+    FlowResolver,
 }
 
 impl Kind {
@@ -235,6 +265,9 @@ impl Kind {
             Kind::Dirs => "directory paths separated by `:` (`~` expanded)".into(),
             Kind::Program => "a program path, or a command name looked up in PATH".into(),
             Kind::EnvFile => "a file path (`~` expanded; relative to the working directory)".into(),
+            Kind::FlowResolver => {
+                "module:function or path/file.py:function (a dotted function name is fine)".into()
+            }
         }
     }
 }

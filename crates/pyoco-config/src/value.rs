@@ -80,6 +80,23 @@ pub(crate) struct Context<'a> {
     pub home: Option<&'a Path>,
 }
 
+/// An owned [`Context`]: kept by `Settings`, so their texts can be read again the same way
+/// (appliance defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Base {
+    pub cwd: PathBuf,
+    pub home: Option<PathBuf>,
+}
+
+impl Base {
+    pub fn context(&self) -> Context<'_> {
+        Context {
+            cwd: &self.cwd,
+            home: self.home.as_deref(),
+        }
+    }
+}
+
 /// Validate `raw` (already known to be non-blank, except for [`Kind::EnvFile`]).
 /// `Ok(None)` means "set to nothing" (an empty `PYOCO_ENV_FILE`, a tag list of only commas).
 /// `Err` is a short reason; the caller adds the variable, value, source and expected form.
@@ -192,6 +209,7 @@ pub(crate) fn parse(kind: Kind, raw: &str, ctx: &Context<'_>) -> Result<Option<V
             }
             Value::Path(ctx.cwd.join(expand_tilde(text, ctx.home)?))
         }
+        Kind::FlowResolver => Value::Text(parse_flow_resolver(text, ctx)?),
     };
     Ok(Some(value))
 }
@@ -282,6 +300,48 @@ fn expand_tilde(text: &str, home: Option<&Path>) -> Result<PathBuf, String> {
             None => Err("cannot expand `~`: no home directory is known (set HOME)".into()),
         },
     }
+}
+
+/// `module:function` or `path/file.py:function`, split at the last `:` as the runner does. A
+/// relative file path (the target ends in `.py` or contains `/` or `\`) becomes absolute
+/// against the working directory, `~` expanded; module targets are kept as written.
+fn parse_flow_resolver(text: &str, ctx: &Context<'_>) -> Result<String, String> {
+    let Some((target, function)) = text.rsplit_once(':') else {
+        return Err("no `:function` part".into());
+    };
+    let (target, function) = (target.trim(), function.trim());
+    if target.is_empty() {
+        return Err("no module or file before the `:`".into());
+    }
+    check_dotted_identifier(function).map_err(|e| format!("function {function:?}: {e}"))?;
+    let is_path = target.ends_with(".py") || target.contains('/') || target.contains('\\');
+    if !is_path {
+        check_dotted_identifier(target).map_err(|e| format!("module {target:?}: {e}"))?;
+        return Ok(format!("{target}:{function}"));
+    }
+    let path = ctx.cwd.join(expand_tilde(target, ctx.home)?);
+    Ok(format!("{}:{function}", path.display()))
+}
+
+/// Python names separated by `.` (`pkg.mod`, `Class.method`).
+fn check_dotted_identifier(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("empty".into());
+    }
+    for part in text.split('.') {
+        let mut chars = part.chars();
+        match chars.next() {
+            None => return Err("an empty name between dots".into()),
+            Some(c) if !(c.is_alphabetic() || c == '_') => {
+                return Err(format!("{part:?} is not a Python name"))
+            }
+            _ => {}
+        }
+        if chars.any(|c| !(c.is_alphanumeric() || c == '_')) {
+            return Err(format!("{part:?} is not a Python name"));
+        }
+    }
+    Ok(())
 }
 
 fn is_name_char(c: char) -> bool {
@@ -505,6 +565,60 @@ mod tests {
         assert_eq!(ok(k, "0.01"), Value::Float(0.1));
         for raw in [
             "0", "-1", "-0.5", "abc", "nan", "inf", "-inf", "1__0", "_1", "1.0s", "",
+        ] {
+            bad(k, raw);
+        }
+    }
+
+    #[test]
+    fn relative_resolver_paths_become_absolute() {
+        // (Was the worker's `absolutize_resolver` test: the rule now runs when settings load.)
+        let proj = Context {
+            cwd: Path::new("/home/u/proj"),
+            home: Some(Path::new("/home/u")),
+        };
+        let resolve = |raw: &str| match parse(Kind::FlowResolver, raw, &proj) {
+            Ok(Some(Value::Text(t))) => t,
+            other => panic!("{raw:?}: {other:?}"),
+        };
+        assert_eq!(
+            resolve("flows/r.py:resolve"),
+            "/home/u/proj/flows/r.py:resolve"
+        );
+        assert_eq!(resolve("r.py:resolve"), "/home/u/proj/r.py:resolve");
+        assert_eq!(resolve("/abs/r.py:resolve"), "/abs/r.py:resolve");
+        assert_eq!(resolve("my_pkg.flows:resolve"), "my_pkg.flows:resolve");
+    }
+
+    #[test]
+    fn flow_resolvers_take_the_runners_forms() {
+        let k = Kind::FlowResolver;
+        let text = |raw| match ok(k, raw) {
+            Value::Text(t) => t,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            text(" pkg.flows:Resolver.resolve "),
+            "pkg.flows:Resolver.resolve"
+        );
+        assert_eq!(text("~/r.py:resolve"), "/home/u/r.py:resolve");
+        // Split at the last `:`, as the runner does: a colon in a file path is fine.
+        assert_eq!(text("a:b/r.py:resolve"), "/work/dir/a:b/r.py:resolve");
+        assert_eq!(
+            text("flows/resolver:resolve"),
+            "/work/dir/flows/resolver:resolve"
+        );
+        for raw in [
+            "resolve",
+            "pkg.flows",
+            ":resolve",
+            "pkg.flows:",
+            "pkg flows:resolve",
+            "pkg..flows:resolve",
+            "pkg.flows:1resolve",
+            "pkg.flows:re-solve",
+            "pkg:flows:resolve",
+            "r.py:",
         ] {
             bad(k, raw);
         }

@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use pyoco_config::{
-    spec, specs, AuthMode, ConfigError, DashboardLang, LoadOptions, LogFormat, LogLevel, Scope,
-    Settings, Source,
+    spec, specs, AuthMode, ConfigError, DashboardLang, Group, LoadOptions, LogFormat, LogLevel,
+    Scope, Settings, Source,
 };
 use tempfile::TempDir;
 
@@ -180,6 +180,86 @@ fn the_table_is_complete_and_consistent() {
     assert_eq!(spec("PYOCO_PYTHON").unwrap().scope, Scope::Server);
     assert_eq!(spec("PYOCO_ENV_FILE").unwrap().scope, Scope::ProcessEnv);
     assert!(spec("PYOCO_NATS_URL").unwrap().help.contains("NATS"));
+}
+
+#[test]
+fn appliance_defaults_load() {
+    let f = Fixture::new();
+    let plain = f.settings();
+    let s = plain.with_appliance_defaults().unwrap();
+    assert!(
+        s.wheel_sync_enabled,
+        "the appliance syncs wheels by default"
+    );
+    assert_eq!(s.wheel_sync_dir, PathBuf::from("wheels"));
+    for spec in specs() {
+        match spec.appliance_default {
+            Some(text) => {
+                assert_ne!(
+                    spec.default,
+                    Some(text),
+                    "{}: same as the default",
+                    spec.name
+                );
+                assert_eq!(s.raw(spec.name), Some(text), "{}", spec.name);
+                assert_eq!(s.source(spec.name), Some(&Source::ApplianceDefault));
+            }
+            None => {
+                assert_eq!(s.raw(spec.name), plain.raw(spec.name), "{}", spec.name);
+                assert_eq!(s.source(spec.name), Some(&Source::Default), "{}", spec.name);
+            }
+        }
+    }
+    // Applying them again changes nothing.
+    let again = s.with_appliance_defaults().unwrap();
+    assert_eq!(format!("{again:?}"), format!("{s:?}"));
+    assert_eq!(
+        again.source("PYOCO_WHEEL_SYNC_ENABLED"),
+        Some(&Source::ApplianceDefault)
+    );
+}
+
+#[test]
+fn appliance_defaults_leave_set_values_alone() {
+    let f = Fixture::new()
+        .env("PYOCO_WHEEL_SYNC_ENABLED", "false")
+        .file(".env", "PYOCO_WHEEL_SYNC_DIR=.pyoco/wheels\n");
+    let s = f.settings().with_appliance_defaults().unwrap();
+    assert!(!s.wheel_sync_enabled);
+    assert_eq!(s.source("PYOCO_WHEEL_SYNC_ENABLED"), Some(&Source::Env));
+    // Set to the plain default in the .env: still set, so kept.
+    assert_eq!(s.wheel_sync_dir, PathBuf::from(".pyoco/wheels"));
+    assert_eq!(s.source("PYOCO_WHEEL_SYNC_DIR"), Some(&f.dotenv_source()));
+    // Paths resolved at load stay resolved the same way.
+    let f = Fixture::new().env("PYOCO_DATA_DIR", "data");
+    let s = f.settings().with_appliance_defaults().unwrap();
+    assert_eq!(s.data_dir, Some(f.cwd().join("data")));
+}
+
+#[test]
+fn every_setting_says_what_a_change_restarts() {
+    use pyoco_config::Restarts;
+    for spec in specs() {
+        let at_start = matches!(spec.group, Group::Logging | Group::DotenvLoader);
+        assert_eq!(
+            spec.restarts == Restarts::Nothing,
+            at_start,
+            "{}",
+            spec.name
+        );
+    }
+    assert_eq!(
+        spec("PYOCO_NATS_CLIENT_PORT").unwrap().restarts,
+        Restarts::Everything
+    );
+    assert_eq!(
+        spec("PYOCO_WHEEL_SYNC_DIR").unwrap().restarts,
+        Restarts::Worker
+    );
+    assert_eq!(
+        spec("PYOCO_WHEEL_MAX_BYTES").unwrap().restarts,
+        Restarts::GatewayAndWorker
+    );
 }
 
 #[test]
@@ -433,6 +513,69 @@ fn single_problem(f: &Fixture) -> pyoco_config::Problem {
     let problems = err.problems();
     assert_eq!(problems.len(), 1, "{err}");
     problems[0].clone()
+}
+
+#[test]
+fn the_runner_settings_load_from_the_dotenv_and_are_validated() {
+    let s = Fixture::new().settings();
+    assert_eq!(s.flow_resolver, None);
+    assert_eq!(s.runner_max_task_output_bytes, 65_536);
+    assert!(!s.runner_tee_task_output);
+
+    let f = Fixture::new().file(
+        ".env",
+        "PYOCO_FLOW_RESOLVER=flows/resolver.py:resolve\n\
+         PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES=0\n\
+         PYOCO_RUNNER_TEE_TASK_OUTPUT=yes\n",
+    );
+    let s = f.settings();
+    let resolver = format!("{}:resolve", f.cwd().join("flows/resolver.py").display());
+    assert_eq!(s.flow_resolver.as_deref(), Some(resolver.as_str()));
+    assert_eq!(
+        s.raw("PYOCO_FLOW_RESOLVER"),
+        Some("flows/resolver.py:resolve")
+    );
+    assert_eq!(s.runner_max_task_output_bytes, 0, "0 keeps only the marker");
+    assert!(s.runner_tee_task_output);
+    for name in [
+        "PYOCO_FLOW_RESOLVER",
+        "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES",
+        "PYOCO_RUNNER_TEE_TASK_OUTPUT",
+    ] {
+        let spec = spec(name).unwrap();
+        assert_eq!(s.source(name), Some(&f.dotenv_source()), "{name}");
+        assert_eq!((spec.group, spec.scope), (Group::Worker, Scope::Server));
+    }
+    let s = Fixture::new()
+        .env("PYOCO_FLOW_RESOLVER", "my_pkg.flows:resolve")
+        .settings();
+    assert_eq!(s.flow_resolver.as_deref(), Some("my_pkg.flows:resolve"));
+
+    for (name, value, reason) in [
+        (
+            "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES",
+            "-1",
+            "must be at least 0",
+        ),
+        (
+            "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES",
+            "abc",
+            "not an integer",
+        ),
+        ("PYOCO_RUNNER_TEE_TASK_OUTPUT", "loud", "not a boolean word"),
+        ("PYOCO_FLOW_RESOLVER", "resolve", "no `:function` part"),
+        ("PYOCO_FLOW_RESOLVER", "my-pkg:resolve", "not a Python name"),
+    ] {
+        let f = Fixture::new().file(".env", &format!("{name}={value}\n"));
+        let p = single_problem(&f);
+        assert_eq!((p.name, p.value.as_str()), (name, value));
+        assert!(p.reason.contains(reason), "{name}={value}: {}", p.reason);
+        let shown = f.error().to_string();
+        assert!(
+            shown.contains(&format!("{name}={value:?} (from file ")),
+            "{shown}"
+        );
+    }
 }
 
 #[test]

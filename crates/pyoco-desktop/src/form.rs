@@ -29,6 +29,8 @@ pub struct Field {
     pub name: &'static str,
     pub help: &'static str,
     pub expected: String,
+    /// The default in force in the app: the table's appliance default where the setting has
+    /// one (e.g. wheel sync on), else its plain default.
     pub default: Option<&'static str>,
     /// `text`, `number`, `bool`, `select`, `secret` or `path`.
     pub input: &'static str,
@@ -97,7 +99,8 @@ fn field(spec: &'static Spec, doc: &EnvDocument, opts: &LoadOptions) -> Field {
         name: spec.name,
         help: spec.help,
         expected: spec.expected(),
-        default: spec.default,
+        // The app is the appliance: its default is the appliance default where there is one.
+        default: spec.appliance_default.or(spec.default),
         input,
         choices,
         value: if spec.secret { String::new() } else { text },
@@ -148,7 +151,8 @@ fn input_of(kind: Kind) -> (&'static str, Option<&'static [&'static str]>) {
         | Kind::Tags
         | Kind::KvKey
         | Kind::HeaderName
-        | Kind::Host => ("text", None),
+        | Kind::Host
+        | Kind::FlowResolver => ("text", None),
     }
 }
 
@@ -264,6 +268,30 @@ mod tests {
         let nats_port = find("PYOCO_NATS_CLIENT_PORT");
         assert_eq!(nats_port.scope, "local");
         assert_eq!(nats_port.restarts, vec!["nats", "gateway", "worker"]);
+    }
+
+    #[test]
+    fn fields_show_the_default_the_app_runs_with() {
+        let form = build(
+            &EnvDocument::new(),
+            &opts(),
+            Path::new("/c/.env"),
+            Path::new("/x"),
+        );
+        let default = |n: &str| {
+            form.groups
+                .iter()
+                .flat_map(|g| &g.fields)
+                .find(|f| f.name == n)
+                .unwrap()
+                .default
+        };
+        // The appliance's own defaults, where the table gives one…
+        assert_eq!(default("PYOCO_WHEEL_SYNC_ENABLED"), Some("true"));
+        assert_eq!(default("PYOCO_WHEEL_SYNC_DIR"), Some("wheels"));
+        // …else the plain default.
+        assert_eq!(default("PYOCO_NATS_URL"), Some("nats://127.0.0.1:4222"));
+        assert_eq!(default("PYOCO_PYTHON"), None);
     }
 
     #[test]

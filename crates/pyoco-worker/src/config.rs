@@ -31,8 +31,10 @@ pub struct WorkerConfig {
     pub runner_dir: PathBuf,
     /// The runners' working directory (pyoco writes `./artifacts` there).
     pub work_dir: PathBuf,
-    /// Environment added to the runners' (`PYOCO_DISCOVERY_MODULES`, `PYOCO_FLOW_RESOLVER`,
-    /// `PYTHONPATH`, …).
+    /// Environment added to the runners' (`PYOCO_DISCOVERY_MODULES`, `PYTHONPATH`, …). The
+    /// runner's own settings (`PYOCO_FLOW_RESOLVER`, `PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES`,
+    /// `PYOCO_RUNNER_TEE_TASK_OUTPUT`) are always in it, taken from [`Settings`], so a runner
+    /// never reads them from the worker's process environment.
     pub runner_env: Vec<(String, String)>,
     /// How long a runner may take to start.
     pub runner_ready_timeout: Duration,
@@ -140,7 +142,26 @@ impl WorkerConfig {
             })
             .collect();
         let work_dir = runner_dir.join("work").join(dir_name);
-        let mut runner_env = Vec::new();
+        let mut runner_env = vec![
+            // Empty: no resolver (the runner treats an empty value as unset).
+            (
+                "PYOCO_FLOW_RESOLVER".to_string(),
+                settings.flow_resolver.clone().unwrap_or_default(),
+            ),
+            (
+                "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES".to_string(),
+                settings.runner_max_task_output_bytes.to_string(),
+            ),
+            (
+                "PYOCO_RUNNER_TEE_TASK_OUTPUT".to_string(),
+                if settings.runner_tee_task_output {
+                    "1"
+                } else {
+                    "0"
+                }
+                .to_string(),
+            ),
+        ];
         if let Some(m) = settings
             .discovery_modules
             .as_ref()
@@ -196,36 +217,11 @@ impl WorkerConfig {
 
     /// Make a relative wheel sync dir absolute against `base` (absolute ones are kept): the
     /// headless worker passes its working directory (0.5.1's meaning), the appliance its data
-    /// dir.
+    /// dir (its other wheel sync defaults are the settings table's appliance defaults, see
+    /// `Settings::with_appliance_defaults`).
     pub fn resolve_wheel_sync_dir(&mut self, base: &Path) {
         if self.wheel_sync.dir.is_relative() {
             self.wheel_sync.dir = base.join(&self.wheel_sync.dir);
-        }
-    }
-
-    /// The appliance's wheel sync defaults for its local worker (`settings` being the ones
-    /// this config was built from), used by `pyoco-server up` and the desktop app:
-    ///
-    /// - `PYOCO_WHEEL_SYNC_ENABLED` not set (neither in the environment nor in a `.env`) ⇒
-    ///   sync **on**, so a wheel uploaded from the CLI is installed on the local worker without
-    ///   any restart by hand; set explicitly (`false` too) ⇒ as set. The headless
-    ///   `pyoco-worker` keeps 0.5.1's default (off).
-    /// - `PYOCO_WHEEL_SYNC_DIR` not set ⇒ `<data dir>/wheels`; relative ⇒ under the data dir;
-    ///   absolute ⇒ kept. A desktop app has no meaningful working directory.
-    pub fn resolve_wheel_sync_dir_for_appliance(&mut self, settings: &Settings, dirs: &AppDirs) {
-        let unset = |name: &str| {
-            matches!(
-                settings.source(name),
-                None | Some(pyoco_config::Source::Default)
-            )
-        };
-        if unset("PYOCO_WHEEL_SYNC_ENABLED") {
-            self.wheel_sync.enabled = true;
-        }
-        if unset("PYOCO_WHEEL_SYNC_DIR") {
-            self.wheel_sync.dir = dirs.wheels_dir();
-        } else {
-            self.resolve_wheel_sync_dir(dirs.data_dir());
         }
     }
 
@@ -275,14 +271,6 @@ impl WorkerConfig {
             .map_err(|e| WorkerError::Config(format!("PYTHONPATH: {e}")))?;
         self.set_runner_env("PYTHONPATH", &joined.to_string_lossy());
         Ok(())
-    }
-
-    /// Set `PYOCO_FLOW_RESOLVER` for the runners. A relative file path
-    /// (`flows/resolver.py:resolve`) is made absolute against `cwd`, because the runners work
-    /// in their own scratch directory.
-    pub fn set_flow_resolver(&mut self, spec: &str, cwd: &Path) {
-        let spec = absolutize_resolver(spec, cwd);
-        self.set_runner_env("PYOCO_FLOW_RESOLVER", &spec);
     }
 
     /// Set (or replace) one variable of the runners' environment.
@@ -342,44 +330,9 @@ fn default_python(venv: &Path) -> PathBuf {
     }
 }
 
-/// `path/file.py:function` with a relative path → the same with `cwd/path`. Module specs
-/// (`pkg.mod:function`) are returned unchanged. The target is a path when it ends in `.py` or
-/// contains `/` or `\` (the runner's rule, split at the last `:`).
-fn absolutize_resolver(spec: &str, cwd: &Path) -> String {
-    let Some((target, func)) = spec.rsplit_once(':') else {
-        return spec.to_string();
-    };
-    let is_path = target.ends_with(".py") || target.contains('/') || target.contains('\\');
-    if !is_path || Path::new(target).is_absolute() || target.is_empty() {
-        return spec.to_string();
-    }
-    format!("{}:{func}", cwd.join(target).display())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_resolver_paths_become_absolute() {
-        let cwd = Path::new("/home/u/proj");
-        assert_eq!(
-            absolutize_resolver("flows/r.py:resolve", cwd),
-            "/home/u/proj/flows/r.py:resolve"
-        );
-        assert_eq!(
-            absolutize_resolver("r.py:resolve", cwd),
-            "/home/u/proj/r.py:resolve"
-        );
-        assert_eq!(
-            absolutize_resolver("/abs/r.py:resolve", cwd),
-            "/abs/r.py:resolve"
-        );
-        assert_eq!(
-            absolutize_resolver("my_pkg.flows:resolve", cwd),
-            "my_pkg.flows:resolve"
-        );
-    }
 
     fn settings_with(vars: &[(&str, &str)]) -> Settings {
         let mut opts = pyoco_config::LoadOptions {
@@ -443,69 +396,34 @@ mod tests {
     }
 
     #[test]
-    fn the_appliance_keeps_synced_wheels_under_its_data_dir() {
-        let dirs = AppDirs::new(Some(Path::new("/srv/pyoco-data"))).unwrap();
-        for (value, expected) in [
-            (None, "/srv/pyoco-data/wheels"),
-            (Some("synced"), "/srv/pyoco-data/synced"),
-            (Some("/abs/wheels"), "/abs/wheels"),
-        ] {
-            let vars: Vec<(&str, &str)> = value
-                .map(|v| vec![("PYOCO_WHEEL_SYNC_DIR", v)])
-                .unwrap_or_default();
-            let settings = settings_with(&vars);
-            let mut cfg = WorkerConfig::from_settings(&settings).unwrap();
-            cfg.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
-            assert_eq!(cfg.wheel_sync.dir, PathBuf::from(expected), "{value:?}");
-        }
-    }
-
-    #[test]
-    fn the_appliance_syncs_wheels_unless_told_not_to() {
-        let dirs = AppDirs::new(Some(Path::new("/srv/pyoco-data"))).unwrap();
-        for (value, expected) in [
-            (None, true),
-            (Some("false"), false),
-            (Some("0"), false),
-            (Some("true"), true),
-            (Some("1"), true),
-        ] {
-            let vars: Vec<(&str, &str)> = value
-                .map(|v| vec![("PYOCO_WHEEL_SYNC_ENABLED", v)])
-                .unwrap_or_default();
-            let settings = settings_with(&vars);
-            let mut cfg = WorkerConfig::from_settings(&settings).unwrap();
-            // The headless worker keeps 0.5.1's default: off unless set.
-            assert_eq!(
-                cfg.wheel_sync.enabled,
-                value.is_some() && expected,
-                "{value:?}"
-            );
-            cfg.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
-            assert_eq!(cfg.wheel_sync.enabled, expected, "appliance, {value:?}");
-        }
-    }
-
-    #[test]
-    fn an_explicit_false_in_a_dotenv_file_keeps_the_appliances_sync_off() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".env"), "PYOCO_WHEEL_SYNC_ENABLED=false\n").unwrap();
-        let mut opts = pyoco_config::LoadOptions {
-            env: Default::default(),
-            cwd: dir.path().to_path_buf(),
-            home: None,
+    fn the_runner_settings_always_reach_the_runner_env() {
+        let env = |cfg: &WorkerConfig, name: &str| {
+            let found: Vec<&str> = cfg
+                .runner_env
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(found.len(), 1, "{name}: {found:?}");
+            found[0].to_string()
         };
-        opts.env
-            .insert("PYOCO_DATA_DIR".into(), "/srv/pyoco-data".into());
-        let settings = Settings::load(&opts).unwrap();
-        assert!(matches!(
-            settings.source("PYOCO_WHEEL_SYNC_ENABLED"),
-            Some(pyoco_config::Source::File { .. })
-        ));
-        let dirs = AppDirs::new(Some(Path::new("/srv/pyoco-data"))).unwrap();
-        let mut cfg = WorkerConfig::from_settings(&settings).unwrap();
-        cfg.resolve_wheel_sync_dir_for_appliance(&settings, &dirs);
-        assert!(!cfg.wheel_sync.enabled);
+        // Unset: the defaults, written out, so the runner never sees the process's values.
+        let cfg = WorkerConfig::from_settings(&settings_with(&[])).unwrap();
+        assert_eq!(env(&cfg, "PYOCO_FLOW_RESOLVER"), "");
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES"), "65536");
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_TEE_TASK_OUTPUT"), "0");
+        let cfg = WorkerConfig::from_settings(&settings_with(&[
+            ("PYOCO_FLOW_RESOLVER", "flows/r.py:resolve"),
+            ("PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES", "1_000"),
+            ("PYOCO_RUNNER_TEE_TASK_OUTPUT", "on"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            env(&cfg, "PYOCO_FLOW_RESOLVER"),
+            "/home/u/proj/flows/r.py:resolve"
+        );
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES"), "1000");
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_TEE_TASK_OUTPUT"), "1");
     }
 
     #[test]

@@ -1,43 +1,14 @@
 //! Loading: process environment → `.env` → default, per setting, then validation of everything.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::document::EnvDocument;
 use crate::error::{ConfigError, Problem};
+use crate::source::{Effective, Source};
 use crate::spec::{Kind, Scope, Spec};
-use crate::table::SPECS;
-use crate::value::{self, Context, Value};
-use crate::Settings;
-
-/// Where a setting's value came from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// The process environment.
-    Env,
-    /// A `.env` file (absolute path).
-    File { path: PathBuf },
-    /// The table's default (or unset, when there is none).
-    Default,
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Env => f.write_str("environment"),
-            Source::File { path } => write!(f, "file {}", path.display()),
-            Source::Default => f.write_str("default"),
-        }
-    }
-}
-
-/// A setting's effective text and where it came from.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Effective {
-    pub raw: Option<String>,
-    pub source: Source,
-}
+use crate::table::{Settings, SPECS};
+use crate::value::{self, Base, Context, Value};
 
 /// Everything the loader reads from the outside world, so tests can load without touching the
 /// real process environment or working directory.
@@ -131,12 +102,45 @@ impl Settings {
         opts: &LoadOptions,
         dotenv: Option<(&Path, &EnvDocument)>,
     ) -> Result<Settings, ConfigError> {
-        let ctx = opts.context();
+        let effective = SPECS
+            .iter()
+            .map(|spec| effective_text(spec, &opts.env, dotenv))
+            .collect();
+        let base = Base {
+            cwd: opts.cwd.clone(),
+            home: opts.home.clone(),
+        };
+        Settings::build(effective, base)
+    }
+
+    /// The settings as the local appliance (`pyoco-server up --with-nats`, the desktop app) runs
+    /// with them: every setting whose value is the table's plain default ([`Source::Default`])
+    /// and whose row has an appliance default ([`Spec::appliance_default`]) takes that instead
+    /// ([`Source::ApplianceDefault`]); a value set in the environment or a `.env` — even one
+    /// equal to the plain default — is kept. Applying it twice changes nothing.
+    ///
+    /// `Err` only if an appliance default does not validate (a table bug, caught by tests).
+    pub fn with_appliance_defaults(&self) -> Result<Settings, ConfigError> {
+        let effective = SPECS
+            .iter()
+            .zip(&self.effective)
+            .map(|(spec, eff)| match spec.appliance_default {
+                Some(text) if eff.source == Source::Default => Effective {
+                    raw: Some(text.to_owned()),
+                    source: Source::ApplianceDefault,
+                },
+                _ => eff.clone(),
+            })
+            .collect();
+        Settings::build(effective, self.base.clone())
+    }
+
+    /// Validate every effective text (in table order) into typed settings.
+    fn build(effective: Vec<Effective>, base: Base) -> Result<Settings, ConfigError> {
+        let ctx = base.context();
         let mut problems = Vec::new();
         let mut values = Vec::with_capacity(SPECS.len());
-        let mut effective = Vec::with_capacity(SPECS.len());
-        for spec in SPECS {
-            let eff = effective_text(spec, &opts.env, dotenv);
+        for (spec, eff) in SPECS.iter().zip(&effective) {
             let value = match &eff.raw {
                 None => None,
                 Some(raw) => match value::parse(spec.kind, raw, &ctx) {
@@ -148,15 +152,15 @@ impl Settings {
                 },
             };
             values.push(value);
-            effective.push(eff);
         }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
-        let mut settings =
-            Settings::from_values(values, effective).map_err(|name| ConfigError::Invalid {
+        let mut settings = Settings::from_values(values, effective, base).map_err(|name| {
+            ConfigError::Invalid {
                 problems: vec![Problem::internal(name)],
-            })?;
+            }
+        })?;
         if settings.worker_tags.is_empty() {
             settings.worker_tags = vec![settings.default_tag.clone()];
         }
