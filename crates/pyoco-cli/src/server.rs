@@ -255,7 +255,7 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
 }
 
 /// The runners' `PYTHONPATH` entries, in order, for the start-up banner.
-fn task_import_folders(config: &WorkerConfig) -> String {
+fn task_import_folders(config: &pyoco_worker::WorkerConfig) -> String {
     let folders: Vec<String> = config
         .runner_env
         .iter()

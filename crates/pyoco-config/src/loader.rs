@@ -121,18 +121,39 @@ impl Settings {
     ///
     /// `Err` only if an appliance default does not validate (a table bug, caught by tests).
     pub fn with_appliance_defaults(&self) -> Result<Settings, ConfigError> {
-        let effective = SPECS
-            .iter()
-            .zip(&self.effective)
-            .map(|(spec, eff)| match spec.appliance_default {
-                Some(text) if eff.source == Source::Default => Effective {
-                    raw: Some(text.to_owned()),
-                    source: Source::ApplianceDefault,
-                },
-                _ => eff.clone(),
-            })
-            .collect();
-        Settings::build(effective, self.base.clone())
+        // Only the rows that change are touched: values a caller set on the typed fields
+        // (flags, tests) are kept as they are.
+        let mut settings = self.clone();
+        let ctx = self.base.context();
+        let mut problems = Vec::new();
+        for (index, spec) in SPECS.iter().enumerate() {
+            let Some(text) = spec.appliance_default else {
+                continue;
+            };
+            if self.effective[index].source != Source::Default {
+                continue;
+            }
+            match value::parse(spec.kind, text, &ctx) {
+                Ok(value) => {
+                    settings
+                        .set_value(spec.name, value)
+                        .map_err(|name| ConfigError::Invalid {
+                            problems: vec![Problem::internal(name)],
+                        })?;
+                    settings.effective[index] = Effective {
+                        raw: Some(text.to_owned()),
+                        source: Source::ApplianceDefault,
+                    };
+                }
+                Err(reason) => {
+                    problems.push(Problem::new(spec, text, &Source::ApplianceDefault, reason))
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { problems });
+        }
+        Ok(settings)
     }
 
     /// Validate every effective text (in table order) into typed settings.

@@ -104,6 +104,25 @@ macro_rules! settings_table {
                 )*
                 Ok(Settings { $($field,)* effective, base })
             }
+
+            /// Replace one typed value (`name` is the variable). `Err` names a setting whose
+            /// value is of the wrong type, or an unknown name: a table bug, not user input.
+            pub(crate) fn set_value(
+                &mut self,
+                name: &str,
+                value: Option<Value>,
+            ) -> Result<(), &'static str> {
+                match name {
+                    $(
+                        stringify!($name) => {
+                            self.$field = <$ty as FromValue>::from_value(value)
+                                .ok_or(stringify!($name))?;
+                        }
+                    )*
+                    _ => return Err("an unknown setting"),
+                }
+                Ok(())
+            }
         }
 
         impl std::fmt::Debug for Settings {
