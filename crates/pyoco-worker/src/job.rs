@@ -21,12 +21,12 @@ use tokio::time::{sleep_until, Instant, Interval};
 use tracing::Instrument;
 
 use crate::{
+    context::{Phase, RunOverhead, Shared, TagConsumer},
     heartbeat::ticker,
     now,
     pool::Lease,
     runner::{cancel_request, run_request, RunFinished, RunnerEvent},
-    snapshot_writer::SnapshotWriter,
-    worker::{Phase, RunOverhead, Shared, TagConsumer},
+    snapshot_writer::{SnapshotWriter, ATTEMPT_KEY},
 };
 
 /// Attempts of the terminal write before the message is NAKed, and the pauses between them.
@@ -954,10 +954,6 @@ fn apply_job_metadata(s: &mut RunSnapshot, job: &JobMessage) {
     s.workflow_yaml_bytes = Some(job.workflow_yaml_bytes.or(s.workflow_yaml_bytes.flatten()));
     s.params = job.params.clone();
 }
-
-/// Snapshot key (our addition) holding the JetStream delivery count of the execution that owns
-/// the run: 1 for the first execution, 2+ after a redelivery.
-pub(crate) const ATTEMPT_KEY: &str = "attempt";
 
 /// The RUNNING snapshot of a claimed run: what the gateway stored (unknown keys included),
 /// the job's metadata over it, our `worker_id`, the delivery count as `attempt`, and a fresh

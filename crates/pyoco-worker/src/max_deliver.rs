@@ -34,8 +34,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::{
+    context::{Shared, TagConsumer},
     job::{give_up, Exhausted},
-    worker::{Shared, TagConsumer},
 };
 
 /// Queue group of the advisory subscriptions (one of our workers handles each advisory).
