@@ -1,4 +1,4 @@
-//! What the dispatcher (`worker.rs`), the job tasks (`job.rs`) and the max-deliveries watch
+//! What the dispatcher (`worker.rs`), the job tasks (`job/`) and the max-deliveries watch
 //! (`max_deliver.rs`) share while a worker runs: the [`Shared`] state, one [`TagConsumer`] per
 //! tag, the [`Phase`] that tells them all when to stop, and the [`WorkerProbe`] that records
 //! which runner executes which run and each run's [`RunOverhead`].

@@ -3,7 +3,7 @@
 //! A [`Worker`] serves one or more routing tags. For each tag it uses the durable pull consumer
 //! `pyoco_workers_<tag>` shared with every other worker of that tag — Python 0.5.1 workers
 //! included (contract §1.2, Appendix A) — and fetches at most as many jobs as it has idle
-//! runners, earlier tags first (§6.2). Each job then goes through `job.rs`:
+//! runners, earlier tags first (§6.2). Each job then goes through `job/`:
 //!
 //! 1. **decode** the message (§2.1); an invalid one goes to the DLQ (`invalid_job`), is
 //!    terminated, and its run — when the `run_id` is readable — is marked FAILED (fixing §14-9);

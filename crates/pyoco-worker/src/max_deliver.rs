@@ -20,7 +20,7 @@
 //! twice, deleting a deleted message is fine). Advisories are plain NATS messages: one sent
 //! while no worker of ours is connected is lost, and that message stays in the stream as in
 //! 0.5.1. The path for a failure the worker itself sees on the last allowed delivery is in
-//! `job.rs` (`nak`): same report, then TERM.
+//! `job/finish.rs` (`nak`): same report, then TERM.
 
 use std::{sync::Arc, time::Duration};
 
