@@ -41,6 +41,13 @@
 //! the policy gives up, the state is [`NatsState::Failed`] with
 //! [`NatsdError::RestartsExhausted`].
 //!
+//! The first start tells the two ways a starting server can end apart. One that *exits* (an exit
+//! code: a bad option, an unusable store dir) would fail the same way again, so
+//! [`NatsSupervisor::start`] returns the error at once. One *killed by a signal* (the OOM killer,
+//! a stray `kill`) did nothing wrong: it is restarted like a crash after start, same policy and
+//! states, and `start` returns once a restart is ready (or
+//! [`NatsdError::RestartsExhausted`] when the policy gives up).
+//!
 //! # Orphan prevention
 //!
 //! A nats-server left running after the app is gone holds its port and its store dir, and the
