@@ -9,7 +9,6 @@
 
 use std::{
     collections::HashMap,
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -43,7 +42,8 @@ impl Drop for Proc {
 }
 
 fn spawn(mut cmd: Command, what: &str) -> Proc {
-    cmd.process_group(0);
+    // Own process group (`Proc` kills it as a group), and killed with the test process.
+    pyoco_process::tie_to_parent(&mut cmd);
     Proc(cmd.spawn().unwrap_or_else(|e| {
         panic!("cannot start {what}: {e} — run `bash scripts/setup.sh --with-desktop-tests`")
     }))

@@ -2,7 +2,6 @@
 //! --with-nats` in the directory that holds the user's `flow.yaml` and task module.
 
 use std::{
-    os::unix::process::CommandExt,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -87,7 +86,10 @@ async fn pyoco_server_up_binary_runs_a_flow() {
     let log = tmp.path().join("pyoco-server.log");
     let out = std::fs::File::create(&log).unwrap();
     let port = free_port();
-    let child = Command::new(&binary)
+    let mut cmd = Command::new(&binary);
+    // Own process group (`Running` kills it as a group), and killed with the test process.
+    pyoco_process::tie_to_parent(&mut cmd);
+    let child = cmd
         .args(["up", "--with-nats", "--nats-client-port", "0"])
         .args(["--port", &port.to_string()])
         .env_clear()
@@ -102,7 +104,6 @@ async fn pyoco_server_up_binary_runs_a_flow() {
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
-        .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
     let mut server = Running(child);

@@ -7,7 +7,6 @@
 
 use std::{
     ffi::OsStr,
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -84,8 +83,9 @@ impl PyocoProcess {
             .env("PYOCO_NATS_URL", nats_url)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .process_group(0);
+            .stderr(err);
+        // Own process group (killed as a group on drop), and killed with the test process.
+        pyoco_process::tie_to_parent(&mut cmd);
         for (name, value) in env {
             cmd.env(name, value);
         }

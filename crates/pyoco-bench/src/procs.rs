@@ -1,7 +1,7 @@
 //! Child processes the bench starts (gateways, workers) and how it makes sure none outlives it.
 //!
-//! Every child is started in its own process group (`process_group(0)`), with
-//! `PR_SET_PDEATHSIG = SIGKILL` (the kernel kills it if the bench dies, even by SIGKILL) and
+//! Every child is started in its own process group, with `PR_SET_PDEATHSIG = SIGKILL` (the
+//! kernel kills it if the bench dies, even by SIGKILL; both set up by `pyoco-process`) and
 //! `kill_on_drop`. Its pgid is kept in a global registry that the panic hook and the signal
 //! handler kill. Stopping or dropping a [`ChildProc`] signals the whole group and, in addition,
 //! every descendant found in `/proc` (a worker may put its Python runner in another group).
@@ -90,26 +90,16 @@ impl ChildProc {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
-            .kill_on_drop(true)
-            .process_group(0);
+            .kill_on_drop(true);
+        // Own process group, killed with the spawning thread: called from async code, i.e. from
+        // the runtime's threads, which live as long as the bench (`pyoco-process` says why
+        // the thread matters).
+        pyoco_process::tie_to_parent(cmd.as_std_mut());
         for k in scrubbed_env() {
             cmd.env_remove(k);
         }
         for (k, v) in &s.env {
             cmd.env(k, v);
-        }
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
         }
         let started = Instant::now();
         let child = cmd

@@ -5,14 +5,16 @@
 //! `--with-nats-bootstrap`) is the all-in-one appliance: a supervised nats-server with its
 //! store in the data dir (instead of 0.5.1's external `nats-bootstrap` program), the gateway
 //! and a local worker. Without it, `up` is 0.5.1's gateway-only launcher (add `--with-worker`
-//! for a local worker, as in later pyoco-server versions).
+//! for a local worker, as in later pyoco-server versions). The local worker takes 0.7's
+//! `--worker-id`, `--worker-tags`, `--worker-flow-resolver` and `--worker-poll-timeout`.
 
-use std::{ffi::OsString, process::ExitCode};
+use std::{ffi::OsString, path::Path, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 pub use pyoco_appliance::shutdown_signal;
 use pyoco_appliance::{Appliance, ApplianceOptions, Component, ComponentState};
 use pyoco_config::{spec, Settings};
+use pyoco_worker::WorkerConfig;
 
 fn help(name: &str) -> String {
     let spec = spec(name).unwrap_or_else(|| panic!("{name} is in the settings table"));
@@ -70,6 +72,10 @@ struct UpArgs {
     /// `path/file.py:function` [env: PYOCO_FLOW_RESOLVER].
     #[arg(long, value_name = "SPEC")]
     worker_flow_resolver: Option<String>,
+    /// Seconds one pull request of the local worker waits for jobs (as `pyoco-worker
+    /// --poll-timeout`) [default: 1].
+    #[arg(long, value_name = "SECONDS")]
+    worker_poll_timeout: Option<f64>,
     #[arg(long, value_name = "HOST", help = help("PYOCO_NATS_LISTEN_HOST"))]
     nats_listen_host: Option<String>,
     #[arg(long, value_name = "PORT", help = help("PYOCO_NATS_CLIENT_PORT"))]
@@ -164,23 +170,53 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
+impl UpArgs {
+    /// Whether `up` runs a local worker.
+    fn runs_worker(&self) -> bool {
+        if self.with_nats {
+            !self.no_worker
+        } else {
+            self.with_worker
+        }
+    }
+}
+
+/// The local worker's configuration (`None` without a local worker): the appliance's (its
+/// defaults, synced wheels under the data dir; `--worker-flow-resolver` is
+/// `PYOCO_FLOW_RESOLVER` in `settings`), with `--worker-poll-timeout` and the folder `up` was
+/// started in on the runners' `PYTHONPATH`. `--worker-poll-timeout` is checked even when no
+/// worker runs, so a typo never goes unnoticed.
+fn local_worker_config(
+    args: &UpArgs,
+    settings: &Settings,
+    cwd: &Path,
+) -> Result<Option<WorkerConfig>, Failure> {
+    let poll_timeout = args
+        .worker_poll_timeout
+        .map(|s| crate::worker::poll_timeout("--worker-poll-timeout", s))
+        .transpose()
+        .map_err(Failure)?;
+    if !args.runs_worker() {
+        return Ok(None);
+    }
+    let mut config = pyoco_appliance::local_worker_config(settings)?;
+    if let Some(poll_timeout) = poll_timeout {
+        config.poll_timeout = poll_timeout;
+    }
+    // Task modules next to the user's flow.yaml import without any PYTHONPATH.
+    config.set_pythonpath(std::env::var_os("PYTHONPATH").as_deref(), cwd, true)?;
+    Ok(Some(config))
+}
+
 async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
     let managed_nats = args.with_nats;
-    let worker = if managed_nats {
-        !args.no_worker
+    let worker = args.runs_worker();
+    let cwd = if worker {
+        std::env::current_dir()?
     } else {
-        args.with_worker
+        std::path::PathBuf::new()
     };
-    let mut worker_config = None;
-    if worker {
-        // The appliance's local worker: appliance defaults, synced wheels under the data dir.
-        // (--worker-flow-resolver is PYOCO_FLOW_RESOLVER in `settings`.)
-        let mut config = pyoco_appliance::local_worker_config(&settings)?;
-        let cwd = std::env::current_dir()?;
-        // Task modules next to the user's flow.yaml import without any PYTHONPATH.
-        config.set_pythonpath(std::env::var_os("PYTHONPATH").as_deref(), &cwd, true)?;
-        worker_config = Some(config);
-    }
+    let worker_config = local_worker_config(&args, &settings, &cwd)?;
     let options = || {
         let mut options = ApplianceOptions::all_in_one(settings.clone());
         options.managed_nats = managed_nats;
@@ -255,7 +291,7 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
 }
 
 /// The runners' `PYTHONPATH` entries, in order, for the start-up banner.
-fn task_import_folders(config: &pyoco_worker::WorkerConfig) -> String {
+fn task_import_folders(config: &WorkerConfig) -> String {
     let folders: Vec<String> = config
         .runner_env
         .iter()
@@ -358,5 +394,101 @@ mod tests {
             .iter()
             .any(|(k, _)| *k == "PYOCO_FLOW_RESOLVER"));
         assert!(!up(&[]).iter().any(|(k, _)| *k == "PYOCO_FLOW_RESOLVER"));
+    }
+
+    fn up_args(v: &[&str]) -> UpArgs {
+        let Command::Up(up) = Cli::try_parse_from(normalise_args(args(v)))
+            .unwrap_or_else(|e| panic!("{v:?}: {e}"))
+            .command;
+        up
+    }
+
+    fn settings() -> Settings {
+        let env = [
+            ("PYOCO_LOAD_DOTENV", "0"),
+            ("PYOCO_DATA_DIR", "/tmp/pyoco-cli-up-worker-test"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Settings::load(&pyoco_config::LoadOptions {
+            env,
+            cwd: "/home/u/proj".into(),
+            home: None,
+        })
+        .unwrap()
+    }
+
+    fn local_worker(v: &[&str]) -> Result<Option<WorkerConfig>, String> {
+        local_worker_config(&up_args(v), &settings(), Path::new("/home/u/proj")).map_err(|f| f.0)
+    }
+
+    #[test]
+    fn worker_poll_timeout_reaches_the_local_worker_config() {
+        use std::time::Duration;
+        let poll = |v: &[&str]| {
+            local_worker(v)
+                .unwrap()
+                .expect("a local worker")
+                .poll_timeout
+        };
+        assert_eq!(
+            poll(&[
+                "pyoco-server",
+                "up",
+                "--with-nats",
+                "--worker-poll-timeout",
+                "2.5"
+            ]),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            poll(&[
+                "pyoco-server",
+                "--with-worker",
+                "--worker-poll-timeout",
+                "0.2"
+            ]),
+            Duration::from_millis(200),
+            "legacy flat form, gateway with a local worker"
+        );
+        assert_eq!(
+            poll(&["pyoco-server", "up", "--with-nats"]),
+            Duration::from_secs(1),
+            "pyoco-worker's default"
+        );
+        assert!(
+            local_worker(&["pyoco-server", "up", "--with-nats", "--no-worker"])
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn worker_poll_timeout_must_be_a_positive_number_of_seconds() {
+        for (given, shown) in [("0", "0"), ("-1", "-1"), ("NaN", "NaN"), ("inf", "inf")] {
+            let flag = format!("--worker-poll-timeout={given}");
+            for v in [
+                &["pyoco-server", "up", "--with-nats", &flag][..],
+                // Checked even without a local worker.
+                &["pyoco-server", "up", "--with-nats", "--no-worker", &flag][..],
+            ] {
+                assert_eq!(
+                    local_worker(v).unwrap_err(),
+                    format!(
+                        "--worker-poll-timeout must be a positive number of seconds, got {shown}"
+                    ),
+                    "{v:?}"
+                );
+            }
+        }
+        // Not a number at all: a usage error, like pyoco-worker --poll-timeout abc.
+        assert!(Cli::try_parse_from(args(&[
+            "pyoco-server",
+            "up",
+            "--worker-poll-timeout",
+            "abc"
+        ]))
+        .is_err());
     }
 }

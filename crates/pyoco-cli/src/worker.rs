@@ -154,13 +154,7 @@ fn fail(message: &str) -> ExitCode {
 
 fn worker_config(cli: &Cli, settings: &Settings, cwd: &Path) -> Result<WorkerConfig, Failure> {
     let mut config = WorkerConfig::from_settings(settings)?;
-    if !(cli.poll_timeout.is_finite() && cli.poll_timeout > 0.0) {
-        return Err(Failure(format!(
-            "--poll-timeout must be a positive number of seconds, got {}",
-            cli.poll_timeout
-        )));
-    }
-    config.poll_timeout = Duration::from_secs_f64(cli.poll_timeout);
+    config.poll_timeout = poll_timeout("--poll-timeout", cli.poll_timeout).map_err(Failure)?;
     if !(cli.stop_timeout.is_finite() && cli.stop_timeout >= 0.0) {
         return Err(Failure(format!(
             "--stop-timeout must be a number of seconds ≥ 0, got {}",
@@ -175,6 +169,18 @@ fn worker_config(cli: &Cli, settings: &Settings, cwd: &Path) -> Result<WorkerCon
     // As 0.5.1: a relative PYOCO_WHEEL_SYNC_DIR / --wheel-sync-dir is under the working dir.
     config.resolve_wheel_sync_dir(cwd);
     Ok(config)
+}
+
+/// A worker's poll timeout given as `flag` (`--poll-timeout`, `pyoco-server up
+/// --worker-poll-timeout`): a positive, finite number of seconds.
+pub(crate) fn poll_timeout(flag: &str, seconds: f64) -> Result<Duration, String> {
+    if seconds.is_finite() && seconds > 0.0 {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(format!(
+            "{flag} must be a positive number of seconds, got {seconds}"
+        ))
+    }
 }
 
 /// Run until a signal (its name is returned) or the end of `--run-once`.

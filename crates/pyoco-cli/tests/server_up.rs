@@ -302,3 +302,87 @@ fn a_missing_nats_server_binary_says_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("scripts/setup.sh"), "{err}");
 }
+
+/// Write an executable script through `sh`, so that this process never holds a write descriptor
+/// to it (another test forking meanwhile would inherit it and make exec fail with ETXTBSY).
+fn write_script(path: &std::path::Path, body: &str) {
+    use std::io::Write;
+    let mut sh = Command::new("sh")
+        .arg("-c")
+        .arg("cat > \"$1\" && chmod 755 \"$1\"")
+        .arg("sh")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sh.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    assert!(sh.wait().unwrap().success(), "writing {}", path.display());
+}
+
+/// The managed nats-server killed by a signal while it starts (the OOM killer, a stray `kill`)
+/// is restarted, and `up` comes up as usual.
+#[tokio::test]
+async fn up_with_nats_survives_its_nats_server_being_killed_while_starting() {
+    let data = tempfile::tempdir().unwrap();
+    let counter = data.path().join("nats-server-invocations");
+    let wrapper = data.path().join("self-killing-nats-server");
+    // The first invocation SIGKILLs itself; later ones are the real nats-server.
+    write_script(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\n\
+             n=$(( $(cat '{counter}' 2>/dev/null || echo 0) + 1 ))\n\
+             echo \"$n\" > '{counter}'\n\
+             if [ \"$n\" -eq 1 ]; then kill -9 $$; fi\n\
+             exec '{real}' \"$@\"\n",
+            counter = counter.display(),
+            real = pyoco_testkit::nats_server_bin().display(),
+        ),
+    );
+    let stderr_path = data.path().join("stderr.log");
+    let mut child = pyoco_server(data.path())
+        .env("PYOCO_NATS_SERVER_BIN", &wrapper)
+        .args([
+            "up",
+            "--with-nats",
+            "--no-worker",
+            "--nats-client-port",
+            "0",
+            "--port",
+            &free_port(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let lines = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for_lines(&mut child, &["API and dashboard at ", "ready at nats://"])
+    }))
+    .unwrap_or_else(|_| panic!("pyoco-server did not come up; its stderr:\n{}", stderr()));
+    let invocations = std::fs::read_to_string(&counter).unwrap();
+    assert_eq!(invocations.trim(), "2", "killed once, restarted once");
+
+    let last_word = |line: &str| line.rsplit(' ').next().unwrap().to_string();
+    let api = last_word(&lines[0]).trim_end_matches('/').to_string();
+    let health = reqwest::get(format!("{api}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        jetstream_answers(&last_word(&lines[1])).await,
+        "JetStream answers"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "pyoco-server is still running; its stderr:\n{}",
+        stderr()
+    );
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "Ctrl-C is a clean stop: {status}\n{}",
+        stderr()
+    );
+}

@@ -1,7 +1,8 @@
 //! One nats-server process: spawn it so that it cannot outlive us, read its output, stop it.
 //!
-//! Everything here runs on the supervisor's own thread (see the crate docs for why that matters
-//! to `PR_SET_PDEATHSIG`).
+//! Everything here runs on the supervisor's own thread: `PR_SET_PDEATHSIG` (set up by
+//! `pyoco-process`) fires when the thread that forked the child ends, so the thread matters (see
+//! the crate docs, "Orphan prevention").
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -62,14 +63,14 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             // Dropping a ServerProcess anywhere (a cancelled startup, a panic) kills the child.
             .kill_on_drop(true);
+        // Own process group (a terminal's Ctrl-C reaches only our process, which then stops
+        // nats-server last, in order; `stop` signals the whole group), killed with the
+        // supervisor thread (PR_SET_PDEATHSIG), and the store-dir lock kept open in it, so a
+        // server that outlives us keeps its store dir locked (see `store_lock`).
         #[cfg(unix)]
-        {
-            // Own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches only
-            // our process, which then stops nats-server last, in order.
-            cmd.process_group(0);
-        }
-        #[cfg(unix)]
-        prepare_child(&mut cmd, store_lock.raw_fd());
+        pyoco_process::ChildSetup::new()
+            .inherit_fd(store_lock.raw_fd())
+            .apply(cmd.as_std_mut());
 
         let log_mark = logs.mark();
         let mut child = cmd.spawn().map_err(|source| NatsdError::Spawn {
@@ -191,44 +192,4 @@ impl ServerProcess {
 enum GroupSignal {
     Term,
     Kill,
-}
-
-/// Set up the child between `fork` and `exec`:
-///
-/// - keep the store-dir lock open in it (clear `FD_CLOEXEC`), so a server that outlives us keeps
-///   its store dir locked (see `store_lock`);
-/// - Linux: have the kernel SIGKILL it when the thread that spawned it exits
-///   (`PR_SET_PDEATHSIG`). If our process died between `fork` and `prctl`, the child has already
-///   been re-parented and no signal will ever come: the `getppid` check catches that window and
-///   the child exits instead of running unsupervised.
-///
-/// The hook runs in the forked child of a multi-threaded process, so it may only make
-/// async-signal-safe calls: `fcntl`, `prctl` and `getppid` are plain system calls, and nothing
-/// here allocates (the `io::Error`s are bare OS error codes).
-#[cfg(unix)]
-fn prepare_child(cmd: &mut Command, lock_fd: std::os::fd::RawFd) {
-    use nix::libc;
-
-    #[cfg(target_os = "linux")]
-    let parent = nix::unistd::getpid();
-    let hook = move || -> std::io::Result<()> {
-        // SAFETY: fcntl on a descriptor we own; F_SETFD with 0 only clears FD_CLOEXEC.
-        if unsafe { libc::fcntl(lock_fd, libc::F_SETFD, 0) } == -1 {
-            return Err(std::io::Error::last_os_error());
-        }
-        #[cfg(target_os = "linux")]
-        {
-            use nix::sys::prctl::set_pdeathsig;
-            use nix::sys::signal::Signal;
-            set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-        }
-        Ok(())
-    };
-    // SAFETY: the hook only makes async-signal-safe system calls and does not allocate.
-    unsafe {
-        cmd.pre_exec(hook);
-    }
 }

@@ -122,7 +122,9 @@ pub enum NatsdError {
         source: io::Error,
     },
 
-    /// nats-server exited before JetStream answered.
+    /// nats-server exited before JetStream answered. (One killed by a signal meanwhile is
+    /// restarted first, per the restart policy; this is its error only with
+    /// [`RestartPolicy::never`](crate::RestartPolicy::never).)
     #[error(
         "nats-server exited during startup ({status}); fix the cause shown in its last log \
          lines (a bad option or config file, an unusable store dir, a port conflict) and \

@@ -41,6 +41,13 @@
 //! the policy gives up, the state is [`NatsState::Failed`] with
 //! [`NatsdError::RestartsExhausted`].
 //!
+//! The first start tells the two ways a starting server can end apart. One that *exits* (an exit
+//! code: a bad option, an unusable store dir) would fail the same way again, so
+//! [`NatsSupervisor::start`] returns the error at once. One *killed by a signal* (the OOM killer,
+//! a stray `kill`) did nothing wrong: it is restarted like a crash after start, same policy and
+//! states, and `start` returns once a restart is ready (or
+//! [`NatsdError::RestartsExhausted`] when the policy gives up).
+//!
 //! # Orphan prevention
 //!
 //! A nats-server left running after the app is gone holds its port and its store dir, and the
@@ -53,14 +60,10 @@
 //! - **Handle dropped without stop**: `Drop` has the supervisor thread SIGKILL and reap the child,
 //!   and waits (at most 2 s, normally milliseconds) until that is done.
 //! - **Our process dies abruptly** (SIGKILL, a crash, `std::process::exit` skipping destructors):
-//!   on Linux the child is spawned with `PR_SET_PDEATHSIG = SIGKILL`, so the kernel kills it.
-//!   The flag is set between `fork` and `exec`; if we died in that window the child would have
-//!   been re-parented already and never get the signal, so it checks that `getppid()` is still
-//!   our pid and exits if not.
-//! - **Which thread spawns matters.** `PR_SET_PDEATHSIG` fires when the *thread* that forked the
-//!   child exits, not when the process does. Spawning from a tokio blocking-pool thread (which
-//!   exits after 10 s idle) or from a worker thread given up by `block_in_place` would kill a
-//!   healthy server at a random moment. So every supervisor runs on a dedicated thread
+//!   on Linux the child is spawned with `PR_SET_PDEATHSIG = SIGKILL`, so the kernel kills it
+//!   (set up by `pyoco-process`, which also closes the window between `fork` and `prctl`).
+//! - **Which thread spawns matters**: `PR_SET_PDEATHSIG` fires when the *thread* that forked the
+//!   child exits (`pyoco-process` explains it). So every supervisor runs on a dedicated thread
 //!   (`pyoco-natsd`) with its own single-threaded runtime, and all spawning, waiting, restarting
 //!   and stopping happens there. That thread lives exactly as long as the supervision: it ends
 //!   only after the child has been reaped, and if it ever ended early (a panic), the kernel would

@@ -32,8 +32,9 @@ pub enum NatsState {
         /// When it became ready.
         since: SystemTime,
     },
-    /// It died on its own; restart attempt `attempt` starts after `next_in` (this state lasts
-    /// through the backoff and the new process's startup).
+    /// It died unexpectedly (after it started, or killed by a signal while starting); restart
+    /// attempt `attempt` starts after `next_in` (this state lasts through the backoff and the new
+    /// process's startup).
     Restarting {
         /// 1-based attempt number, reset after a healthy run.
         attempt: u32,
@@ -100,7 +101,8 @@ impl NatsSupervisor {
     ///
     /// Checks first that the store dir is writable and that an explicitly requested port is
     /// free; then spawns the server (retrying with another free port if an automatically chosen
-    /// one was taken meanwhile) and waits up to `startup_timeout` for `$JS.API.INFO` to answer.
+    /// one was taken meanwhile, and restarting it per the restart policy if it is killed by a
+    /// signal before it is ready) and waits up to `startup_timeout` for `$JS.API.INFO` to answer.
     /// From then on the server is restarted on the same port and store dir if it dies.
     pub async fn start(mut config: NatsServerConfig) -> Result<Self, NatsdError> {
         config.store_dir = std::path::absolute(&config.store_dir).map_err(|source| {
@@ -365,50 +367,101 @@ impl Supervision<'_> {
     }
 
     /// Start the first server, choosing ports.
+    ///
+    /// A server that *exits* before JetStream answers (an exit code: a bad option, an unusable
+    /// store dir, a port conflict) ends the start with [`NatsdError::ExitedDuringStartup`]:
+    /// starting it again would fail the same way. One *killed by a signal* meanwhile (the OOM
+    /// killer, a stray `kill`) did nothing wrong: it is restarted on the same ports as after a
+    /// crash, with the restart policy's backoff and attempts, shown as
+    /// [`NatsState::Restarting`].
     async fn first_start(&mut self) -> Result<Option<(ServerProcess, Ports)>, NatsdError> {
         let host = self.config.host.clone();
         let auto_client = self.config.port.is_none_or(|p| p == 0);
         let auto_monitor = self.config.monitor_port == Some(0);
+        let policy = self.config.restart.clone();
         let mut tries = 0;
+        let mut attempt: u32 = 0;
+        let mut ports: Option<Ports> = None;
         loop {
-            tries += 1;
-            let ports = Ports {
-                client: match self.config.port {
-                    Some(p) if p != 0 => p,
-                    _ => pick_free_port(&host)?,
-                },
-                monitor: match self.config.monitor_port {
-                    Some(0) => Some(pick_free_port(&host)?),
-                    other => other,
-                },
+            let current = match ports {
+                Some(ports) => ports,
+                None => {
+                    tries += 1;
+                    Ports {
+                        client: match self.config.port {
+                            Some(p) if p != 0 => p,
+                            _ => pick_free_port(&host)?,
+                        },
+                        monitor: match self.config.monitor_port {
+                            Some(0) => Some(pick_free_port(&host)?),
+                            other => other,
+                        },
+                    }
+                }
             };
-            let error = match self.start_server(ports, true).await {
-                Started::Ready(server) => return Ok(Some((server, ports))),
+            let error = match self.start_server(current, attempt == 0).await {
+                Started::Ready(server) => return Ok(Some((server, current))),
                 Started::Interrupted => return Ok(None),
                 Started::Failed(error) => error,
             };
-            if let NatsdError::ExitedDuringStartup { last_logs, .. } = &error {
-                let client_taken = mentions_address_in_use(last_logs, ports.client);
-                let monitor_taken = ports
+            if let NatsdError::ExitedDuringStartup { status, last_logs } = &error {
+                if killed_by_signal(status) {
+                    if attempt == policy.max_attempts {
+                        return Err(if attempt == 0 {
+                            error
+                        } else {
+                            NatsdError::RestartsExhausted {
+                                attempts: attempt,
+                                last_exit: short_reason(&error),
+                                last_logs: last_logs.clone(),
+                            }
+                        });
+                    }
+                    attempt += 1;
+                    let delay = policy.backoff(attempt);
+                    tracing::warn!(
+                        attempt,
+                        "nats-server was killed during startup ({status}); restarting it in \
+                         {delay:?}"
+                    );
+                    self.set(NatsState::Restarting {
+                        attempt,
+                        last_exit: short_reason(&error),
+                        next_in: delay,
+                    });
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = next_command(&mut self.commands) => {
+                            self.end(NatsState::Stopped);
+                            return Ok(None);
+                        }
+                    }
+                    // Same ports, as after a crash; a port taken meanwhile is handled below.
+                    ports = Some(current);
+                    continue;
+                }
+                let client_taken = mentions_address_in_use(last_logs, current.client);
+                let monitor_taken = current
                     .monitor
                     .is_some_and(|p| mentions_address_in_use(last_logs, p));
                 if client_taken && !auto_client {
                     return Err(NatsdError::PortInUse {
                         host,
-                        port: ports.client,
+                        port: current.client,
                     });
                 }
                 if monitor_taken && !auto_monitor {
                     return Err(NatsdError::MonitorPortInUse {
                         host,
-                        port: ports.monitor.unwrap_or_default(),
+                        port: current.monitor.unwrap_or_default(),
                     });
                 }
                 if (client_taken || monitor_taken) && tries < FREE_PORT_TRIES {
                     tracing::info!(
-                        port = ports.client,
+                        port = current.client,
                         "the free port chosen for nats-server was taken meanwhile; choosing another"
                     );
+                    ports = None;
                     continue;
                 }
             }
@@ -594,9 +647,25 @@ fn server_id_in(lines: &[String]) -> Option<String> {
     })
 }
 
+/// Whether the process was ended by a signal (not by an exit of its own).
+#[cfg(unix)]
+fn killed_by_signal(status: &ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal().is_some()
+}
+
+/// No signals here: every end is an exit.
+#[cfg(not(unix))]
+fn killed_by_signal(_status: &ExitStatus) -> bool {
+    false
+}
+
 /// A one-line reason for a failed restart attempt, for `Restarting::last_exit`.
 fn short_reason(error: &NatsdError) -> String {
     match error {
+        NatsdError::ExitedDuringStartup { status, .. } if killed_by_signal(status) => {
+            format!("killed during startup ({status})")
+        }
         NatsdError::ExitedDuringStartup { status, .. } => {
             format!("exited during startup ({status})")
         }

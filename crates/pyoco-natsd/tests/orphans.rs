@@ -1,8 +1,10 @@
 //! When the process that supervises nats-server dies abruptly, nats-server dies too.
 //!
-//! The test re-runs this test binary as a helper process (selected by an environment variable)
-//! that starts a supervisor and prints the server's pid, SIGKILLs the helper, and checks that the
-//! server follows it.
+//! The test re-runs this test binary as a helper process — the ignored test
+//! `helper_holding_a_supervisor`, run with `--ignored --exact` and an environment variable naming
+//! its directory — that starts a supervisor and prints the server's pid; it SIGKILLs the helper
+//! and checks that the server follows it. The helper is ignored so that it never counts as a
+//! passing test of its own.
 
 // PR_SET_PDEATHSIG is Linux-only; see the crate docs for other systems.
 #![cfg(target_os = "linux")]
@@ -24,10 +26,14 @@ const HELPER_ENV: &str = "PYOCO_NATSD_TEST_ORPHAN_HELPER_DIR";
 const PID_PREFIX: &str = "NATS_SERVER_PID=";
 
 #[test]
+#[ignore = "a helper process, run by nats_server_dies_when_its_supervising_process_is_killed"]
 fn helper_holding_a_supervisor() {
-    let Some(dir) = std::env::var_os(HELPER_ENV) else {
-        return; // a no-op in normal test runs
-    };
+    let dir = std::env::var_os(HELPER_ENV).unwrap_or_else(|| {
+        panic!(
+            "helper_holding_a_supervisor is not a test: \
+             nats_server_dies_when_its_supervising_process_is_killed runs it with {HELPER_ENV} set"
+        )
+    });
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let nats = NatsSupervisor::start(test_config(dir.as_ref()))
@@ -47,7 +53,12 @@ fn nats_server_dies_when_its_supervising_process_is_killed() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut helper = Command::new(std::env::current_exe().unwrap())
-        .args(["helper_holding_a_supervisor", "--exact", "--nocapture"])
+        .args([
+            "helper_holding_a_supervisor",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(HELPER_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -190,3 +190,149 @@ async fn a_never_restart_policy_fails_on_the_first_exit() {
         "{end:?}"
     );
 }
+
+/// A wrapper in front of the real nats-server that counts its invocations in `counter`, and on
+/// the invocations listed in `kill_on` (1-based; `None`: all) SIGKILLs itself before `exec`.
+fn self_killing_server(dir: &std::path::Path, kill_on: Option<u32>) -> std::path::PathBuf {
+    let counter = dir.join("invocations");
+    let script = dir.join("self-killing-nats-server");
+    let condition = match kill_on {
+        Some(n) => format!("[ \"$n\" -eq {n} ]"),
+        None => "true".to_owned(),
+    };
+    write_script(
+        &script,
+        &format!(
+            "#!/bin/sh\n\
+             n=$(( $(cat '{counter}' 2>/dev/null || echo 0) + 1 ))\n\
+             echo \"$n\" > '{counter}'\n\
+             if {condition}; then\n\
+               echo \"[0] [INF] invocation $n: killing myself\" >&2\n\
+               kill -9 $$\n\
+             fi\n\
+             exec '{real}' \"$@\"\n",
+            counter = counter.display(),
+            real = nats_bin().display(),
+        ),
+    );
+    script
+}
+
+fn invocations(dir: &std::path::Path) -> u32 {
+    std::fs::read_to_string(dir.join("invocations"))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_server_killed_by_a_signal_during_startup_is_restarted_and_start_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.binary = self_killing_server(dir.path(), Some(1));
+    // The default restart policy: 250 ms before the first attempt.
+
+    let nats = within(
+        Duration::from_secs(20),
+        "start",
+        NatsSupervisor::start(config),
+    )
+    .await
+    .expect("a server killed while starting is restarted, not a start-up error");
+    assert_eq!(
+        invocations(dir.path()),
+        2,
+        "killed once, started again once"
+    );
+    assert!(
+        matches!(nats.current_state(), NatsState::Running { .. }),
+        "{:?}",
+        nats.current_state()
+    );
+    assert!(nats.pid().is_some());
+
+    // JetStream answers on the restarted server.
+    let js = jetstream::new(async_nats::connect(nats.client_url()).await.unwrap());
+    js.create_stream(stream::Config {
+        name: "AFTER_RESTART".into(),
+        subjects: vec!["after.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("JetStream answers");
+    nats.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_killed_during_every_startup_gives_up_after_the_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.binary = self_killing_server(dir.path(), None);
+    config.restart = RestartPolicy::new(2, Duration::from_millis(20), Duration::from_millis(50));
+
+    let err = within(
+        Duration::from_secs(20),
+        "start",
+        NatsSupervisor::start(config),
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        NatsdError::RestartsExhausted {
+            attempts,
+            last_exit,
+            last_logs,
+        } => {
+            assert_eq!(*attempts, 2);
+            assert!(
+                last_exit.contains("killed during startup") && last_exit.contains("SIGKILL"),
+                "{last_exit}"
+            );
+            assert!(
+                last_logs.iter().any(|l| l.contains("killing myself")),
+                "{last_logs:?}"
+            );
+        }
+        other => panic!("unexpected error: {other:?}"),
+    }
+    assert_eq!(
+        invocations(dir.path()),
+        3,
+        "the first start and two restarts"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_exits_with_a_bad_option_during_startup_is_not_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("bad-option.conf");
+    std::fs::write(&conf, "no_such_option: 1\n").unwrap();
+    let mut config = test_config(dir.path());
+    // Counts invocations; never kills itself.
+    config.binary = self_killing_server(dir.path(), Some(0));
+    config.extra_args = vec!["-c".into(), conf.into()];
+    // The default restart policy: it must not be used for an exit of the server's own.
+
+    let err = within(
+        Duration::from_secs(20),
+        "start",
+        NatsSupervisor::start(config),
+    )
+    .await
+    .unwrap_err();
+    let NatsdError::ExitedDuringStartup { status, last_logs } = &err else {
+        panic!("unexpected error: {err:?}");
+    };
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(
+        last_logs
+            .iter()
+            .any(|l| l.contains("unknown field \"no_such_option\"")),
+        "{last_logs:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("exited during startup"), "{text}");
+    assert!(text.contains("no_such_option"), "{text}");
+    assert_eq!(invocations(dir.path()), 1, "no restart");
+}

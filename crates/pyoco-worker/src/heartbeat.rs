@@ -9,8 +9,8 @@
 //!   redelivering a long run to another worker. The period follows 0.5.1's rule (§6.5), see
 //!   [`ack_progress_interval`]. A failure is logged, never silent (§14-24).
 //!
-//! Both are plain `tokio::time::Interval`s polled by the job's event loop (`job.rs`), so they
-//! stop exactly when the job does and can never outlive it.
+//! Both are plain `tokio::time::Interval`s polled by the job's event loop (`job/execute.rs`), so
+//! they stop exactly when the job does and can never outlive it.
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! A [`Worker`] serves one or more routing tags. For each tag it uses the durable pull consumer
 //! `pyoco_workers_<tag>` shared with every other worker of that tag — Python 0.5.1 workers
 //! included (contract §1.2, Appendix A) — and fetches at most as many jobs as it has idle
-//! runners, earlier tags first (§6.2). Each job then goes through `job.rs`:
+//! runners, earlier tags first (§6.2). Each job then goes through `job/`:
 //!
 //! 1. **decode** the message (§2.1); an invalid one goes to the DLQ (`invalid_job`), is
 //!    terminated, and its run — when the `run_id` is readable — is marked FAILED (fixing §14-9);
@@ -109,6 +109,7 @@
 //!   not finish within the stop timeout is handed back (NAK) for another worker.
 
 mod config;
+mod context;
 mod heartbeat;
 mod job;
 mod max_deliver;
@@ -122,6 +123,7 @@ mod worker;
 pub use config::{
     WheelSyncConfig, WorkerConfig, DEFAULT_SNAPSHOT_MIN_INTERVAL, DEFAULT_WHEEL_SYNC_MAX_PAUSE,
 };
+pub use context::{RunOverhead, WorkerProbe};
 pub use heartbeat::ack_progress_interval;
 pub use pool::{Lease, RunnerPool, RUNNER_SHUTDOWN_GRACE};
 pub use runner::{
@@ -131,7 +133,7 @@ pub use runner::{
 };
 pub use snapshot_writer::{CancelRequest, SnapshotWriter};
 pub use wheel_sync::{MANIFEST_FILE_NAME, UNSUPPORTED_WHEEL_TAGS};
-pub use worker::{RunOverhead, Worker, WorkerProbe};
+pub use worker::Worker;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -20,7 +20,7 @@
 //! twice, deleting a deleted message is fine). Advisories are plain NATS messages: one sent
 //! while no worker of ours is connected is lost, and that message stays in the stream as in
 //! 0.5.1. The path for a failure the worker itself sees on the last allowed delivery is in
-//! `job.rs` (`nak`): same report, then TERM.
+//! `job/finish.rs` (`nak`): same report, then TERM.
 
 use std::{sync::Arc, time::Duration};
 
@@ -34,8 +34,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::{
+    context::{Shared, TagConsumer},
     job::{give_up, Exhausted},
-    worker::{Shared, TagConsumer},
 };
 
 /// Queue group of the advisory subscriptions (one of our workers handles each advisory).

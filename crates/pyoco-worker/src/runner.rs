@@ -17,11 +17,12 @@
 //! A runner must not outlive the worker. Each runner runs in its own process group (so a
 //! terminal's Ctrl-C reaches only the worker, which then decides, and [`Runner::kill`] takes the
 //! task's own subprocesses with it), is killed when its handle is dropped (`kill_on_drop`), and on
-//! Linux is spawned with `PR_SET_PDEATHSIG = SIGKILL`. That flag fires when the *thread* that
-//! forked the child exits (see `pyoco-natsd`'s crate docs), so runners are only ever spawned from
-//! async tasks, i.e. from tokio worker threads (or the `block_on` thread), which live as long as
-//! the runtime — never from `spawn_blocking` or inside `block_in_place`. The runner itself also
-//! exits when its stdin closes or its parent disappears.
+//! Linux is spawned with `PR_SET_PDEATHSIG = SIGKILL` (all set up by `pyoco-process`). That flag
+//! fires when the *thread* that forked the child exits (`pyoco-process` explains it), so runners
+//! are only ever spawned from async tasks, i.e. from tokio worker threads (or the `block_on`
+//! thread), which live as long as the runtime — never from `spawn_blocking` or inside
+//! `block_in_place`. The runner itself also exits when its stdin closes or its parent
+//! disappears.
 
 use std::{
     collections::VecDeque,
@@ -363,7 +364,9 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        prepare_child(&mut cmd);
+        // Own process group (Ctrl-C in the terminal reaches only the worker; `kill()` takes the
+        // group) and, on Linux, killed with the spawning thread (module docs, "Orphans").
+        pyoco_process::tie_to_parent(cmd.as_std_mut());
         let mut child = cmd.spawn().map_err(|source| RunnerError::Spawn {
             python: spec.python.clone(),
             source,
@@ -543,35 +546,6 @@ impl Runner {
         }
     }
 }
-
-#[cfg(unix)]
-fn prepare_child(cmd: &mut Command) {
-    // Own process group: Ctrl-C in the terminal reaches only the worker; kill() takes the
-    // group.
-    cmd.process_group(0);
-    #[cfg(target_os = "linux")]
-    {
-        let parent = nix::unistd::getpid();
-        let hook = move || -> io::Result<()> {
-            use nix::sys::prctl::set_pdeathsig;
-            use nix::sys::signal::Signal;
-            set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
-            // Our process died between fork and prctl: we are an orphan already.
-            if nix::unistd::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
-            }
-            Ok(())
-        };
-        // SAFETY: the hook only makes async-signal-safe system calls (prctl, getppid) and does
-        // not allocate.
-        unsafe {
-            cmd.pre_exec(hook);
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn prepare_child(_cmd: &mut Command) {}
 
 async fn read_events(
     stdout: tokio::process::ChildStdout,

@@ -26,7 +26,13 @@ use pyoco_store::{Bucket, StoreError};
 use pyoco_wire::{compact_snapshot, RunSnapshot, RunStatus};
 use tokio::time::Instant;
 
-use crate::{job::ATTEMPT_KEY, now};
+use crate::now;
+
+/// Snapshot key (our addition) holding the JetStream delivery count of the execution that owns
+/// the run: 1 for the first execution, 2+ after a redelivery. The claim (`job/claim.rs`) writes
+/// it; the writer compares it on every conflict to notice that a later delivery took the run
+/// over.
+pub(crate) const ATTEMPT_KEY: &str = "attempt";
 
 /// Conflicts tolerated in a row before a write gives up (each one means another writer got in
 /// between our read and our write).

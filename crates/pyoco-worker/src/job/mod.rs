@@ -1,0 +1,196 @@
+//! Processing one work-queue message: decode, claim, execute, finish.
+//!
+//! The ordering guarantees, in the order they matter:
+//!
+//! * the run is claimed (compare-and-set) **before** anything executes, so a cancel written
+//!   before pickup wins and a finished run is never executed again on redelivery;
+//! * the terminal snapshot is written **before** the ACK; if it cannot be written the message is
+//!   NAKed (2 s) and the run will be retried — never ACKed with a non-terminal snapshot;
+//! * a failure of anything beside the run (heartbeat, progress write, in-progress ACK, DLQ
+//!   publish, registry) is logged and changes nothing else: the run is executed once (§14-5).
+//!
+//! The three steps live in their own modules; this one holds the message ([`Delivery`]) and the
+//! order they run in ([`process`]):
+//!
+//! * `claim.rs`: take ownership of the run (compare-and-set), or find it finished, cancelled
+//!   before it started, or executing elsewhere;
+//! * `execute.rs`: drive the runner, fold its events into the snapshot, keep heartbeat and
+//!   in-progress ACKs going, enforce cancels and the worker's stop;
+//! * `finish.rs`: every way a message ends — the terminal write and ACK, NAK (or giving up on
+//!   the last delivery), TERM of an invalid job — and the report of a job JetStream gave up on
+//!   ([`give_up`], also used by `max_deliver.rs`);
+//! * `snapshot.rs`: snapshot shapes the other three build on (a blank run, the job's metadata,
+//!   tasks ended in a given state).
+
+mod claim;
+mod execute;
+mod finish;
+mod snapshot;
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, AckKind};
+use pyoco_wire::JobMessage;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::{
+    context::{RunOverhead, Shared, TagConsumer},
+    pool::Lease,
+    runner::run_request,
+};
+
+use claim::{claim, Claim};
+use execute::{drive, Outcome};
+use finish::{finish, invalid_job, nak};
+
+pub(crate) use finish::{give_up, Exhausted};
+
+/// One fetched message and what the worker knows about the consumer it came from.
+pub(crate) struct Delivery {
+    pub msg: jetstream::Message,
+    /// The tag whose consumer delivered it.
+    pub tag: String,
+    /// The consumer's `max_deliver` (≤ 0: unlimited).
+    pub max_deliver: i64,
+    /// The consumer's ack wait.
+    pub ack_wait: Duration,
+    /// In-progress ACK period for this consumer (§6.5).
+    pub ack_progress: Option<Duration>,
+    /// When the message arrived (start of the worker-side overhead).
+    pub received: Instant,
+}
+
+impl Delivery {
+    pub(crate) fn new(msg: jetstream::Message, from: &TagConsumer) -> Self {
+        Delivery {
+            msg,
+            tag: from.tag.clone(),
+            max_deliver: from.max_deliver,
+            ack_wait: from.ack_wait,
+            ack_progress: from.ack_progress,
+            received: Instant::now(),
+        }
+    }
+
+    /// How many times JetStream has delivered this message (1 = first delivery).
+    fn delivered(&self) -> Option<i64> {
+        self.msg.info().ok().map(|i| i.delivered)
+    }
+
+    async fn ack(&self) -> bool {
+        match self.msg.ack().await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!("ACK failed (the job will be redelivered and skipped): {err}");
+                false
+            }
+        }
+    }
+
+    async fn term(&self) {
+        if let Err(err) = self.msg.ack_with(AckKind::Term).await {
+            tracing::warn!("TERM failed (the job may be delivered again): {err}");
+        }
+    }
+}
+
+/// Process one message with the runner in `lease`.
+pub(crate) async fn process(sh: Arc<Shared>, d: Delivery, lease: Lease) {
+    let job = match JobMessage::decode(&d.msg.payload, &sh.config.default_tag) {
+        Ok(job) => job,
+        Err(invalid) => {
+            lease.give_back();
+            let span = tracing::error_span!("invalid_job", subject = %d.msg.subject);
+            invalid_job(&sh, &d, invalid).instrument(span).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "run",
+        run_id = %job.run_id,
+        flow = %job.flow_name,
+        tag = %job.tag,
+        attempt = d.delivered().unwrap_or(0)
+    );
+    run_job(sh, d, job, lease).instrument(span).await;
+}
+
+async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease) {
+    let claimed = match claim(&sh, &d, &job).await {
+        Ok(c) => c,
+        Err(err) => {
+            lease.give_back();
+            tracing::error!("claiming the run failed, the job goes back to the queue: {err}");
+            nak(&sh, &d).await;
+            return;
+        }
+    };
+    let mut writer = match claimed {
+        Claim::Owned(w) => *w,
+        Claim::Terminal(status) => {
+            lease.give_back();
+            tracing::info!(%status, "run is already finished (redelivery); acknowledged without running it again");
+            d.ack().await;
+            return;
+        }
+        Claim::CancelledBeforeStart => {
+            lease.give_back();
+            tracing::info!(
+                "run was cancelled before it started; marked CANCELLED without running it"
+            );
+            d.ack().await;
+            return;
+        }
+        Claim::RunningElsewhere { worker_id, age } => {
+            lease.give_back();
+            tracing::warn!(
+                owner = worker_id.as_deref().unwrap_or("?"),
+                heartbeat_age_s = age,
+                "a first delivery found its run already RUNNING with a fresh heartbeat (a \
+                 duplicate job message); acknowledged without running it again — the owner's \
+                 own message brings the run back if the owner dies"
+            );
+            d.ack().await;
+            return;
+        }
+    };
+    let runner = lease.runner();
+    runner.drain_events();
+    let pid = runner.pid();
+    sh.probe.started(&job.run_id, pid);
+    sh.registry.run_started(&job.run_id);
+    let outcome = if runner.send(run_request(&job)) {
+        let before_run = d.received.elapsed();
+        tracing::debug!(pid, ?before_run, "run handed to the pyoco runner");
+        let outcome = drive(&sh, &d, &job, &mut lease, &mut writer).await;
+        (outcome, Some(before_run))
+    } else {
+        let exit = lease.runner().wait_exit().await;
+        (Outcome::RunnerDied(exit), None)
+    };
+    let run_done = Instant::now();
+    let (outcome, before_run) = outcome;
+    sh.probe.finished(&job.run_id);
+
+    // The runner is free (or replaced) before the terminal write: the next job can start.
+    let normal = matches!(outcome, Outcome::Finished(_));
+    if normal {
+        lease.give_back();
+    } else {
+        lease.replace();
+    }
+    let acked = finish(&sh, &d, &job, writer, outcome).await;
+    if let (true, true, Some(before_run)) = (normal, acked, before_run) {
+        let o = RunOverhead {
+            before_run,
+            after_run: run_done.elapsed(),
+        };
+        tracing::debug!(
+            before_run_us = o.before_run.as_micros() as u64,
+            after_run_us = o.after_run.as_micros() as u64,
+            "worker overhead of the run (outside the pyoco runner)"
+        );
+        sh.probe.record_overhead(o);
+    }
+}
