@@ -197,7 +197,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<Option<&'static str>, Failu
 
     let (signal_tx, signal_rx) = watch::channel::<Option<&'static str>>(None);
     tokio::spawn(async move {
-        let signal = crate::server::shutdown_signal().await;
+        let signal = pyoco_appliance::shutdown_signal().await;
         tracing::info!(signal, "shutdown requested");
         let _ = signal_tx.send(Some(signal));
     });
