@@ -135,8 +135,6 @@ pub use snapshot_writer::{CancelRequest, SnapshotWriter};
 pub use wheel_sync::{MANIFEST_FILE_NAME, UNSUPPORTED_WHEEL_TAGS};
 pub use worker::Worker;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// Why a worker could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -159,12 +157,4 @@ pub enum WorkerError {
     },
     #[error("NATS is not available: {0}")]
     Store(#[from] pyoco_store::StoreError),
-}
-
-/// Now, as Unix epoch seconds (the contract's timestamp format).
-pub(crate) fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }

@@ -24,7 +24,7 @@ use pyoco_store::Bucket;
 use pyoco_wire::{WheelSyncStatus, WorkerRecord, WorkerState};
 use tokio::{sync::Notify, task::JoinHandle};
 
-use crate::now;
+use pyoco_wire::python::time as now;
 
 /// Least time between two registry writes caused by run starts/ends.
 const MIN_GAP: Duration = Duration::from_millis(50);

@@ -26,7 +26,7 @@ use pyoco_store::{Bucket, StoreError};
 use pyoco_wire::{compact_snapshot, RunSnapshot, RunStatus};
 use tokio::time::Instant;
 
-use crate::now;
+use pyoco_wire::python::time as now;
 
 /// Snapshot key (our addition) holding the JetStream delivery count of the execution that owns
 /// the run: 1 for the first execution, 2+ after a redelivery. The claim (`job/claim.rs`) writes

@@ -49,7 +49,9 @@ use pyoco_wire::{
 use sha2::{Digest, Sha256};
 use tokio::{io::AsyncWriteExt, process::Command};
 
-use crate::{config::WheelSyncConfig, now};
+use pyoco_wire::python::time as now;
+
+use crate::config::WheelSyncConfig;
 
 /// Name of the manifest inside the sync dir (§2.8).
 pub const MANIFEST_FILE_NAME: &str = ".installed.json";

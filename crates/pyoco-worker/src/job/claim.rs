@@ -11,9 +11,9 @@ use super::{
 };
 use crate::{
     context::Shared,
-    now,
     snapshot_writer::{SnapshotWriter, ATTEMPT_KEY},
 };
+use pyoco_wire::python::time as now;
 
 /// What the claim found.
 pub(super) enum Claim {

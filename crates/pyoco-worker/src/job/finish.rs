@@ -17,7 +17,8 @@ use super::{
     snapshot::{apply_job_metadata, blank_snapshot, end_unfinished_tasks, MAX_CLAIM_ATTEMPTS},
     Delivery,
 };
-use crate::{context::Shared, now, snapshot_writer::SnapshotWriter};
+use crate::{context::Shared, snapshot_writer::SnapshotWriter};
+use pyoco_wire::python::time as now;
 
 /// Attempts of the terminal write before the message is NAKed, and the pauses between them.
 const TERMINAL_WRITE_RETRIES: [Duration; 2] =

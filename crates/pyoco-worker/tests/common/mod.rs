@@ -379,12 +379,7 @@ impl Harness {
     }
 }
 
-pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
+pub use pyoco_wire::python::time as now;
 
 pub fn json(v: &RunSnapshot) -> Value {
     serde_json::to_value(v).unwrap()
