@@ -11,8 +11,7 @@
 use std::{ffi::OsString, path::Path, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
-use pyoco_appliance::shutdown_signal;
-use pyoco_appliance::{Appliance, ApplianceOptions, Component, ComponentState};
+use pyoco_appliance::{shutdown_signal, Appliance, ApplianceOptions, Component, ComponentState};
 use pyoco_config::{spec, Settings};
 use pyoco_worker::WorkerConfig;
 

@@ -23,7 +23,7 @@ use pyoco_wire::python;
 use serde_json::{Map, Value};
 
 use super::components::{BadRequest, CorruptRecord, NatsUnavailable, RunNotFound, RunSnapshot};
-use super::stored::{corrupt_run, is_valid_kv_key, Include};
+use super::stored::{is_valid_kv_key, load_run_at, Include};
 use crate::{auth::Caller, error::ApiError, json::PyJson, AppState};
 
 /// How many times a cancel re-reads the snapshot after losing a compare-and-set to another
@@ -82,7 +82,7 @@ async fn cancel_with_retries(
     run_id: &str,
 ) -> Result<Map<String, Value>, ApiError> {
     for attempt in 0..MAX_ATTEMPTS {
-        let (mut snapshot, revision) = read_run(store, caller, run_id).await?;
+        let (mut snapshot, revision) = load_run_at(store, caller, run_id).await?;
         if !request_cancel(&mut snapshot, caller, python::time()) {
             tracing::debug!(%run_id, "cancel of a finished run: nothing to do");
             return Ok(snapshot);
@@ -107,29 +107,6 @@ async fn cancel_with_retries(
             "run {run_id} kept changing: cancel lost the compare-and-set {MAX_ATTEMPTS} times"
         ),
     })
-}
-
-/// The stored snapshot (every key, in stored order) and the revision it was read at; 404 when
-/// missing or another tenant's, 500 when it is not a JSON object.
-async fn read_run(
-    store: &Store,
-    caller: &Caller,
-    run_id: &str,
-) -> Result<(Map<String, Value>, u64), ApiError> {
-    let entry = store
-        .runs()
-        .get(run_id)
-        .await?
-        .ok_or_else(ApiError::run_not_found)?;
-    let snapshot = match pyoco_wire::value_from_python_json(&entry.value) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(corrupt_run(run_id, "not a JSON object")),
-        Err(err) => return Err(corrupt_run(run_id, err)),
-    };
-    if !caller.can_see(&snapshot) {
-        return Err(ApiError::run_not_found());
-    }
-    Ok((snapshot, entry.revision))
 }
 
 /// Mark `snapshot` as cancel-requested the way 0.5.1 does, touching only `status`,

@@ -21,6 +21,15 @@ pub(crate) async fn load_run(
     caller: &Caller,
     run_id: &str,
 ) -> Result<Map<String, Value>, ApiError> {
+    Ok(load_run_at(store, caller, run_id).await?.0)
+}
+
+/// [`load_run`], with the KV revision the snapshot was read at (for a compare-and-set write).
+pub(crate) async fn load_run_at(
+    store: &Store,
+    caller: &Caller,
+    run_id: &str,
+) -> Result<(Map<String, Value>, u64), ApiError> {
     if !is_valid_kv_key(run_id) {
         // No run can be stored under it; NATS would refuse the lookup.
         return Err(ApiError::run_not_found());
@@ -38,7 +47,7 @@ pub(crate) async fn load_run(
     if !caller.can_see(&snapshot) {
         return Err(ApiError::run_not_found());
     }
-    Ok(snapshot)
+    Ok((snapshot, entry.revision))
 }
 
 /// 500 `run record is corrupt` for a stored run value that is not a JSON object; the reason
