@@ -5,6 +5,7 @@
 //! One test binary, so the tests run in parallel (each has its own nats-server and temp dirs).
 
 mod appliance;
+mod auth_interop;
 mod docs_references;
 mod interop;
 mod module_graph;

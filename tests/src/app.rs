@@ -17,7 +17,7 @@ use std::{
 
 use futures::StreamExt;
 use pyoco_appliance::{Appliance, ApplianceOptions};
-use pyoco_config::Settings;
+use pyoco_config::{AuthMode, Settings};
 use pyoco_store::{Store, StoreConfig, DEFAULT_CONNECT_TIMEOUT};
 use pyoco_worker::WorkerConfig;
 use serde_json::{Map, Value};
@@ -177,6 +177,13 @@ impl TestApp {
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the gateway");
         let addr = listener.local_addr().expect("local addr");
+        let http = match settings.http_auth_mode {
+            AuthMode::None => reqwest::Client::new(),
+            AuthMode::ApiKey => client_with_key(
+                &settings.http_api_key_header,
+                &kit_api_key(&store, &settings).await,
+            ),
+        };
         let mut app = TestApp {
             nats,
             stopped_nats: Vec::new(),
@@ -185,7 +192,7 @@ impl TestApp {
             settings,
             addr,
             base_url: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http,
             store,
             dir,
         };
@@ -496,6 +503,38 @@ impl TestApp {
         )
         .await;
     }
+}
+
+/// With auth on, the app's own key: tenant `testkit`, stored in the app's auth bucket with the
+/// app's pepper (1000 rounds, as the gateway reads the count from the record, to keep tests
+/// fast). Requests through [`TestApp::http`] and the helpers carry it.
+async fn kit_api_key(store: &Store, settings: &Settings) -> String {
+    let rounds = std::num::NonZeroU32::new(1000).expect("not zero");
+    let pepper = settings.auth_pepper.as_deref().unwrap_or_default();
+    let made = pyoco_wire::new_api_key("testkit", pepper, rounds, pyoco_wire::python::time())
+        .expect("a valid tenant");
+    store
+        .auth()
+        .create(
+            &pyoco_wire::ApiKeyRecord::kv_key(&made.record.key_id),
+            made.record.to_json(),
+        )
+        .await
+        .expect("storing the test kit's API key");
+    made.api_key
+}
+
+/// An HTTP client that sends `key` in the header `name` with every request.
+fn client_with_key(name: &str, key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+        reqwest::header::HeaderValue::from_str(key).expect("a key is a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
 }
 
 /// A fresh install's settings (no `.env`) for an app in `dir` on the NATS at `nats_url`.

@@ -133,6 +133,15 @@ pub struct PythonGateway {
 impl PythonGateway {
     /// Start it on a free port against `nats_url` and wait until `/health` answers.
     pub async fn start(nats_url: &str, cwd: &Path) -> PythonGateway {
+        Self::start_with_env(nats_url, cwd, &[]).await
+    }
+
+    /// [`PythonGateway::start`] with more environment (`PYOCO_HTTP_AUTH_MODE`, …).
+    pub async fn start_with_env(
+        nats_url: &str,
+        cwd: &Path,
+        env: &[(&str, &OsStr)],
+    ) -> PythonGateway {
         let port = crate::free_port().to_string();
         let mut process = PyocoProcess::spawn(
             "py-gateway",
@@ -148,7 +157,7 @@ impl PythonGateway {
             ],
             nats_url,
             cwd,
-            &[],
+            env,
         );
         let base_url = format!("http://127.0.0.1:{port}");
         let health = format!("{base_url}/health");
@@ -263,4 +272,27 @@ pub async fn pyoco_client(server: &str, args: &[&str], cwd: &Path) -> ClientOutp
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
+}
+
+/// Run Python's `pyoco-server-admin --nats-url nats_url args` with `env` and return its
+/// parsed JSON output and exit code (asserting it printed one JSON line).
+pub fn python_admin(
+    nats_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (serde_json::Value, i32) {
+    let mut cmd = interop_command("pyoco-server-admin");
+    cmd.arg("--nats-url").arg(nats_url).args(args);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let out = cmd.output().expect("running Python's pyoco-server-admin");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "Python's pyoco-server-admin {args:?} printed no JSON ({e}): {stdout:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (value, out.status.code().unwrap_or(-1))
 }

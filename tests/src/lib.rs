@@ -58,8 +58,8 @@ pub use gateway::{
 };
 #[cfg(feature = "app")]
 pub use interop::{
-    interop_bin, pyoco_client, python_worker, python_worker_with_python, ClientOutput,
-    PyocoProcess, PythonGateway,
+    interop_bin, pyoco_client, python_admin, python_worker, python_worker_with_python,
+    ClientOutput, PyocoProcess, PythonGateway,
 };
 #[cfg(feature = "app")]
 pub use wheels::upload_wheel;

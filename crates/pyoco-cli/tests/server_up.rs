@@ -187,6 +187,23 @@ fn a_bad_setting_is_reported_with_its_variable_and_exit_code_1() {
     );
 }
 
+/// 0.5.1 turns auth off for any mode but `api_key`, typos included; we refuse to start.
+#[test]
+fn a_typo_in_the_auth_mode_refuses_to_start() {
+    let data = tempfile::tempdir().unwrap();
+    let out = pyoco_server(data.path())
+        .env("PYOCO_HTTP_AUTH_MODE", "api-key")
+        .args(["up", "--with-nats"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"PYOCO_HTTP_AUTH_MODE="api-key""#) && err.contains("none or api_key"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_busy_nats_port_says_what_to_do() {
     let data = tempfile::tempdir().unwrap();

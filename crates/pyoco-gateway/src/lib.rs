@@ -17,8 +17,9 @@
 //!
 //! What it is not: it does not read the environment (the caller passes [`Settings`]), does not
 //! bind sockets or install signal handlers (the CLI and the appliance do), does not know JSON
-//! shapes (`pyoco-wire`) or JetStream details (`pyoco-store`), and runs no work. API-key
-//! authentication (§9) is not implemented yet; [`Caller`] is where it plugs in.
+//! shapes (`pyoco-wire`) or JetStream details (`pyoco-store`), and runs no work. With
+//! `PYOCO_HTTP_AUTH_MODE=api_key`, every route but `/health`, `/` and `/openapi.json` needs an
+//! API key (§9, `auth.rs`), and each key's [`Caller`] sees only its tenant's runs.
 //! Deliberate differences from 0.5.1 are listed in `DIFFERENCES.md` next to this crate.
 //!
 //! ```no_run
@@ -99,6 +100,7 @@ where
 {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP gateway listening");
+        warn_about_auth(&state, addr);
     }
     let listener = listener.tap_io(|tcp| {
         // Small JSON answers: don't let Nagle hold them back.
@@ -113,6 +115,27 @@ where
             state.begin_shutdown();
         })
         .await
+}
+
+/// The start-up warnings of an unsafe auth setup: a gateway reachable from other machines with
+/// auth off, or API keys hashed without a pepper.
+fn warn_about_auth(state: &AppState, addr: SocketAddr) {
+    let auth = state.auth();
+    if !auth.enabled() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the gateway listens beyond this machine with PYOCO_HTTP_AUTH_MODE=none: anyone who \
+             can reach it can run flows; set PYOCO_HTTP_AUTH_MODE=api_key and create a key with \
+             `pyoco-server-admin api-key create --tenant T`"
+        );
+    }
+    if auth.enabled() && !auth.has_pepper() {
+        tracing::warn!(
+            "PYOCO_HTTP_AUTH_MODE=api_key without PYOCO_AUTH_PEPPER: a copy of the auth bucket \
+             is enough to attack the key hashes offline; set the same secret pepper for the \
+             gateway and pyoco-server-admin"
+        );
+    }
 }
 
 /// A handler panicked: answer 500 JSON instead of dropping the connection.

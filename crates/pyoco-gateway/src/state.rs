@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use pyoco_config::Settings;
 use pyoco_store::{SharedStore, Store};
 
-use crate::{error::ApiError, index::RunIndex};
+use crate::{auth::Authenticator, error::ApiError, index::RunIndex};
 
 /// Shared state of the gateway. Cheap to clone (one `Arc`).
 #[derive(Clone, Debug)]
@@ -34,6 +34,8 @@ struct Inner {
     wheel_keep_versions: u64,
     /// Every run in memory, fed by a KV watch: `GET /runs` and `/metrics` read it.
     run_index: RunIndex,
+    /// API-key authentication of the protected routes (§9).
+    auth: Authenticator,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 shutdown: tokio::sync::watch::Sender::new(false),
                 run_index: RunIndex::new(store.clone()),
+                auth: Authenticator::new(settings, store.clone()),
                 shared: store,
                 ready: OnceLock::new(),
                 default_tag: settings.default_tag.clone(),
@@ -64,6 +67,11 @@ impl AppState {
         }
         let store = self.inner.shared.get()?;
         Ok(self.inner.ready.get_or_init(|| store))
+    }
+
+    /// The API-key checker of the protected routes.
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.inner.auth
     }
 
     /// `PYOCO_DEFAULT_TAG`: the routing tag of a submission that names none.

@@ -1,8 +1,18 @@
 //! API key records (KV `pyoco_auth`, key `api_keys.<key_id>`, §2.6) and the key formats (§9).
 //!
-//! Hashing (PBKDF2-HMAC-SHA256, 200000 iterations, 32 bytes, pepper appended to the secret) is
-//! not done here; this module only fixes the stored shape and the string rules.
+//! It also holds the hash 0.5.1 stores: PBKDF2-HMAC-SHA256 of `secret + pepper` (UTF-8) with the
+//! record's salt and iterations, 32 bytes, compared in constant time ([`ApiKeyRecord::verifies`]),
+//! and the making of a new key ([`new_api_key`]) with 0.5.1's sizes, so a key made by either
+//! implementation's admin CLI works on either gateway. The hash is slow on purpose (200000
+//! rounds, tens of milliseconds): callers on an async executor run it on a blocking thread.
 
+use std::num::NonZeroU32;
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use ring::{
+    pbkdf2,
+    rand::{SecureRandom, SystemRandom},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
@@ -15,6 +25,12 @@ pub const DEFAULT_KDF: &str = "pbkdf2_hmac_sha256";
 pub const DEFAULT_PBKDF2_ITERATIONS: u32 = 200_000;
 /// Prefix of every plain API key.
 pub const API_KEY_PREFIX: &str = "pyoco_";
+/// Sizes 0.5.1 uses for a new key: 12-byte key id (24 hex chars), 32-byte secret, 16-byte salt.
+const KEY_ID_BYTES: usize = 12;
+const SECRET_BYTES: usize = 32;
+const SALT_BYTES: usize = 16;
+/// Length of the stored hash (PBKDF2 `dklen`).
+const HASH_BYTES: usize = 32;
 
 /// A stored API key (the plain secret is never stored), in 0.5.1's key order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +130,109 @@ impl ApiKeyRecord {
     pub fn to_json(&self) -> Vec<u8> {
         to_python_json(self)
     }
+
+    /// Whether `secret` (the part of a presented key after the first `.`) with `pepper` hashes
+    /// to this record's hash, compared in constant time. `false` for a revoked record, and for
+    /// a record whose salt or hash is not base64url or whose iterations are 0 (a corrupt
+    /// record rejects every key, as in 0.5.1). Slow on purpose: keep it off async executors.
+    #[must_use]
+    pub fn verifies(&self, secret: &str, pepper: &str) -> bool {
+        if self.is_revoked() {
+            return false;
+        }
+        let (Some(salt), Some(expected), Some(iterations)) = (
+            decode_b64url(&self.salt_b64),
+            decode_b64url(&self.hash_b64),
+            NonZeroU32::new(self.iterations),
+        ) else {
+            return false;
+        };
+        pbkdf2::verify(
+            pbkdf2::PBKDF2_HMAC_SHA256,
+            iterations,
+            &salt,
+            password(secret, pepper).as_bytes(),
+            &expected,
+        )
+        .is_ok()
+    }
+}
+
+/// `secret + pepper`, the PBKDF2 password of 0.5.1.
+fn password(secret: &str, pepper: &str) -> String {
+    let mut password = String::with_capacity(secret.len() + pepper.len());
+    password.push_str(secret);
+    password.push_str(pepper);
+    password
+}
+
+/// base64url with or without padding, as Python's `_b64url_decode_nopad` reads it.
+fn decode_b64url(text: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()
+}
+
+/// A key just made: the plain key (shown to the user once, never stored) and its record.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// `pyoco_<key_id>.<secret>`.
+    pub api_key: String,
+    /// What goes into the auth bucket under [`ApiKeyRecord::kv_key`].
+    pub record: ApiKeyRecord,
+}
+
+/// A tenant id outside `^[A-Za-z0-9_-]{1,64}$`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid tenant id {0:?}: use 1 to 64 of A-Z, a-z, 0-9, '_' and '-'")]
+pub struct InvalidTenantId(pub String);
+
+/// Make a key for `tenant_id` as 0.5.1's `generate_api_key` does: a random 24-hex-char key id,
+/// a random 32-byte secret (base64url, no padding: 43 chars), a random 16-byte salt and the
+/// PBKDF2 hash of `secret + pepper` with `iterations` rounds (0.5.1 uses
+/// [`DEFAULT_PBKDF2_ITERATIONS`]). Slow on purpose: keep it off async executors.
+///
+/// # Errors
+/// [`InvalidTenantId`] for a tenant id outside the creation rule.
+///
+/// # Panics
+/// If the operating system has no random numbers to give.
+pub fn new_api_key(
+    tenant_id: &str,
+    pepper: &str,
+    iterations: NonZeroU32,
+    created_at: f64,
+) -> Result<NewApiKey, InvalidTenantId> {
+    if !is_valid_tenant_id(tenant_id) {
+        return Err(InvalidTenantId(tenant_id.to_string()));
+    }
+    let rng = SystemRandom::new();
+    let mut random = [0u8; KEY_ID_BYTES + SECRET_BYTES + SALT_BYTES];
+    rng.fill(&mut random)
+        .expect("the operating system's random number generator failed");
+    let (key_id, rest) = random.split_at(KEY_ID_BYTES);
+    let (secret, salt) = rest.split_at(SECRET_BYTES);
+    let key_id = hex::encode(key_id);
+    let secret = URL_SAFE_NO_PAD.encode(secret);
+    let mut hash = [0u8; HASH_BYTES];
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        salt,
+        password(&secret, pepper).as_bytes(),
+        &mut hash,
+    );
+    Ok(NewApiKey {
+        api_key: format!("{API_KEY_PREFIX}{key_id}.{secret}"),
+        record: ApiKeyRecord {
+            key_id,
+            tenant_id: tenant_id.to_string(),
+            kdf: DEFAULT_KDF.to_string(),
+            iterations: iterations.get(),
+            salt_b64: URL_SAFE_NO_PAD.encode(salt),
+            hash_b64: URL_SAFE_NO_PAD.encode(hash),
+            created_at,
+            revoked_at: None,
+        },
+    })
 }
 
 fn is_token(s: &str, min: usize, max: usize) -> bool {
@@ -190,6 +309,66 @@ mod tests {
             ApiKeyRecord::from_json(br#"{"key_id":"k"}"#),
             Err(ApiKeyRecordError::MissingField("tenant_id"))
         );
+    }
+
+    /// Made by pyoco-server 0.5.1: `generate_api_key(tenant_id="acme", now=1712345678.5,
+    /// iterations=1000, pepper="pep")`.
+    const PY_KEY: &str =
+        "pyoco_8377ae60958f88ab18e68790.sQs-IgiYKbQ0prgzgQZFiKrnSGUukZlLuuJ6hbjAnFo";
+    const PY_KEY_RECORD: &str = r#"{"key_id":"8377ae60958f88ab18e68790","tenant_id":"acme","kdf":"pbkdf2_hmac_sha256","iterations":1000,"salt_b64":"RIih0GG-pgQTX1hpiNgupA","hash_b64":"D3eHFX6wXbdLGr_saTFGD95h2jaYcUUw0PwdjFGR4Pg","created_at":1712345678.5,"revoked_at":null}"#;
+
+    #[test]
+    fn a_new_key_verifies_with_its_pepper_only_and_looks_like_python_s() {
+        let iterations = NonZeroU32::new(1000).unwrap();
+        let made = new_api_key("acme", "pep", iterations, 1.5).unwrap();
+        let (key_id, secret) = parse_api_key(&made.api_key).unwrap();
+        assert_eq!(key_id, made.record.key_id);
+        assert_eq!(key_id.len(), 24);
+        assert!(key_id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(secret.len(), 43);
+        assert_eq!(made.record.salt_b64.len(), 22);
+        assert_eq!(made.record.hash_b64.len(), 43);
+        assert_eq!(made.record.iterations, 1000);
+        assert!(made.record.verifies(secret, "pep"));
+        assert!(!made.record.verifies(secret, ""));
+        let wrong = format!(
+            "{}{}",
+            if secret.starts_with('x') { 'y' } else { 'x' },
+            &secret[1..]
+        );
+        assert!(!made.record.verifies(&wrong, "pep"));
+        let revoked = ApiKeyRecord {
+            revoked_at: Some(2.0),
+            ..made.record.clone()
+        };
+        assert!(!revoked.verifies(secret, "pep"));
+        let other = new_api_key("acme", "pep", iterations, 1.5).unwrap();
+        assert_ne!(other.api_key, made.api_key);
+        assert_eq!(
+            new_api_key("no spaces", "", iterations, 1.5).unwrap_err(),
+            InvalidTenantId("no spaces".into())
+        );
+    }
+
+    #[test]
+    fn a_python_made_record_verifies() {
+        // Record written by 0.5.1 for PY_KEY (pepper "pep", 1000 iterations).
+        let record = ApiKeyRecord::from_json(PY_KEY_RECORD.as_bytes()).unwrap();
+        let (_, secret) = parse_api_key(PY_KEY).unwrap();
+        assert!(record.verifies(secret, "pep"));
+        assert!(!record.verifies(secret, "other"));
+        let corrupt = ApiKeyRecord {
+            salt_b64: "*".into(),
+            ..record.clone()
+        };
+        assert!(!corrupt.verifies(secret, "pep"));
+        let no_rounds = ApiKeyRecord {
+            iterations: 0,
+            ..record
+        };
+        assert!(!no_rounds.verifies(secret, "pep"));
     }
 
     #[test]

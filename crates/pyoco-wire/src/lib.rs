@@ -40,8 +40,9 @@ mod worker;
 mod workflow_yaml;
 
 pub use auth::{
-    is_valid_tenant_id, parse_api_key, ApiKeyFormatError, ApiKeyRecord, ApiKeyRecordError,
-    API_KEY_PREFIX, DEFAULT_KDF, DEFAULT_PBKDF2_ITERATIONS,
+    is_valid_tenant_id, new_api_key, parse_api_key, ApiKeyFormatError, ApiKeyRecord,
+    ApiKeyRecordError, InvalidTenantId, NewApiKey, API_KEY_PREFIX, DEFAULT_KDF,
+    DEFAULT_PBKDF2_ITERATIONS,
 };
 pub use cursor::{CursorError, RunsCursor};
 pub use dlq::{

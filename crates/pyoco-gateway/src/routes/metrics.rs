@@ -1,5 +1,6 @@
 //! `GET /metrics`: Prometheus text format (0.0.4), the four pyoco gauges of 0.5.1 (contract
-//! §3.2) and, on Linux, the usual `process_*` metrics. Not authenticated, like 0.5.1 (§14-14).
+//! §3.2) and, on Linux, the usual `process_*` metrics. Behind the API key when auth is on (0.5.1
+//! forgot to protect it, §14-14), with one more gauge then: `pyoco_api_key_verifications_total`.
 //!
 //! Each scrape fills a fresh [`prometheus::Registry`] (the pyoco gauges and a
 //! [`ProcessCollector`](prometheus::process_collector::ProcessCollector)) and writes it with
@@ -53,6 +54,10 @@ const DLQ_MESSAGES_TOTAL: (&str, &str) = (
     "pyoco_dlq_messages_total",
     "Total DLQ messages in the DLQ stream (best-effort).",
 );
+const API_KEY_VERIFICATIONS_TOTAL: (&str, &str) = (
+    "pyoco_api_key_verifications_total",
+    "API key hashes (PBKDF2) computed since the gateway started; remembered keys cost none.",
+);
 
 /// `GET /metrics`.
 #[utoipa::path(
@@ -63,7 +68,8 @@ const DLQ_MESSAGES_TOTAL: (&str, &str) = (
     summary = "Prometheus metrics",
     description = "Text exposition format 0.0.4: `pyoco_runs_total` and `pyoco_runs_today_total` \
 by `status`, `pyoco_workers_alive_total`, `pyoco_dlq_messages_total` (omitted when the DLQ \
-stream cannot be read), and the usual `process_*` metrics. Not authenticated, like 0.5.1.",
+stream cannot be read), `pyoco_api_key_verifications_total` (API key hashes computed, with auth \
+on) and the usual `process_*` metrics. Needs the API key when auth is on (0.5.1 left it open).",
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4",
          body = String),
@@ -83,7 +89,8 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         .inspect_err(|err| tracing::debug!("metrics: DLQ stream info failed: {err}"))
         .ok();
 
-    let body = render(&counts, workers_alive, dlq_messages).map_err(|err| {
+    let verifications = state.auth().verifications();
+    let body = render(&counts, workers_alive, dlq_messages, verifications).map_err(|err| {
         ApiError::detail(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("metrics encoding failed: {err}"),
@@ -97,11 +104,13 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 /// The body of one scrape: the four pyoco gauges in a fixed order, then the process metrics.
-/// `dlq_messages` is `None` when the DLQ stream could not be read: that gauge is left out.
+/// `dlq_messages` is `None` when the DLQ stream could not be read: that gauge is left out;
+/// `verifications` is `None` with auth off: so is that one.
 fn render(
     counts: &StatusCounts,
     workers_alive: u64,
     dlq_messages: Option<u64>,
+    verifications: Option<u64>,
 ) -> prometheus::Result<String> {
     let registry = Registry::new();
     register_by_status(&registry, RUNS_TOTAL, &counts.total)?;
@@ -109,6 +118,9 @@ fn render(
     register_gauge(&registry, WORKERS_ALIVE_TOTAL, workers_alive)?;
     if let Some(n) = dlq_messages {
         register_gauge(&registry, DLQ_MESSAGES_TOTAL, n)?;
+    }
+    if let Some(n) = verifications {
+        register_gauge(&registry, API_KEY_VERIFICATIONS_TOTAL, n)?;
     }
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
@@ -133,7 +145,11 @@ fn render(
             }
         }
     }
-    for (name, _) in [WORKERS_ALIVE_TOTAL, DLQ_MESSAGES_TOTAL] {
+    for (name, _) in [
+        WORKERS_ALIVE_TOTAL,
+        DLQ_MESSAGES_TOTAL,
+        API_KEY_VERIFICATIONS_TOTAL,
+    ] {
         if let Some(family) = families.remove(name) {
             encoder.encode_utf8(&[family], &mut body)?;
         }
@@ -246,7 +262,7 @@ mod tests {
             &[("RUNNING", 1), ("COMPLETED", 2), ("we\"ird\\\n", 3)],
             &[("FAILED", 4)],
         );
-        let body = render(&counts, 5, Some(6)).unwrap();
+        let body = render(&counts, 5, Some(6), None).unwrap();
         assert_eq!(
             pyoco_part(&body),
             "\
@@ -270,7 +286,7 @@ pyoco_dlq_messages_total 6
 
     #[test]
     fn empty_status_gauges_are_described_and_an_unknown_dlq_is_left_out() {
-        let body = render(&counts(&[], &[]), 0, None).unwrap();
+        let body = render(&counts(&[], &[]), 0, None, None).unwrap();
         assert_eq!(
             pyoco_part(&body),
             "\
@@ -288,7 +304,7 @@ pyoco_workers_alive_total 0
     #[cfg(target_os = "linux")]
     #[test]
     fn process_metrics_follow_the_pyoco_gauges() {
-        let body = render(&counts(&[], &[]), 0, Some(0)).unwrap();
+        let body = render(&counts(&[], &[]), 0, Some(0), None).unwrap();
         for name in [
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",

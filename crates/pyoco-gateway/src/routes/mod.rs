@@ -8,9 +8,9 @@
 //! and record schemas). `openapi` assembles the document from the handlers' annotations and is
 //! imported by none of them, so the imports between these modules form no cycle.
 
-use axum::{http::StatusCode, Router};
+use axum::{http::StatusCode, middleware, Router};
 
-use crate::{error::ApiError, AppState};
+use crate::{auth, error::ApiError, AppState};
 
 mod cancel;
 mod components;
@@ -30,22 +30,29 @@ mod wheels;
 mod workers;
 mod yaml_form;
 
-/// Routes anyone may call (contract §3.1, left column of "not protected").
+/// Routes anyone may call: `GET /health`, the dashboard page and the OpenAPI document.
 pub(crate) fn public() -> Router<AppState> {
     health::routes()
         .merge(home::routes())
         .merge(openapi::routes())
-        .merge(workers::routes())
-        .merge(metrics::routes())
 }
 
-/// Routes behind authentication once it exists (§9): the auth layer goes on this router.
+/// Every other route, behind the one auth layer ([`auth::require_api_key`], §9). Unlike 0.5.1,
+/// `GET /workers`, `PATCH /workers/{id}` and `GET /metrics` are protected too, as its own
+/// specification says (§14-14). The layer runs before any body is read, so a request without
+/// a valid key gets 401/403, never a 422 about its body.
 pub(crate) fn protected(state: &AppState) -> Router<AppState> {
     runs::routes(state)
         .merge(watch::routes())
         .merge(cancel::routes())
         .merge(list::routes())
         .merge(wheels::routes(state))
+        .merge(workers::routes())
+        .merge(metrics::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ))
 }
 
 /// 404 `{"detail":"Not Found"}` for unknown paths, like Starlette.

@@ -97,7 +97,7 @@ while NATS is away.",
     ),
     tags(
         (name = "runs", description = "Submit, list, read, watch and cancel runs (contract §3.2)"),
-        (name = "workers", description = "The worker registry (not authenticated, like 0.5.1)"),
+        (name = "workers", description = "The worker registry (behind the API key when auth is on; 0.5.1 left it open)"),
         (name = "wheels", description = "The wheel registry workers install plugin tasks from, and its history (contract §3.2, §7)"),
         (name = "service", description = "Health, metrics and this document"),
     ),

@@ -1,5 +1,6 @@
 //! The worker registry seen over HTTP: `GET /workers` lists it, `PATCH /workers/{worker_id}`
-//! hides or shows a worker (contract §3.2, §2.4, §4.3). Not authenticated, as in 0.5.1 (§3.1).
+//! hides or shows a worker (contract §3.2, §2.4, §4.3). Behind the API key when auth is on
+//! (0.5.1 left both open, §14-14).
 //!
 //! Records are read through `pyoco-wire`'s normalisation and the state shown is the derived one:
 //! a worker not seen for `PYOCO_WORKER_DISCONNECT_TIMEOUT_SEC` is `DISCONNECTED`. That only
@@ -75,7 +76,7 @@ pub(crate) fn routes() -> Router<AppState> {
     tag = "workers",
     summary = "List the worker registry, most recently seen first",
     description = "Each record normalised (contract §2.4) with its derived `state` (§4.3). An \
-empty registry is `[]`. Not authenticated, like 0.5.1.",
+empty registry is `[]`. Needs the API key when auth is on (0.5.1 left it open).",
     params(ListWorkersParams),
     responses(
         (status = 200, description = "The workers", body = Vec<WorkerRecordSchema>, links(
@@ -349,8 +350,8 @@ struct WorkerPatchBody {
     operation_id = "patch_worker",
     tag = "workers",
     summary = "Hide or show a worker",
-    description = "Sets the display flag the worker keeps in its registry record. Not \
-authenticated, like 0.5.1.",
+    description = "Sets the display flag the worker keeps in its registry record. Needs \
+the API key when auth is on (0.5.1 left it open).",
     params(("worker_id" = String, Path, description = "The worker's id")),
     request_body(content = WorkerPatchBody, content_type = "application/json"),
     responses(
