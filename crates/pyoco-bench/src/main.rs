@@ -667,6 +667,9 @@ async fn phases(ctx: &mut Ctx<'_>, res: &mut SystemResult, nats_pid: Option<u32>
     if let Some(r) = procs::rss_mib(gateway.pid) {
         res.set("rss_gateway_load_mib", r);
     }
+    if let Err(e) = auth_phase(ctx, res).await {
+        res.note(format!("API key phase: {e:#}"));
+    }
     if let Some(r) = nats_pid.and_then(procs::rss_mib) {
         res.set("rss_nats_load_mib", r);
     }
@@ -675,6 +678,16 @@ async fn phases(ctx: &mut Ctx<'_>, res: &mut SystemResult, nats_pid: Option<u32>
 }
 
 async fn start_gateway(ctx: &mut Ctx<'_>, rep: usize) -> Result<(ChildProc, f64)> {
+    start_gateway_with(ctx, &rep.to_string(), vec![]).await
+}
+
+/// Start one more gateway (log `gateway-<label>.log`) with `env` added; `ctx.base` becomes its
+/// address.
+async fn start_gateway_with(
+    ctx: &mut Ctx<'_>,
+    label: &str,
+    env: Vec<(String, String)>,
+) -> Result<(ChildProc, f64)> {
     let port = procs::free_port()?;
     let mut g = ChildProc::spawn(Spawn {
         name: format!("{}-gateway", ctx.spec.name),
@@ -688,9 +701,9 @@ async fn start_gateway(ctx: &mut Ctx<'_>, rep: usize) -> Result<(ChildProc, f64)
             "--nats-url".into(),
             ctx.nats_url.clone(),
         ],
-        env: vec![],
+        env,
         cwd: &ctx.dir,
-        log: ctx.dir.join(format!("gateway-{rep}.log")),
+        log: ctx.dir.join(format!("gateway-{label}.log")),
     })?;
     let base = format!("http://127.0.0.1:{port}");
     let url = format!("{base}/health");
@@ -721,6 +734,112 @@ async fn start_gateway(ctx: &mut Ctx<'_>, rep: usize) -> Result<(ChildProc, f64)
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The pepper of the API key phase.
+const BENCH_PEPPER: &str = "bench-pepper";
+
+/// 4. API keys: `GET /runs/{id}` at concurrency 32 on one run, through a second gateway with
+/// `PYOCO_HTTP_AUTH_MODE=api_key` (a key made by the system's own `pyoco-server-admin`) and
+/// through the running one with auth off, the same number of requests each after a warm-up.
+async fn auth_phase(ctx: &mut Ctx<'_>, res: &mut SystemResult) -> Result<()> {
+    let name = ctx.spec.name;
+    let admin = ctx.spec.gateway.with_file_name("pyoco-server-admin");
+    let out = tokio::process::Command::new(&admin)
+        .args([
+            "--nats-url",
+            &ctx.nats_url,
+            "api-key",
+            "create",
+            "--tenant",
+            "bench",
+        ])
+        .env("PYOCO_AUTH_PEPPER", BENCH_PEPPER)
+        .env("PYOCO_LOAD_DOTENV", "0")
+        .current_dir(&ctx.dir)
+        .output()
+        .await
+        .with_context(|| format!("running {}", admin.display()))?;
+    let made: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "{} api-key create printed no JSON: {}",
+            admin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let key = made["api_key"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no api_key in {made}"))?
+        .to_string();
+
+    let open_base = ctx.base.clone();
+    let env = vec![
+        ("PYOCO_HTTP_AUTH_MODE".to_string(), "api_key".to_string()),
+        ("PYOCO_AUTH_PEPPER".to_string(), BENCH_PEPPER.to_string()),
+    ];
+    let (gateway, _) = start_gateway_with(ctx, "api-key", env).await?;
+    let auth_base = std::mem::replace(&mut ctx.base, open_base.clone());
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", reqwest::header::HeaderValue::from_str(&key)?);
+    let keyed = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(256)
+        .default_headers(headers)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let result = async {
+        let run_id = post_yaml(&keyed, &auth_base, ctx.yaml).await?;
+        let (c, n) = ctx
+            .plan
+            .get
+            .iter()
+            .copied()
+            .find(|(c, _)| *c == 32)
+            .unwrap_or((32, 2000));
+        // Python hashes 200000 PBKDF2 rounds per request on its event loop: fewer requests.
+        let n_auth = if name == "python" { n.min(300) } else { n };
+        let mut rps = [0.0; 2];
+        for (slot, (label, http, base, n)) in [
+            ("off", ctx.http.clone(), open_base.clone(), n),
+            ("api_key", keyed.clone(), auth_base.clone(), n_auth),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let url = Arc::new(format!("{base}/runs/{run_id}"));
+            for (warm_up, count) in [(true, 64), (false, n)] {
+                let (http, url) = (http.clone(), url.clone());
+                let r = load::run(count, c, Duration::from_secs(300), move |_| {
+                    let (http, url) = (http.clone(), url.clone());
+                    async move { get_ok(&http, &url).await }
+                })
+                .await?;
+                if r.errors > 0 {
+                    bail!(
+                        "GET /runs/{{id}} auth {label}: {} errors, first: {}",
+                        r.errors,
+                        r.first_error.unwrap_or_default()
+                    );
+                }
+                if !warm_up {
+                    log(name, format!("GET /runs/{{id}} c={c} auth {label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", r.rps(), r.latency.p50, r.latency.p99));
+                    res.set(&format!("get_auth_{label}_c{c}_rps"), r.rps());
+                    res.set(&format!("get_auth_{label}_c{c}_p50_ms"), r.latency.p50);
+                    rps[slot] = r.rps();
+                }
+            }
+        }
+        if rps[0] > 0.0 {
+            let share = 100.0 * rps[1] / rps[0];
+            log(name, format!("API key on: {share:.1} % of the requests per second with auth off"));
+            res.set("get_auth_share_pct", share);
+        }
+        Ok(())
+    }
+    .await;
+    gateway.stop(Duration::from_secs(5)).await;
+    result
 }
 
 async fn post_yaml(http: &reqwest::Client, base: &str, yaml: &'static [u8]) -> Result<String> {

@@ -173,6 +173,26 @@ pub fn rows(levels: &[usize], history: usize, tput: usize, reps: usize) -> Vec<R
         "`GET /runs/{id}` c=32 p50 (ms)",
         Lower,
     ));
+    r.push(row(
+        "get_auth_off_c32_rps",
+        "`GET /runs/{id}` c=32, one run, auth off (req/s)",
+        Higher,
+    ));
+    r.push(row(
+        "get_auth_api_key_c32_rps",
+        "`GET /runs/{id}` c=32, one run, API key (req/s)",
+        Higher,
+    ));
+    r.push(row(
+        "get_auth_api_key_c32_p50_ms",
+        "`GET /runs/{id}` c=32, API key, p50 (ms)",
+        Lower,
+    ));
+    r.push(row(
+        "get_auth_share_pct",
+        "API key on, as % of auth off (req/s)",
+        Higher,
+    ));
     for l in levels {
         r.push(row(
             &format!("list_{l}_p50_ms"),

@@ -394,7 +394,7 @@ settings_table! {
     http_auth_mode: AuthMode = PYOCO_HTTP_AUTH_MODE {
         group: Auth, kind: Kind::AuthMode, default: Some("none"), scope: Server,
         restarts: Gateway,
-        help: "`api_key` requires an API key on `/runs*` requests; `none` allows all.",
+        help: "`api_key`: every request but `/health`, `/` and `/openapi.json` needs an API key (create one with `pyoco-server-admin api-key create --tenant T`); `none`: the gateway is open to anyone who can reach it.",
     },
     http_api_key_header: String = PYOCO_HTTP_API_KEY_HEADER {
         group: Auth, kind: Kind::HeaderName, default: Some("X-API-Key"), scope: Server,

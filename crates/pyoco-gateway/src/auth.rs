@@ -145,6 +145,11 @@ impl Authenticator {
             .then(|| self.inner.verifications.load(Ordering::Relaxed))
     }
 
+    /// The header carrying the key, when auth is on (for the home page).
+    pub(crate) fn header_name(&self) -> Option<&str> {
+        self.enabled().then(|| self.inner.header.as_str())
+    }
+
     /// Whether a pepper is configured (`PYOCO_AUTH_PEPPER`).
     pub(crate) fn has_pepper(&self) -> bool {
         !self.inner.pepper.is_empty()

@@ -152,12 +152,14 @@ impl HttpFailure {
         let detail = self.detail();
         let detail_str = detail.as_ref().and_then(Value::as_str).unwrap_or("");
         match self.status {
-            401 => "the gateway requires an API key: pass --api-key KEY (sent in the header named \
-                    by --api-key-header, default X-API-Key)"
+            401 => "the gateway requires an API key: pass --api-key KEY or set PYOCO_API_KEY \
+                    (sent in the header named by --api-key-header, default X-API-Key); an admin \
+                    creates keys with `pyoco-server-admin api-key create --tenant T`"
                 .to_string(),
-            403 => "the gateway rejected the API key: check --api-key (keys look like \
-                    pyoco_<id>.<secret>; create one with `pyoco-server-admin api-key create --tenant T`) \
-                    and that --api-key-header matches the gateway's PYOCO_HTTP_API_KEY_HEADER"
+            403 => "the gateway rejected the API key: check --api-key / PYOCO_API_KEY (keys look \
+                    like pyoco_<id>.<secret>; it may have been revoked, see `pyoco-server-admin \
+                    api-key list`) and that --api-key-header matches the gateway's \
+                    PYOCO_HTTP_API_KEY_HEADER"
                 .to_string(),
             404 if detail_str == "run not found" => {
                 "check the run id with `pyoco-client list` (runs of another tenant are hidden)"
