@@ -3,8 +3,8 @@
 #
 #   sudo bash scripts/test.sh [--quick] [setup.sh options...]
 #
-# 1. setup    scripts/setup.sh --with-interop --with-testtools --with-desktop-tests (plus any
-#             setup.sh option given here, such as --with-browser)
+# 1. setup    scripts/setup.sh --with-interop --with-testtools --with-desktop-tests --with-browser
+#             (Chromium for the cross-origin test), plus any setup.sh option given here
 # 2. fmt      cargo fmt --all -- --check                        (skipped with --quick)
 # 3. build    the whole workspace and its tests (cargo nextest run --workspace --no-run), with
 #             clippy -D warnings as the compiler of the workspace's own crates: the lint and the
@@ -45,6 +45,7 @@ done
 
 if pyoco_should_drop_to_sudo_user; then
   bash "$PYOCO_SCRIPTS_DIR/setup.sh" --apt-only --with-interop --with-testtools --with-desktop-tests \
+    --with-browser \
     "${SETUP_ARGS[@]}"
   pyoco_exec_as_sudo_user bash "${BASH_SOURCE[0]}" --skip-apt "$@"
 fi
@@ -88,6 +89,7 @@ finish() {
 
 # 1. setup: without it nothing below means anything.
 if ! phase setup bash "$PYOCO_SCRIPTS_DIR/setup.sh" --with-interop --with-testtools --with-desktop-tests \
+  --with-browser \
   "${SETUP_ARGS[@]}"; then
   log "setup failed: nothing was tested (see the ERROR lines above for what to do)"
   finish

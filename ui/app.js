@@ -991,8 +991,11 @@ async function exportSettings(event) {
   try {
     const result = await invoke('export_settings', { path });
     const count = result.count ?? 0;
+    // What a server should not run with (auth off, no pepper, any module callable).
+    const warnings = (result.warnings ?? []).map((w) => `Warning: ${w}.`);
     showResult($('export-result'),
-      `Exported ${count} setting${count === 1 ? '' : 's'} to ${result.path ?? path}`);
+      `Exported ${count} setting${count === 1 ? '' : 's'} to ${result.path ?? path}`,
+      { notes: warnings });
   } catch (err) {
     showResult($('export-result'), errorMessage(err), { error: true });
   } finally {

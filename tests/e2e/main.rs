@@ -6,6 +6,7 @@
 
 mod appliance;
 mod auth_interop;
+mod browser;
 mod docs_references;
 mod interop;
 mod module_graph;

@@ -739,9 +739,10 @@ async fn start_gateway_with(
 /// The pepper of the API key phase.
 const BENCH_PEPPER: &str = "bench-pepper";
 
-/// 4. API keys: `GET /runs/{id}` at concurrency 32 on one run, through a second gateway with
-/// `PYOCO_HTTP_AUTH_MODE=api_key` (a key made by the system's own `pyoco-server-admin`) and
-/// through the running one with auth off, the same number of requests each after a warm-up.
+/// Phase 4, API keys: `GET /runs/{id}` at concurrency 32 on one run, through a second gateway
+/// with `PYOCO_HTTP_AUTH_MODE=api_key` (a key made by the system's own `pyoco-server-admin`)
+/// and through the running one with auth off, the same number of requests each after a
+/// warm-up.
 async fn auth_phase(ctx: &mut Ctx<'_>, res: &mut SystemResult) -> Result<()> {
     let name = ctx.spec.name;
     let admin = ctx.spec.gateway.with_file_name("pyoco-server-admin");
@@ -789,7 +790,17 @@ async fn auth_phase(ctx: &mut Ctx<'_>, res: &mut SystemResult) -> Result<()> {
         .timeout(Duration::from_secs(60))
         .build()?;
     let result = async {
-        let run_id = post_yaml(&keyed, &auth_base, ctx.yaml).await?;
+        // `/health` answers before the gateway is connected to NATS: submit once it is.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let run_id = loop {
+            match post_yaml(&keyed, &auth_base, ctx.yaml).await {
+                Ok(id) => break id,
+                Err(e) if format!("{e:#}").contains("HTTP 503") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let (c, n) = ctx
             .plan
             .get

@@ -185,6 +185,13 @@ pub enum Kind {
     KvKey,
     /// An HTTP header name (RFC 7230 token).
     HeaderName,
+    /// Comma-separated host names or IP addresses, `*.domain` for its subdomains, `*` for any
+    /// (lower-cased, duplicates dropped).
+    Hosts,
+    /// Comma-separated web origins `scheme://host[:port]` (lower-cased, duplicates dropped).
+    Origins,
+    /// Comma-separated Python module names or dotted prefixes (`my_tasks`, `corp.etl`).
+    Modules,
     /// An IP address or a host name.
     Host,
     /// A TCP port from `min` to 65535 (0 = any free port).
@@ -244,6 +251,16 @@ impl Kind {
             }
             Kind::HeaderName => "an HTTP header name (an RFC 7230 token such as X-API-Key)".into(),
             Kind::Host => "an IP address or host name".into(),
+            Kind::Hosts => {
+                "comma-separated host names or IP addresses (`*.example.com`: its subdomains, \
+                 `*`: any)"
+                    .into()
+            }
+            Kind::Origins => {
+                "comma-separated origins like `https://app.example.com` or `http://localhost:3000`"
+                    .into()
+            }
+            Kind::Modules => "comma-separated Python module names (`my_tasks`, `corp.etl`)".into(),
             Kind::Port { min } => format!("a port number {min}..65535"),
             Kind::Interval { floor } if floor > 0.0 => {
                 format!("a number of seconds > 0 (values below {floor} count as {floor})")

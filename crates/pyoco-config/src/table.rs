@@ -252,6 +252,11 @@ settings_table! {
         restarts: Worker,
         help: "Extra task modules for pyoco's task loader (comma-separated), passed to the runner.",
     },
+    task_modules: Vec<String> = PYOCO_TASK_MODULES {
+        group: Worker, kind: Kind::Modules, default: None, scope: Server,
+        restarts: GatewayAndWorker,
+        help: "Python modules (or dotted prefixes) a flow's tasks may call; a flow naming another module is refused by the gateway (422) and failed by the worker. Empty: any importable module, as 0.5.1 (including `os:system`).",
+    },
     flow_resolver: Option<String> = PYOCO_FLOW_RESOLVER {
         group: Worker, kind: Kind::FlowResolver, default: None, scope: Server,
         restarts: Worker,
@@ -405,6 +410,16 @@ settings_table! {
         group: Auth, kind: Kind::Name, default: Some("pyoco_auth"), scope: Server,
         restarts: Gateway,
         help: "KV bucket holding API keys.",
+    },
+    http_allowed_hosts: Vec<String> = PYOCO_HTTP_ALLOWED_HOSTS {
+        group: Auth, kind: Kind::Hosts, default: None, scope: Server,
+        restarts: Gateway,
+        help: "Host names the gateway answers to besides IP addresses and localhost (a request with another `Host` gets 403, which stops DNS rebinding). Empty: a gateway on a loopback address answers only to those; one on another address answers to any name.",
+    },
+    http_allowed_origins: Vec<String> = PYOCO_HTTP_ALLOWED_ORIGINS {
+        group: Auth, kind: Kind::Origins, default: None, scope: Server,
+        restarts: Gateway,
+        help: "Web origins allowed to call the API from a browser (CORS) and to send POST/PATCH/DELETE; the gateway's own origin and the desktop window always are. Another origin's state-changing request gets 403.",
     },
     auth_pepper: Option<String> = PYOCO_AUTH_PEPPER {
         group: Auth, kind: Kind::Secret, default: None, scope: Server,

@@ -142,6 +142,38 @@ pub(crate) fn parse(kind: Kind, raw: &str, ctx: &Context<'_>) -> Result<Option<V
             check_host(text)?;
             Value::Text(text.to_owned())
         }
+        Kind::Hosts => match list(text, |item| {
+            let host = item.strip_prefix("*.").unwrap_or(item);
+            if item != "*" {
+                check_host(host).map_err(|e| format!("host {item:?}: {e}"))?;
+            }
+            Ok(item.to_ascii_lowercase())
+        })? {
+            Some(list) => list,
+            None => return Ok(None),
+        },
+        Kind::Origins => match list(text, |item| {
+            check_origin(item).map_err(|e| format!("origin {item:?}: {e}"))?;
+            Ok(item.trim_end_matches('/').to_ascii_lowercase())
+        })? {
+            Some(list) => list,
+            None => return Ok(None),
+        },
+        Kind::Modules => match list(text, |item| {
+            let ok = item.split('.').all(|part| {
+                part.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+            if !ok {
+                return Err(format!("{item:?} is not a Python module name"));
+            }
+            Ok(item.to_owned())
+        })? {
+            Some(list) => list,
+            None => return Ok(None),
+        },
         Kind::Port { min } => Value::Port(parse_port(text, min)?),
         Kind::Interval { floor } => {
             let secs = parse_float(text)?;
@@ -388,6 +420,48 @@ fn check_header_name(text: &str) -> Result<(), String> {
         Some(c) => Err(format!("contains {c:?}")),
         None => Ok(()),
     }
+}
+
+/// A comma-separated list, each non-empty item checked and normalised by `item`, duplicates
+/// dropped; `None` when there is no item.
+fn list(
+    text: &str,
+    item: impl Fn(&str) -> Result<String, String>,
+) -> Result<Option<Value>, String> {
+    let mut items: Vec<String> = Vec::new();
+    for raw in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let value = item(raw)?;
+        if !items.contains(&value) {
+            items.push(value);
+        }
+    }
+    Ok((!items.is_empty()).then_some(Value::List(items)))
+}
+
+/// `scheme://host[:port]` with an optional trailing `/` and nothing else (what a browser sends
+/// in `Origin`).
+fn check_origin(text: &str) -> Result<(), String> {
+    let (scheme, rest) = text.split_once("://").ok_or("not scheme://host[:port]")?;
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return Err(format!("{scheme:?} is not a URL scheme"));
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '@']) {
+        return Err("an origin has no path, query or user".into());
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    if let Some(port) = port {
+        port.parse::<u16>()
+            .map_err(|_| format!("{port:?} is not a port number"))?;
+    }
+    check_host(host)
 }
 
 fn check_host(text: &str) -> Result<(), String> {
@@ -757,6 +831,51 @@ mod tests {
         );
         assert_eq!(parse(Kind::Tags, " , ", &ctx()), Ok(None));
         bad(Kind::Tags, "cpu,gpu.large");
+        assert_eq!(
+            parse(
+                Kind::Hosts,
+                " API.example.com, *.corp.example ,*, 10.0.0.1,api.example.com",
+                &ctx()
+            ),
+            Ok(Some(Value::List(vec![
+                "api.example.com".into(),
+                "*.corp.example".into(),
+                "*".into(),
+                "10.0.0.1".into(),
+            ])))
+        );
+        bad(Kind::Hosts, "example.com:8000");
+        bad(Kind::Hosts, "exa mple.com");
+        assert_eq!(
+            parse(Kind::Origins, "https://App.example.com/, http://localhost:3000, tauri://localhost, http://[::1]:8000", &ctx()),
+            Ok(Some(Value::List(vec![
+                "https://app.example.com".into(),
+                "http://localhost:3000".into(),
+                "tauri://localhost".into(),
+                "http://[::1]:8000".into(),
+            ])))
+        );
+        for origin in [
+            "example.com",
+            "https://example.com/path",
+            "https://a:b@example.com",
+            "https://example.com:99999",
+            "*",
+        ] {
+            bad(Kind::Origins, origin);
+        }
+        assert_eq!(
+            parse(Kind::Modules, "my_tasks, corp.etl ,_private", &ctx()),
+            Ok(Some(Value::List(vec![
+                "my_tasks".into(),
+                "corp.etl".into(),
+                "_private".into(),
+            ])))
+        );
+        for module in ["os:system", "corp..etl", "1abc", "corp.etl."] {
+            bad(Kind::Modules, module);
+        }
+        assert_eq!(parse(Kind::Modules, " , ", &ctx()), Ok(None));
     }
 
     #[test]

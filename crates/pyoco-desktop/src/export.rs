@@ -16,11 +16,47 @@ use pyoco_config::{quote_value, specs, EnvDocument, Group, Settings, Source};
 /// writes them out, so a Python gateway or worker reading the file gets our values too.
 const DEFAULT_DIFFERS_FROM_0_5_1: &[(&str, &str)] = &[("PYOCO_WORKERS_KV_TTL_SEC", "15.0")];
 
-/// Where the file went and how many settings it sets.
+/// Where the file went, how many settings it sets, and what is unsafe about them for a server.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Exported {
     pub path: String,
     pub count: usize,
+    /// [`warnings`] of the exported settings (also written at the top of the file).
+    pub warnings: Vec<String>,
+}
+
+/// What a server should not run with: auth off, auth without a pepper, any module callable.
+pub fn warnings(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    match settings.http_auth_mode {
+        pyoco_config::AuthMode::None => out.push(
+            "PYOCO_HTTP_AUTH_MODE is none: anyone who can reach the gateway can run flows; set \
+             it to api_key and create keys with `pyoco-server-admin api-key create --tenant T`"
+                .to_string(),
+        ),
+        pyoco_config::AuthMode::ApiKey => {
+            if settings
+                .auth_pepper
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+            {
+                out.push(
+                    "PYOCO_AUTH_PEPPER is empty: API key hashes are unpeppered; set the same \
+                     secret for the gateways and pyoco-server-admin"
+                        .to_string(),
+                );
+            }
+        }
+    }
+    if settings.task_modules.is_empty() {
+        out.push(
+            "PYOCO_TASK_MODULES is empty: a flow may call any importable function (os:system \
+             included); list your task modules"
+                .to_string(),
+        );
+    }
+    out
 }
 
 /// The text of the production `.env` for `settings` (loaded from `from`).
@@ -38,6 +74,9 @@ pub fn render(settings: &Settings, from: &Path, now: chrono::DateTime<chrono::Ut
          or point PYOCO_ENV_FILE at it.\n# Lines starting with `# PYOCO_` show a default: \
          remove the `#` to set it.\n",
     );
+    for warning in warnings(settings) {
+        out.push_str(&format!("# WARNING: {warning}.\n"));
+    }
     if specs()
         .iter()
         .any(|s| s.exported() && s.secret && settings.raw(s.name).is_some())
@@ -110,6 +149,7 @@ pub fn write(settings: &Settings, from: &Path, path: &Path) -> Result<Exported, 
     Ok(Exported {
         path: path.display().to_string(),
         count,
+        warnings: warnings(settings),
     })
 }
 
@@ -154,6 +194,24 @@ mod tests {
             home: None,
         };
         Settings::resolve(&opts, Some((Path::new("/c/.env"), &doc))).unwrap()
+    }
+
+    #[test]
+    fn warnings_name_what_a_server_should_not_run_with() {
+        let open = warnings(&settings(&[]));
+        assert_eq!(open.len(), 2, "{open:?}");
+        let keyed = warnings(&settings(&[("PYOCO_HTTP_AUTH_MODE", "api_key")]));
+        assert_eq!(keyed.len(), 2, "{keyed:?}");
+        assert!(
+            keyed[0].starts_with("PYOCO_AUTH_PEPPER is empty"),
+            "{keyed:?}"
+        );
+        let safe = warnings(&settings(&[
+            ("PYOCO_HTTP_AUTH_MODE", "api_key"),
+            ("PYOCO_AUTH_PEPPER", "p"),
+            ("PYOCO_TASK_MODULES", "my_tasks"),
+        ]));
+        assert_eq!(safe, Vec::<String>::new());
     }
 
     #[test]

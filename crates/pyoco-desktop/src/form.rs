@@ -152,6 +152,9 @@ fn input_of(kind: Kind) -> (&'static str, Option<&'static [&'static str]>) {
         | Kind::KvKey
         | Kind::HeaderName
         | Kind::Host
+        | Kind::Hosts
+        | Kind::Origins
+        | Kind::Modules
         | Kind::FlowResolver => ("text", None),
     }
 }

@@ -248,7 +248,16 @@ async fn the_export_loads_with_the_same_values_in_our_loader() {
     let path = dir.path().join("prod.env");
     assert_eq!(exported.path, path.display().to_string());
     assert_eq!(exported.count, 7, "5 set + HTTP port + registry TTL");
+    // Auth off and any module callable: said in the answer and at the top of the file.
+    assert_eq!(exported.warnings.len(), 2, "{:?}", exported.warnings);
+    assert!(exported.warnings[0].starts_with("PYOCO_HTTP_AUTH_MODE is none"));
+    assert!(exported.warnings[1].starts_with("PYOCO_TASK_MODULES is empty"));
     let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("\n# WARNING: PYOCO_HTTP_AUTH_MODE is none")
+            && text.contains("\n# WARNING: PYOCO_TASK_MODULES is empty"),
+        "{text}"
+    );
     assert!(
         !text.contains("PYOCO_NATS_CLIENT_PORT"),
         "local-only settings stay out:\n{text}"

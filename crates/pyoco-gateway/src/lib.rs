@@ -37,6 +37,7 @@
 
 mod auth;
 mod error;
+mod guard;
 mod index;
 mod json;
 mod pydantic;
@@ -60,6 +61,7 @@ use tracing::Level;
 
 pub use auth::Caller;
 pub use error::{ApiError, FieldError, Loc};
+pub use guard::DESKTOP_ORIGINS;
 pub use state::AppState;
 
 #[doc(no_inline)]
@@ -67,20 +69,27 @@ pub use pyoco_config::Settings;
 #[doc(no_inline)]
 pub use pyoco_store::SharedStore;
 
-/// The gateway's routes with their layers: a debug-level tracing span per request (free when
-/// debug logging is off) and panic-to-500 conversion.
+/// The gateway's routes with their layers: the `Host`/`Origin` checks and CORS (`guard.rs`), a
+/// debug-level tracing span per request (free when debug logging is off) and panic-to-500
+/// conversion.
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(routes::public())
         .merge(routes::protected(&state));
-    with_layers(routes).with_state(state)
+    with_layers(routes, &state).with_state(state)
 }
 
-/// JSON fallbacks for unknown paths and methods, panic-to-500, and the tracing span.
-fn with_layers(routes: Router<AppState>) -> Router<AppState> {
+/// JSON fallbacks for unknown paths and methods, the browser checks, CORS, panic-to-500, and
+/// the tracing span.
+fn with_layers(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
     routes
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check_browser_request,
+        ))
+        .layer(state.guard().cors())
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
             TraceLayer::new_for_http()
@@ -100,6 +109,7 @@ where
 {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP gateway listening");
+        state.guard().set_served(addr);
         warn_about_auth(&state, addr);
     }
     let listener = listener.tap_io(|tcp| {
@@ -172,15 +182,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_answers_500_json_and_the_server_lives_on() {
-        let app = with_layers(Router::new().route(
-            "/boom",
-            get(|| async {
-                if true {
-                    panic!("boom");
-                }
-            }),
-        ))
-        .with_state(state());
+        let state = state();
+        let app = with_layers(
+            Router::new().route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("boom");
+                    }
+                }),
+            ),
+            &state,
+        )
+        .with_state(state);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use pyoco_config::Settings;
 use pyoco_store::{SharedStore, Store};
 
-use crate::{auth::Authenticator, error::ApiError, index::RunIndex};
+use crate::{auth::Authenticator, error::ApiError, guard::Guard, index::RunIndex};
 
 /// Shared state of the gateway. Cheap to clone (one `Arc`).
 #[derive(Clone, Debug)]
@@ -32,10 +32,14 @@ struct Inner {
     worker_disconnect_timeout_sec: f64,
     wheel_max_bytes: u64,
     wheel_keep_versions: u64,
+    /// `PYOCO_TASK_MODULES`: the modules a submitted flow.yaml may call (empty: any).
+    task_modules: Vec<String>,
     /// Every run in memory, fed by a KV watch: `GET /runs` and `/metrics` read it.
     run_index: RunIndex,
     /// API-key authentication of the protected routes (§9).
     auth: Authenticator,
+    /// The `Host` / `Origin` checks and CORS.
+    guard: Guard,
 }
 
 impl AppState {
@@ -47,6 +51,7 @@ impl AppState {
                 shutdown: tokio::sync::watch::Sender::new(false),
                 run_index: RunIndex::new(store.clone()),
                 auth: Authenticator::new(settings, store.clone()),
+                guard: Guard::new(settings),
                 shared: store,
                 ready: OnceLock::new(),
                 default_tag: settings.default_tag.clone(),
@@ -54,6 +59,7 @@ impl AppState {
                 worker_disconnect_timeout_sec: settings.worker_disconnect_timeout_sec,
                 wheel_max_bytes: settings.wheel_max_bytes,
                 wheel_keep_versions: settings.wheel_keep_versions,
+                task_modules: settings.task_modules.clone(),
             }),
         }
     }
@@ -69,6 +75,11 @@ impl AppState {
         Ok(self.inner.ready.get_or_init(|| store))
     }
 
+    /// The `Host` / `Origin` checks and CORS.
+    pub(crate) fn guard(&self) -> &Guard {
+        &self.inner.guard
+    }
+
     /// The API-key checker of the protected routes.
     pub(crate) fn auth(&self) -> &Authenticator {
         &self.inner.auth
@@ -77,6 +88,11 @@ impl AppState {
     /// `PYOCO_DEFAULT_TAG`: the routing tag of a submission that names none.
     pub fn default_tag(&self) -> &str {
         &self.inner.default_tag
+    }
+
+    /// `PYOCO_TASK_MODULES`: the modules a submitted flow.yaml may call (empty: any).
+    pub fn task_modules(&self) -> &[String] {
+        &self.inner.task_modules
     }
 
     /// `PYOCO_WORKFLOW_YAML_MAX_BYTES`: the largest flow.yaml `POST /runs/yaml` accepts.

@@ -296,6 +296,8 @@ pub enum InvalidJobKind {
         field: &'static str,
         expected: &'static str,
     },
+    /// Its flow.yaml calls a module `PYOCO_TASK_MODULES` does not allow (not in 0.5.1).
+    TaskModuleNotAllowed { task: String, module: String },
 }
 
 /// An undecodable job (§6.6 "Decode failure": DLQ `invalid_job`, TERM).
@@ -309,6 +311,17 @@ pub struct InvalidJob {
 impl InvalidJob {
     fn new(kind: InvalidJobKind, run_id: Option<String>) -> Self {
         InvalidJob { kind, run_id }
+    }
+
+    /// The job of run `run_id` has a flow.yaml whose task `task` calls `module`, which the
+    /// worker's `PYOCO_TASK_MODULES` does not allow.
+    #[must_use]
+    pub fn task_module_not_allowed(run_id: &str, task: &str, module: &str) -> Self {
+        let kind = InvalidJobKind::TaskModuleNotAllowed {
+            task: task.to_string(),
+            module: module.to_string(),
+        };
+        InvalidJob::new(kind, is_valid_kv_key(run_id).then(|| run_id.to_string()))
     }
 
     /// What was wrong.
@@ -325,7 +338,7 @@ impl InvalidJob {
     }
 
     /// Short machine reason: `invalid_json`, `invalid_schema`, `missing_fields`,
-    /// `invalid_submitted_at` or `invalid_field`.
+    /// `invalid_submitted_at`, `invalid_field` or `task_module_not_allowed`.
     #[must_use]
     pub fn reason(&self) -> &'static str {
         match self.kind {
@@ -334,6 +347,7 @@ impl InvalidJob {
             InvalidJobKind::MissingFields => "missing_fields",
             InvalidJobKind::InvalidSubmittedAt(_) => "invalid_submitted_at",
             InvalidJobKind::InvalidField { .. } => "invalid_field",
+            InvalidJobKind::TaskModuleNotAllowed { .. } => "task_module_not_allowed",
         }
     }
 
@@ -346,6 +360,10 @@ impl InvalidJob {
             InvalidJobKind::InvalidField { field, expected } => {
                 format!("invalid_field: {field} must be {expected}")
             }
+            InvalidJobKind::TaskModuleNotAllowed { task, module } => format!(
+                "task_module_not_allowed: task {task} calls module {module}, which \
+                 PYOCO_TASK_MODULES does not list"
+            ),
             _ => self.reason().to_string(),
         }
     }

@@ -94,6 +94,31 @@ pub struct Workflow {
     pub digest: WorkflowDigest,
 }
 
+impl Workflow {
+    /// The first task (in file order) whose `callable` names a module outside `allowed`, with
+    /// that module: `None` when `allowed` is empty (anything goes, as 0.5.1) or every callable
+    /// is inside. A module is inside a listed name when it is that name or below it
+    /// (`corp.etl` allows `corp.etl` and `corp.etl.jobs`, not `corp.etlx`). Tasks without a
+    /// `callable` come from the worker's own task discovery and are not checked.
+    #[must_use]
+    pub fn disallowed_module(&self, allowed: &[String]) -> Option<(&str, &str)> {
+        if allowed.is_empty() {
+            return None;
+        }
+        self.tasks.iter().find_map(|(name, task)| {
+            let callable = task.callable.as_deref()?;
+            let module = callable.split_once(':').map_or(callable, |(m, _)| m).trim();
+            let inside = allowed.iter().any(|prefix| {
+                module == prefix
+                    || module
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            });
+            (!inside).then_some((name.as_str(), module))
+        })
+    }
+}
+
 /// Why a flow.yaml was rejected. [`WorkflowYamlError::reason`] (also `Display`) is the 0.5.1
 /// reason string; the HTTP detail is always `invalid workflow yaml`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -346,3 +346,32 @@ fn fixture_flow_yaml_is_valid() {
         "bef53d95c624471d16323d4c2c19343d52dada51ec2d0ddbe3c4d387bbaa8ab4"
     );
 }
+
+#[test]
+fn disallowed_modules_are_found_by_module_and_dotted_prefix() {
+    let wf = parse_workflow_yaml(
+        b"flow:\n  graph: a >> b >> c\ntasks:\n  a:\n    callable: corp.etl.jobs:load\n  b:\n    callable: my_tasks:t\n  c: {}\n",
+    )
+    .unwrap();
+    let allow = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(wf.disallowed_module(&[]), None, "empty: anything goes");
+    assert_eq!(
+        wf.disallowed_module(&allow(&["corp.etl", "my_tasks"])),
+        None
+    );
+    assert_eq!(
+        wf.disallowed_module(&allow(&["corp.etl"])),
+        Some(("b", "my_tasks"))
+    );
+    assert_eq!(
+        wf.disallowed_module(&allow(&["corp.et", "my_tasks"])),
+        Some(("a", "corp.etl.jobs")),
+        "a prefix is a whole module name, not a string prefix"
+    );
+    let os =
+        parse_workflow_yaml(b"flow:\n  graph: x\ntasks:\n  x:\n    callable: os:system\n").unwrap();
+    assert_eq!(
+        os.disallowed_module(&allow(&["my_tasks"])),
+        Some(("x", "os"))
+    );
+}

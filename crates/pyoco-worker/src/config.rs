@@ -63,6 +63,9 @@ pub struct WorkerConfig {
     pub nak_delay: Duration,
     /// Wheel sync from the registry (§6.10), off unless `PYOCO_WHEEL_SYNC_ENABLED`.
     pub wheel_sync: WheelSyncConfig,
+    /// `PYOCO_TASK_MODULES`: the modules a job's flow.yaml may call (empty: any). A job naming
+    /// another one is an invalid job (FAILED, DLQ `task_module_not_allowed`).
+    pub task_modules: Vec<String>,
 }
 
 /// How the worker keeps its interpreter in step with the wheel registry (see `wheel_sync.rs`).
@@ -188,6 +191,7 @@ impl WorkerConfig {
         }
         let secs = |v: f64| Duration::try_from_secs_f64(v.max(0.0)).unwrap_or(Duration::ZERO);
         Ok(WorkerConfig {
+            task_modules: settings.task_modules.clone(),
             worker_id: settings.worker_id.clone(),
             tags,
             default_tag: settings.default_tag.clone(),

@@ -194,6 +194,18 @@ async fn submit_yaml(
             err.reason(),
         )
     })?;
+    // Not in 0.5.1: the modules the flow calls must be allowed (`PYOCO_TASK_MODULES`).
+    if let Some((task, module)) = workflow.disallowed_module(state.task_modules()) {
+        return Err(ApiError::with_reason(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid workflow yaml",
+            format!(
+                "task_module_not_allowed: task {task} calls module {module}; this gateway's \
+                 PYOCO_TASK_MODULES allows only {}",
+                state.task_modules().join(", ")
+            ),
+        ));
+    }
     // 7. flow_name.
     let flow_name = py_strip(&flow_name);
     if flow_name.is_empty() {

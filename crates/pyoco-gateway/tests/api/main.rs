@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod browser;
 mod health;
 mod metrics;
 mod nats_outage;
@@ -14,5 +15,6 @@ mod runs_list;
 mod runs_submit;
 mod runs_watch;
 mod runs_yaml;
+mod task_modules;
 mod wheels;
 mod workers;

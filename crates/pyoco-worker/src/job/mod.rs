@@ -30,7 +30,7 @@ mod snapshot;
 use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, AckKind};
-use pyoco_wire::JobMessage;
+use pyoco_wire::{parse_workflow_yaml, InvalidJob, JobMessage};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -106,6 +106,12 @@ pub(crate) async fn process(sh: Arc<Shared>, d: Delivery, lease: Lease) {
             return;
         }
     };
+    if let Some(invalid) = disallowed_module(&sh.config.task_modules, &job).await {
+        lease.give_back();
+        let span = tracing::error_span!("invalid_job", run_id = %job.run_id);
+        invalid_job(&sh, &d, invalid).instrument(span).await;
+        return;
+    }
     let span = tracing::info_span!(
         "run",
         run_id = %job.run_id,
@@ -114,6 +120,26 @@ pub(crate) async fn process(sh: Arc<Shared>, d: Delivery, lease: Lease) {
         attempt = d.delivered().unwrap_or(0)
     );
     run_job(sh, d, job, lease).instrument(span).await;
+}
+
+/// A job whose flow.yaml calls a module outside `allowed` (`PYOCO_TASK_MODULES`), as an
+/// invalid job; `None` when allowed, when there is no flow.yaml, or when it does not parse (the
+/// runner reports that as usual). Parsed on a blocking thread: a flow.yaml may be large.
+async fn disallowed_module(allowed: &[String], job: &JobMessage) -> Option<InvalidJob> {
+    if allowed.is_empty() {
+        return None;
+    }
+    let text = job.workflow_yaml.clone()?;
+    let allowed = allowed.to_vec();
+    let run_id = job.run_id.clone();
+    tokio::task::spawn_blocking(move || {
+        let workflow = parse_workflow_yaml(text.as_bytes()).ok()?;
+        let (task, module) = workflow.disallowed_module(&allowed)?;
+        Some(InvalidJob::task_module_not_allowed(&run_id, task, module))
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease) {
