@@ -718,6 +718,10 @@ function createGroup(group) {
     entry.section.append(field.row);
     settingsState.fields.set(def.name, field);
   }
+  // The Auth group holds the gateway's API keys too.
+  if (group.fields?.some((def) => def.name === 'PYOCO_HTTP_AUTH_MODE')) {
+    entry.section.append(createApiKeysPanel());
+  }
 
   const button = el('button', {
     type: 'button', class: 'group-link', dataset: { group: group.id },
@@ -789,6 +793,158 @@ function onFieldEdited(field) {
   clearSuccessResult();
   scheduleValidation(field);
   updateSettingsSummary();
+  if (field.def.name === 'PYOCO_HTTP_AUTH_MODE') updateApiKeysHint();
+}
+
+/* ---------- API keys (Settings → Auth) ---------- */
+
+const apiKeysState = { keys: null, panel: null, revokeArmed: null };
+
+function createApiKeysPanel() {
+  const tenant = el('input', {
+    type: 'text', id: 'api-key-tenant', class: 'input', maxlength: 64, spellcheck: 'false',
+    placeholder: 'tenant, e.g. demo', 'aria-label': 'Tenant of the new key',
+  });
+  tenant.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter') { event.preventDefault(); createApiKey(); }
+  });
+  const panel = el('div', { class: 'api-keys', id: 'api-keys' },
+    el('h3', { class: 'api-keys-title', text: 'API keys' }),
+    el('p', {
+      class: 'field-help',
+      text: 'Keys for the gateway when PYOCO_HTTP_AUTH_MODE is api_key, hashed with '
+        + 'PYOCO_AUTH_PEPPER (save the pepper first). A key sees only its tenant\'s runs. '
+        + 'pyoco-server-admin manages the same keys.',
+    }),
+    el('p', { class: 'api-keys-hint', id: 'api-keys-hint', role: 'status', hidden: true }),
+    el('div', { class: 'api-keys-create' },
+      tenant,
+      el('button', { type: 'button', class: 'btn btn-primary', id: 'api-key-create', text: 'Create key', onclick: createApiKey }),
+      el('button', { type: 'button', class: 'btn btn-ghost', id: 'api-keys-refresh', text: 'Refresh', onclick: loadApiKeys })),
+    el('div', { class: 'api-key-created', id: 'api-key-created', hidden: true }),
+    el('p', { class: 'result-line', id: 'api-keys-result', role: 'status' }),
+    el('table', { class: 'api-keys-table', id: 'api-keys-table' }));
+  apiKeysState.panel = panel;
+  loadApiKeys();
+  return panel;
+}
+
+async function loadApiKeys() {
+  try {
+    const answer = await invoke('list_api_keys');
+    apiKeysState.keys = answer.keys ?? [];
+    renderApiKeys();
+  } catch (err) {
+    apiKeysState.keys = null;
+    renderApiKeys();
+    showResult($('api-keys-result'), errorMessage(err), { error: true });
+  }
+  updateApiKeysHint();
+}
+
+function formatTime(seconds) {
+  return seconds == null ? '' : new Date(seconds * 1000).toLocaleString();
+}
+
+function renderApiKeys() {
+  const table = $('api-keys-table');
+  if (!table) return;
+  const keys = apiKeysState.keys ?? [];
+  if (keys.length === 0) {
+    table.replaceChildren(el('caption', { class: 'muted', text: apiKeysState.keys ? 'No API keys yet.' : '' }));
+    return;
+  }
+  const rows = keys.map((key) => {
+    const revoke = key.revoked_at == null
+      ? el('button', {
+        type: 'button', class: 'btn btn-sm', text: 'Revoke', dataset: { keyId: key.key_id },
+        onclick: (event) => revokeApiKey(key.key_id, event.currentTarget),
+      })
+      : null;
+    return el('tr', { dataset: { keyId: key.key_id } },
+      el('td', { class: 'mono', text: key.key_id }),
+      el('td', { text: key.tenant_id }),
+      el('td', { text: formatTime(key.created_at) }),
+      el('td', { class: key.revoked_at == null ? 'key-active' : 'key-revoked',
+        text: key.revoked_at == null ? 'active' : `revoked ${formatTime(key.revoked_at)}` }),
+      el('td', {}, revoke));
+  });
+  table.replaceChildren(
+    el('thead', {}, el('tr', {},
+      ...['Key id', 'Tenant', 'Created', 'State', ''].map((h) => el('th', { text: h })))),
+    el('tbody', {}, rows));
+}
+
+/** Switching the mode to api_key with no active key: say to create one first. */
+function updateApiKeysHint() {
+  const hint = $('api-keys-hint');
+  if (!hint) return;
+  const mode = settingsState.fields.get('PYOCO_HTTP_AUTH_MODE')?.input.value;
+  const active = (apiKeysState.keys ?? []).filter((k) => k.revoked_at == null).length;
+  const show = mode === 'api_key' && apiKeysState.keys != null && active === 0;
+  setText(hint, show
+    ? 'Create a key first: with api_key every request to the gateway needs one, and there is none yet.'
+    : '');
+  hint.hidden = !show;
+}
+
+async function createApiKey() {
+  const tenant = $('api-key-tenant').value.trim();
+  const button = $('api-key-create');
+  if (!tenant) {
+    showResult($('api-keys-result'), 'Enter the tenant the key is for (e.g. demo).', { error: true });
+    return;
+  }
+  button.disabled = true;
+  try {
+    const made = await invoke('create_api_key', { tenant });
+    const keyInput = el('input', {
+      type: 'text', class: 'input input-mono', id: 'api-key-value', readonly: true, value: made.api_key,
+      'aria-label': 'The new API key',
+    });
+    const copy = el('button', {
+      type: 'button', class: 'btn btn-sm', id: 'api-key-copy', text: 'Copy',
+      onclick: () => copyText(keyInput.value, copy),
+    });
+    const box = $('api-key-created');
+    box.replaceChildren(
+      el('p', { text: `Key for tenant ${made.tenant_id}, shown only now: copy it and keep it secret.` }),
+      el('div', { class: 'api-key-value' }, keyInput, copy));
+    box.hidden = false;
+    $('api-key-tenant').value = '';
+    showResult($('api-keys-result'), `Created key ${made.key_id}.`);
+    await loadApiKeys();
+  } catch (err) {
+    showResult($('api-keys-result'), errorMessage(err), { error: true });
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** First click arms the button ("Click to confirm"), a second one within 5 s revokes. */
+async function revokeApiKey(keyId, button) {
+  if (apiKeysState.revokeArmed !== keyId) {
+    apiKeysState.revokeArmed = keyId;
+    setText(button, 'Click to confirm');
+    setTimeout(() => {
+      if (apiKeysState.revokeArmed === keyId) {
+        apiKeysState.revokeArmed = null;
+        if (button.isConnected) setText(button, 'Revoke');
+      }
+    }, 5000);
+    return;
+  }
+  apiKeysState.revokeArmed = null;
+  button.disabled = true;
+  try {
+    await invoke('revoke_api_key', { keyId });
+    $('api-key-created').hidden = true;
+    showResult($('api-keys-result'), `Revoked key ${keyId}: every gateway refuses it now.`);
+    await loadApiKeys();
+  } catch (err) {
+    button.disabled = false;
+    showResult($('api-keys-result'), errorMessage(err), { error: true });
+  }
 }
 
 function onClearToggled(field) {

@@ -22,8 +22,8 @@ use std::{
 };
 
 use pyoco_desktop::{
-    install_logging, CommandError, DesktopApp, DesktopOptions, Exported, Form, Logs, SaveResult,
-    Status,
+    install_logging, ApiKeys, CommandError, CreatedKey, DesktopApp, DesktopOptions, Exported, Form,
+    Logs, RevokedKey, SaveResult, Status,
 };
 use serde::Serialize;
 use tauri::{Manager, RunEvent, Runtime, State, WindowEvent};
@@ -77,6 +77,21 @@ fn export_settings(app: App<'_>, path: String) -> Result<Exported, CommandError>
 }
 
 #[tauri::command]
+async fn list_api_keys(app: App<'_>) -> Result<ApiKeys, CommandError> {
+    app.list_api_keys().await
+}
+
+#[tauri::command]
+async fn create_api_key(app: App<'_>, tenant: String) -> Result<CreatedKey, CommandError> {
+    app.create_api_key(&tenant).await
+}
+
+#[tauri::command]
+async fn revoke_api_key(app: App<'_>, key_id: String) -> Result<RevokedKey, CommandError> {
+    app.revoke_api_key(&key_id).await
+}
+
+#[tauri::command]
 fn open_dashboard(app: App<'_>) -> Result<(), CommandError> {
     let url = app
         .dashboard_url()
@@ -98,6 +113,9 @@ pub fn with_commands<R: Runtime>(
         settings_form,
         validate_setting,
         save_settings,
+        list_api_keys,
+        create_api_key,
+        revoke_api_key,
         export_settings,
         open_dashboard,
     ])

@@ -248,7 +248,37 @@ fn status_restart_settings_save_and_export_through_ipc() {
         "{err}"
     );
 
+    assert_eq!(
+        exported["warnings"].as_array().unwrap().len(),
+        2,
+        "{exported}"
+    );
+
+    // API keys: create (the plain key once), list (no secret), revoke.
+    let made = invoke(&webview, "create_api_key", json!({ "tenant": "demo" })).unwrap();
+    let key_id = made["key_id"].as_str().unwrap().to_string();
+    assert!(made["api_key"].as_str().unwrap().starts_with("pyoco_"));
+    let listed = invoke(&webview, "list_api_keys", json!({})).unwrap();
+    assert_eq!(listed["keys"][0]["key_id"], key_id.as_str());
+    assert_eq!(listed["keys"][0]["revoked_at"], Value::Null);
+    assert_eq!(listed["auth_mode"], "none");
+    assert!(!listed
+        .to_string()
+        .contains(made["api_key"].as_str().unwrap()));
+    let revoked = invoke(&webview, "revoke_api_key", json!({ "keyId": key_id })).unwrap();
+    assert!(revoked["revoked_at"].as_f64().is_some(), "{revoked}");
+    let err = invoke(&webview, "create_api_key", json!({ "tenant": "a b" })).unwrap_err();
+    assert!(
+        err["message"].as_str().unwrap().contains("invalid tenant"),
+        "{err}"
+    );
+
     tauri::async_runtime::block_on(app.shutdown());
     let status = invoke(&webview, "app_status", json!({})).unwrap();
     assert_eq!(status["components"][1]["state"], "stopped", "{status}");
+    let err = invoke(&webview, "list_api_keys", json!({})).unwrap_err();
+    assert!(
+        err["message"].as_str().unwrap().contains("not running"),
+        "{err}"
+    );
 }

@@ -573,6 +573,46 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
     );
     assert_eq!(py["dlq_stream"], json!(ours.dlq_stream), "{py}");
 
+    // 4b. Settings → Auth → API keys: create a key, see it once with a copy button, listed.
+    type_into(&client, "#api-key-tenant", "demo").await;
+    find(&client, "#api-key-create")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let created = wait_text(
+        &client,
+        "#api-keys-result",
+        |t| t.contains("Created key"),
+        Duration::from_secs(15),
+    )
+    .await;
+    let key = find(&client, "#api-key-value")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(key.starts_with("pyoco_"), "{key} / {created}");
+    let key_id = created
+        .trim()
+        .trim_start_matches("Created key ")
+        .trim_end_matches('.')
+        .to_string();
+    assert!(
+        key.starts_with(&format!("pyoco_{key_id}.")),
+        "{key} / {created}"
+    );
+    let row = wait_text(
+        &client,
+        "#api-keys-table tbody",
+        |t| t.contains(&key_id),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(row.contains("demo") && row.contains("active"), "{row}");
+    shot(&client, "06-api-key-created.png", Some("#api-keys")).await;
+
     // 5. Close the window (as the window manager's close button does): the app stops the
     // stack in order and exits; nothing is left.
     assert!(

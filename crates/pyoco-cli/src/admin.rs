@@ -20,13 +20,11 @@
 //! to do, exit 1. Exit codes: 0 done, 1 configuration or NATS failure, 2 bad arguments or an
 //! unknown key id (`{"error": "not_found", "key_id": ID}`, as 0.5.1).
 
-use std::{num::NonZeroU32, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pyoco_store::{Store, StoreConfig, StoreError, DEFAULT_CONNECT_TIMEOUT};
-use pyoco_wire::{
-    is_valid_tenant_id, new_api_key, python, ApiKeyRecord, DEFAULT_PBKDF2_ITERATIONS,
-};
+use pyoco_store::{CreateKeyError, Store, StoreConfig, StoreError, DEFAULT_CONNECT_TIMEOUT};
+use pyoco_wire::{is_valid_tenant_id, python};
 use serde_json::{json, Value};
 
 const PROGRAM: &str = "pyoco-server-admin";
@@ -166,25 +164,14 @@ fn check_tenant(tenant: &str) -> Result<(), Failure> {
 }
 
 async fn create(store: Store, tenant: &str, pepper: &str) -> Answer {
-    let iterations = NonZeroU32::new(DEFAULT_PBKDF2_ITERATIONS).expect("not zero");
-    let tenant = tenant.to_string();
-    let pepper = pepper.to_string();
-    let made = tokio::task::spawn_blocking(move || {
-        new_api_key(&tenant, &pepper, iterations, python::time())
-    })
-    .await
-    .expect("hashing does not panic")
-    .map_err(|err| Failure {
-        message: err.to_string(),
-        hint: "choose another tenant",
-        code: 2,
-    })?;
-    let record = &made.record;
-    store
-        .auth()
-        .create(&ApiKeyRecord::kv_key(&record.key_id), record.to_json())
+    let made = store
+        .create_api_key(tenant, pepper)
         .await
-        .map_err(Failure::nats)?;
+        .map_err(|err| match err {
+            CreateKeyError::InvalidTenant(_) => check_tenant(tenant).expect_err("invalid"),
+            CreateKeyError::Store(err) => Failure::nats(err),
+        })?;
+    let record = &made.record;
     Ok((
         json!({
             "key_id": record.key_id,
@@ -197,22 +184,10 @@ async fn create(store: Store, tenant: &str, pepper: &str) -> Answer {
 }
 
 async fn list(store: Store) -> Answer {
-    let bucket = store.auth();
-    let mut records = Vec::new();
-    for key in bucket.keys().await.map_err(Failure::nats)? {
-        if !key.starts_with("api_keys.") {
-            continue;
-        }
-        // Gone since the listing, or not a record 0.5.1 could read: left out, as 0.5.1 does.
-        let Some(entry) = bucket.get(&key).await.map_err(Failure::nats)? else {
-            continue;
-        };
-        if let Ok(record) = ApiKeyRecord::from_json(&entry.value) {
-            records.push(record);
-        }
-    }
-    records.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
-    let listed: Vec<Value> = records
+    let listed: Vec<Value> = store
+        .list_api_keys()
+        .await
+        .map_err(Failure::nats)?
         .into_iter()
         .map(|r| {
             json!({
@@ -227,35 +202,14 @@ async fn list(store: Store) -> Answer {
 }
 
 async fn revoke(store: Store, key_id: &str) -> Answer {
-    let not_found = || Ok((json!({"error": "not_found", "key_id": key_id}), 2));
-    // No record can be stored under a key id NATS would refuse as part of a key.
-    if !pyoco_wire::is_valid_kv_key(key_id) {
-        return not_found();
-    }
-    let bucket = store.auth();
-    let kv_key = ApiKeyRecord::kv_key(key_id);
-    // Compare-and-set, so a revocation never overwrites a change made meanwhile.
-    loop {
-        let Some(entry) = bucket.get(&kv_key).await.map_err(Failure::nats)? else {
-            return not_found();
-        };
-        let mut record = ApiKeyRecord::from_json(&entry.value).map_err(|err| Failure {
-            message: format!("the record of key {key_id} is unreadable: {err}"),
+    match store.revoke_api_key(key_id).await {
+        Ok(Some(revoked_at)) => Ok((json!({"key_id": key_id, "revoked_at": revoked_at}), 0)),
+        Ok(None) => Ok((json!({"error": "not_found", "key_id": key_id}), 2)),
+        Err(StoreError::Corrupt { message, .. }) => Err(Failure {
+            message: format!("the record of key {key_id} is unreadable: {message}"),
             hint: "revoke it by deleting the record: nats kv del <auth bucket> api_keys.<id>",
             code: 1,
-        })?;
-        if let Some(revoked_at) = record.revoked_at {
-            return Ok((json!({"key_id": key_id, "revoked_at": revoked_at}), 0));
-        }
-        let revoked_at = python::time();
-        record.revoked_at = Some(revoked_at);
-        match bucket
-            .update(&kv_key, record.to_json(), entry.revision)
-            .await
-        {
-            Ok(_) => return Ok((json!({"key_id": key_id, "revoked_at": revoked_at}), 0)),
-            Err(StoreError::Conflict(_)) => continue,
-            Err(err) => return Err(Failure::nats(err)),
-        }
+        }),
+        Err(err) => Err(Failure::nats(err)),
     }
 }

@@ -9,13 +9,24 @@ use std::path::{Path, PathBuf};
 
 use crate::spec::Kind;
 
-/// How the gateway authenticates `/runs*` requests (`PYOCO_HTTP_AUTH_MODE`).
+/// How the gateway authenticates requests (`PYOCO_HTTP_AUTH_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuthMode {
     /// No authentication (the default).
     None,
     /// `X-API-Key`-style API keys stored in the auth KV bucket.
     ApiKey,
+}
+
+impl AuthMode {
+    /// The setting's value: `none` or `api_key`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::ApiKey => "api_key",
+        }
+    }
 }
 
 /// Log line format (`PYOCO_LOG_FORMAT`).

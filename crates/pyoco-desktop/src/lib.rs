@@ -16,6 +16,7 @@
 //! [`Status::startup_error`] set, so the user can fix the setting in the window; saving starts
 //! the stack again.
 
+mod api_keys;
 mod export;
 mod form;
 mod logging;
@@ -34,6 +35,7 @@ use pyoco_config::{AppDirs, EnvDocument, LoadOptions, Settings};
 use serde::Serialize;
 use tokio::sync::{watch, Mutex as AsyncMutex};
 
+pub use api_keys::{ApiKeyView, ApiKeys, CreatedKey, RevokedKey};
 pub use export::{render as render_export, resolve_path as resolve_export_path, Exported};
 pub use form::{component_id, Field, Form, FormGroup};
 pub use logging::install_logging;

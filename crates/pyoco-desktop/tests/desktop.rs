@@ -342,3 +342,62 @@ async fn taken_default_ports_are_replaced_by_free_ones_with_a_notice() {
     assert!(err.contains("cannot listen on 127.0.0.1:8000"), "{err}");
     assert!(app.status().notices.is_empty());
 }
+
+/// Settings → Auth → API keys: a key made in the app works on the app's gateway (auth on, the
+/// saved pepper) until revoked there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_made_in_the_app_work_on_its_gateway_until_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, port) = start_desktop(
+        dir.path(),
+        "PYOCO_HTTP_AUTH_MODE=api_key\nPYOCO_AUTH_PEPPER=desktop-pepper\n",
+    )
+    .await;
+    app.wait_until_running(Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    let listed = app.list_api_keys().await.unwrap();
+    assert_eq!(listed.keys, vec![]);
+    assert_eq!(listed.auth_mode, "api_key");
+    assert!(listed.pepper_set);
+
+    let err = app.create_api_key("no spaces").await.unwrap_err();
+    assert!(err.message.contains("invalid tenant"), "{err:?}");
+
+    let made = app.create_api_key(" demo ").await.unwrap();
+    assert_eq!(made.tenant_id, "demo");
+    assert!(made.api_key.starts_with(&format!("pyoco_{}.", made.key_id)));
+    let listed = app.list_api_keys().await.unwrap();
+    assert_eq!(listed.keys.len(), 1);
+    assert_eq!(listed.keys[0].key_id, made.key_id);
+    assert_eq!(listed.keys[0].revoked_at, None);
+
+    let http = reqwest::Client::new();
+    let runs = |key: Option<&str>| {
+        let mut request = http.get(format!("http://127.0.0.1:{port}/runs"));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(runs(None).await, 401);
+    assert_eq!(runs(Some(&made.api_key)).await, 200);
+
+    let revoked = app.revoke_api_key(&made.key_id).await.unwrap();
+    assert_eq!(revoked.key_id, made.key_id);
+    pyoco_testkit::eventually(
+        Duration::from_secs(1),
+        "the revoked key refused",
+        || async { (runs(Some(&made.api_key)).await == 403).then_some(()) },
+    )
+    .await;
+    let listed = app.list_api_keys().await.unwrap();
+    assert_eq!(listed.keys[0].revoked_at, Some(revoked.revoked_at));
+    let err = app
+        .revoke_api_key("0123456789abcdef01234567")
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("no API key"), "{err:?}");
+    app.shutdown().await;
+}

@@ -13,6 +13,7 @@
 //! What it is not: it does not know the JSON inside the records (that is `pyoco-wire`), nor
 //! HTTP or worker policy.
 
+mod api_keys;
 mod bucket;
 mod config;
 mod error;
@@ -30,6 +31,7 @@ use async_nats::{
 };
 use bytes::Bytes;
 
+pub use api_keys::CreateKeyError;
 pub use bucket::{next_entry, Bucket, Versioned};
 pub use config::StoreConfig;
 pub use error::StoreError;
