@@ -16,7 +16,7 @@
 
 use std::sync::OnceLock;
 
-use axum::{http::StatusCode, response::Response, routing::get, Router};
+use axum::{extract::State, http::StatusCode, response::Response, routing::get, Router};
 use utoipa::OpenApi;
 
 use super::components::{
@@ -112,6 +112,55 @@ pub(crate) fn document() -> &'static [u8] {
     })
 }
 
+/// The document of a gateway with `PYOCO_HTTP_AUTH_MODE=api_key` and the key in `header`: the
+/// `ApiKey` security scheme, required by every operation but `/health` and `/openapi.json`,
+/// each of which may then also answer 401 `api key required` and 403 `invalid api key`.
+pub(crate) fn secured_document(header: &str) -> Vec<u8> {
+    static JSON: OnceLock<(String, Vec<u8>)> = OnceLock::new();
+    let build = || {
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(document()).expect("the document is JSON");
+        doc["components"]["securitySchemes"] = serde_json::json!({
+            "ApiKey": {
+                "type": "apiKey",
+                "in": "header",
+                "name": header,
+                "description": "`pyoco_<key_id>.<secret>`, made by `pyoco-server-admin api-key create --tenant T`",
+            }
+        });
+        let detail = |text: &str| {
+            serde_json::json!({
+                "description": format!("`{text}`"),
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}},
+            })
+        };
+        if let Some(paths) = doc["paths"].as_object_mut() {
+            for (path, item) in paths.iter_mut() {
+                if path == "/health" || path == "/openapi.json" {
+                    continue;
+                }
+                for operation in item
+                    .as_object_mut()
+                    .into_iter()
+                    .flat_map(|i| i.values_mut())
+                {
+                    operation["security"] = serde_json::json!([{"ApiKey": []}]);
+                    operation["responses"]["401"] = detail("api key required");
+                    operation["responses"]["403"] = detail("invalid api key");
+                }
+            }
+        }
+        (
+            header.to_string(),
+            serde_json::to_vec(&doc).expect("the document serializes"),
+        )
+    };
+    match JSON.get_or_init(build) {
+        (built_for, json) if built_for == header => json.clone(),
+        _ => build().1,
+    }
+}
+
 /// This document.
 #[utoipa::path(
     get,
@@ -119,12 +168,17 @@ pub(crate) fn document() -> &'static [u8] {
     operation_id = "openapi",
     tag = "service",
     responses(
-        (status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json",
+        (status = 200, description = "This document (OpenAPI 3.1); with auth on, the `ApiKey` \
+security scheme is required by every operation but `/health` and this one", content_type = "application/json",
          body = inline(Object)),
     ),
 )]
-async fn openapi_json() -> Response {
-    json_bytes_response(StatusCode::OK, document().to_vec())
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    let body = match state.auth().header_name() {
+        Some(header) => secured_document(header),
+        None => document().to_vec(),
+    };
+    json_bytes_response(StatusCode::OK, body)
 }
 
 #[cfg(test)]
@@ -154,16 +208,41 @@ mod tests {
 
     #[test]
     fn every_reference_resolves() {
-        let doc = doc();
-        let mut found = Vec::new();
-        refs(&doc, &mut found);
-        assert!(!found.is_empty());
-        for r in found {
-            let pointer = r
-                .strip_prefix('#')
-                .unwrap_or_else(|| panic!("external ref {r}"));
-            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+        let secured: Value = serde_json::from_slice(&secured_document("X-API-Key")).unwrap();
+        for doc in [doc(), secured] {
+            let mut found = Vec::new();
+            refs(&doc, &mut found);
+            assert!(!found.is_empty());
+            for r in found {
+                let pointer = r
+                    .strip_prefix('#')
+                    .unwrap_or_else(|| panic!("external ref {r}"));
+                assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+            }
         }
+    }
+
+    #[test]
+    fn with_auth_on_every_operation_but_the_public_ones_requires_the_key() {
+        let secured: Value = serde_json::from_slice(&secured_document("X-Pyoco-Token")).unwrap();
+        assert_eq!(
+            secured["components"]["securitySchemes"]["ApiKey"]["name"],
+            "X-Pyoco-Token"
+        );
+        let mut count = 0;
+        for (path, item) in secured["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let public = path == "/health" || path == "/openapi.json";
+                assert_eq!(op["security"].is_null(), public, "{method} {path}");
+                assert_eq!(op["responses"]["401"].is_null(), public, "{method} {path}");
+                count += usize::from(!public);
+            }
+        }
+        assert!(count >= 13, "{count}");
+        assert!(
+            doc()["components"]["securitySchemes"].is_null(),
+            "auth off: no scheme"
+        );
     }
 
     #[test]
