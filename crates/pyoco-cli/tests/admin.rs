@@ -206,3 +206,49 @@ async fn a_created_key_works_on_the_gateway_until_revoked() {
     )
     .await;
 }
+
+/// `pyoco-client` against a gateway with auth on: `--api-key` or `PYOCO_API_KEY` gets in, no
+/// key is a 401 that says what to pass.
+#[tokio::test]
+async fn the_client_passes_its_key_and_says_what_to_do_without_one() {
+    let app = TestApp::start_with(AppOptions::gateway_only(), |settings| {
+        settings.http_auth_mode = pyoco_config::AuthMode::ApiKey;
+        settings.auth_pepper = Some(PEPPER.into());
+    })
+    .await;
+    let created = stdout_json(
+        &admin(
+            app.dir(),
+            &app.nats_url(),
+            &["api-key", "create", "--tenant", "acme"],
+        )
+        .await,
+    );
+    let key = created["api_key"].as_str().unwrap();
+    let client = |key_flag: Option<&str>, key_env: Option<&str>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pyoco-client"));
+        cmd.args(["--server", app.base_url()]);
+        if let Some(key) = key_flag {
+            cmd.args(["--api-key", key]);
+        }
+        cmd.arg("list")
+            .env_remove("PYOCO_API_KEY")
+            .env_remove("PYOCO_SERVER_URL");
+        if let Some(key) = key_env {
+            cmd.env("PYOCO_API_KEY", key);
+        }
+        async move { cmd.output().await.unwrap() }
+    };
+    for (flag, env) in [(Some(key), None), (None, Some(key))] {
+        let out = client(flag, env).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n");
+    }
+    let out = client(None, None).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("HTTP 401") && err.contains("--api-key") && err.contains("PYOCO_API_KEY"),
+        "{err}"
+    );
+}
