@@ -345,3 +345,24 @@ async fn a_tenant_sees_only_its_own_runs() {
         format!("api_key:{id_a}").as_str()
     );
 }
+
+#[tokio::test]
+async fn wheel_history_names_the_key_that_uploaded() {
+    let app = auth_app().await;
+    let (key, key_id) = add_key(&app, "acme").await;
+    let http = client_with("X-API-Key", &key);
+    let wheel = pyoco_testkit::task_wheel("auth_tasks", "0.1.0", "def t():\n    return 1\n");
+    let (status, body) = pyoco_testkit::upload_wheel(
+        &http,
+        app.base_url(),
+        "auth_tasks-0.1.0-py3-none-any.whl",
+        wheel,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, history) = get(&http, &app, "/wheels/history").await;
+    assert_eq!(status, 200, "{history}");
+    let actor = &history[0]["actor"];
+    assert_eq!(actor, &json!({"tenant_id": "acme", "api_key_id": key_id}));
+}
