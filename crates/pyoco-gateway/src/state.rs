@@ -10,6 +10,10 @@ use pyoco_store::{SharedStore, Store};
 
 use crate::{auth::Authenticator, error::ApiError, guard::Guard, index::RunIndex};
 
+/// How many flow.yaml documents are parsed at once (one per core on the 2-core machines this
+/// runs on; the rest wait their turn without holding an executor thread).
+pub(crate) const YAML_PARSES_AT_ONCE: usize = 2;
+
 /// Shared state of the gateway. Cheap to clone (one `Arc`).
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -34,6 +38,8 @@ struct Inner {
     wheel_keep_versions: u64,
     /// `PYOCO_TASK_MODULES`: the modules a submitted flow.yaml may call (empty: any).
     task_modules: Vec<String>,
+    /// flow.yaml parses running at once (each on a blocking thread).
+    yaml_parsing: tokio::sync::Semaphore,
     /// Every run in memory, fed by a KV watch: `GET /runs` and `/metrics` read it.
     run_index: RunIndex,
     /// API-key authentication of the protected routes (§9).
@@ -60,6 +66,7 @@ impl AppState {
                 wheel_max_bytes: settings.wheel_max_bytes,
                 wheel_keep_versions: settings.wheel_keep_versions,
                 task_modules: settings.task_modules.clone(),
+                yaml_parsing: tokio::sync::Semaphore::new(YAML_PARSES_AT_ONCE),
             }),
         }
     }
@@ -88,6 +95,38 @@ impl AppState {
     /// `PYOCO_DEFAULT_TAG`: the routing tag of a submission that names none.
     pub fn default_tag(&self) -> &str {
         &self.inner.default_tag
+    }
+
+    /// Parse a submitted flow.yaml on a blocking thread, at most [`YAML_PARSES_AT_ONCE`] at a
+    /// time (a hostile document costs up to its budget, never the executor's threads); the
+    /// bytes come back with the result.
+    pub(crate) async fn parse_workflow_yaml(
+        &self,
+        raw: Vec<u8>,
+    ) -> Result<
+        (
+            Vec<u8>,
+            Result<pyoco_wire::Workflow, pyoco_wire::WorkflowYamlError>,
+        ),
+        ApiError,
+    > {
+        let _permit = self
+            .inner
+            .yaml_parsing
+            .acquire()
+            .await
+            .expect("never closed");
+        tokio::task::spawn_blocking(move || {
+            let parsed = pyoco_wire::parse_workflow_yaml(&raw);
+            (raw, parsed)
+        })
+        .await
+        .map_err(|err| {
+            ApiError::detail(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("flow.yaml parsing failed: {err}"),
+            )
+        })
     }
 
     /// `PYOCO_TASK_MODULES`: the modules a submitted flow.yaml may call (empty: any).

@@ -298,6 +298,9 @@ pub enum InvalidJobKind {
     },
     /// Its flow.yaml calls a module `PYOCO_TASK_MODULES` does not allow (not in 0.5.1).
     TaskModuleNotAllowed { task: String, module: String },
+    /// Its flow.yaml expands beyond the loader's budgets (not in 0.5.1, whose runner would
+    /// exhaust its memory): the `too_large` reason.
+    WorkflowTooLarge(String),
 }
 
 /// An undecodable job (§6.6 "Decode failure": DLQ `invalid_job`, TERM).
@@ -311,6 +314,14 @@ pub struct InvalidJob {
 impl InvalidJob {
     fn new(kind: InvalidJobKind, run_id: Option<String>) -> Self {
         InvalidJob { kind, run_id }
+    }
+
+    /// The job of run `run_id` has a flow.yaml that expands beyond the loader's budgets
+    /// (`reason` is the flow.yaml rule's, `too_large: …`).
+    #[must_use]
+    pub fn workflow_too_large(run_id: &str, reason: &str) -> Self {
+        let kind = InvalidJobKind::WorkflowTooLarge(reason.to_string());
+        InvalidJob::new(kind, is_valid_kv_key(run_id).then(|| run_id.to_string()))
     }
 
     /// The job of run `run_id` has a flow.yaml whose task `task` calls `module`, which the
@@ -338,7 +349,7 @@ impl InvalidJob {
     }
 
     /// Short machine reason: `invalid_json`, `invalid_schema`, `missing_fields`,
-    /// `invalid_submitted_at`, `invalid_field` or `task_module_not_allowed`.
+    /// `invalid_submitted_at`, `invalid_field`, `task_module_not_allowed` or `workflow_too_large`.
     #[must_use]
     pub fn reason(&self) -> &'static str {
         match self.kind {
@@ -348,6 +359,7 @@ impl InvalidJob {
             InvalidJobKind::InvalidSubmittedAt(_) => "invalid_submitted_at",
             InvalidJobKind::InvalidField { .. } => "invalid_field",
             InvalidJobKind::TaskModuleNotAllowed { .. } => "task_module_not_allowed",
+            InvalidJobKind::WorkflowTooLarge(_) => "workflow_too_large",
         }
     }
 
@@ -360,6 +372,7 @@ impl InvalidJob {
             InvalidJobKind::InvalidField { field, expected } => {
                 format!("invalid_field: {field} must be {expected}")
             }
+            InvalidJobKind::WorkflowTooLarge(reason) => format!("workflow_too_large: {reason}"),
             InvalidJobKind::TaskModuleNotAllowed { task, module } => format!(
                 "task_module_not_allowed: task {task} calls module {module}, which \
                  PYOCO_TASK_MODULES does not list"

@@ -16,6 +16,13 @@
 //!   reason `unsupported_value: <path>: <what>` (ours; evaluated after every 0.5.1 check);
 //! * integers beyond 64 bits become floats; `!!omap`/`!!pairs` become lists of `[key, value]`.
 //!
+//! Hostile documents cost bounded time and memory: merge keys (`<<`) are reduced to one pair per
+//! key as they are expanded and may copy at most 1,000,000 pairs in all (`too_large`), duplicate
+//! keys are found through a hash (linear), mapping keys longer than 1024 characters are refused
+//! as PyYAML's scanner refuses them (`invalid_yaml`), and a `version` other than 1 is
+//! `unsupported_version` (0.5.1 accepted any integer). Callers on an async executor still run
+//! the parse on a blocking thread: a 256 KiB document may take tens of milliseconds.
+//!
 //! `invalid_bytes` (a non-`bytes` argument in Python) cannot happen with `&[u8]`.
 
 mod pyyaml;
@@ -154,6 +161,13 @@ pub enum WorkflowYamlError {
     UnknownRuntimeKeys(Vec<String>),
     InvalidRuntimeExposeEnv,
     InvalidVersion,
+    /// Ours: `version` is an integer other than 1 (0.5.1 accepted any; there is only 1).
+    UnsupportedVersion(i64),
+    /// Ours: the document expands beyond a budget (merge keys copying more than
+    /// 1,000,000 pairs); `what` says which.
+    TooLarge {
+        what: String,
+    },
     /// Ours: a `defaults`/`inputs` value that JSON cannot carry.
     UnsupportedValue {
         path: String,
@@ -193,6 +207,8 @@ impl WorkflowYamlError {
             E::UnknownRuntimeKeys(k) => format!("unknown_runtime_keys: {}", list(k)),
             E::InvalidRuntimeExposeEnv => "invalid_runtime_expose_env".into(),
             E::InvalidVersion => "invalid_version".into(),
+            E::UnsupportedVersion(v) => format!("unsupported_version: {v} (only version 1 exists)"),
+            E::TooLarge { what } => format!("too_large: {what}"),
             E::UnsupportedValue { path, what } => format!("unsupported_value: {path}: {what}"),
         }
     }
@@ -419,7 +435,10 @@ pub fn parse_workflow_yaml(raw: &[u8]) -> Result<Workflow, WorkflowYamlError> {
     use WorkflowYamlError as E;
     let digest = WorkflowDigest::of(raw);
     let text = std::str::from_utf8(raw).map_err(|_| E::InvalidUtf8)?;
-    let data = pyyaml::safe_load(text).map_err(|detail| E::InvalidYaml { detail })?;
+    let data = pyyaml::safe_load(text).map_err(|err| match err {
+        pyyaml::LoadError::Invalid(detail) => E::InvalidYaml { detail },
+        pyyaml::LoadError::TooLarge(what) => E::TooLarge { what },
+    })?;
     let data = data.ok_or(E::InvalidYamlRoot)?;
     let top = data.as_dict().ok_or(E::InvalidYamlRoot)?;
 
@@ -512,6 +531,9 @@ pub fn parse_workflow_yaml(raw: &[u8]) -> Result<Workflow, WorkflowYamlError> {
         None => 1,
         Some(v) => py_int_version(v).ok_or(E::InvalidVersion)?,
     };
+    if version != 1 {
+        return Err(E::UnsupportedVersion(version));
+    }
 
     let mut conv = JsonConverter { nodes: 0 };
     let defaults = match defaults.and_then(|d| d.as_dict()) {

@@ -205,12 +205,21 @@ fn invalid_version() {
 }
 
 #[test]
-fn version_is_python_int() {
+fn version_is_python_int_and_only_1_exists() {
     let v = |raw: &[u8]| parse_workflow_yaml(raw).unwrap().version;
     assert_eq!(v(b"flow: {graph: a}\n"), 1);
-    assert_eq!(v(b"flow: {graph: a}\nversion: 2.9\n"), 2);
-    assert_eq!(v(b"flow: {graph: a}\nversion: ' 3 '\n"), 3);
+    assert_eq!(v(b"flow: {graph: a}\nversion: 1.9\n"), 1);
+    assert_eq!(v(b"flow: {graph: a}\nversion: ' 1 '\n"), 1);
     assert_eq!(v(b"flow: {graph: a}\nversion: true\n"), 1);
+    // 0.5.1 accepted any integer; there is no version 2 of the format.
+    assert_eq!(
+        reason(b"flow: {graph: a}\nversion: 2.9\n"),
+        "unsupported_version: 2 (only version 1 exists)"
+    );
+    assert_eq!(
+        reason(b"flow: {graph: a}\nversion: ' 3 '\n"),
+        "unsupported_version: 3 (only version 1 exists)"
+    );
 }
 
 #[test]
@@ -374,4 +383,115 @@ fn disallowed_modules_are_found_by_module_and_dotted_prefix() {
         os.disallowed_module(&allow(&["my_tasks"])),
         Some(("x", "os"))
     );
+}
+
+/// `m1: {<<: [*m0, *m0, …]}` eight levels deep: a kilobyte that took 0.5.1's loader (and ours
+/// before) past 5 GB, as PyYAML copies every merged pair with its duplicates. Counted as PyYAML
+/// would copy, it is refused like an alias bomb; three levels of the same are fine.
+fn nested_merges(levels: usize) -> String {
+    let mut raw = String::from("flow:\n  graph: a\n  defaults:\n    m0: &m0 {");
+    raw.push_str(
+        &(0..10)
+            .map(|i| format!("k{i}: {i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    raw.push_str("}\n");
+    for level in 1..=levels {
+        let refs = vec![format!("*m{}", level - 1); 10].join(", ");
+        raw.push_str(&format!(
+            "    m{level}: &m{level} {{<<: [{refs}], own{level}: {level}}}\n"
+        ));
+    }
+    raw
+}
+
+#[test]
+fn nested_merge_bombs_are_too_large() {
+    let raw = nested_merges(8);
+    assert!(raw.len() < 1500, "{}", raw.len());
+    assert_eq!(
+        reason(raw.as_bytes()),
+        "too_large: merge keys (<<) copy more than 1000000 key/value pairs"
+    );
+    let wf = parse_workflow_yaml(nested_merges(3).as_bytes()).unwrap();
+    let m3 = wf.flow.defaults["m3"].as_object().unwrap();
+    // k0..k9 first (merged, first position), then own1..own3.
+    let keys: Vec<&str> = m3.keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 13, "{keys:?}");
+    assert_eq!(&keys[..2], ["k0", "k1"]);
+    assert_eq!(m3["own1"], json!(1));
+    assert_eq!(m3["k9"], json!(9));
+}
+
+/// Earlier mappings of a merge list win, explicit keys win over merged ones, and the first
+/// position of a key is kept — also when a mapping is merged twice.
+#[test]
+fn merge_keys_keep_pyyaml_precedence() {
+    let raw = b"flow:\n  graph: a\n  defaults:\n    a: &a {x: 1, y: 1}\n    b: &b {y: 2, z: 2}\n    m: {<<: [*a, *b, *a], z: 3}\n";
+    let wf = parse_workflow_yaml(raw).unwrap();
+    let m = &wf.flow.defaults["m"];
+    assert_eq!(m, &json!({"x": 1, "y": 1, "z": 3}));
+    let keys: Vec<&String> = m.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["x", "y", "z"]);
+}
+
+/// 4,000 distinct keys merged 300 times copy 1.2 million pairs: over the budget, refused
+/// without building them all (0.5.1 spent seconds on its event loop).
+#[test]
+fn merges_copying_more_than_a_million_pairs_are_too_large() {
+    let mut raw = String::from("flow:\n  graph: a\n  defaults:\n    base: &base {");
+    raw.push_str(
+        &(0..4000)
+            .map(|i| format!("k{i}: {i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    raw.push_str("}\n");
+    for i in 0..300 {
+        raw.push_str(&format!("    c{i}: {{<<: *base}}\n"));
+    }
+    assert_eq!(
+        reason(raw.as_bytes()),
+        "too_large: merge keys (<<) copy more than 1000000 key/value pairs"
+    );
+}
+
+/// Many duplicate keys are found in linear time; the last value wins at the first position.
+#[test]
+fn duplicate_keys_last_value_wins() {
+    let mut raw = String::from("flow:\n  graph: a\n  defaults:\n");
+    for i in 0..50_000 {
+        raw.push_str(&format!("    k{}: {i}\n", i % 1000));
+    }
+    let wf = parse_workflow_yaml(raw.as_bytes()).unwrap();
+    assert_eq!(wf.flow.defaults.len(), 1000);
+    assert_eq!(wf.flow.defaults["k0"], json!(49_000));
+    assert_eq!(wf.flow.defaults.keys().next().unwrap(), "k0");
+    // 1, 1.0 and true are one key in Python.
+    let wf = parse_workflow_yaml(
+        b"flow:\n  graph: a\n  defaults:\n    m: {1: a, 1.0: b, true: c, 2: d}\n",
+    )
+    .unwrap();
+    assert_eq!(wf.flow.defaults["m"], json!({"1": "c", "2": "d"}));
+}
+
+/// PyYAML's scanner refuses an implicit key longer than 1024 characters; so do we, at submit.
+#[test]
+fn over_long_keys_are_invalid_yaml() {
+    let key = "k".repeat(100_000);
+    for raw in [
+        format!("flow:\n  graph: a\n  defaults:\n    {key}: 1\n"),
+        format!("flow:\n  graph: a\n  defaults:\n    \"{key}\": 1\n"),
+        format!("flow:\n  graph: a\n  defaults: {{'{key}': 1}}\n"),
+    ] {
+        assert_eq!(reason(raw.as_bytes()), "invalid_yaml");
+        let err = parse_workflow_yaml(raw.as_bytes()).unwrap_err();
+        assert!(err.detail().is_some(), "{err:?}");
+    }
+    let ok = format!(
+        "flow:\n  graph: a\n  defaults:\n    {}: 1\n",
+        "k".repeat(1024)
+    );
+    assert_eq!(reason(ok.as_bytes()), "OK");
 }

@@ -18,7 +18,6 @@ use axum::{
 };
 use pyoco_store::Store;
 use pyoco_wire::{
-    parse_workflow_yaml,
     python::{self, py_strip, truthy},
     JobMessage, NewRun, RunSnapshot, WorkerRecord, WorkflowUpload,
 };
@@ -183,15 +182,19 @@ async fn submit_yaml(
             ))
         }
     };
-    // 5. flow.yaml rules (§8); 6. params = flow.defaults.
-    let workflow = parse_workflow_yaml(&raw).map_err(|err| {
-        if let Some(detail) = err.detail() {
-            tracing::debug!(reason = %err.reason(), "invalid workflow yaml: {detail}");
-        }
+    // 5. flow.yaml rules (§8); 6. params = flow.defaults. Parsed on a blocking thread, a few
+    // at a time, so a hard document never holds up the other requests.
+    let (raw, parsed) = state.parse_workflow_yaml(raw).await?;
+    let workflow = parsed.map_err(|err| {
+        // 0.5.1's reason, and for YAML errors the parser's message (ours).
+        let reason = match err.detail() {
+            Some(detail) => format!("{}: {detail}", err.reason()),
+            None => err.reason(),
+        };
         ApiError::with_reason(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid workflow yaml",
-            err.reason(),
+            reason,
         )
     })?;
     // Not in 0.5.1: the modules the flow calls must be allowed (`PYOCO_TASK_MODULES`).

@@ -160,12 +160,103 @@ async fn each_flow_yaml_rule_gives_422_with_its_reason() {
         let (status, body) =
             status_json(app.post_yaml_form(Some(yaml), Some("f"), None).await).await;
         assert_eq!(status, 422, "{reason}: {body}");
-        assert_eq!(
-            body,
-            json!({"detail": "invalid workflow yaml", "reason": reason})
-        );
+        if reason == "invalid_yaml" {
+            // 0.5.1's reason, then the parser's message (ours).
+            assert_eq!(body["detail"], "invalid workflow yaml");
+            let got = body["reason"].as_str().unwrap();
+            assert!(got.starts_with("invalid_yaml: ") && got.len() > 16, "{got}");
+        } else {
+            assert_eq!(
+                body,
+                json!({"detail": "invalid workflow yaml", "reason": reason})
+            );
+        }
     }
     assert!(app.store().runs().keys().await.unwrap().is_empty());
+    assert_eq!(app.queued_jobs().await, 0);
+}
+
+/// The hostile documents of issue 13: answered 422 (or accepted at their real size) without
+/// holding up the gateway: `/health` answers while they are parsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_flow_yaml_is_answered_without_freezing_the_gateway() {
+    let app = TestApp::gateway_only().await;
+    // 4,000 keys merged 300 times (1.2 million copies): too large.
+    let mut merges = String::from("flow:\n  graph: a\n  defaults:\n    base: &base {");
+    merges.push_str(
+        &(0..4000)
+            .map(|i| format!("k{i}: {i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    merges.push_str("}\n");
+    for i in 0..300 {
+        merges.push_str(&format!("    c{i}: {{<<: *base}}\n"));
+    }
+    // A 100,000-character key: PyYAML refuses it, so do we (0.5.1 accepted it and the run
+    // failed later).
+    let long_key = format!(
+        "flow:\n  graph: a\n  defaults:\n    {}: 1\n",
+        "k".repeat(100_000)
+    );
+    // `m1: {<<: [*m0 × 10]}` eight levels deep: a kilobyte that took the gateway past 5 GB.
+    let mut nested = String::from("flow:\n  graph: a\n  defaults:\n    m0: &m0 {");
+    nested.push_str(
+        &(0..10)
+            .map(|i| format!("k{i}: {i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    nested.push_str("}\n");
+    for level in 1..=8 {
+        let refs = vec![format!("*m{}", level - 1); 10].join(", ");
+        nested.push_str(&format!("    m{level}: &m{level} {{<<: [{refs}]}}\n"));
+    }
+    let submits = [
+        (
+            nested,
+            "too_large: merge keys (<<) copy more than 1000000 key/value pairs",
+        ),
+        (
+            merges.clone(),
+            "too_large: merge keys (<<) copy more than 1000000 key/value pairs",
+        ),
+        (
+            merges,
+            "too_large: merge keys (<<) copy more than 1000000 key/value pairs",
+        ),
+        (long_key, "invalid_yaml: "),
+        (
+            "flow: {graph: a}\nversion: 2\n".to_string(),
+            "unsupported_version: 2 (only version 1 exists)",
+        ),
+    ];
+    let health = async {
+        let mut slowest = std::time::Duration::ZERO;
+        for _ in 0..20 {
+            let t0 = std::time::Instant::now();
+            assert_eq!(app.get("/health").await.status(), 200);
+            slowest = slowest.max(t0.elapsed());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        slowest
+    };
+    let posts = futures::future::join_all(
+        submits
+            .iter()
+            .map(|(yaml, _)| app.post_yaml_form(Some(yaml.as_bytes()), Some("f"), None)),
+    );
+    let (responses, slowest_health) = tokio::join!(posts, health);
+    for (response, (_, want)) in responses.into_iter().zip(&submits) {
+        let (status, body) = status_json(response).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["reason"].as_str().unwrap().starts_with(want), "{body}");
+    }
+    // Not a timing target: a frozen executor would hold /health for seconds.
+    assert!(
+        slowest_health < std::time::Duration::from_secs(1),
+        "{slowest_health:?}"
+    );
     assert_eq!(app.queued_jobs().await, 0);
 }
 

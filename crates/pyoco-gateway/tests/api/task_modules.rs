@@ -44,10 +44,8 @@ async fn the_gateway_refuses_a_flow_calling_another_module() {
     assert_eq!(run["status"], "COMPLETED", "{run}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_fails_a_job_calling_another_module_and_dead_letters_it() {
-    let app = app().await;
-    let run_id = "task-modules-run-1";
+/// Store a PENDING run and publish its job straight to NATS, as a foreign producer could.
+async fn publish_straight(app: &TestApp, run_id: &str, workflow_yaml: &str) {
     let pending = json!({
         "run_id": run_id, "flow_name": "main", "tag": "default", "tags": ["default"],
         "tenant_id": null, "api_key_id": null, "status": "PENDING", "params": {},
@@ -61,12 +59,19 @@ async fn the_worker_fails_a_job_calling_another_module_and_dead_letters_it() {
         .unwrap();
     let job = json!({
         "run_id": run_id, "flow_name": "main", "tag": "default", "tags": ["default"],
-        "params": {}, "workflow_yaml": OS_SYSTEM, "submitted_at": 1.0,
+        "params": {}, "workflow_yaml": workflow_yaml, "submitted_at": 1.0,
     });
     app.store()
         .publish_job("default", serde_json::to_vec(&job).unwrap().into())
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_fails_a_job_calling_another_module_and_dead_letters_it() {
+    let app = app().await;
+    let run_id = "task-modules-run-1";
+    publish_straight(&app, run_id, OS_SYSTEM).await;
 
     let run = app
         .wait_status(run_id, &["COMPLETED", "FAILED"], Duration::from_secs(45))
@@ -89,4 +94,49 @@ async fn the_worker_fails_a_job_calling_another_module_and_dead_letters_it() {
         "{dlq:?}"
     );
     app.wait_queue_drained().await;
+}
+
+/// A merge bomb published straight to NATS never reaches the Python runner (PyYAML would copy
+/// billions of pairs): the run FAILED `invalid_job: workflow_too_large: …`, DLQ `invalid_job`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_refuses_a_merge_bomb_before_the_runner_sees_it() {
+    let app = TestApp::start(AppOptions::default()).await;
+    let mut bomb =
+        String::from("version: 1\nflow:\n  graph: |\n    hello\n  defaults:\n    m0: &m0 {");
+    bomb.push_str(
+        &(0..10)
+            .map(|i| format!("k{i}: {i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    bomb.push_str("}\n");
+    for level in 1..=8 {
+        let refs = vec![format!("*m{}", level - 1); 10].join(", ");
+        bomb.push_str(&format!("    m{level}: &m{level} {{<<: [{refs}]}}\n"));
+    }
+    bomb.push_str(&format!(
+        "tasks:\n  hello:\n    callable: {TASKS_MODULE}:hello\n"
+    ));
+    let run_id = "merge-bomb-run";
+    publish_straight(&app, run_id, &bomb).await;
+    let run = app
+        .wait_status(run_id, &["COMPLETED", "FAILED"], Duration::from_secs(45))
+        .await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid_job: workflow_too_large: too_large: merge keys"),
+        "{run}"
+    );
+    let dlq = app.dlq_messages().await;
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0].1["reason"], "invalid_job");
+    // The worker and its runner are fine: the next run completes.
+    let ok = app.submit_yaml(&allowed_flow(), "main", "default").await;
+    let run = app
+        .wait_status(&ok, &["COMPLETED", "FAILED"], Duration::from_secs(45))
+        .await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
 }

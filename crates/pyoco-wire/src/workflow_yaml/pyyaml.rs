@@ -33,6 +33,9 @@ const TAG_PREFIX: &str = "tag:yaml.org,2002:";
 /// Key/value pairs of a Python dict, in insertion order.
 pub(crate) type PyPairs = Vec<(Rc<Py>, Rc<Py>)>;
 
+/// Key/value node pairs of a mapping node, in document order.
+type NodePairs = Vec<(Rc<Node>, Rc<Node>)>;
+
 /// A Python value as `yaml.safe_load` builds it.
 #[derive(Debug)]
 pub(crate) enum Py {
@@ -237,16 +240,40 @@ impl Node {
     }
 }
 
+/// Most key/value pairs merge keys (`<<`) may copy into mappings, over the whole document:
+/// the same budget as the values after alias expansion, so a kilobyte of nested merges cannot
+/// take gigabytes (a merge of the same mapping twice copies it once).
+pub(crate) const MAX_MERGED_PAIRS: usize = 1_000_000;
+
+/// Longest implicit mapping key PyYAML's scanner accepts (a "simple key": one line, at most
+/// 1024 characters from its start to the `:`).
+pub(crate) const MAX_SIMPLE_KEY_CHARS: usize = 1024;
+
+/// Why `safe_load` failed.
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    /// PyYAML would refuse the document too.
+    Invalid(String),
+    /// A budget of ours ran out (merge expansion).
+    TooLarge(String),
+}
+
 /// `yaml.safe_load(text)`: `Ok(None)` for an empty stream.
-pub(crate) fn safe_load(text: &str) -> Result<Option<Rc<Py>>, String> {
-    check_printable(text)?;
+pub(crate) fn safe_load(text: &str) -> Result<Option<Rc<Py>>, LoadError> {
+    check_printable(text).map_err(LoadError::Invalid)?;
     // PyYAML skips a byte-order mark at the start of the stream; yaml-rust2 does not.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let Some(root) = compose(text)? else {
+    let Some(root) = compose(text).map_err(LoadError::Invalid)? else {
         return Ok(None);
     };
     let mut ctor = Constructor::default();
-    ctor.construct(&root).map(Some)
+    ctor.construct(&root).map(Some).map_err(|message| {
+        if ctor.too_large {
+            LoadError::TooLarge(message)
+        } else {
+            LoadError::Invalid(message)
+        }
+    })
 }
 
 /// PyYAML's `Reader` refuses these characters anywhere in the stream.
@@ -387,7 +414,20 @@ fn compose(text: &str) -> Result<Option<Rc<Node>>, String> {
             None => root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map { pairs, key, .. }) => match key.take() {
-                None => *key = Some(node),
+                None => {
+                    if let Node::Scalar { value, .. } = node.as_ref() {
+                        // PyYAML's scanner gives up on a longer implicit key; an explicit
+                        // `? key` (rare) is held to the same length here.
+                        if value.chars().count() > MAX_SIMPLE_KEY_CHARS {
+                            return Err(format!(
+                                "while scanning a simple key (line {}): a mapping key longer \
+                                 than {MAX_SIMPLE_KEY_CHARS} characters; could not find expected ':'",
+                                mark.line()
+                            ));
+                        }
+                    }
+                    *key = Some(node)
+                }
                 Some(k) => pairs.push((k, node)),
             },
         }
@@ -911,6 +951,14 @@ fn construct_binary(value: &str) -> Result<Py, String> {
 #[derive(Default)]
 struct Constructor {
     memo: HashMap<*const Node, Rc<Py>>,
+    /// Pairs copied by merge keys so far, counted as PyYAML copies them (with duplicates; see
+    /// [`MAX_MERGED_PAIRS`]).
+    merged: usize,
+    /// Flattened mappings: how many pairs PyYAML's flattening leaves in each (merged ones
+    /// with their duplicates), which is what a merge of it copies.
+    expanded: HashMap<*const Node, usize>,
+    /// The error being returned is a budget running out.
+    too_large: bool,
 }
 
 impl Constructor {
@@ -995,27 +1043,194 @@ impl Constructor {
         }
     }
 
-    /// `SafeConstructor.construct_mapping`: merge keys, hashable keys, last value wins.
+    /// `SafeConstructor.construct_mapping`: merge keys, hashable keys, last value wins (found
+    /// through a hash of the key, so a mapping of n keys costs O(n), not O(n²)).
     fn construct_mapping(&mut self, node: &Rc<Node>) -> Result<PyPairs, String> {
-        flatten_mapping(node, 0)?;
+        self.flatten_mapping(node, 0)?;
         let Node::Map { pairs, .. } = node.as_ref() else {
             return Err("expected a mapping node".into());
         };
         let pairs = pairs.borrow().clone();
         let mut out: PyPairs = Vec::with_capacity(pairs.len());
+        let mut slots: HashMap<u64, Vec<usize>> = HashMap::with_capacity(pairs.len());
         for (k, v) in &pairs {
             let key = self.construct(k)?;
             if !key.is_hashable() {
                 return Err("while constructing a mapping: found unhashable key".into());
             }
             let value = self.construct(v)?;
-            match out.iter_mut().find(|(existing, _)| existing.key_eq(&key)) {
-                Some(slot) => slot.1 = value,
-                None => out.push((key, value)),
+            let same_hash = slots.entry(key_hash(&key)).or_default();
+            match same_hash.iter().find(|&&i| out[i].0.key_eq(&key)) {
+                Some(&i) => out[i].1 = value,
+                None => {
+                    same_hash.push(out.len());
+                    out.push((key, value));
+                }
             }
         }
         Ok(out)
     }
+
+    /// `SafeConstructor.flatten_mapping`: expand `<<` merge keys in place (merged pairs first, so
+    /// explicit keys override them; earlier mappings of a merge list override later ones) and turn
+    /// `=` keys into strings.
+    ///
+    /// Every pair PyYAML would copy (a merged mapping's pairs, duplicates included) counts
+    /// against [`MAX_MERGED_PAIRS`], so a kilobyte of nested merges that would multiply into
+    /// billions of pairs is refused as the billion-laughs of aliases is, and the Python runner
+    /// never sees a document it would choke on. What stays is reduced to one pair per key (the
+    /// first position, the last value: what the dict ends up with).
+    fn flatten_mapping(&mut self, node: &Rc<Node>, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err("merge keys nest too deeply".into());
+        }
+        let Node::Map { pairs, .. } = node.as_ref() else {
+            return Ok(());
+        };
+        let current = pairs.borrow().clone();
+        let merge_tag = format!("{TAG_PREFIX}merge");
+        let value_tag = format!("{TAG_PREFIX}value");
+        let mut merge: Vec<(Rc<Node>, Rc<Node>)> = Vec::new();
+        let mut kept: Vec<(Rc<Node>, Rc<Node>)> = Vec::with_capacity(current.len());
+        // Pairs PyYAML copies into this mapping (it keeps the duplicates).
+        let mut copies = 0usize;
+        let had_merges = self.expanded.contains_key(&Rc::as_ptr(node));
+        for (k, v) in current {
+            if k.tag() == merge_tag {
+                match v.as_ref() {
+                    Node::Map { pairs: sub, .. } => {
+                        self.flatten_mapping(&v, depth + 1)?;
+                        copies += self.copy(&v)?;
+                        merge.extend(sub.borrow().iter().cloned());
+                    }
+                    Node::Seq { items, .. } => {
+                        let mut submerge = Vec::new();
+                        for sub in items {
+                            let Node::Map { pairs: subpairs, .. } = sub.as_ref() else {
+                                return Err("while constructing a mapping: expected a mapping for merging".into());
+                            };
+                            self.flatten_mapping(sub, depth + 1)?;
+                            copies += self.copy(sub)?;
+                            submerge.push(subpairs.borrow().clone());
+                        }
+                        for group in submerge.into_iter().rev() {
+                            merge.extend(group);
+                        }
+                    }
+                    Node::Scalar { .. } => {
+                        return Err("while constructing a mapping: expected a mapping or list of mappings for merging".into())
+                    }
+                }
+            } else if k.tag() == value_tag {
+                let Node::Scalar { value, .. } = k.as_ref() else {
+                    unreachable!("only scalars resolve to the value tag")
+                };
+                let key = Rc::new(Node::Scalar {
+                    tag: format!("{TAG_PREFIX}str"),
+                    value: value.clone(),
+                });
+                kept.push((key, v));
+            } else {
+                kept.push((k, v));
+            }
+        }
+        if !had_merges {
+            self.expanded.insert(Rc::as_ptr(node), copies + kept.len());
+        }
+        if !merge.is_empty() {
+            let mut merge = self.one_pair_per_key(merge)?;
+            merge.extend(kept);
+            kept = merge;
+        }
+        *pairs.borrow_mut() = kept;
+        Ok(())
+    }
+
+    /// Count the pairs PyYAML would copy from the flattened mapping `sub` (its own pairs and,
+    /// with duplicates, everything merged into it) against [`MAX_MERGED_PAIRS`].
+    fn copy(&mut self, sub: &Rc<Node>) -> Result<usize, String> {
+        let n = match self.expanded.get(&Rc::as_ptr(sub)) {
+            Some(&n) => n,
+            None => match sub.as_ref() {
+                Node::Map { pairs, .. } => pairs.borrow().len(),
+                _ => 0,
+            },
+        };
+        self.merged = self.merged.saturating_add(n);
+        if self.merged > MAX_MERGED_PAIRS {
+            self.too_large = true;
+            return Err(format!(
+                "merge keys (<<) copy more than {MAX_MERGED_PAIRS} key/value pairs"
+            ));
+        }
+        Ok(n)
+    }
+
+    /// `pairs` with one pair per key (Python dict equality of the constructed keys): at the
+    /// position of the key's first pair, with its last pair's value.
+    fn one_pair_per_key(&mut self, pairs: NodePairs) -> Result<NodePairs, String> {
+        let mut out: NodePairs = Vec::with_capacity(pairs.len());
+        let mut keys: Vec<Rc<Py>> = Vec::with_capacity(pairs.len());
+        let mut slots: HashMap<u64, Vec<usize>> = HashMap::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            let key = self.construct(&k)?;
+            if !key.is_hashable() {
+                return Err("while constructing a mapping: found unhashable key".into());
+            }
+            let same_hash = slots.entry(key_hash(&key)).or_default();
+            match same_hash.iter().find(|&&i| keys[i].key_eq(&key)) {
+                Some(&i) => out[i].1 = v,
+                None => {
+                    same_hash.push(out.len());
+                    keys.push(key);
+                    out.push((k, v));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A hash consistent with [`Py::key_eq`]: equal keys (`1`, `1.0`, `true`) hash alike.
+fn key_hash(key: &Py) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn feed(key: &Py, h: &mut std::collections::hash_map::DefaultHasher) {
+        if let Some(number) = key.numeric() {
+            0u8.hash(h);
+            // -0.0 == 0.0; every NaN is unequal to everything, so any hash will do.
+            let number = if number == 0.0 { 0.0 } else { number };
+            number.to_bits().hash(h);
+            return;
+        }
+        match key {
+            Py::None => 1u8.hash(h),
+            Py::Str(s) => (2u8, s).hash(h),
+            Py::Bytes(b) => (3u8, b).hash(h),
+            Py::Date(d) => (4u8, d.year, d.month, d.day).hash(h),
+            Py::DateTime(t) => (
+                5u8,
+                t.date.year,
+                t.date.month,
+                t.date.day,
+                t.hour,
+                t.minute,
+                t.second,
+                t.micros,
+                t.offset_minutes,
+            )
+                .hash(h),
+            Py::Tuple(items) => {
+                (6u8, items.len()).hash(h);
+                for item in items {
+                    feed(item, h);
+                }
+            }
+            _ => 7u8.hash(h),
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    feed(key, &mut h);
+    h.finish()
 }
 
 fn undefined(tag: &str) -> String {
@@ -1025,72 +1240,16 @@ fn undefined(tag: &str) -> String {
     )
 }
 
-/// `SafeConstructor.flatten_mapping`: expand `<<` merge keys in place (merged pairs first, so
-/// explicit keys override them; earlier mappings of a merge list override later ones) and turn
-/// `=` keys into strings.
-fn flatten_mapping(node: &Rc<Node>, depth: usize) -> Result<(), String> {
-    if depth > MAX_DEPTH {
-        return Err("merge keys nest too deeply".into());
-    }
-    let Node::Map { pairs, .. } = node.as_ref() else {
-        return Ok(());
-    };
-    let current = pairs.borrow().clone();
-    let merge_tag = format!("{TAG_PREFIX}merge");
-    let value_tag = format!("{TAG_PREFIX}value");
-    let mut merge: Vec<(Rc<Node>, Rc<Node>)> = Vec::new();
-    let mut kept: Vec<(Rc<Node>, Rc<Node>)> = Vec::with_capacity(current.len());
-    for (k, v) in current {
-        if k.tag() == merge_tag {
-            match v.as_ref() {
-                Node::Map { pairs: sub, .. } => {
-                    flatten_mapping(&v, depth + 1)?;
-                    merge.extend(sub.borrow().iter().cloned());
-                }
-                Node::Seq { items, .. } => {
-                    let mut submerge = Vec::new();
-                    for sub in items {
-                        let Node::Map { pairs: subpairs, .. } = sub.as_ref() else {
-                            return Err("while constructing a mapping: expected a mapping for merging".into());
-                        };
-                        flatten_mapping(sub, depth + 1)?;
-                        submerge.push(subpairs.borrow().clone());
-                    }
-                    for group in submerge.into_iter().rev() {
-                        merge.extend(group);
-                    }
-                }
-                Node::Scalar { .. } => {
-                    return Err("while constructing a mapping: expected a mapping or list of mappings for merging".into())
-                }
-            }
-        } else if k.tag() == value_tag {
-            let Node::Scalar { value, .. } = k.as_ref() else {
-                unreachable!("only scalars resolve to the value tag")
-            };
-            let key = Rc::new(Node::Scalar {
-                tag: format!("{TAG_PREFIX}str"),
-                value: value.clone(),
-            });
-            kept.push((key, v));
-        } else {
-            kept.push((k, v));
-        }
-    }
-    if !merge.is_empty() {
-        merge.extend(kept);
-        kept = merge;
-    }
-    *pairs.borrow_mut() = kept;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Rc<Py>, String> {
-        safe_load(text).map(|v| v.expect("a document"))
+        safe_load(text)
+            .map(|v| v.expect("a document"))
+            .map_err(|err| match err {
+                LoadError::Invalid(m) | LoadError::TooLarge(m) => m,
+            })
     }
 
     fn scalar(text: &str) -> String {

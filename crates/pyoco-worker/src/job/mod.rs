@@ -30,7 +30,7 @@ mod snapshot;
 use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, AckKind};
-use pyoco_wire::{parse_workflow_yaml, InvalidJob, JobMessage};
+use pyoco_wire::{parse_workflow_yaml, InvalidJob, JobMessage, WorkflowYamlError};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -106,7 +106,7 @@ pub(crate) async fn process(sh: Arc<Shared>, d: Delivery, lease: Lease) {
             return;
         }
     };
-    if let Some(invalid) = disallowed_module(&sh.config.task_modules, &job).await {
+    if let Some(invalid) = refused_workflow(&sh.config.task_modules, &job).await {
         lease.give_back();
         let span = tracing::error_span!("invalid_job", run_id = %job.run_id);
         invalid_job(&sh, &d, invalid).instrument(span).await;
@@ -122,20 +122,29 @@ pub(crate) async fn process(sh: Arc<Shared>, d: Delivery, lease: Lease) {
     run_job(sh, d, job, lease).instrument(span).await;
 }
 
-/// A job whose flow.yaml calls a module outside `allowed` (`PYOCO_TASK_MODULES`), as an
-/// invalid job; `None` when allowed, when there is no flow.yaml, or when it does not parse (the
-/// runner reports that as usual). Parsed on a blocking thread: a flow.yaml may be large.
-async fn disallowed_module(allowed: &[String], job: &JobMessage) -> Option<InvalidJob> {
-    if allowed.is_empty() {
+/// A job the runner must not get, as an invalid job: its flow.yaml expands beyond the loader's
+/// budgets (PyYAML in the runner would exhaust its memory on it), or calls a module outside
+/// `allowed` (`PYOCO_TASK_MODULES`). `None` when there is no flow.yaml, or when it is fine or
+/// invalid in another way (the runner reports that as usual). Parsed on a blocking thread.
+async fn refused_workflow(allowed: &[String], job: &JobMessage) -> Option<InvalidJob> {
+    let text = job.workflow_yaml.as_deref()?;
+    // Without an alias (`*name`) nothing can expand, and without a module list nothing else is
+    // checked: most jobs skip the parse.
+    if allowed.is_empty() && !text.contains('*') {
         return None;
     }
-    let text = job.workflow_yaml.clone()?;
+    let text = text.to_string();
     let allowed = allowed.to_vec();
     let run_id = job.run_id.clone();
-    tokio::task::spawn_blocking(move || {
-        let workflow = parse_workflow_yaml(text.as_bytes()).ok()?;
-        let (task, module) = workflow.disallowed_module(&allowed)?;
-        Some(InvalidJob::task_module_not_allowed(&run_id, task, module))
+    tokio::task::spawn_blocking(move || match parse_workflow_yaml(text.as_bytes()) {
+        Err(err @ WorkflowYamlError::TooLarge { .. }) => {
+            Some(InvalidJob::workflow_too_large(&run_id, &err.reason()))
+        }
+        Err(_) => None,
+        Ok(workflow) => {
+            let (task, module) = workflow.disallowed_module(&allowed)?;
+            Some(InvalidJob::task_module_not_allowed(&run_id, task, module))
+        }
     })
     .await
     .ok()
