@@ -29,6 +29,10 @@ use crate::workflow_yaml::WorkflowDigest;
 /// `run_id, flow_name, tag, tags, tenant_id, api_key_id, params,
 /// [workflow_yaml, workflow_yaml_sha256, workflow_yaml_bytes,] submitted_at`,
 /// then any extra keys (e.g. `schedule_id` from a post-0.5.1 gateway).
+/// Longest `flow_name` (UTF-8 bytes) the gateway accepts (0.5.1: no limit; a megabyte-long name
+/// made a snapshot too big to write, and the job was redelivered until its deliveries ran out).
+pub const MAX_FLOW_NAME_BYTES: usize = 1024;
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobMessage {
     pub run_id: String,

@@ -48,7 +48,10 @@ pub use cursor::{CursorError, RunsCursor};
 pub use dlq::{
     flow_not_found_error, DlqMessage, DlqPayload, DlqRunInfo, INVALID_JOB_PAYLOAD_MAX_BYTES,
 };
-pub use job::{is_valid_kv_key, InvalidJob, InvalidJobKind, JobMessage, NewRun, WorkflowUpload};
+pub use job::{
+    is_valid_kv_key, InvalidJob, InvalidJobKind, JobMessage, NewRun, WorkflowUpload,
+    MAX_FLOW_NAME_BYTES,
+};
 pub use python::{
     from_python_json, to_python_json, try_to_python_json, value_from_python_json, PythonFormatter,
 };

@@ -151,6 +151,7 @@ async fn submit_yaml(
     });
     let max = state.workflow_yaml_max_bytes();
     let form = YamlForm::read(multipart, max).await?;
+    form.check_text()?;
 
     // 1. Missing parts: FastAPI's 422 list.
     let (upload, flow_name) = match (form.workflow, form.flow_name) {
@@ -262,6 +263,17 @@ fn missing_form_parts(workflow: bool, flow_name: bool) -> ApiError {
 /// KV create of the PENDING snapshot, then the job publish; when either fails on NATS, the
 /// snapshot is deleted again (best effort, like 0.5.1) and the client gets the 503.
 async fn submit_new_run(state: &AppState, run: NewRun) -> Result<PyJson<Submitted>, ApiError> {
+    if run.flow_name.len() > pyoco_wire::MAX_FLOW_NAME_BYTES {
+        return Err(ApiError::with_reason(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid flow_name",
+            format!(
+                "flow_name is {} bytes; the limit is {} bytes",
+                run.flow_name.len(),
+                pyoco_wire::MAX_FLOW_NAME_BYTES
+            ),
+        ));
+    }
     let store = state.store()?;
     let now = python::time();
     let snapshot = Bytes::from(RunSnapshot::pending(&run, now).to_json());

@@ -32,7 +32,8 @@ use crate::error::{ApiError, FieldError, Loc};
 #[schema(as = RunSubmitRequest)]
 #[allow(dead_code)] // documentation only
 pub(crate) struct RunSubmitBody {
-    /// The flow to run: at least 1 character (whitespace counts).
+    /// The flow to run: at least 1 character (whitespace counts), at most 1024 bytes of UTF-8
+    /// (422 `invalid flow_name`; 0.5.1 had no limit).
     #[schema(min_length = 1, example = "main")]
     flow_name: String,
     /// The flow's parameters.

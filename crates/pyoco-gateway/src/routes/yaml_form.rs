@@ -26,7 +26,7 @@ pub(crate) struct YamlUpload {
     /// The flow.yaml file (contract §8), at most PYOCO_WORKFLOW_YAML_MAX_BYTES.
     #[schema(value_type = String, format = Binary, example = json!(EXAMPLE_FLOW_YAML))]
     workflow: (),
-    /// The run's flow name (stripped; must not be blank).
+    /// The run's flow name (stripped; must not be blank; UTF-8, at most 1024 bytes).
     #[schema(min_length = 1, example = "main")]
     flow_name: String,
     /// The routing tag (stripped; empty: PYOCO_DEFAULT_TAG); the routing-tag rule applies.
@@ -69,6 +69,8 @@ pub(crate) struct YamlForm {
     pub workflow: Option<Upload>,
     pub flow_name: Option<String>,
     pub tag: Option<String>,
+    /// The name of a text part that was not UTF-8.
+    pub not_utf8: Option<&'static str>,
 }
 
 impl YamlForm {
@@ -106,17 +108,45 @@ impl YamlForm {
         while let Some(field) = multipart.next_field().await? {
             match field.name() {
                 Some("workflow") => form.workflow = Some(read_upload(field, max_yaml).await?),
-                Some("flow_name") => form.flow_name = non_empty(field.text().await?),
-                Some("tag") => form.tag = non_empty(field.text().await?),
+                Some("flow_name") => form.flow_name = read_text(field, &mut form.not_utf8).await?,
+                Some("tag") => form.tag = read_text(field, &mut form.not_utf8).await?,
                 _ => {} // skipped by the next `next_field`
             }
         }
         Ok(form)
     }
+
+    /// 422 `invalid form field` when a text part was not UTF-8.
+    pub(crate) fn check_text(&self) -> Result<(), ApiError> {
+        match &self.not_utf8 {
+            None => Ok(()),
+            Some(name) => Err(ApiError::with_reason(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid form field",
+                format!("the {name} part is not UTF-8 text"),
+            )),
+        }
+    }
 }
 
-fn non_empty(text: String) -> Option<String> {
-    Some(text).filter(|s| !s.is_empty())
+/// A text part's value: UTF-8 only (a part starting `FF FE` is not read as UTF-16, whatever
+/// its charset says), empty as absent. A part that is not UTF-8 is noted in `not_utf8`.
+async fn read_text(
+    field: Field<'_>,
+    not_utf8: &mut Option<&'static str>,
+) -> Result<Option<String>, MultipartError> {
+    let name = match field.name() {
+        Some("tag") => "tag",
+        _ => "flow_name",
+    };
+    let bytes = field.bytes().await?;
+    match String::from_utf8(bytes.to_vec()) {
+        Ok(text) => Ok(Some(text).filter(|s| !s.is_empty())),
+        Err(_) => {
+            *not_utf8 = Some(name);
+            Ok(None)
+        }
+    }
 }
 
 /// The `workflow` part's bytes, kept only while they are within `max_yaml`.

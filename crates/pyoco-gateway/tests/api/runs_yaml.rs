@@ -425,3 +425,58 @@ async fn checks_run_in_the_0_5_1_order() {
     );
     assert_eq!(body["reason"], Value::from("invalid_yaml_root"));
 }
+
+/// Text parts are UTF-8 only (bytes `FF FE …` were read as UTF-16) and `flow_name` has a
+/// length limit on both submit paths (a 1 MB name was accepted and the run's snapshot could
+/// then not be written).
+#[tokio::test]
+async fn text_parts_are_utf8_and_flow_names_have_a_limit() {
+    let app = TestApp::gateway_only().await;
+    let flow = b"flow: {graph: a}\n";
+    // FF FE then UTF-16LE "main".
+    let utf16 = vec![0xff, 0xfe, b'm', 0, b'a', 0, b'i', 0, b'n', 0];
+    let part = reqwest::multipart::Part::bytes(flow.to_vec())
+        .file_name("flow.yaml")
+        .mime_str("application/x-yaml")
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("workflow", part)
+        .part("flow_name", reqwest::multipart::Part::bytes(utf16));
+    let response = app
+        .http()
+        .post(app.url("/runs/yaml"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(response).await;
+    assert_eq!(
+        (status, body),
+        (
+            422,
+            json!({"detail": "invalid form field", "reason": "the flow_name part is not UTF-8 text"})
+        )
+    );
+
+    let long = "f".repeat(1025);
+    let (status, body) = status_json(app.post_yaml_form(Some(flow), Some(&long), None).await).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"], "invalid flow_name");
+    assert_eq!(
+        body["reason"],
+        "flow_name is 1025 bytes; the limit is 1024 bytes"
+    );
+    let huge = "f".repeat(1 << 20);
+    let (status, body) =
+        status_json(app.post_json("/runs", &json!({"flow_name": huge})).await).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"], "invalid flow_name");
+    // At the limit: accepted.
+    let (status, _) = status_json(
+        app.post_yaml_form(Some(flow), Some(&"f".repeat(1024)), None)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(app.queued_jobs().await, 1);
+}
