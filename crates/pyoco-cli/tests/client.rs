@@ -979,6 +979,7 @@ fn demo_wheel(dir: &std::path::Path, version: &str, complete: bool) -> String {
             format!("{dist_info}/WHEEL"),
             "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n".to_string(),
         ),
+        (format!("{dist_info}/RECORD"), String::new()),
     ];
     if complete {
         files.push((

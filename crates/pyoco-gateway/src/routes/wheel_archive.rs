@@ -6,7 +6,10 @@
 //! * it is not a zip archive;
 //! * it has no top-level `*.dist-info` directory, or more than one, or one that does not start
 //!   with the package's name (pip's `wheel_dist_info_dir` rules, same wording);
-//! * the `.dist-info` directory has no `METADATA`;
+//! * a member path is absolute or has a `..` component (it would be written outside the
+//!   install directory);
+//! * the `.dist-info` directory has no `WHEEL` (or one whose `Wheel-Version` is not 1.x), no
+//!   `RECORD`, or no `METADATA`;
 //! * `METADATA` has no `Name`, or a `Name` that is not the file name's package (compared
 //!   normalised, PEP 503: `Demo_Plugin` matches `demo-plugin`);
 //! * `METADATA` has no `Version`, one that is not a PEP 440 version, or one that is not the file
@@ -43,7 +46,34 @@ pub(crate) fn check<R: Read + Seek>(
         .filter_map(Result::ok)
         .map(|n| n.into_owned())
         .collect();
+    if let Some(reason) = names.iter().find_map(|n| unsafe_member(n)) {
+        return Err(InvalidWheel(reason));
+    }
     let info_dir = dist_info_dir(names.iter().map(String::as_str), &filename.name)?;
+
+    // WHEEL: what pip reads first; it installs only Wheel-Version 1.x.
+    let wheel_file = format!("{info_dir}/WHEEL");
+    let wheel = match archive.by_name(&wheel_file) {
+        Ok(entry) => read_headers(entry)
+            .map_err(|err| InvalidWheel(format!("{wheel_file} cannot be read: {err}")))?,
+        Err(zip::result::ZipError::FileNotFound) => {
+            return Err(InvalidWheel(format!("{wheel_file} is missing")))
+        }
+        Err(err) => return Err(InvalidWheel(format!("{wheel_file} cannot be read: {err}"))),
+    };
+    match header(&wheel, "Wheel-Version") {
+        None => return Err(InvalidWheel(format!("{wheel_file} has no Wheel-Version"))),
+        Some(v) if v.split('.').next().map(str::trim) != Some("1") => {
+            return Err(InvalidWheel(format!(
+                "{wheel_file} Wheel-Version {v:?} is not 1.x (the only wheel format pip installs)"
+            )))
+        }
+        Some(_) => {}
+    }
+    let record = format!("{info_dir}/RECORD");
+    if !names.iter().any(|n| *n == record) {
+        return Err(InvalidWheel(format!("{record} is missing")));
+    }
 
     let member = format!("{info_dir}/METADATA");
     let metadata = match archive.by_name(&member) {
@@ -77,6 +107,20 @@ pub(crate) fn check<R: Read + Seek>(
         )));
     }
     Ok(())
+}
+
+/// Why a member path would land outside the install directory: absolute (`/…`, `\\…`, a
+/// drive letter) or with a `..` component (either separator).
+fn unsafe_member(name: &str) -> Option<String> {
+    let absolute =
+        name.starts_with('/') || name.starts_with('\\') || name.as_bytes().get(1) == Some(&b':');
+    if absolute {
+        return Some(format!("member {name:?} is an absolute path"));
+    }
+    if name.split(['/', '\\']).any(|part| part == "..") {
+        return Some(format!("member {name:?} leaves the install directory (..)"));
+    }
+    None
 }
 
 /// pip's `wheel_dist_info_dir`: exactly one top-level `*.dist-info` directory, whose
@@ -171,6 +215,18 @@ mod tests {
     }
 
     const NAME: &str = "Demo_Plugin-1.0-py3-none-any.whl";
+    const WHEEL: (&str, &str) = (
+        "demo_plugin-1.0.dist-info/WHEEL",
+        "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    );
+    const RECORD: (&str, &str) = ("demo_plugin-1.0.dist-info/RECORD", "");
+
+    /// `files` plus a valid WHEEL and RECORD in `demo_plugin-1.0.dist-info`.
+    fn check_wheel(files: &[(&str, &str)]) -> Result<(), InvalidWheel> {
+        let mut all = files.to_vec();
+        all.extend([WHEEL, RECORD]);
+        check_files(NAME, &all)
+    }
 
     #[test]
     fn a_wheel_whose_metadata_matches_its_name_passes() {
@@ -181,6 +237,8 @@ mod tests {
             &[
                 ("demo_plugin/__init__.py", ""),
                 ("Demo_Plugin-1.0.dist-info/METADATA", metadata),
+                ("Demo_Plugin-1.0.dist-info/WHEEL", "Wheel-Version: 1.9\n"),
+                ("Demo_Plugin-1.0.dist-info/RECORD", ""),
             ],
         )
         .unwrap();
@@ -214,52 +272,89 @@ mod tests {
             "{err}"
         );
 
-        let err = check_files(NAME, &[("demo_plugin-1.0.dist-info/WHEEL", "")]).unwrap_err();
+        let err = check_wheel(&[]).unwrap_err();
         assert_eq!(err.0, "demo_plugin-1.0.dist-info/METADATA is missing");
 
+        // What pip needs besides METADATA, and where the files may go.
+        let metadata = (
+            "demo_plugin-1.0.dist-info/METADATA",
+            "Name: demo-plugin\nVersion: 1.0\n",
+        );
+        let err = check_files(NAME, &[metadata, RECORD]).unwrap_err();
+        assert_eq!(err.0, "demo_plugin-1.0.dist-info/WHEEL is missing");
+        let err = check_files(NAME, &[metadata, WHEEL]).unwrap_err();
+        assert_eq!(err.0, "demo_plugin-1.0.dist-info/RECORD is missing");
         let err = check_files(
             NAME,
-            &[(
-                "demo_plugin-1.0.dist-info/METADATA",
-                "Name: other\nVersion: 1.0\n",
-            )],
+            &[
+                metadata,
+                RECORD,
+                ("demo_plugin-1.0.dist-info/WHEEL", "Wheel-Version: 2.0\n"),
+            ],
         )
+        .unwrap_err();
+        assert!(err.0.contains("Wheel-Version \"2.0\" is not 1.x"), "{err}");
+        let err = check_files(
+            NAME,
+            &[
+                metadata,
+                RECORD,
+                ("demo_plugin-1.0.dist-info/WHEEL", "Tag: x\n"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.0,
+            "demo_plugin-1.0.dist-info/WHEEL has no Wheel-Version"
+        );
+        for (member, what) in [
+            (
+                "demo_plugin/../../etc/cron.d/x",
+                "leaves the install directory",
+            ),
+            ("demo_plugin\\..\\x", "leaves the install directory"),
+            ("/etc/passwd", "is an absolute path"),
+            ("C:/x", "is an absolute path"),
+        ] {
+            let err = check_wheel(&[metadata, (member, "")]).unwrap_err();
+            assert!(
+                err.0.contains(what) && err.0.contains(&format!("{member:?}")),
+                "{err}"
+            );
+        }
+        check_wheel(&[metadata, ("demo_plugin/a..b.py", "")]).unwrap();
+
+        let err = check_wheel(&[(
+            "demo_plugin-1.0.dist-info/METADATA",
+            "Name: other\nVersion: 1.0\n",
+        )])
         .unwrap_err();
         assert_eq!(
             err.0,
             "METADATA Name \"other\" does not match the file name's package \"demo-plugin\""
         );
 
-        let err = check_files(
-            NAME,
-            &[(
-                "demo_plugin-1.0.dist-info/METADATA",
-                "Name: demo-plugin\nVersion: 1.1\n",
-            )],
-        )
+        let err = check_wheel(&[(
+            "demo_plugin-1.0.dist-info/METADATA",
+            "Name: demo-plugin\nVersion: 1.1\n",
+        )])
         .unwrap_err();
         assert_eq!(
             err.0,
             "METADATA Version \"1.1\" does not match the file name's version \"1.0\""
         );
 
-        let err = check_files(
-            NAME,
-            &[(
-                "demo_plugin-1.0.dist-info/METADATA",
-                "Name: demo-plugin\n\nVersion: 1.0\n",
-            )],
-        )
+        let err = check_wheel(&[(
+            "demo_plugin-1.0.dist-info/METADATA",
+            "Name: demo-plugin\n\nVersion: 1.0\n",
+        )])
         .unwrap_err();
         assert_eq!(err.0, "demo_plugin-1.0.dist-info/METADATA has no Version");
 
-        let err = check_files(
-            NAME,
-            &[(
-                "demo_plugin-1.0.dist-info/METADATA",
-                "Name: demo-plugin\nVersion: one\n",
-            )],
-        )
+        let err = check_wheel(&[(
+            "demo_plugin-1.0.dist-info/METADATA",
+            "Name: demo-plugin\nVersion: one\n",
+        )])
         .unwrap_err();
         assert!(err.0.contains("is not a PEP 440 version"), "{err}");
     }

@@ -37,6 +37,7 @@ fn wheel_with(file_name: &str, name: &str, version: &str, extra: &[u8]) -> Vec<u
             format!("{info}/WHEEL"),
             b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n".to_vec(),
         ),
+        (format!("{info}/RECORD"), Vec::new()),
     ];
     if !extra.is_empty() {
         files.push((format!("{module}/data.bin"), extra.to_vec()));
@@ -306,11 +307,43 @@ async fn the_archive_must_be_the_wheel_its_name_says() {
             ".dist-info directory not found",
         ),
         (
-            zip_of(&[(
-                "demo_pkg-1.0.dist-info/WHEEL".into(),
-                b"Wheel-Version: 1.0\n".to_vec(),
-            )]),
+            zip_of(&[
+                (
+                    "demo_pkg-1.0.dist-info/WHEEL".into(),
+                    b"Wheel-Version: 1.0\n".to_vec(),
+                ),
+                ("demo_pkg-1.0.dist-info/RECORD".into(), Vec::new()),
+            ]),
             "demo_pkg-1.0.dist-info/METADATA is missing",
+        ),
+        // Issue 13: METADATA only (no WHEEL), and a member outside the install directory.
+        (
+            zip_of(&[(
+                "demo_pkg-1.0.dist-info/METADATA".into(),
+                b"Name: demo-pkg\nVersion: 1.0\n".to_vec(),
+            )]),
+            "demo_pkg-1.0.dist-info/WHEEL is missing",
+        ),
+        (
+            {
+                let mut files = vec![(
+                    "demo_pkg/../../../tmp/pwned.py".to_string(),
+                    b"x = 1\n".to_vec(),
+                )];
+                files.extend([
+                    (
+                        "demo_pkg-1.0.dist-info/METADATA".into(),
+                        b"Name: demo-pkg\nVersion: 1.0\n".to_vec(),
+                    ),
+                    (
+                        "demo_pkg-1.0.dist-info/WHEEL".into(),
+                        b"Wheel-Version: 1.0\n".to_vec(),
+                    ),
+                    ("demo_pkg-1.0.dist-info/RECORD".into(), Vec::new()),
+                ]);
+                zip_of(&files)
+            },
+            "leaves the install directory",
         ),
         (
             wheel_with(name, "other-pkg", "1.0", b""),
