@@ -74,6 +74,52 @@ struct Shared {
     state: RwLock<IndexState>,
     /// `true` once a watch has delivered its whole history (stays `true` during a rebuild).
     caught_up: watch::Sender<bool>,
+    /// The runs someone watches (`GET /runs/{id}/watch`), each with the last change the
+    /// bucket watch delivered for it: every watcher of the gateway shares the index's one KV
+    /// watch instead of owning a JetStream consumer.
+    watched: std::sync::Mutex<HashMap<String, watch::Sender<Option<KeyChange>>>>,
+}
+
+/// One revision of a run's key: its value, or `None` for a delete or purge.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyChange {
+    pub revision: u64,
+    pub value: Option<bytes::Bytes>,
+}
+
+/// The changes of one run's key as the index's watch delivers them, from subscription on
+/// (the latest only: a watcher that falls behind skips to the newest revision). Dropping the
+/// last subscription of a key forgets the key.
+pub(crate) struct KeySubscription {
+    rx: Option<watch::Receiver<Option<KeyChange>>>,
+    run_id: String,
+    shared: Arc<Shared>,
+}
+
+impl KeySubscription {
+    /// The next change after the one last seen; `None` when the index is gone.
+    pub(crate) async fn changed(&mut self) -> Option<KeyChange> {
+        let rx = self.rx.as_mut()?;
+        rx.changed().await.ok()?;
+        rx.borrow_and_update().clone()
+    }
+}
+
+impl Drop for KeySubscription {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        let mut watched = self
+            .shared
+            .watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if watched
+            .get(&self.run_id)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            watched.remove(&self.run_id);
+        }
+    }
 }
 
 impl RunIndex {
@@ -84,6 +130,7 @@ impl RunIndex {
             shared: Arc::new(Shared {
                 state: RwLock::new(IndexState::default()),
                 caught_up: watch::Sender::new(false),
+                watched: std::sync::Mutex::new(HashMap::new()),
             }),
             source,
             started: Once::new(),
@@ -91,6 +138,24 @@ impl RunIndex {
         };
         index.ensure_started();
         index
+    }
+
+    /// Follow the changes of run `run_id` from now on.
+    pub(crate) fn subscribe(&self, run_id: &str) -> KeySubscription {
+        self.ensure_started();
+        let rx = self
+            .shared
+            .watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(run_id.to_string())
+            .or_insert_with(|| watch::Sender::new(None))
+            .subscribe();
+        KeySubscription {
+            rx: Some(rx),
+            run_id: run_id.to_string(),
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     fn ensure_started(&self) {
@@ -259,6 +324,17 @@ impl Shared {
     }
 
     /// Apply one watch entry of `generation`.
+    /// Hand `entry` to the watchers of its run, if any (one map lookup otherwise).
+    fn notify_watchers(&self, entry: &Entry) {
+        let watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = watched.get(&entry.key) {
+            tx.send_replace(Some(KeyChange {
+                revision: entry.revision,
+                value: matches!(entry.operation, Operation::Put).then(|| entry.value.clone()),
+            }));
+        }
+    }
+
     fn apply(&self, entry: &Entry, generation: u64) {
         let parsed = match entry.operation {
             Operation::Put => match IndexedFields::parse(&entry.value) {
@@ -847,6 +923,7 @@ async fn follow(shared: &Shared, store: &Store, generation: u64) -> WatchEnded {
                 Some(Ok(entry)) => {
                     received_since_tick = true;
                     shared.apply(&entry, generation);
+                    shared.notify_watchers(&entry);
                     if !caught_up && (entry.seen_current || entry.delta == 0) {
                         shared.caught_up(generation);
                         caught_up = true;
@@ -898,6 +975,7 @@ mod tests {
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
                 caught_up: watch::Sender::new(true),
+                watched: std::sync::Mutex::new(HashMap::new()),
             }),
             source: SharedStore::connect_in_background(
                 "nats://127.0.0.1:1",

@@ -1,11 +1,13 @@
 //! `GET /runs/{run_id}/watch`: a run's snapshots as Server-Sent Events (contract §3.2, §14-23).
 //!
-//! 0.5.1 polls the KV key every 0.5 s; here each stream is driven by a JetStream **KV watch**
-//! of the run's key, so a change reaches the client within milliseconds and an idle stream
-//! costs nothing but a timer. The watch starts at the key's *current* value (deliver policy
-//! "last per subject"), so the first event and every later one come from the same ordered
-//! source: no change between "read" and "watch" can fall through the gap, and no revision is
-//! sent twice.
+//! 0.5.1 polls the KV key every 0.5 s; here each stream follows the gateway's one **KV watch**
+//! of the runs bucket (the run index's, `index.rs`), so a change reaches the client within
+//! milliseconds and an idle stream costs nothing but a timer and a channel: no JetStream
+//! consumer per stream (0.5.1's polling aside, a consumer each ran into the server's limit at
+//! about 1,000 watchers). A stream subscribes to its key first, then reads the current value:
+//! no change between "read" and "watch" can fall through the gap, and no revision is sent
+//! twice (older ones, from the index catching up, are skipped). A watcher that falls behind
+//! skips to the newest snapshot.
 //!
 //! The frames are the ones old clients parse (`event:` and one `data:` line of compact,
 //! ASCII-safe JSON); `snapshot` frames add an `id: <KV revision>` line, which the Python client
@@ -13,20 +15,11 @@
 //! (`Last-Event-ID`). Opt-in, invisible to old clients: `until_terminal=true` ends the stream
 //! right after a terminal snapshot. The deliberate differences are listed in `DIFFERENCES.md`.
 //!
-//! Every stream owns its JetStream consumer: when the stream ends for any reason — timeout,
-//! terminal state, key deleted, NATS trouble, or the client going away (hyper drops the body) —
-//! the consumer is deleted at once instead of lingering for the server's 30 s inactivity
-//! threshold.
-//!
 //! The OpenAPI description of the frames ([`WatchEvent`]) is here too, next to the code that
 //! writes them; only this route sends them.
 
 use std::{borrow::Cow, convert::Infallible, time::Duration};
 
-use async_nats::jetstream::{
-    self,
-    consumer::{push, DeliverPolicy, ReplayPolicy},
-};
 use axum::{
     body::{Body, Bytes},
     extract::{rejection::PathRejection, Path, RawQuery, State},
@@ -35,8 +28,7 @@ use axum::{
     routing::get,
     Router,
 };
-use futures::StreamExt;
-use pyoco_store::{Store, StoreError};
+use pyoco_store::Store;
 use pyoco_wire::{python, RunStatus};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -57,6 +49,7 @@ use super::stored::{load_run, Include, IncludeParams};
 use crate::{
     auth::Caller,
     error::{ApiError, FieldError},
+    index::KeySubscription,
     AppState,
 };
 
@@ -113,8 +106,8 @@ async fn watch_run(
     let store = state.store()?;
     // 404 `run not found` (also for another tenant's run), 503, or 500 for a corrupt record.
     load_run(store, &caller, &run_id).await?;
-    let watch = KeyWatch::open(store, &run_id).await?;
-    tracing::debug!(%run_id, consumer = %watch.consumer_name(), "watch started");
+    let watch = KeyWatch::open(&state, store, &run_id).await?;
+    tracing::debug!(%run_id, "watch started");
 
     let stream = RunEvents::new(
         store.clone(),
@@ -304,74 +297,48 @@ fn invalid(kind: &'static str, name: &'static str, msg: &'static str, raw: Strin
     }
 }
 
-/// A JetStream watch of one key of the runs bucket, starting at its current value. Its
-/// ephemeral consumer is deleted when the watch is dropped.
+/// The changes of one run for one stream: its value when the stream starts, then what the
+/// gateway's one watch of the runs bucket (the run index's) delivers for the key. No
+/// JetStream consumer per stream: 10,000 streams cost memory, not NATS resources.
 struct KeyWatch {
-    // Dropped first: unsubscribes, then the consumer is deleted.
-    messages: push::Ordered,
-    consumer: DeleteOnDrop,
-    /// The last revision handed out; the ordered consumer never goes back, this makes sure.
+    /// Subscribed before the current value was read, so no change falls into the gap.
+    subscription: KeySubscription,
+    /// The current value when the stream started; handed out first.
+    first: Option<Change>,
+    /// The last revision handed out: an older one (the index catching up) is skipped.
     last_revision: u64,
 }
 
 impl KeyWatch {
-    async fn open(store: &Store, key: &str) -> Result<KeyWatch, ApiError> {
-        let kv = store.runs().raw();
-        let js = store.jetstream();
-        // Named by us, so the consumer can be deleted by name on drop.
-        let name = format!("pyoco_watch_{}", uuid::Uuid::new_v4().simple());
-        let config = push::OrderedConfig {
-            name: Some(name.clone()),
-            description: Some(format!("pyoco-gateway watch of run {key}")),
-            deliver_subject: store.client().new_inbox(),
-            filter_subject: format!("{}{key}", kv.prefix),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            replay_policy: ReplayPolicy::Instant,
-            ..Default::default()
-        };
-        let consumer = js
-            .create_consumer_on_stream(config, &kv.stream_name)
-            .await
-            .map_err(|err| unavailable(&err.kind(), &err))?;
-        let cleanup = DeleteOnDrop {
-            js: js.clone(),
-            stream: kv.stream_name.clone(),
-            name,
-        };
-        // From here on `cleanup` deletes the consumer whatever happens.
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|err| unavailable(&err.kind(), &err))?;
+    async fn open(state: &AppState, store: &Store, key: &str) -> Result<KeyWatch, ApiError> {
+        let subscription = state.run_index().subscribe(key);
+        let current = store.runs().get(key).await?;
+        let first = current.map(|entry| Change {
+            revision: entry.revision,
+            value: Some(entry.value),
+        });
         Ok(KeyWatch {
-            messages,
-            consumer: cleanup,
+            subscription,
+            first,
             last_revision: 0,
         })
     }
 
-    fn consumer_name(&self) -> &str {
-        &self.consumer.name
-    }
-
     /// The next change of the key: `None` when the watch broke.
     async fn next(&mut self) -> Option<Result<Change, String>> {
+        if let Some(first) = self.first.take() {
+            self.last_revision = first.revision;
+            return Some(Ok(first));
+        }
         loop {
-            let message = match self.messages.next().await? {
-                Ok(message) => message,
-                Err(err) => return Some(Err(err.to_string())),
-            };
-            let revision = match message.info() {
-                Ok(info) => info.stream_sequence,
-                Err(err) => return Some(Err(format!("unreadable message metadata: {err}"))),
-            };
-            if revision <= self.last_revision {
+            let change = self.subscription.changed().await?;
+            if change.revision <= self.last_revision {
                 continue;
             }
-            self.last_revision = revision;
+            self.last_revision = change.revision;
             return Some(Ok(Change {
-                revision,
-                value: (!is_removal(&message)).then(|| message.payload.clone()),
+                revision: change.revision,
+                value: change.value,
             }));
         }
     }
@@ -381,59 +348,6 @@ impl KeyWatch {
 struct Change {
     revision: u64,
     value: Option<Bytes>,
-}
-
-/// A KV delete (`KV-Operation: DEL`), purge (`PURGE`) or server marker (TTL, 2.11+).
-fn is_removal(message: &jetstream::Message) -> bool {
-    message.headers.as_ref().is_some_and(|headers| {
-        headers
-            .get("KV-Operation")
-            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
-            || headers.get("Nats-Marker-Reason").is_some()
-    })
-}
-
-/// Deletes an ephemeral consumer when dropped, in the background.
-///
-/// If the ordered consumer had to be re-created (after a gap in its sequence), the live one is
-/// named `<name>_<n>` and only the server's inactivity threshold (30 s) removes it.
-struct DeleteOnDrop {
-    js: jetstream::Context,
-    stream: String,
-    name: String,
-}
-
-impl Drop for DeleteOnDrop {
-    fn drop(&mut self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let js = self.js.clone();
-        let stream = std::mem::take(&mut self.stream);
-        let name = std::mem::take(&mut self.name);
-        runtime.spawn(async move {
-            match js.delete_consumer_from_stream(&name, &stream).await {
-                Ok(_) => tracing::trace!(consumer = %name, "watch consumer deleted"),
-                Err(err) => tracing::debug!(
-                    consumer = %name,
-                    "watch consumer not deleted (the server drops it after 30 s): {err}"
-                ),
-            }
-        });
-    }
-}
-
-/// `503 nats unavailable: <kind>` with the error kind's name (`TimedOut`, `JetStream`, …).
-fn unavailable(kind: &impl std::fmt::Debug, err: &impl std::fmt::Display) -> ApiError {
-    let kind = format!("{kind:?}");
-    // `JetStream(Error { .. })` → `JetStream`.
-    let kind = kind
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .next()
-        .filter(|k| !k.is_empty() && *k != "Other")
-        .unwrap_or("NatsError")
-        .to_string();
-    StoreError::unavailable(kind, err).into()
 }
 
 /// The `data` of a `snapshot` event.
