@@ -620,10 +620,14 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
         "nats-server and runners run"
     );
     // Through Tauri's own window API: the same CloseRequested a window manager's close sends.
-    client
+    // The window may be gone before WebDriver reads the script's result ("Could not parse
+    // script result"): what counts is checked below (everything stopped, the app exited).
+    if let Err(err) = client
         .execute("window.__TAURI__.window.getCurrentWindow().close()", vec![])
         .await
-        .expect("close the window");
+    {
+        eprintln!("close the window: {err} (the window closed before answering)");
+    }
     let left = wait_gone(&marker, Duration::from_secs(30));
     assert!(
         left.is_empty(),

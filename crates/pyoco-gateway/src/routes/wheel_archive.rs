@@ -71,7 +71,7 @@ pub(crate) fn check<R: Read + Seek>(
         Some(_) => {}
     }
     let record = format!("{info_dir}/RECORD");
-    if !names.iter().any(|n| *n == record) {
+    if !names.contains(&record) {
         return Err(InvalidWheel(format!("{record} is missing")));
     }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use pyoco_testkit::{eventually, status_json, TestApp};
+use pyoco_testkit::{status_json, TestApp};
 use pyoco_wire::python;
 use serde_json::{json, Value};
 
