@@ -151,6 +151,8 @@ pub fn main() -> ExitCode {
 
 type Answer = Result<(Value, u8), Failure>;
 
+const TENANT_RULE: &str = "a tenant is 1 to 64 of A-Z, a-z, 0-9, '_' and '-' (e.g. --tenant demo)";
+
 /// A tenant outside the creation rule, before anything connects: exit 2 with the rule.
 fn check_tenant(tenant: &str) -> Result<(), Failure> {
     if is_valid_tenant_id(tenant) {
@@ -158,7 +160,7 @@ fn check_tenant(tenant: &str) -> Result<(), Failure> {
     }
     Err(Failure {
         message: format!("invalid tenant {tenant:?}"),
-        hint: "a tenant is 1 to 64 of A-Z, a-z, 0-9, '_' and '-' (e.g. --tenant demo)",
+        hint: TENANT_RULE,
         code: 2,
     })
 }
@@ -168,7 +170,11 @@ async fn create(store: Store, tenant: &str, pepper: &str) -> Answer {
         .create_api_key(tenant, pepper)
         .await
         .map_err(|err| match err {
-            CreateKeyError::InvalidTenant(_) => check_tenant(tenant).expect_err("invalid"),
+            CreateKeyError::InvalidTenant(err) => Failure {
+                message: err.to_string(),
+                hint: TENANT_RULE,
+                code: 2,
+            },
             CreateKeyError::Store(err) => Failure::nats(err),
         })?;
     let record = &made.record;

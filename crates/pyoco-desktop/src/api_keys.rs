@@ -96,10 +96,10 @@ impl DesktopApp {
     /// Make a key for `tenant`, hashed with the saved pepper.
     pub async fn create_api_key(&self, tenant: &str) -> Result<CreatedKey, CommandError> {
         let tenant = tenant.trim();
+        // Checked before NATS is asked, with the message the store would give.
         if !pyoco_wire::is_valid_tenant_id(tenant) {
-            return Err(CommandError::new(format!(
-                "invalid tenant {tenant:?}: use 1 to 64 of A-Z, a-z, 0-9, '_' and '-' (e.g. demo)"
-            )));
+            let err = pyoco_wire::InvalidTenantId(tenant.to_string());
+            return Err(CommandError::new(err.to_string()));
         }
         let settings = self.load_settings()?;
         let pepper = settings.auth_pepper.unwrap_or_default();

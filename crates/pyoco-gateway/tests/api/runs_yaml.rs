@@ -3,7 +3,7 @@
 use pyoco_testkit::{status_json, AppOptions, TestApp};
 use serde_json::{json, Value};
 
-use crate::helpers::{is_uuid4, keys, FLOW_YAML};
+use crate::helpers::{is_uuid4, keys, nested_merge_defaults, wide_merge_defaults, FLOW_YAML};
 
 /// A valid flow.yaml of exactly `len` bytes (padded with a comment).
 fn flow_yaml_of_len(len: usize) -> Vec<u8> {
@@ -182,17 +182,10 @@ async fn each_flow_yaml_rule_gives_422_with_its_reason() {
 async fn hostile_flow_yaml_is_answered_without_freezing_the_gateway() {
     let app = TestApp::gateway_only().await;
     // 4,000 keys merged 300 times (1.2 million copies): too large.
-    let mut merges = String::from("flow:\n  graph: a\n  defaults:\n    base: &base {");
-    merges.push_str(
-        &(0..4000)
-            .map(|i| format!("k{i}: {i}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+    let merges = format!(
+        "flow:\n  graph: a\n  defaults:\n{}",
+        wide_merge_defaults(4000, 300)
     );
-    merges.push_str("}\n");
-    for i in 0..300 {
-        merges.push_str(&format!("    c{i}: {{<<: *base}}\n"));
-    }
     // A 100,000-character key: PyYAML refuses it, so do we (0.5.1 accepted it and the run
     // failed later).
     let long_key = format!(
@@ -200,18 +193,10 @@ async fn hostile_flow_yaml_is_answered_without_freezing_the_gateway() {
         "k".repeat(100_000)
     );
     // `m1: {<<: [*m0 × 10]}` eight levels deep: a kilobyte that took the gateway past 5 GB.
-    let mut nested = String::from("flow:\n  graph: a\n  defaults:\n    m0: &m0 {");
-    nested.push_str(
-        &(0..10)
-            .map(|i| format!("k{i}: {i}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+    let nested = format!(
+        "flow:\n  graph: a\n  defaults:\n{}",
+        nested_merge_defaults(8)
     );
-    nested.push_str("}\n");
-    for level in 1..=8 {
-        let refs = vec![format!("*m{}", level - 1); 10].join(", ");
-        nested.push_str(&format!("    m{level}: &m{level} {{<<: [{refs}]}}\n"));
-    }
     let submits = [
         (
             nested,

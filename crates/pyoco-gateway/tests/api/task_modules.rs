@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use pyoco_testkit::{status_json, AppOptions, TestApp, TASKS_MODULE};
+
+use crate::helpers::nested_merge_defaults;
 use serde_json::json;
 
 const OS_SYSTEM: &str = "version: 1\nflow:\n  graph: |\n    boom\ntasks:\n  boom:\n    callable: os:system\n    inputs:\n      command: touch /tmp/pyoco-task-modules-should-not-exist\n";
@@ -101,22 +103,10 @@ async fn the_worker_fails_a_job_calling_another_module_and_dead_letters_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_refuses_a_merge_bomb_before_the_runner_sees_it() {
     let app = TestApp::start(AppOptions::default()).await;
-    let mut bomb =
-        String::from("version: 1\nflow:\n  graph: |\n    hello\n  defaults:\n    m0: &m0 {");
-    bomb.push_str(
-        &(0..10)
-            .map(|i| format!("k{i}: {i}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+    let bomb = format!(
+        "version: 1\nflow:\n  graph: |\n    hello\n  defaults:\n{}tasks:\n  hello:\n    callable: {TASKS_MODULE}:hello\n",
+        nested_merge_defaults(8)
     );
-    bomb.push_str("}\n");
-    for level in 1..=8 {
-        let refs = vec![format!("*m{}", level - 1); 10].join(", ");
-        bomb.push_str(&format!("    m{level}: &m{level} {{<<: [{refs}]}}\n"));
-    }
-    bomb.push_str(&format!(
-        "tasks:\n  hello:\n    callable: {TASKS_MODULE}:hello\n"
-    ));
     let run_id = "merge-bomb-run";
     publish_straight(&app, run_id, &bomb).await;
     let run = app
