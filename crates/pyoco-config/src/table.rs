@@ -438,6 +438,21 @@ settings_table! {
         restarts: Gateway,
         help: "Port the HTTP gateway listens on.",
     },
+    http_max_connections: u64 = PYOCO_HTTP_MAX_CONNECTIONS {
+        group: HttpGateway, kind: Kind::Integer { min: 1 }, default: Some("16384"), scope: Server,
+        restarts: Gateway,
+        help: "Connections the gateway serves at once (SSE watches included); a connection beyond it gets `503 too many connections` and is closed. Lowered at start, with a warning, to what the open-file limit allows.",
+    },
+    http_header_read_timeout_sec: f64 = PYOCO_HTTP_HEADER_READ_TIMEOUT_SEC {
+        group: HttpGateway, kind: Kind::Seconds, default: Some("10.0"), scope: Server,
+        restarts: Gateway,
+        help: "Seconds a request's headers may take to arrive, from their first byte; a slower client is disconnected (0 disables).",
+    },
+    http_keep_alive_timeout_sec: f64 = PYOCO_HTTP_KEEP_ALIVE_TIMEOUT_SEC {
+        group: HttpGateway, kind: Kind::Seconds, default: Some("30.0"), scope: Server,
+        restarts: Gateway,
+        help: "Seconds a connection with no request in flight may stay open without sending a byte, before its first request and between requests (0 disables). Requests in flight, SSE watches included, are never cut by it.",
+    },
 
     // ── Appliance (local-only) ──────────────────────────────────────────────────────────────
     data_dir: Option<PathBuf> = PYOCO_DATA_DIR {

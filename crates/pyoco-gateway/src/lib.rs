@@ -36,6 +36,7 @@
 //! ```
 
 mod auth;
+mod conn;
 mod error;
 mod guard;
 mod index;
@@ -49,7 +50,6 @@ use std::{any::Any, future::Future, io, net::SocketAddr};
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
-    serve::ListenerExt,
     Router,
 };
 use tokio::net::TcpListener;
@@ -60,6 +60,7 @@ use tower_http::{
 use tracing::Level;
 
 pub use auth::Caller;
+pub use conn::{ConnLimits, REJECTING_AT_ONCE};
 pub use error::{ApiError, FieldError, Loc};
 pub use guard::DESKTOP_ORIGINS;
 pub use state::AppState;
@@ -112,19 +113,14 @@ where
         state.guard().set_served(addr);
         warn_about_auth(&state, addr);
     }
-    let listener = listener.tap_io(|tcp| {
-        // Small JSON answers: don't let Nagle hold them back.
-        let _ = tcp.set_nodelay(true);
-    });
     // The peer address is recorded in the wheel history (`source.remote_addr`).
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // End SSE streams now; in-flight requests still finish.
-            state.begin_shutdown();
-        })
-        .await
+    let limits = state.conn_limits();
+    let app = router(state.clone());
+    conn::serve(listener, app, limits, shutdown, move || {
+        // End SSE streams now; in-flight requests still finish.
+        state.begin_shutdown();
+    })
+    .await
 }
 
 /// The start-up warnings of an unsafe auth setup: a gateway reachable from other machines with

@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use pyoco_config::Settings;
 use pyoco_store::{SharedStore, Store};
 
-use crate::{auth::Authenticator, error::ApiError, guard::Guard, index::RunIndex};
+use crate::{
+    auth::Authenticator, conn::ConnLimits, error::ApiError, guard::Guard, index::RunIndex,
+};
 
 /// How many flow.yaml documents are parsed at once (one per core on the 2-core machines this
 /// runs on; the rest wait their turn without holding an executor thread).
@@ -46,6 +48,7 @@ struct Inner {
     auth: Authenticator,
     /// The `Host` / `Origin` checks and CORS.
     guard: Guard,
+    conn_limits: ConnLimits,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
                 run_index: RunIndex::new(store.clone()),
                 auth: Authenticator::new(settings, store.clone()),
                 guard: Guard::new(settings),
+                conn_limits: ConnLimits::from_settings(settings),
                 shared: store,
                 ready: OnceLock::new(),
                 default_tag: settings.default_tag.clone(),
@@ -85,6 +89,11 @@ impl AppState {
     /// The `Host` / `Origin` checks and CORS.
     pub(crate) fn guard(&self) -> &Guard {
         &self.inner.guard
+    }
+
+    /// The connection limits [`crate::serve`] applies.
+    pub fn conn_limits(&self) -> ConnLimits {
+        self.inner.conn_limits
     }
 
     /// The API-key checker of the protected routes.

@@ -305,6 +305,10 @@ pub enum InvalidJobKind {
     /// Its flow.yaml expands beyond the loader's budgets (not in 0.5.1, whose runner would
     /// exhaust its memory): the `too_large` reason.
     WorkflowTooLarge(String),
+    /// Its run's snapshot would be `bytes` bytes, more than the NATS server takes in one message
+    /// (`limit`, its max_payload less room for headers): it could never be claimed (not in
+    /// 0.5.1, which NAKed it until `max_deliver`).
+    SnapshotTooLarge { bytes: usize, limit: usize },
 }
 
 /// An undecodable job (§6.6 "Decode failure": DLQ `invalid_job`, TERM).
@@ -325,6 +329,14 @@ impl InvalidJob {
     #[must_use]
     pub fn workflow_too_large(run_id: &str, reason: &str) -> Self {
         let kind = InvalidJobKind::WorkflowTooLarge(reason.to_string());
+        InvalidJob::new(kind, is_valid_kv_key(run_id).then(|| run_id.to_string()))
+    }
+
+    /// The snapshot of run `run_id` would be `bytes` bytes, more than `limit`, what one NATS
+    /// message can hold.
+    #[must_use]
+    pub fn snapshot_too_large(run_id: &str, bytes: usize, limit: usize) -> Self {
+        let kind = InvalidJobKind::SnapshotTooLarge { bytes, limit };
         InvalidJob::new(kind, is_valid_kv_key(run_id).then(|| run_id.to_string()))
     }
 
@@ -353,7 +365,8 @@ impl InvalidJob {
     }
 
     /// Short machine reason: `invalid_json`, `invalid_schema`, `missing_fields`,
-    /// `invalid_submitted_at`, `invalid_field`, `task_module_not_allowed` or `workflow_too_large`.
+    /// `invalid_submitted_at`, `invalid_field`, `task_module_not_allowed`, `workflow_too_large`
+    /// or `snapshot_too_large`.
     #[must_use]
     pub fn reason(&self) -> &'static str {
         match self.kind {
@@ -364,6 +377,7 @@ impl InvalidJob {
             InvalidJobKind::InvalidField { .. } => "invalid_field",
             InvalidJobKind::TaskModuleNotAllowed { .. } => "task_module_not_allowed",
             InvalidJobKind::WorkflowTooLarge(_) => "workflow_too_large",
+            InvalidJobKind::SnapshotTooLarge { .. } => "snapshot_too_large",
         }
     }
 
@@ -377,6 +391,11 @@ impl InvalidJob {
                 format!("invalid_field: {field} must be {expected}")
             }
             InvalidJobKind::WorkflowTooLarge(reason) => format!("workflow_too_large: {reason}"),
+            InvalidJobKind::SnapshotTooLarge { bytes, limit } => format!(
+                "snapshot_too_large: the run's snapshot would be {bytes} bytes, more than the \
+                 {limit} one NATS message can hold (max_payload); its params or flow_name are \
+                 too large"
+            ),
             InvalidJobKind::TaskModuleNotAllowed { task, module } => format!(
                 "task_module_not_allowed: task {task} calls module {module}, which \
                  PYOCO_TASK_MODULES does not list"

@@ -279,6 +279,45 @@ async fn invalid_job_with_a_readable_run_id_fails_its_run_and_goes_to_the_dlq() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_snapshot_cannot_be_written_fails_on_its_first_delivery() {
+    // A job published straight to NATS (e.g. by 0.5.1's gateway, which has no size check)
+    // that fits one message while its run's snapshot does not: 0.5.1 and we used to NAK it
+    // until max_deliver (20 deliveries, 141 MB of log in the case).
+    let h = Harness::start().await;
+    let max_payload = h.store.client().max_payload();
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let blob = "x".repeat(max_payload - 400);
+    let body = json!({
+        "run_id": run_id, "flow_name": "main", "tag": "default",
+        "params": {"blob": blob}, "submitted_at": 1.0,
+    })
+    .to_string();
+    assert!(body.len() < max_payload);
+    h.store.publish_job("default", body.into()).await.unwrap();
+
+    let s = h.wait_terminal(&run_id, T).await;
+    assert_eq!(s.status, RunStatus::Failed);
+    let error = s.error.clone().unwrap();
+    assert!(
+        error.starts_with("invalid_job: snapshot_too_large: the run's snapshot would be "),
+        "{error}"
+    );
+    assert!(error.contains("max_payload"), "{error}");
+    let dlq = h.dlq().await;
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0].1["reason"], "invalid_job");
+    assert_eq!(dlq[0].1["num_delivered"], 1, "failed on the first delivery");
+    assert!(dlq[0].1["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("snapshot_too_large: "));
+    common_wait_queue_empty(&h).await;
+    // The worker goes on serving.
+    let next = h.submit_yaml(TWO_TASKS, json!({})).await;
+    assert_eq!(h.wait_terminal(&next, T).await.status, RunStatus::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_for_an_already_completed_run_is_acked_not_rerun() {
     let h = Harness::start().await;
     let marker = h.marker("rerun.txt");

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod browser;
+mod connections;
 mod health;
 mod metrics;
 mod nats_outage;

@@ -30,7 +30,14 @@ pub(super) enum Claim {
         /// Seconds since its last heartbeat.
         age: f64,
     },
+    /// The RUNNING snapshot would be `bytes` bytes, more than one NATS message can hold
+    /// (`limit`): no delivery of this job can ever claim its run.
+    TooLarge { bytes: usize, limit: usize },
 }
+
+/// Room for the headers JetStream adds to a KV write (`Nats-Expected-*`), which count towards
+/// the server's max payload.
+const HEADER_ROOM: usize = 512;
 
 /// Take ownership of the run with compare-and-set writes (§14-1, §14-2).
 ///
@@ -120,6 +127,13 @@ pub(super) async fn claim(
         }
         let snap = ownership_snapshot(stored, job, &cfg.worker_id, attempt, t);
         let bytes = compact_snapshot(&snap, cfg.max_run_snapshot_bytes);
+        let limit = sh.store.client().max_payload().saturating_sub(HEADER_ROOM);
+        if bytes.len() > limit {
+            return Ok(Claim::TooLarge {
+                bytes: bytes.len(),
+                limit,
+            });
+        }
         let written = if revision == 0 {
             runs.create(&job.run_id, bytes).await
         } else {

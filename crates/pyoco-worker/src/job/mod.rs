@@ -177,6 +177,13 @@ async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease
             d.ack().await;
             return;
         }
+        Claim::TooLarge { bytes, limit } => {
+            // A NAK would bring it back until max_deliver, failing the same way each time.
+            lease.give_back();
+            let invalid = InvalidJob::snapshot_too_large(&job.run_id, bytes, limit);
+            invalid_job(&sh, &d, invalid).await;
+            return;
+        }
         Claim::RunningElsewhere { worker_id, age } => {
             lease.give_back();
             tracing::warn!(
