@@ -87,6 +87,15 @@ struct Args {
     /// Default 50 (10 with --quick).
     #[arg(long)]
     sse_changes: Option<usize>,
+    /// `GET /runs/{id}/watch` streams held open at once on one run for the watchers row
+    /// (gateway RSS, one change fanned out to all). Default 10000 (1000 with --quick); 0 = no
+    /// such row.
+    #[arg(long)]
+    watchers: Option<usize>,
+    /// Python only: open at most this many watchers (0.5.1 creates a JetStream consumer per
+    /// stream). 0 = no limit.
+    #[arg(long, default_value_t = 2000)]
+    python_watchers_max: usize,
     /// Write the results as JSON to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -138,6 +147,7 @@ struct Plan {
     samples: (usize, usize, Duration),
     sse_warmup: usize,
     sse_changes: usize,
+    watchers: usize,
     python_list_max: Option<usize>,
     /// Wheel-history records stored for `GET /wheels/history?limit=100` (0 = not measured).
     history: usize,
@@ -181,6 +191,7 @@ impl Plan {
             },
             sse_warmup: 3,
             sse_changes: a.sse_changes.unwrap_or(if q { 10 } else { 50 }).max(1),
+            watchers: a.watchers.unwrap_or(if q { 1000 } else { 10000 }),
             python_list_max: (a.python_list_max > 0).then_some(a.python_list_max),
             history: a.history_records.unwrap_or(if q { 1000 } else { 10000 }),
             python_history_max: (a.python_history_max > 0).then_some(a.python_history_max),
@@ -298,6 +309,8 @@ struct SystemSpec {
     list_max: Option<usize>,
     /// `GET /wheels/history` measured only up to this many history records.
     history_max: Option<usize>,
+    /// Watch streams opened at most in the watchers row.
+    watchers_max: Option<usize>,
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -368,6 +381,7 @@ async fn run(args: Args) -> Result<()> {
                 extra_worker_env: vec![],
                 list_max: plan.python_list_max,
                 history_max: plan.python_history_max,
+                watchers_max: (args.python_watchers_max > 0).then_some(args.python_watchers_max),
             })
         });
     }
@@ -392,6 +406,7 @@ async fn run(args: Args) -> Result<()> {
                 extra_worker_env: env,
                 list_max: None,
                 history_max: None,
+                watchers_max: None,
             })
         });
     }
@@ -1227,6 +1242,64 @@ async fn http_and_worker_phases(
             );
         }
         Err(e) => res.note(format!("GET /runs/{{id}}/watch: {e:#}")),
+    }
+
+    // 2e. Many watchers on one run: gateway RSS with them open, one KV write → its event on
+    // every stream.
+    if plan.watchers > 0 {
+        let n = match ctx.spec.watchers_max {
+            Some(max) if plan.watchers > max => {
+                res.note(format!(
+                    "watchers: {max} opened, not {} (--python-watchers-max)",
+                    plan.watchers
+                ));
+                max
+            }
+            _ => plan.watchers,
+        };
+        let addr: std::net::SocketAddr = ctx
+            .base
+            .trim_start_matches("http://")
+            .parse()
+            .context("the gateway's address")?;
+        let rss_before = procs::rss_mib(gateway.pid);
+        match scale::many_watchers(addr, seeder.kv(), &ids[1 % ids.len()], n, gateway.pid).await {
+            Ok(w) => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let rss_after = procs::rss_mib(gateway.pid);
+                let f = &w.fanout;
+                log(
+                    name,
+                    format!(
+                        "watchers: {} of {n} open in {:.1} s, gateway RSS {:.0} → {:.0} MiB (after closing: {:.0}); one change → {} events, p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms; /health {:.1} ms{}",
+                        w.opened, w.open_s, rss_before.unwrap_or(f64::NAN), w.rss_open_mib.unwrap_or(f64::NAN),
+                        rss_after.unwrap_or(f64::NAN), f.n, f.p50, f.p99, f.max, w.health_ms,
+                        w.refused.as_deref().map(|r| format!("; refused: {r}")).unwrap_or_default()
+                    ),
+                );
+                res.set("watchers_open", w.opened as f64);
+                if let Some(r) = w.rss_open_mib {
+                    res.set("watchers_rss_mib", r);
+                }
+                if f.n > 0 {
+                    res.set("watchers_fanout_p50_ms", f.p50);
+                    res.set("watchers_fanout_max_ms", f.max);
+                }
+                res.set("watchers_health_ms", w.health_ms);
+                res.detail(
+                    "watchers",
+                    json!({"wanted": n, "opened": w.opened, "open_s": w.open_s,
+                           "rss_before_mib": rss_before, "rss_open_mib": w.rss_open_mib,
+                           "rss_after_mib": rss_after, "events": f.n, "p50_ms": f.p50,
+                           "p99_ms": f.p99, "max_ms": f.max, "health_ms": w.health_ms,
+                           "refused": w.refused}),
+                );
+                if let Some(r) = w.refused {
+                    res.note(format!("watchers: refused after {} streams: {r}", w.opened));
+                }
+            }
+            Err(e) => res.note(format!("watchers: {e:#}")),
+        }
     }
 
     // 3. GET /runs/{id} at 1/8/32.

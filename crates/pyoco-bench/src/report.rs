@@ -229,6 +229,31 @@ pub fn rows(levels: &[usize], history: usize, tput: usize, reps: usize) -> Vec<R
         Lower,
     ));
     r.push(row(
+        "watchers_open",
+        "`GET /runs/{id}/watch` streams open at once on one run (of --watchers)",
+        Higher,
+    ));
+    r.push(row(
+        "watchers_rss_mib",
+        "RSS gateway with those streams open (MiB)",
+        Lower,
+    ));
+    r.push(row(
+        "watchers_fanout_p50_ms",
+        "one KV write → `snapshot` event on each open stream, p50 (ms)",
+        Lower,
+    ));
+    r.push(row(
+        "watchers_fanout_max_ms",
+        "one KV write → `snapshot` event on the last open stream (ms)",
+        Lower,
+    ));
+    r.push(row(
+        "watchers_health_ms",
+        "`GET /health` with those streams open (ms)",
+        Lower,
+    ));
+    r.push(row(
         "e2e_p50_ms",
         "submit → COMPLETED, sequential, 1 worker: p50 (ms)",
         Lower,

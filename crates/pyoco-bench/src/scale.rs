@@ -418,6 +418,240 @@ pub async fn sse_latency(
     result
 }
 
+/// What [`many_watchers`] measured.
+pub struct WatchersResult {
+    /// Watch streams that answered 200 and sent their first `snapshot` event.
+    pub opened: usize,
+    /// Seconds to open them all.
+    pub open_s: f64,
+    /// The first refusal (status line and the start of the body), if the gateway refused one.
+    pub refused: Option<String>,
+    /// Gateway RSS (MiB) with every stream open, before the change.
+    pub rss_open_mib: Option<f64>,
+    /// One KV write → its `snapshot` event on each open stream (ms): p50, p99, max.
+    pub fanout: load::Stats,
+    /// `GET /health` on a new connection while the streams are open (ms).
+    pub health_ms: f64,
+}
+
+/// Raise this process's open-file limit to its hard limit (the bench holds one socket per
+/// watcher).
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a stack struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Open `n` `GET /runs/{run_id}/watch` streams on the gateway at `addr` (raw sockets, 200 being
+/// opened at a time), measure the gateway's RSS with all of them open, then write one change
+/// to the run and time its `snapshot` event on every stream. Stops opening at the first
+/// refusal (0.5.1 creates a JetStream consumer per stream and runs out of them).
+pub async fn many_watchers(
+    addr: std::net::SocketAddr,
+    kv: &async_nats::jetstream::kv::Store,
+    run_id: &str,
+    n: usize,
+    gateway_pid: u32,
+) -> Result<WatchersResult> {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    raise_nofile();
+    let marker = format!("bench-fanout-{}", uuid_like());
+    let request = format!(
+        "GET /runs/{run_id}/watch?timeout_sec=600 HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    let refused: Arc<Mutex<Option<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let t_open = Instant::now();
+    // Each stream: connect, request, wait for its first snapshot event, then report and keep
+    // reading until the marker shows up.
+    let (opened_tx, mut opened_rx) = mpsc::unbounded_channel::<bool>();
+    let gate = Arc::new(tokio::sync::Semaphore::new(200));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (request, marker) = (request.clone(), marker.clone());
+        let (refused, stop, seen, opened_tx, gate) = (
+            refused.clone(),
+            stop.clone(),
+            seen.clone(),
+            opened_tx.clone(),
+            gate.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut permit = gate.acquire_owned().await.ok();
+            if stop.load(Ordering::Relaxed) {
+                let _ = opened_tx.send(false);
+                return;
+            }
+            let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                *refused.lock().unwrap() = Some("connect failed".into());
+                stop.store(true, Ordering::Relaxed);
+                let _ = opened_tx.send(false);
+                return;
+            };
+            let _ = s.set_nodelay(true);
+            if s.write_all(request.as_bytes()).await.is_err() {
+                let _ = opened_tx.send(false);
+                return;
+            }
+            let mut buf = Vec::with_capacity(4096);
+            let mut chunk = [0u8; 4096];
+            let mut open = false;
+            loop {
+                let got =
+                    match tokio::time::timeout(Duration::from_secs(30), s.read(&mut chunk)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => 0,
+                        Ok(Ok(k)) => k,
+                    };
+                if got == 0 {
+                    if !open {
+                        let text = String::from_utf8_lossy(&buf)
+                            .chars()
+                            .take(300)
+                            .collect::<String>();
+                        refused.lock().unwrap().get_or_insert(if text.is_empty() {
+                            "closed without an answer".into()
+                        } else {
+                            text
+                        });
+                        stop.store(true, Ordering::Relaxed);
+                        let _ = opened_tx.send(false);
+                    }
+                    return;
+                }
+                let at = Instant::now();
+                buf.extend_from_slice(&chunk[..got]);
+                if !open {
+                    if buf.len() >= 12 && !buf.starts_with(b"HTTP/1.1 200") {
+                        // Read the rest of a short error answer, then report it.
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(200), s.read(&mut chunk))
+                                .await;
+                        let text = String::from_utf8_lossy(&buf)
+                            .chars()
+                            .take(300)
+                            .collect::<String>();
+                        refused.lock().unwrap().get_or_insert(text);
+                        stop.store(true, Ordering::Relaxed);
+                        let _ = opened_tx.send(false);
+                        return;
+                    }
+                    if contains(&buf, b"event: snapshot") || contains(&buf, b"event:snapshot") {
+                        open = true;
+                        buf.clear();
+                        permit.take();
+                        let _ = opened_tx.send(true);
+                        continue;
+                    }
+                } else if contains(&buf, marker.as_bytes()) {
+                    seen.lock().unwrap().push(at);
+                    // Keep the connection open until the bench ends the phase.
+                    loop {
+                        if matches!(s.read(&mut chunk).await, Ok(0) | Err(_)) {
+                            return;
+                        }
+                    }
+                } else if buf.len() > 1 << 20 {
+                    buf.drain(..buf.len() - 4096);
+                }
+            }
+        }));
+    }
+    drop(opened_tx);
+    let mut opened = 0usize;
+    // One answer per stream (the open ones keep their sender while they read on).
+    for _ in 0..n {
+        match opened_rx.recv().await {
+            Some(true) => opened += 1,
+            Some(false) => {}
+            None => break,
+        }
+    }
+    let open_s = t_open.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_open_mib = crate::procs::rss_mib(gateway_pid);
+
+    let t_health = Instant::now();
+    let health = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await;
+    let health_ms = t_health.elapsed().as_secs_f64() * 1e3;
+    if let Err(e) = health {
+        bail!("GET /health with {opened} watchers open: {e}");
+    }
+
+    let mut fanout = load::Stats::default();
+    if opened > 0 {
+        let entry = kv
+            .get(run_id)
+            .await
+            .map_err(|e| anyhow!("KV get {run_id}: {e}"))?
+            .ok_or_else(|| anyhow!("no snapshot stored for {run_id}"))?;
+        let mut snap: Map<String, Value> = serde_json::from_slice(&entry)?;
+        let at = python::time();
+        snap.insert("updated_at".into(), at.into());
+        snap.insert("heartbeat_at".into(), at.into());
+        snap.insert("bench_marker".into(), marker.clone().into());
+        let t0 = Instant::now();
+        kv.put(run_id, serde_json::to_vec(&snap)?.into())
+            .await
+            .map_err(|e| anyhow!("KV put {run_id}: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.lock().unwrap().len() < opened && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let lat: Vec<f64> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.saturating_duration_since(t0).as_secs_f64() * 1e3)
+            .collect();
+        fanout = load::stats_ms(lat);
+    }
+    for t in tasks {
+        t.abort();
+    }
+    let refused = refused.lock().unwrap().clone();
+    Ok(WatchersResult {
+        opened,
+        open_s,
+        refused,
+        rss_open_mib,
+        fanout,
+        health_ms,
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,13 @@ Design notes (details in PROTOCOL.md):
   is handed to pyoco's own graph DSL parser (``build_flow_from_graph``), which
   is a hand-written lexer/parser.
 * only tasks referenced by the graph are imported and added to the Flow.
+* a cancel interrupts the run's running tasks: TaskCancelled (a
+  BaseException) via PyThreadState_SetAsyncExc in pool threads and via
+  SIGUSR1 in the main thread; time.sleep is replaced by a version that wakes
+  on the run's cancel event; the run's child processes get SIGTERM.
+* Linux: the spawned process stays a small guard (child subreaper) and forks
+  the real runner; every process a task starts is killed at the end of its
+  run, and by the guard when the runner dies or the guard is told to stop.
 """
 
 from __future__ import annotations
@@ -403,6 +410,530 @@ class TaskStream(io.TextIOBase):
 
 
 # ---------------------------------------------------------------------------
+# Cancel: interrupting the tasks of a cancelled run
+# ---------------------------------------------------------------------------
+
+class TaskCancelled(BaseException):
+    """Raised inside a task that is executing when its run is cancelled.
+
+    A BaseException (like KeyboardInterrupt), so neither pyoco's retry loop
+    (`except Exception`) nor a task's own `except Exception:` swallows it.
+    """
+
+
+IN_TASK = 1
+LEFT_TASK = 2
+
+_ORIG_SLEEP = time.sleep
+_TASK_TLS = threading.local()          # .slot: TaskSlot of the task this thread executes
+_LONGEST_INTERRUPTIBLE_SLEEP = 1e9     # longer sleeps (31 years) go to the original time.sleep
+_SIGNAL_INTERRUPT = getattr(signal, "SIGUSR1", None)
+
+
+class TaskSlot:
+    """One task execution on one thread, as seen by the cancel machinery.
+
+    The stdin thread (cancel) and the task thread coordinate through plain
+    attribute stores/loads (atomic under the GIL), never through a lock: an
+    asynchronous exception can arrive at any bytecode of the task thread, and
+    a lock held at that moment could be leaked.  See ActiveRun.interrupt_tasks
+    and ActiveRun.leave_interruptible for the protocol.
+    """
+
+    __slots__ = ("ident", "main", "event", "state", "sending", "sent", "interrupt")
+
+    def __init__(self, ident, main, event):
+        self.ident = ident
+        self.main = main
+        self.event = event        # the run's cancel Event (interruptible sleep)
+        self.state = IN_TASK
+        self.sending = False      # stdin thread is about to call SetAsyncExc for this slot
+        self.sent = False         # an async TaskCancelled was set for this slot
+        self.interrupt = False    # main thread only: the SIGUSR1 handler may raise for this slot
+
+
+class _Interrupts:
+    main_ident = None   # threading.main_thread().ident
+    signal_ok = False   # the main thread is interrupted by SIGUSR1 (else like a pool thread)
+    main_slot = None    # TaskSlot while the main thread is inside a task
+    set_async_exc = None
+    warned = False
+
+
+INTERRUPTS = _Interrupts()
+
+
+def _load_set_async_exc():
+    try:
+        import ctypes
+        fn = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    except Exception:  # pragma: no cover - not CPython
+        return None
+
+    def set_async_exc(ident, exc):
+        # exc=None passes NULL: clears a pending asynchronous exception.
+        return fn(ctypes.c_ulong(ident), ctypes.py_object(exc) if exc is not None else None)
+
+    return set_async_exc
+
+
+def _on_interrupt_signal(signum, frame):
+    """SIGUSR1 handler (main thread): raise only inside the task it was meant for."""
+    slot = INTERRUPTS.main_slot
+    if slot is not None and slot.interrupt and slot.state == IN_TASK:
+        raise TaskCancelled("run cancelled")
+
+
+def install_interrupt_signal():
+    """(Re)install the SIGUSR1 handler; returns False where signals cannot be used."""
+    if _SIGNAL_INTERRUPT is None or not hasattr(signal, "pthread_kill"):
+        return False
+    try:
+        if signal.getsignal(_SIGNAL_INTERRUPT) is not _on_interrupt_signal:
+            signal.signal(_SIGNAL_INTERRUPT, _on_interrupt_signal)
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def interruptible_sleep(secs):
+    """time.sleep replacement: inside a task of a run it returns early with
+    TaskCancelled when the run is cancelled; anywhere else (and for argument
+    errors) it is the original time.sleep."""
+    slot = getattr(_TASK_TLS, "slot", None)
+    if slot is None or slot.state != IN_TASK:
+        return _ORIG_SLEEP(secs)
+    if isinstance(secs, float):
+        value = float(secs)
+    else:
+        try:
+            value = operator.index(secs)
+        except TypeError:
+            return _ORIG_SLEEP(secs)  # raises the original TypeError
+    if not value >= 0 or value > _LONGEST_INTERRUPTIBLE_SLEEP:
+        return _ORIG_SLEEP(secs)  # ValueError (negative, NaN), OverflowError, or a sleep of decades
+    event = slot.event
+    if event.is_set():
+        raise TaskCancelled("run cancelled")
+    if value == 0:
+        return _ORIG_SLEEP(0)  # keep "sleep(0) yields the GIL"
+    deadline = time.monotonic() + value
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        if event.wait(min(remaining, 3600.0)):
+            raise TaskCancelled("run cancelled")
+
+
+def install_interruptible_sleep():
+    try:
+        interruptible_sleep.__name__ = "sleep"
+        interruptible_sleep.__qualname__ = "sleep"
+        interruptible_sleep.__doc__ = _ORIG_SLEEP.__doc__
+        interruptible_sleep.__wrapped__ = _ORIG_SLEEP
+    except Exception:
+        pass
+    time.sleep = interruptible_sleep
+
+
+# ---------------------------------------------------------------------------
+# Processes of a run (Linux /proc); the guard process
+# ---------------------------------------------------------------------------
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+END_OF_RUN_TERM_WAIT = 0.5      # seconds between SIGTERM and SIGKILL at the end of a run
+KILL_PASSES_SECONDS = 2.0       # how long the SIGKILL passes may go on (R); the guard allows 5 s
+
+
+def _read_file(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        chunks = []
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def proc_state(pid):
+    """(state letter, ppid) from /proc/<pid>/stat, or None if the process is gone."""
+    data = _read_file("/proc/%d/stat" % pid)
+    i = data.rfind(b")")
+    if i < 0:
+        return None
+    fields = data[i + 2:].split(None, 2)
+    if len(fields) < 2:
+        return None
+    try:
+        return fields[0].decode("ascii", "replace"), int(fields[1])
+    except ValueError:
+        return None
+
+
+def _alive(pid):
+    st = proc_state(pid)
+    return st is not None and st[0] not in ("Z", "X", "x")
+
+
+class ProcTree:
+    """Descendants of a process from /proc (Linux only).
+
+    Uses /proc/<pid>/task/<tid>/children (CONFIG_PROC_CHILDREN); without it,
+    one scan of every /proc/<pid>/stat per pass.
+    """
+
+    def __init__(self):
+        me = os.getpid()
+        self.children_files = os.path.exists("/proc/%d/task/%d/children" % (me, me))
+
+    @staticmethod
+    def available():
+        return sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")
+
+    def _children_from_files(self, pid, threads=True):
+        if threads:
+            try:
+                tids = os.listdir("/proc/%d/task" % pid)
+            except OSError:
+                return []
+        else:
+            tids = (str(pid),)
+        out = []
+        for tid in tids:
+            data = _read_file("/proc/%d/task/%s/children" % (pid, tid))
+            if data:
+                out.extend(int(x) for x in data.split())
+        return out
+
+    @staticmethod
+    def _scan():
+        by_parent = {}
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return by_parent
+        for name in names:
+            if not name.isdigit():
+                continue
+            st = proc_state(int(name))
+            if st is not None:
+                by_parent.setdefault(st[1], []).append(int(name))
+        return by_parent
+
+    def view(self):
+        """A children(pid, threads=True) function for one consistent pass."""
+        if self.children_files:
+            return self._children_from_files
+        by_parent = self._scan()
+        return lambda pid, threads=True: list(by_parent.get(pid, ()))
+
+    @staticmethod
+    def expand(children, roots, exclude=()):
+        """roots plus all their descendants (breadth first, no duplicates)."""
+        seen = set(exclude)
+        out = []
+        todo = list(roots)
+        while todo:
+            pid = todo.pop(0)
+            if pid in seen:
+                continue
+            seen.add(pid)
+            out.append(pid)
+            todo.extend(children(pid))
+        return out
+
+
+def _signal_pids(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+class RunProcesses:
+    """The processes a run started, seen from the runner process R.
+
+    They are R's descendants plus, with the guard, every other descendant of
+    the guard G (double-forked or re-parented processes that G adopted as the
+    subreaper).  R and G themselves are never signalled.
+    """
+
+    def __init__(self, tree, guard_pid, end_of_run_kill):
+        self.tree = tree                  # ProcTree or None (not Linux)
+        self.me = os.getpid()
+        self.guard_pid = guard_pid
+        self.end_of_run_kill = end_of_run_kill and tree is not None
+        self.lock = threading.Lock()
+
+    def _roots(self, children):
+        roots = children(self.me)
+        if self.guard_pid:
+            roots.extend(c for c in children(self.guard_pid, False) if c != self.me)
+        return roots
+
+    def _live(self):
+        children = self.tree.view()
+        roots = self._roots(children)
+        if not roots:
+            return []
+        pids = ProcTree.expand(children, roots, exclude=(self.me, self.guard_pid))
+        return [p for p in pids if _alive(p)]
+
+    def _reap_own_zombies(self):
+        """waitpid() on R's own zombie children, by pid (never waitpid(-1):
+        that could steal the status a task's Popen is waiting for)."""
+        for pid in self.tree.view()(self.me):
+            st = proc_state(pid)
+            if st is not None and st[0] == "Z":
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except OSError:
+                    pass
+
+    def terminate_for_cancel(self, still_current):
+        """Cancel (stdin thread): SIGTERM every live process of the run."""
+        if self.tree is None:
+            return 0
+        if not self.lock.acquire(blocking=False):
+            return 0  # the main thread is cleaning up after the run: nothing to cancel
+        try:
+            if not still_current():
+                return 0
+            live = self._live()
+            _signal_pids(live, signal.SIGTERM)
+            return len(live)
+        finally:
+            self.lock.release()
+
+    def end_of_run(self):
+        """After run_finished (main thread): SIGTERM, wait up to 0.5 s, SIGKILL
+        until none is left, reap R's own zombie children."""
+        if not self.end_of_run_kill:
+            return
+        with self.lock:
+            children = self.tree.view()
+            roots = self._roots(children)
+            if not roots:
+                return  # fast path: one read of the children files
+            live = [p for p in ProcTree.expand(children, roots, exclude=(self.me, self.guard_pid)) if _alive(p)]
+            if live:
+                log("INFO", "end of run: terminating %d leftover process(es) of the run: %s"
+                    % (len(live), " ".join(str(p) for p in live[:20])))
+                _signal_pids(live, signal.SIGTERM)
+                deadline = time.monotonic() + END_OF_RUN_TERM_WAIT
+                while True:
+                    self._reap_own_zombies()
+                    live = self._live()
+                    if not live or time.monotonic() >= deadline:
+                        break
+                    _ORIG_SLEEP(0.01)
+                deadline = time.monotonic() + KILL_PASSES_SECONDS
+                while live:
+                    _signal_pids(live, signal.SIGKILL)
+                    _ORIG_SLEEP(0.002)
+                    self._reap_own_zombies()
+                    live = self._live()
+                    if live and time.monotonic() >= deadline:
+                        log("WARNING", "end of run: processes still alive after SIGKILL: %s"
+                            % " ".join(str(p) for p in live[:20]))
+                        break
+            self._reap_own_zombies()
+
+
+# -- the guard (Linux) ---------------------------------------------------------
+
+def _libc_prctl():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = libc.prctl
+    prctl.restype = ctypes.c_int
+
+    def call(option, arg2):
+        if prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                 ctypes.c_ulong(0)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    return call
+
+
+def _guard_wanted():
+    raw = (os.environ.get("PYOCO_RUNNER_GUARD") or "").strip().lower()
+    return raw not in ("0", "false", "no", "off")
+
+
+def start_guard():
+    """Split into guard G (this process, never returns) and runner R (the
+    forked child, returns G's pid).  Returns None when there is no guard
+    (not Linux, PYOCO_RUNNER_GUARD off, or the set-up failed)."""
+    if not ProcTree.available() or not _guard_wanted():
+        return None
+    parent = os.getppid()
+    try:
+        prctl = _libc_prctl()
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+    except Exception as exc:
+        log("WARNING", "no process guard (PR_SET_CHILD_SUBREAPER failed: %s); task processes may outlive "
+            "their run" % _describe_exc(exc))
+        return None
+    try:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception as exc:
+        log("WARNING", "guard: PR_SET_PDEATHSIG failed (%s); relying on the parent check"
+            % _describe_exc(exc))
+    if os.getppid() != parent:
+        os._exit(0)  # the worker died before PDEATHSIG was armed: nobody to serve
+    guard_pid = os.getpid()
+    watched = {signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    try:
+        runner_pid = os.fork()
+    except OSError as exc:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        try:
+            prctl(PR_SET_CHILD_SUBREAPER, 0)
+        except Exception:
+            pass
+        log("WARNING", "no process guard (fork failed: %s)" % _describe_exc(exc))
+        return None
+    if runner_pid == 0:
+        # R: the real runner.
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        try:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except Exception:
+            pass
+        if os.getppid() != guard_pid:
+            os._exit(0)  # G died before PDEATHSIG was armed
+        return guard_pid
+    guard_main(runner_pid, parent, watched)  # never returns
+
+
+def guard_main(runner_pid, parent, watched):
+    """G: reap adopted orphans until R exits or G is told to stop; then kill
+    every descendant and exit the way R did."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except Exception:
+        pass
+    # G never speaks the protocol: drop its copies of the pipes (R keeps them),
+    # so the worker sees EOF on stdout as soon as R is gone.
+    try:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(2, 1)
+    except OSError:
+        pass
+    tree = ProcTree()
+    me = os.getpid()
+    runner = [runner_pid, None]  # pid, wait status once reaped
+    stop_signal = None
+    while runner[1] is None and stop_signal is None:
+        try:
+            info = signal.sigtimedwait(watched, 1.0)
+        except InterruptedError:
+            info = None
+        if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGHUP):
+            stop_signal = info.si_signo
+        _guard_reap(runner)
+        if runner[1] is None and stop_signal is None and os.getppid() != parent:
+            stop_signal = signal.SIGTERM  # the worker is gone (PDEATHSIG missed or not armed)
+    if stop_signal is not None and runner[1] is None:
+        try:
+            os.kill(runner_pid, signal.SIGKILL)
+        except OSError:
+            pass
+    killed = _guard_kill_all(tree, me, runner)
+    deadline = time.monotonic() + 5.0
+    while runner[1] is None and time.monotonic() < deadline:
+        if not _guard_reap(runner):
+            break  # no child left at all
+        if runner[1] is None:
+            _ORIG_SLEEP(0.005)
+    status = runner[1]
+    if stop_signal is None and status is not None and os.WIFSIGNALED(status):
+        log("WARNING", "runner process %d was killed by signal %d; the guard killed %d leftover process(es)"
+            % (runner_pid, os.WTERMSIG(status), killed))
+    if stop_signal is not None:
+        _exit_like_signal(stop_signal)
+    if status is None:
+        os._exit(1)
+    if os.WIFSIGNALED(status):
+        _exit_like_signal(os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+def _guard_reap(runner):
+    """Reap every child that has exited (recording R's status in runner[1]).
+    Returns False when the guard has no children left."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        except InterruptedError:
+            continue
+        if pid == 0:
+            return True
+        if pid == runner[0]:
+            runner[1] = status
+
+
+def _guard_kill_all(tree, me, runner):
+    """SIGKILL every descendant of the guard until a pass finds none alive."""
+    killed = set()
+    deadline = time.monotonic() + 5.0
+    while True:
+        children = tree.view()
+        live = [p for p in ProcTree.expand(children, children(me, False), exclude=(me,)) if _alive(p)]
+        if not live:
+            break
+        killed.update(live)
+        _signal_pids(live, signal.SIGKILL)
+        _ORIG_SLEEP(0.001)
+        _guard_reap(runner)
+        if time.monotonic() >= deadline:
+            log("WARNING", "guard: processes still alive after SIGKILL: %s" % " ".join(str(p) for p in live[:20]))
+            break
+    _guard_reap(runner)
+    killed.discard(runner[0])
+    return len(killed)
+
+
+def _exit_like_signal(sig):
+    """Terminate with signal `sig` so the parent sees the same status as R's."""
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except Exception:
+        pass
+    try:
+        signal.signal(sig, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        os.kill(os.getpid(), sig)
+    except (OSError, ValueError):
+        pass
+    os._exit(128 + int(sig))
+
+
+# ---------------------------------------------------------------------------
 # pyoco integration (classes are created once pyoco is imported)
 # ---------------------------------------------------------------------------
 
@@ -445,12 +976,17 @@ def load_pyoco():
             pass
 
         def on_node_start(self, node_name):
+            # Called in the thread that executes the task, right before pyoco
+            # resolves its inputs and calls it: from here on a cancel
+            # interrupts this thread (TaskCancelled).
             self.active.on_task_started(node_name)
+            self.active.enter_interruptible()
 
         def on_node_end(self, node_name, duration_ms):
-            # The task record is only final after _execute_task returns;
-            # task_finished is emitted from RunnerEngine._execute_task.
-            pass
+            # The task function returned (success path only): stop being
+            # interruptible before pyoco finalises the record.  task_finished is
+            # emitted from RunnerEngine._execute_task once the record is final.
+            self.active.leave_interruptible()
 
         def on_node_error(self, node_name, error):
             pass
@@ -462,7 +998,10 @@ def load_pyoco():
           task output unbounded, twice); the runner's own bounded, thread-aware
           capture replaces it.  Scheduling (``_run_flow``) is pyoco's.
         * ``_execute_task`` marks the executing thread with the task name and
-          reports the task once pyoco has finalised its record.
+          reports the task once pyoco has finalised its record; a task
+          interrupted by a cancel (TaskCancelled) is recorded CANCELLED and
+          handed back to pyoco's scheduler as done, which then finishes the
+          cancel its own way.
         """
 
         def __init__(self, trace_backend, active):
@@ -489,7 +1028,14 @@ def load_pyoco():
             active = self._active
             active.task_enter(task.name)
             try:
-                return super()._execute_task(task, ctx, log_capture)
+                try:
+                    return super()._execute_task(task, ctx, log_capture)
+                finally:
+                    # Idempotent; clears an asynchronous TaskCancelled that has
+                    # not fired yet, so none can fire in pool/engine code.
+                    active.leave_interruptible()
+            except TaskCancelled:
+                active.cancel_record(task.name)
             except BaseException as exc:
                 if not isinstance(exc, Exception):
                     # SystemExit & co. bypass pyoco's `except Exception`:
@@ -498,6 +1044,15 @@ def load_pyoco():
                 raise
             finally:
                 active.task_exit(task.name)
+            # Interrupted by a cancel.  DAG mode: returning lets the scheduler
+            # see the task as done; its cancel check then cancels the rest and
+            # ends the run CANCELLED.  Control-flow mode: pyoco's boundary
+            # check marks pending tasks CANCELLED and ends the program.
+            if active.control_flow:
+                check = getattr(self, "_raise_if_cancel_requested", None)
+                if check is not None:
+                    check(ctx)
+            return None
 
     PYOCO.version = version
     PYOCO.Context = Context
@@ -1170,6 +1725,12 @@ class ActiveRun:
         self.last_error = None
         self.finished_tasks = set()
         self.closed = False  # set once run_finished is being written
+        # cancel interruption (PROTOCOL.md §6)
+        self.cancel_accepted = False   # a cancel was answered cancelling/already_cancelling
+        self.cancel_event = threading.Event()
+        self.interrupting = False      # interrupt_tasks() has started
+        self.slots = {}                # thread ident -> TaskSlot of the task it executes
+        self.control_flow = False      # the flow runs as a control-flow program (main thread)
 
     # -- cancel (stdin thread) ------------------------------------------------
     def request_cancel(self):
@@ -1179,6 +1740,7 @@ class ActiveRun:
             self.cancel_requested = True
             ctx = self.run_ctx
             if ctx is None:
+                self.cancel_accepted = True
                 return "cancelling"  # flow still being built; applied before the engine starts
             if ctx.status in (p.RunStatus.COMPLETED, p.RunStatus.FAILED, p.RunStatus.CANCELLED):
                 return "finishing"
@@ -1186,7 +1748,112 @@ class ActiveRun:
                 self.engine.cancel(self.run_id)  # RUNNING -> CANCELLING (pyoco)
             if ctx.status == p.RunStatus.RUNNING:
                 ctx.status = p.RunStatus.CANCELLING  # engine not registered yet
+            self.cancel_accepted = True
             return "already_cancelling" if already else "cancelling"
+
+    def interrupt_tasks(self):
+        """Raise TaskCancelled in every thread executing a task of this run
+        (stdin thread, once, after the cancel was accepted).
+
+        Pool threads get an asynchronous exception (PyThreadState_SetAsyncExc);
+        the main thread gets SIGUSR1, whose handler raises (a signal also
+        breaks blocking system calls there).  Blocked interruptible sleeps wake
+        on cancel_event.  Lock-free handshake with leave_interruptible():
+        ``sending`` is set before ``state`` is checked and cleared only after
+        SetAsyncExc returned; the task thread sets ``state`` before it waits
+        for ``sending`` to clear and then clears whatever was sent.
+        """
+        self.interrupting = True
+        self.cancel_event.set()
+        set_async_exc = INTERRUPTS.set_async_exc
+        for slot in list(self.slots.values()):
+            if slot.main:
+                slot.interrupt = True
+                if slot.state == IN_TASK and INTERRUPTS.main_ident is not None:
+                    try:
+                        signal.pthread_kill(INTERRUPTS.main_ident, _SIGNAL_INTERRUPT)
+                    except (OSError, ValueError, TypeError, AttributeError):
+                        pass
+                continue
+            if set_async_exc is None:
+                continue
+            slot.sending = True
+            try:
+                if slot.state == IN_TASK and set_async_exc(slot.ident, TaskCancelled):
+                    slot.sent = True  # 0 = the thread is gone
+            except Exception:
+                log("ERROR", "cannot interrupt task thread: %s" % traceback.format_exc())
+            finally:
+                slot.sending = False
+
+    def enter_interruptible(self):
+        """The calling thread starts executing a task of this run."""
+        ident = threading.get_ident()
+        slot = TaskSlot(ident, ident == INTERRUPTS.main_ident and INTERRUPTS.signal_ok, self.cancel_event)
+        _TASK_TLS.slot = slot
+        self.slots[ident] = slot
+        if slot.main:
+            INTERRUPTS.main_slot = slot
+        if self.interrupting:
+            # The cancel's interrupt pass may have missed this slot.
+            raise TaskCancelled("run cancelled")
+
+    def leave_interruptible(self):
+        """The calling thread no longer executes task code (idempotent).
+
+        Afterwards no TaskCancelled can be pending for or sent to this thread.
+        An interrupt that fires while leaving is absorbed: the task code is
+        over by then.
+        """
+        slot = getattr(_TASK_TLS, "slot", None)
+        if slot is None:
+            return
+        while True:
+            try:
+                slot.state = LEFT_TASK
+                if INTERRUPTS.main_slot is slot:
+                    INTERRUPTS.main_slot = None
+                while slot.sending:
+                    _ORIG_SLEEP(0.0002)
+                if slot.sent:
+                    INTERRUPTS.set_async_exc(slot.ident, None)
+                if self.slots.get(slot.ident) is slot:
+                    del self.slots[slot.ident]
+                _TASK_TLS.slot = None
+                return
+            except TaskCancelled:
+                continue
+
+    def cancel_record(self, name):
+        """Finalise the record of a task interrupted by the cancel."""
+        p = PYOCO
+        try:
+            ctx = self.run_ctx
+            record = ctx.ensure_task_record(name)
+            now = time.time()
+            record.state = p.TaskState.CANCELLED
+            record.ended_at = now
+            record.duration_ms = (now - record.started_at) * 1000 if record.started_at else None
+            record.error = None
+            record.traceback = None
+            ctx.tasks[name] = p.TaskState.CANCELLED
+        except Exception:
+            log("ERROR", "cannot finalise record of %s: %s" % (name, traceback.format_exc()))
+
+    def cancel_leftover_tasks(self):
+        """End of a cancelled run: tasks still PENDING/RUNNING become CANCELLED."""
+        p = PYOCO
+        ctx = self.run_ctx
+        now = time.time()
+        for name, state in list(ctx.tasks.items()):
+            record = ctx.task_records.get(name)
+            if state in (p.TaskState.PENDING, p.TaskState.RUNNING) or (
+                    record is not None and record.state in (p.TaskState.PENDING, p.TaskState.RUNNING)):
+                ctx.tasks[name] = p.TaskState.CANCELLED
+                record = ctx.ensure_task_record(name)
+                record.state = p.TaskState.CANCELLED
+                if record.ended_at is None:
+                    record.ended_at = now
 
     # -- engine callbacks ------------------------------------------------------
     def task_enter(self, name):
@@ -1306,7 +1973,7 @@ class ActiveRun:
 
 
 class Server:
-    def __init__(self, proto, router, max_output, streams=None):
+    def __init__(self, proto, router, max_output, streams=None, procs=None):
         self.proto = proto
         self.router = router
         self.max_output = max_output
@@ -1316,7 +1983,8 @@ class Server:
         self.state_lock = threading.Lock()
         self.current = None
         self.remembered_cancels = OrderedDict()
-        self.parent_pid = os.getppid()
+        self.parent_pid = os.getppid()  # the guard, when there is one
+        self.procs = procs if procs is not None else RunProcesses(None, None, False)
 
     # -- stdin thread ------------------------------------------------------------
     def read_requests(self, binary_in):
@@ -1391,11 +2059,20 @@ class Server:
         if req.get("id") is not None:
             msg["id"] = req.get("id")
         self.proto.emit(msg)
-        if active is not None and result == "cancelling" and active.run_ctx is not None:
+        if active is not None and result == "cancelling":
+            if active.run_ctx is not None:
+                try:
+                    active.emit_snapshot()
+                except Exception:
+                    log("ERROR", "snapshot after cancel failed: %s" % traceback.format_exc())
             try:
-                active.emit_snapshot()
+                active.interrupt_tasks()
             except Exception:
-                log("ERROR", "snapshot after cancel failed: %s" % traceback.format_exc())
+                log("ERROR", "interrupting the run's tasks failed: %s" % traceback.format_exc())
+            try:
+                self.procs.terminate_for_cancel(lambda: self.current is active and not active.closed)
+            except Exception:
+                log("ERROR", "terminating the run's processes failed: %s" % traceback.format_exc())
 
     # -- main thread -------------------------------------------------------------
     def serve(self):
@@ -1412,9 +2089,16 @@ class Server:
                 with self.state_lock:
                     self.current = None
                 self.router.capture = None
+            try:
+                self.procs.end_of_run()  # no process of this run survives into the next
+            except BaseException:
+                log("ERROR", "end-of-run process cleanup failed: %s" % traceback.format_exc())
 
     def reset_process_state(self):
         """Undo what a previous task may have changed process-wide."""
+        install_interrupt_signal()
+        if time.sleep is not interruptible_sleep:
+            time.sleep = interruptible_sleep
         if self.streams is not None:
             out, err, inp = self.streams
             if sys.stdout is not out:
@@ -1530,6 +2214,10 @@ class Server:
                 run_ctx.ensure_task_record(name)
 
             engine = p.RunnerEngine(p.RunnerTrace(active), active)
+            try:
+                active.control_flow = bool(flow.has_control_flow())
+            except Exception:
+                active.control_flow = False
             with active.lock:
                 active.run_ctx = run_ctx
                 active.engine = engine
@@ -1547,8 +2235,11 @@ class Server:
             try:
                 engine.run(flow, params, run_ctx)
             except BaseException as exc:
-                if run_ctx.status == p.RunStatus.CANCELLED:
-                    pass  # 0.5.1: a cancelled run that raised is still CANCELLED, no error
+                if run_ctx.status == p.RunStatus.CANCELLED or active.cancel_accepted:
+                    # 0.5.1: a cancelled run that raised is still CANCELLED, no
+                    # error; likewise whatever a task raised after the cancel
+                    # was accepted (e.g. its child process got SIGTERM).
+                    pass
                 else:
                     run_ctx.status = p.RunStatus.FAILED
                     error = str(exc) or type(exc).__name__
@@ -1557,9 +2248,15 @@ class Server:
             if run_ctx.end_time is None:
                 run_ctx.end_time = time.time()
             status = run_ctx.status
-            if status in (p.RunStatus.CANCELLING, p.RunStatus.RUNNING, p.RunStatus.PENDING):
-                # The run ended before the engine noticed the cancel (e.g. during
-                # the last task): every task ran, so the run completed.
+            if active.cancel_accepted and status != p.RunStatus.CANCELLED:
+                # Rule: a run whose cancel was accepted never ends COMPLETED
+                # (nor FAILED by what its interrupted tasks raised).
+                active.cancel_leftover_tasks()
+                run_ctx.status = status = p.RunStatus.CANCELLED
+                error = kind = tb = None
+            elif status in (p.RunStatus.CANCELLING, p.RunStatus.RUNNING, p.RunStatus.PENDING):
+                # Not cancelled, yet not terminal (should not happen): every
+                # task ran, so the run completed.
                 run_ctx.status = status = p.RunStatus.COMPLETED
             if status == p.RunStatus.CANCELLED:
                 for name, state in list(run_ctx.tasks.items()):
@@ -1621,6 +2318,16 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     except Exception:
         pass
+    # Linux: split into the guard (this process; never returns from here) and
+    # the runner (a forked child) before anything else happens: no threads yet,
+    # pyoco not imported, the protocol fds untouched.
+    guard_pid = start_guard()
+    procs = RunProcesses(ProcTree() if ProcTree.available() else None, guard_pid,
+                         end_of_run_kill=_guard_wanted())
+    INTERRUPTS.main_ident = threading.main_thread().ident
+    INTERRUPTS.set_async_exc = _load_set_async_exc()
+    INTERRUPTS.signal_ok = install_interrupt_signal()
+    install_interruptible_sleep()
     # Do not let the runner's own directory shadow user modules.
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
@@ -1641,12 +2348,13 @@ def main():
         sys.exit(3)
 
     max_output = _env_int("PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES", DEFAULT_MAX_TASK_OUTPUT_BYTES)
-    server = Server(proto, router, max_output, streams)
+    server = Server(proto, router, max_output, streams, procs)
     proto.emit({
         "type": "ready",
         "protocol": PROTOCOL_VERSION,
         "runner": RUNNER_VERSION,
         "pid": os.getpid(),
+        "guard_pid": guard_pid,
         "python": platform.python_version(),
         "pyoco": PYOCO.version,
         "cwd": os.getcwd(),

@@ -654,8 +654,20 @@ async fn reap(
     let status = tokio::select! {
         status = child.wait() => status,
         _ = kill.notified() => {
-            kill_group(&mut child, pid);
-            child.wait().await
+            // The runner's guard (PROTOCOL.md §1.3) kills every process the tasks started —
+            // also those in other sessions, which the group kill misses — when it gets
+            // SIGTERM; SIGKILL for the group if it has not exited within a second.
+            terminate(pid);
+            match tokio::time::timeout(GUARD_EXIT_WAIT, child.wait()).await {
+                Ok(status) => {
+                    kill_group(&mut child, pid); // whatever is left in the group
+                    status
+                }
+                Err(_) => {
+                    kill_group(&mut child, pid);
+                    child.wait().await
+                }
+            }
         }
     };
     let text = match status {
@@ -664,6 +676,25 @@ async fn reap(
     };
     tracing::debug!(pid, exit = %text, "pyoco runner exited");
     let _ = exit_tx.send(Some(text));
+}
+
+/// How long a killed runner's guard gets to clean up after SIGTERM before the group is
+/// SIGKILLed.
+const GUARD_EXIT_WAIT: Duration = Duration::from_secs(1);
+
+fn terminate(pid: u32) {
+    #[cfg(unix)]
+    {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        if let Ok(raw) = i32::try_from(pid) {
+            if raw > 0 {
+                let _ = kill(Pid::from_raw(raw), Signal::SIGTERM);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
 }
 
 fn kill_group(child: &mut tokio::process::Child, pid: u32) {

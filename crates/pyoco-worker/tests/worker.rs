@@ -150,7 +150,7 @@ async fn cancel_of_a_task_that_ignores_it_is_enforced_after_the_grace_period() {
     let marker = h.marker("slow.txt");
     let yaml = flow(
         "t1 >> t2",
-        &[("t1", "wtasks:slow"), ("t2", "wtasks:mark")],
+        &[("t1", "wtasks:stubborn"), ("t2", "wtasks:mark")],
         "{seconds: 60}",
     );
     let run_id = h
@@ -183,13 +183,14 @@ async fn cancel_of_a_task_that_ignores_it_is_enforced_after_the_grace_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cooperative_cancel_between_tasks_needs_no_kill() {
+async fn cancel_interrupts_a_blocked_task_within_a_second_without_a_kill() {
+    // Issue 13: a task blocked in time.sleep(30) ran to its end and the run was COMPLETED.
     let h = Harness::start().await;
     let marker = h.marker("coop.txt");
     let yaml = flow(
         "t1 >> t2",
         &[("t1", "wtasks:slow"), ("t2", "wtasks:mark")],
-        "{seconds: 1.5}",
+        "{seconds: 30}",
     );
     let run_id = h
         .submit_yaml(&yaml, json!({"marker": marker.display().to_string()}))
@@ -198,12 +199,78 @@ async fn cooperative_cancel_between_tasks_needs_no_kill() {
         s.tasks.get("t1") == Some(&TaskState::Running)
     })
     .await;
+    let cancelled_at = Instant::now();
     h.cancel(&run_id).await;
     let s = h.wait_terminal(&run_id, T).await;
+    let took = cancelled_at.elapsed();
     assert_eq!(s.status, RunStatus::Cancelled, "{s:?}");
-    assert_eq!(s.tasks["t1"], TaskState::Succeeded);
+    assert!(took < Duration::from_secs(3), "cancel took {took:?}");
+    assert_eq!(s.tasks["t1"], TaskState::Cancelled);
     assert_eq!(s.tasks["t2"], TaskState::Cancelled);
+    assert_eq!(s.error, None);
     assert_eq!(h.marker_lines("coop.txt"), vec!["ran".to_string()]);
+    // The same runner (not killed) runs the next run.
+    let next = h.submit_yaml(TWO_TASKS, json!({})).await;
+    assert_eq!(h.wait_terminal(&next, T).await.status, RunStatus::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_or_killed_run_leaves_no_process_behind_even_in_another_session() {
+    // Issue 13: a task's child that called setsid kept running after the run was CANCELLED.
+    let h = Harness::start_with(StoreConfig::default(), |c| {
+        c.cancel_grace_period = Some(Duration::from_secs(1));
+    })
+    .await;
+    for (case, callable) in [
+        ("cancel", "wtasks:spawn_setsid"),
+        ("kill", "wtasks:spawn_setsid_stubborn"),
+    ] {
+        let pidfile = h.marker(&format!("{case}.pid"));
+        let yaml = flow("t1", &[("t1", callable)], "{seconds: 300}");
+        let run_id = h
+            .submit_yaml(&yaml, json!({"pidfile": pidfile.display().to_string()}))
+            .await;
+        let deadline = Instant::now() + T;
+        let child: i32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{case}: the task never started its child"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(alive(child), "{case}: the child runs");
+        // "kill": the task ignores the interrupt, the worker kills its runner after the
+        // 1 s grace period.
+        h.cancel(&run_id).await;
+        assert_eq!(
+            h.wait_terminal(&run_id, T).await.status,
+            RunStatus::Cancelled
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(child) {
+            assert!(
+                Instant::now() < deadline,
+                "{case}: the setsid child {child} outlived its run"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

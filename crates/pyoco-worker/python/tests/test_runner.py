@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
 import sys
+import textwrap
 import time
 import unittest
 import uuid
@@ -27,6 +31,173 @@ def rid():
     return str(uuid.uuid4())
 
 
+LINUX = sys.platform.startswith("linux")
+
+# Tasks for the cancel / process tests (written next to the harness's modules).
+CANCEL_TASKS = '''
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+
+
+def sleeper(seconds=30.0):
+    time.sleep(seconds)
+    return "slept"
+
+
+def swallow(seconds=30.0):
+    try:
+        time.sleep(seconds)
+    except Exception:
+        return "swallowed"
+    return "slept"
+
+
+def catch_cancel(seconds=30.0):
+    try:
+        time.sleep(seconds)
+    except BaseException as exc:  # the task decides to end cleanly
+        return type(exc).__name__
+    return "slept"
+
+
+def busy(seconds=30.0):
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+    return n
+
+
+def blocked_select(seconds=30.0):
+    select.select([], [], [], seconds)  # the original blocking call, no sleep() involved
+    return "woke"
+
+
+def sub_sleep(seconds=30):
+    subprocess.run(["sleep", str(seconds)])
+    return "done"
+
+
+def sleep_semantics():
+    out = {}
+    for arg in (-1, "1", None, float("nan"), 10 ** 30):
+        try:
+            time.sleep(arg)
+            out[repr(arg)] = "ok"
+        except BaseException as exc:
+            out[repr(arg)] = "%s: %s" % (type(exc).__name__, exc)
+    t0 = time.monotonic()
+    time.sleep(0.05)
+    time.sleep(0)
+    time.sleep(False)  # bool is an int
+    out["slept"] = time.monotonic() - t0
+    out["name"] = time.sleep.__name__
+    out["thread"] = threading.current_thread().name
+    return out
+
+
+def exit_status(code=7):
+    return subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(%d)" % code]).wait()
+
+
+def _write_pids(pidfile, pids):
+    tmp = pidfile + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(pids, fh)
+    os.replace(tmp, pidfile)
+
+
+def _devnull():
+    fd = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(fd, target)
+
+
+def _double_fork_sleep():
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(r)
+            grandchild = os.fork()
+            if grandchild == 0:
+                os.setsid()
+                _devnull()
+                os.execvp("sleep", ["sleep", "300"])
+            os.write(w, str(grandchild).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = b""
+    while True:
+        chunk = os.read(r, 64)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.waitpid(child, 0)
+    return int(data)
+
+
+def spawn_strays(pidfile, hold=30.0):
+    """A setsid'd child (Popen start_new_session) and a double-forked, setsid'd
+    grandchild, both `sleep 300`; then block for `hold` seconds."""
+    popen = subprocess.Popen(["sleep", "300"], start_new_session=True, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    orphan = _double_fork_sleep()
+    _write_pids(pidfile, {"session": popen.pid, "orphan": orphan})
+    if hold:
+        time.sleep(hold)
+    return [popen.pid, orphan]
+'''
+
+
+def proc_stat(pid):
+    """(state, ppid) of a process, or None when it does not exist."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    return fields[0].decode(), int(fields[1])
+
+
+def wait_gone(pids, timeout=3.0, zombie_ok=()):
+    """True once none of `pids` exists any more (zombies included, except for
+    the pids in `zombie_ok`, whose parent is not ours to control)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        states = [(p, proc_stat(p)) for p in pids]
+        if all(st is None or (p in zombie_ok and st[0] == "Z") for p, st in states):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def read_pids(path, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            return json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            time.sleep(0.02)
+    raise AssertionError("task never wrote %s" % path)
+
+
+def kill_quietly(pids):
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def types_of(events):
     return [e["type"] for e in events]
 
@@ -36,7 +207,14 @@ class ProtocolBasics(RunnerTestCase):
         ready = self.runner.ready
         self.assertEqual(ready["type"], "ready")
         self.assertEqual(ready["protocol"], 1)
-        self.assertEqual(ready["pid"], self.runner.proc.pid)
+        if sys.platform.startswith("linux"):
+            # The spawned process is the guard; `pid` is the runner it forked.
+            self.assertEqual(ready["guard_pid"], self.runner.proc.pid)
+            self.assertNotEqual(ready["pid"], ready["guard_pid"])
+            self.assertEqual(proc_stat(ready["pid"])[1], ready["guard_pid"])
+        else:
+            self.assertIsNone(ready["guard_pid"])
+            self.assertEqual(ready["pid"], self.runner.proc.pid)
         self.assertEqual(ready["pyoco"], "0.8.0")
         self.assertRegex(ready["python"], r"^3\.\d+\.\d+")
         self.assertEqual(ready["max_task_output_bytes"], 65536)
@@ -461,11 +639,11 @@ class Cancel(RunnerTestCase):
 
     def test_cancel_during_first_task(self):
         run_id = rid()
-        t0 = time.time()
         self.runner.send({"type": "run", "run_id": run_id, "flow_name": "main", "params": {},
-                          "workflow_yaml": self._flow(1.0)})
+                          "workflow_yaml": self._flow(30.0)})
         before = self.runner.wait_for(lambda m: m["type"] == "task_started" and m["task"] == "s1")
         self.runner.send({"type": "ping"})
+        t0 = time.time()
         self.runner.send({"type": "cancel", "run_id": run_id, "id": 1})
         events = self.runner.wait_for(lambda m: m["type"] == "run_finished")
         fin = events[-1]
@@ -479,26 +657,36 @@ class Cancel(RunnerTestCase):
         self.assertEqual(fin["status"], "CANCELLED")
         self.assertIsNone(fin["error"])
         self.assertTrue(fin["cancel_requested"])
-        self.assertEqual(fin["tasks"], {"s1": "SUCCEEDED", "t2": "CANCELLED", "t3": "CANCELLED"})
+        # s1 was blocked in time.sleep(30): the cancel interrupted it
+        self.assertEqual(fin["tasks"], {"s1": "CANCELLED", "t2": "CANCELLED", "t3": "CANCELLED"})
         self.assertEqual(fin["task_records"]["t2"]["state"], "CANCELLED")
+        rec = fin["task_records"]["s1"]
+        self.assertEqual(rec["state"], "CANCELLED")
+        self.assertIsNotNone(rec["ended_at"])
+        self.assertIsNone(rec["error"])
         cancelled = [e for e in events if e["type"] == "task_finished" and e["state"] == "CANCELLED"]
-        self.assertEqual(sorted(e["task"] for e in cancelled), ["t2", "t3"])
+        self.assertEqual(sorted(e["task"] for e in cancelled), ["s1", "t2", "t3"])
+        s1_done = [e for e in cancelled if e["task"] == "s1"][0]
+        self.assertIsInstance(s1_done["duration_ms"], float)
+        self.assertEqual(s1_done["at"], rec["ended_at"])
         self.assertNotIn("t2", [e.get("task") for e in before + events if e["type"] == "task_started"])
-        self.assertLess(time.time() - t0, 10)
+        self.assertLess(time.time() - t0, 2.5)
 
     def test_cancel_in_control_flow_mode(self):
         run_id = rid()
         y = yaml_doc(
             "flow >> s1 >> t2[2] >> t3",
-            tasks={"s1": {"callable": "rt_tasks:sleepy", "inputs": {"seconds": 0.5}},
+            tasks={"s1": {"callable": "rt_tasks:sleepy", "inputs": {"seconds": 30}},
                    "t2": "rt_tasks:pick_a", "t3": "rt_tasks:pick_b"},
         )
         self.runner.send({"type": "run", "run_id": run_id, "flow_name": "main", "params": {}, "workflow_yaml": y})
         self.runner.wait_for(lambda m: m["type"] == "task_started" and m["task"] == "s1")
+        t0 = time.time()
         self.runner.send({"type": "cancel", "run_id": run_id})
         fin = self.runner.wait_for(lambda m: m["type"] == "run_finished")[-1]
+        self.assertLess(time.time() - t0, 2.5)
         self.assertEqual(fin["status"], "CANCELLED")
-        self.assertEqual(fin["tasks"], {"s1": "SUCCEEDED", "t2": "CANCELLED", "t3": "CANCELLED"})
+        self.assertEqual(fin["tasks"], {"s1": "CANCELLED", "t2": "CANCELLED", "t3": "CANCELLED"})
 
     def test_cancel_before_run_arrives(self):
         run_id = rid()
@@ -512,16 +700,20 @@ class Cancel(RunnerTestCase):
         self.assertEqual(fin["status"], "CANCELLED")
         self.assertFalse(marker.exists())
 
-    def test_cancel_during_last_task_completes(self):
+    def test_cancel_during_last_task_cancels(self):
+        # Before the interrupting cancel this run ended COMPLETED (pyoco leaves
+        # it CANCELLING); now an accepted cancel never ends COMPLETED.
         run_id = rid()
         y = yaml_doc("t1 >> s", tasks={"t1": "rt_tasks:pick_a",
-                                       "s": {"callable": "rt_tasks:sleepy", "inputs": {"seconds": 0.5}}})
+                                       "s": {"callable": "rt_tasks:sleepy", "inputs": {"seconds": 30}}})
         self.runner.send({"type": "run", "run_id": run_id, "flow_name": "main", "params": {}, "workflow_yaml": y})
         self.runner.wait_for(lambda m: m["type"] == "task_started" and m["task"] == "s")
         self.runner.send({"type": "cancel", "run_id": run_id})
         fin = self.runner.wait_for(lambda m: m["type"] == "run_finished")[-1]
-        self.assertEqual(fin["status"], "COMPLETED")
+        self.assertEqual(fin["status"], "CANCELLED")
         self.assertTrue(fin["cancel_requested"])
+        self.assertIsNone(fin["error"])
+        self.assertEqual(fin["tasks"], {"t1": "SUCCEEDED", "s": "CANCELLED"})
 
     def test_cancel_other_run_id_does_not_affect_current(self):
         run_id = rid()
@@ -531,6 +723,344 @@ class Cancel(RunnerTestCase):
         self.runner.send({"type": "cancel", "run_id": "someone-else"})
         events = self.runner.wait_for(lambda m: m["type"] == "run_finished")
         self.assertEqual(events[-1]["status"], "COMPLETED")
+
+
+class CancelInterrupts(RunnerTestCase):
+    """A cancel interrupts tasks that block (issue "Hardening", item 5)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        (cls.mods / "rt_cancel.py").write_text(textwrap.dedent(CANCEL_TASKS), encoding="utf-8")
+
+    def _start(self, graph, tasks, params=None):
+        run_id = rid()
+        y = yaml_doc(graph, tasks=tasks)
+        self.runner.send({"type": "run", "run_id": run_id, "flow_name": "main", "params": params or {},
+                          "workflow_yaml": y})
+        return run_id
+
+    def _cancel_after_start(self, run_id, task, limit=2.0):
+        self.runner.wait_for(lambda m: m["type"] == "task_started" and m["task"] == task)
+        time.sleep(0.05)  # let the task reach its blocking call
+        t0 = time.time()
+        self.runner.send({"type": "cancel", "run_id": run_id})
+        events = self.runner.wait_for(lambda m: m["type"] == "run_finished" and m["run_id"] == run_id)
+        took = time.time() - t0
+        self.assertLess(took, limit, "the cancel took %.2f s" % took)
+        fin = events[-1]
+        self.assertEqual(fin["status"], "CANCELLED", fin["error"])
+        self.assertIsNone(fin["error"])
+        self.assertIsNone(fin["error_kind"])
+        self.assertTrue(fin["cancel_requested"])
+        return events, fin
+
+    def _assert_next_run_completes(self, seconds=0.1):
+        y = yaml_doc("(a & b) >> c", tasks={"a": {"callable": "rt_cancel:sleeper", "inputs": {"seconds": seconds}},
+                                          "b": {"callable": "rt_cancel:busy", "inputs": {"seconds": seconds}},
+                                          "c": {"callable": "rt_cancel:sleeper", "inputs": {"seconds": seconds / 2}}})
+        _, fin = self.run_flow(rid(), y)
+        self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+        self.assertEqual(fin["tasks"], {"a": "SUCCEEDED", "b": "SUCCEEDED", "c": "SUCCEEDED"})
+        self.assertFalse(fin["cancel_requested"])
+
+    def test_sleep_in_pool_thread_is_interrupted_and_next_run_is_normal(self):
+        run_id = self._start("s >> t", {"s": {"callable": "rt_cancel:sleeper", "inputs": {"seconds": 30}},
+                                        "t": "rt_tasks:pick_a"})
+        events, fin = self._cancel_after_start(run_id, "s")
+        self.assertEqual(fin["tasks"], {"s": "CANCELLED", "t": "CANCELLED"})
+        rec = fin["task_records"]["s"]
+        self.assertEqual(rec["state"], "CANCELLED")
+        self.assertIsNotNone(rec["ended_at"])
+        self.assertIsNone(rec["output"])
+        self.assertLess(rec["duration_ms"], 2500)
+        done = [e for e in events if e["type"] == "task_finished" and e["task"] == "s"]
+        self.assertEqual(len(done), 1)
+        self.assertEqual((done[0]["state"], done[0]["error"]), ("CANCELLED", None))
+        self._assert_next_run_completes()
+
+    def test_sleep_in_main_thread_is_interrupted(self):
+        # `s[1]` (repeat) makes it a control-flow program: pyoco runs it in the main thread
+        run_id = self._start("flow >> s[1] >> t", {"s": {"callable": "rt_cancel:sleeper", "inputs": {"seconds": 30}},
+                                                "t": "rt_tasks:pick_a"})
+        _, fin = self._cancel_after_start(run_id, "s")
+        self.assertEqual(fin["tasks"], {"s": "CANCELLED", "t": "CANCELLED"})
+        self._assert_next_run_completes()
+
+    def test_busy_loop_is_interrupted(self):
+        for graph in ("b >> t", "flow >> b[1] >> t"):  # pool thread (async exception), main thread (signal)
+            with self.subTest(graph=graph):
+                run_id = self._start(graph, {"b": {"callable": "rt_cancel:busy", "inputs": {"seconds": 30}},
+                                             "t": "rt_tasks:pick_a"})
+                _, fin = self._cancel_after_start(run_id, "b")
+                self.assertEqual(fin["tasks"], {"b": "CANCELLED", "t": "CANCELLED"})
+        self._assert_next_run_completes()
+
+    def test_except_exception_does_not_swallow_the_cancel(self):
+        run_id = self._start("w", {"w": {"callable": "rt_cancel:swallow", "inputs": {"seconds": 30}}})
+        _, fin = self._cancel_after_start(run_id, "w")
+        self.assertEqual(fin["tasks"], {"w": "CANCELLED"})
+        self.assertIsNone(fin["task_records"]["w"]["output"])
+
+    def test_task_may_catch_the_cancel_and_return(self):
+        run_id = self._start("c >> t", {"c": {"callable": "rt_cancel:catch_cancel", "inputs": {"seconds": 30}},
+                                        "t": "rt_tasks:pick_a"})
+        _, fin = self._cancel_after_start(run_id, "c")
+        self.assertEqual(fin["tasks"], {"c": "SUCCEEDED", "t": "CANCELLED"})
+        self.assertEqual(fin["task_records"]["c"]["output"], "TaskCancelled")
+
+    def test_blocking_system_call_in_main_thread_is_interrupted(self):
+        run_id = self._start("flow >> s[1]", {"s": {"callable": "rt_cancel:blocked_select", "inputs": {"seconds": 30}}})
+        _, fin = self._cancel_after_start(run_id, "s")
+        self.assertEqual(fin["tasks"], {"s": "CANCELLED"})
+
+    @unittest.skipUnless(LINUX, "child processes are signalled on Linux only")
+    def test_subprocess_wait_is_interrupted(self):
+        for graph in ("s", "flow >> s[1]"):
+            with self.subTest(graph=graph):
+                run_id = self._start(graph, {"s": {"callable": "rt_cancel:sub_sleep", "inputs": {"seconds": 30}}})
+                _, fin = self._cancel_after_start(run_id, "s")
+                self.assertEqual(fin["tasks"], {"s": "CANCELLED"})
+        self._assert_next_run_completes()
+
+    def test_parallel_tasks_are_all_interrupted(self):
+        run_id = self._start("(a & b) >> c", {"a": {"callable": "rt_cancel:sleeper", "inputs": {"seconds": 30}},
+                                               "b": {"callable": "rt_cancel:busy", "inputs": {"seconds": 30}},
+                                               "c": "rt_tasks:pick_a"})
+        started = set()
+        self.runner.wait_for(lambda m: m["type"] == "task_started" and started.add(m["task"]) is None
+                             and started == {"a", "b"})
+        time.sleep(0.05)
+        t0 = time.time()
+        self.runner.send({"type": "cancel", "run_id": run_id})
+        events = self.runner.wait_for(lambda m: m["type"] == "run_finished" and m["run_id"] == run_id)
+        self.assertLess(time.time() - t0, 2.0)
+        fin = events[-1]
+        self.assertEqual(fin["status"], "CANCELLED")
+        self.assertEqual(fin["tasks"]["c"], "CANCELLED")
+        self.assertEqual({fin["tasks"]["a"], fin["tasks"]["b"]}, {"CANCELLED"})
+        self._assert_next_run_completes()
+
+    def test_sleep_keeps_its_semantics(self):
+        namespace = {}
+        exec(textwrap.dedent(CANCEL_TASKS), namespace)  # the same function with the real time.sleep
+        expected = namespace["sleep_semantics"]()
+        expected.pop("thread")
+        for graph, thread in (("s", "ThreadPoolExecutor"), ("flow >> s[1]", "MainThread")):
+            with self.subTest(graph=graph):
+                _, fin = self.run_flow(rid(), yaml_doc(graph, tasks={"s": "rt_cancel:sleep_semantics"}))
+                self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+                out = fin["task_records"]["s"]["output"]
+                self.assertTrue(out.pop("thread").startswith(thread))
+                slept = out.pop("slept")
+                self.assertGreaterEqual(slept, 0.05)
+                self.assertLess(slept, 1.0)
+                expected.pop("slept", None)
+                self.assertEqual(out, expected)
+                self.assertEqual(out["name"], "sleep")
+
+    def test_task_subprocess_status_is_intact(self):
+        y = yaml_doc("a >> b", tasks={"a": "rt_cancel:exit_status", "b": "rt_cancel:exit_status"})
+        for _ in range(2):
+            _, fin = self.run_flow(rid(), y)
+            self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+            self.assertEqual((fin["task_records"]["a"]["output"], fin["task_records"]["b"]["output"]), (7, 7))
+
+    def test_no_stale_interrupts(self):
+        # Cancels racing with the end of tasks and runs must never leave a
+        # TaskCancelled (or SIGUSR1) behind for the engine or the next run.
+        for i in range(24):
+            run_id = rid()
+            seconds = 0.002 * (i % 6)
+            graph = "flow >> a[1] >> b" if i % 2 else "(a & b) >> c"
+            tasks = {"a": {"callable": "rt_cancel:sleeper", "inputs": {"seconds": seconds}},
+                     "b": {"callable": "rt_cancel:busy", "inputs": {"seconds": seconds}},
+                     "c": "rt_tasks:pick_a"}
+            self.runner.send({"type": "run", "run_id": run_id, "flow_name": "main", "params": {},
+                              "workflow_yaml": yaml_doc(graph, tasks=tasks)})
+            self.runner.wait_for(lambda m: m["type"] == "task_started")
+            time.sleep(0.001 * (i % 4))
+            self.runner.send({"type": "cancel", "run_id": run_id})
+            events = self.runner.wait_for(lambda m: m["type"] == "run_finished" and m["run_id"] == run_id)
+            fin = events[-1]
+            acks = [e for e in events if e["type"] == "cancel_ack"]
+            if not acks:
+                acks = self.runner.wait_for(lambda m: m["type"] == "cancel_ack")[-1:]
+            self.assertIsNone(fin["error"], fin)
+            if acks[0]["accepted"]:
+                self.assertEqual(fin["status"], "CANCELLED")
+            else:
+                self.assertEqual(fin["status"], "COMPLETED")
+            self._assert_next_run_completes(0.02)
+        self.assertNotIn("Traceback", self.runner.stderr_text())
+
+
+@unittest.skipUnless(LINUX, "the process guard exists on Linux only")
+class StrayProcesses(RunnerTestCase):
+    """No process a task starts outlives its run (issue "Hardening", item 6)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        (cls.mods / "rt_cancel.py").write_text(textwrap.dedent(CANCEL_TASKS), encoding="utf-8")
+
+    def setUp(self):
+        self.pidfile = str(self.tmp / ("pids-%s.json" % uuid.uuid4().hex))
+        self.leftovers = []
+
+    def tearDown(self):
+        kill_quietly(self.leftovers)
+        super().tearDown()
+
+    def _strays(self, hold):
+        return yaml_doc("s", tasks={"s": {"callable": "rt_cancel:spawn_strays",
+                                          "inputs": {"pidfile": self.pidfile, "hold": hold}}})
+
+    def _pids(self, running=True):
+        pids = read_pids(self.pidfile)
+        self.leftovers = [pids["session"], pids["orphan"]]
+        if running:
+            for pid in self.leftovers:
+                self.assertIsNotNone(proc_stat(pid), "stray %d not running" % pid)
+        return self.leftovers
+
+    def test_cancel_kills_setsid_and_double_forked_processes(self):
+        run_id = rid()
+        self.runner.send({"type": "run", "run_id": run_id, "flow_name": "main", "params": {},
+                          "workflow_yaml": self._strays(30)})
+        pids = self._pids()
+        ready = self.runner.ready
+        # the double-forked grandchild was adopted by the guard (subreaper)
+        self.assertEqual(proc_stat(pids[1])[1], ready["guard_pid"])
+        self.assertEqual(proc_stat(pids[0])[1], ready["pid"])
+        t0 = time.time()
+        self.runner.send({"type": "cancel", "run_id": run_id})
+        fin = self.runner.wait_for(lambda m: m["type"] == "run_finished")[-1]
+        self.assertLess(time.time() - t0, 2.0)
+        self.assertEqual(fin["status"], "CANCELLED")
+        self.assertTrue(wait_gone(pids, 2.0), [proc_stat(p) for p in pids])
+        _, fin = self.run_flow(rid(), README_YAML, params={"x": 1})
+        self.assertEqual(fin["status"], "COMPLETED")
+
+    def test_end_of_run_kills_leftover_processes(self):
+        _, fin = self.run_flow(rid(), self._strays(0))
+        self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+        pids = self._pids(running=False)  # may be gone already: the cleanup ran right after run_finished
+        self.assertEqual(fin["task_records"]["s"]["output"], pids)
+        self.assertTrue(wait_gone(pids, 2.0), [proc_stat(p) for p in pids])
+        self.assertIn("end of run: terminating 2 leftover process(es)", self.runner.stderr_text())
+        # the runner and its guard are still there and serve the next run
+        self.assertIsNotNone(proc_stat(self.runner.ready["pid"]))
+        _, fin = self.run_flow(rid(), README_YAML, params={"x": 1})
+        self.assertEqual(fin["status"], "COMPLETED")
+
+    def _separate_runner_with_strays(self, env=None):
+        runner = self.start_runner(env=env)
+        run_id = rid()
+        runner.send({"type": "run", "run_id": run_id, "flow_name": "main", "params": {},
+                     "workflow_yaml": self._strays(30)})
+        runner.wait_for(lambda m: m["type"] == "task_started")
+        return runner, self._pids()
+
+    def test_sigterm_to_guard_kills_runner_and_setsid_processes(self):
+        runner, pids = self._separate_runner_with_strays()
+        try:
+            runner_pid = runner.ready["pid"]
+            os.kill(runner.proc.pid, signal.SIGTERM)
+            self.assertEqual(runner.proc.wait(timeout=3), -signal.SIGTERM)
+            self.assertTrue(wait_gone(pids + [runner_pid], 2.0), [proc_stat(p) for p in pids + [runner_pid]])
+        finally:
+            runner.close()
+
+    def test_runner_crash_makes_guard_kill_its_processes_and_exit_like_it(self):
+        runner, pids = self._separate_runner_with_strays()
+        try:
+            os.kill(runner.ready["pid"], signal.SIGKILL)
+            self.assertEqual(runner.proc.wait(timeout=3), -signal.SIGKILL)  # the worker sees "signal 9"
+            self.assertTrue(wait_gone(pids, 2.0), [proc_stat(p) for p in pids])
+            self.assertIn("was killed by signal 9", runner.stderr_text())
+        finally:
+            runner.close()
+
+    def test_exit_code_is_mirrored(self):
+        runner = self.start_runner()
+        runner.send({"type": "shutdown"})
+        self.assertEqual(runner.wait_for(lambda m: m["type"] == "bye")[-1]["type"], "bye")
+        self.assertEqual(runner.proc.wait(timeout=5), 0)
+        runner.close()
+
+    def test_worker_killed_with_sigkill(self):
+        # A stand-in for the Rust worker starts the runner, starts a run that
+        # leaves strays, then dies by SIGKILL: the guard (PDEATHSIG=SIGTERM)
+        # must take the runner and every stray with it.
+        script = textwrap.dedent('''
+            import json, subprocess, sys, time
+            runner, pidfile, yaml_text = sys.argv[1:4]
+            proc = subprocess.Popen([sys.executable, "-u", runner], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            ready = json.loads(proc.stdout.readline())
+            proc.stdin.write((json.dumps({"type": "run", "run_id": "r1", "flow_name": "main", "params": {},
+                                          "workflow_yaml": yaml_text}) + "\\n").encode())
+            proc.stdin.flush()
+            print(json.dumps({"pid": ready["pid"], "guard_pid": ready["guard_pid"]}), flush=True)
+            time.sleep(60)
+        ''')
+        from harness import RUNNER  # noqa: E402
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYOCO_")}
+        env["PYTHONPATH"] = str(self.mods)
+        fake_worker = subprocess.Popen([sys.executable, "-c", script, str(RUNNER), self.pidfile, self._strays(30)],
+                                       stdout=subprocess.PIPE, cwd=str(self.cwd), env=env)
+        try:
+            info = json.loads(fake_worker.stdout.readline())
+            pids = self._pids()
+            everything = pids + [info["pid"], info["guard_pid"]]
+            fake_worker.kill()
+            fake_worker.wait()
+            # The guard itself is re-parented to init (which may reap it late).
+            self.assertTrue(wait_gone(everything, 3.0, zombie_ok=(info["guard_pid"],)),
+                            [proc_stat(p) for p in everything])
+        finally:
+            if fake_worker.poll() is None:
+                fake_worker.kill()
+                fake_worker.wait()
+            fake_worker.stdout.close()
+
+
+class GuardDisabled(RunnerTestCase):
+    runner_env = {"PYOCO_RUNNER_GUARD": "off"}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        (cls.mods / "rt_cancel.py").write_text(textwrap.dedent(CANCEL_TASKS), encoding="utf-8")
+
+    def test_no_guard_and_no_end_of_run_kill(self):
+        ready = self.runner.ready
+        self.assertIsNone(ready["guard_pid"])
+        self.assertEqual(ready["pid"], self.runner.proc.pid)
+        pidfile = str(self.tmp / "pids-noguard.json")
+        y = yaml_doc("s", tasks={"s": {"callable": "rt_cancel:spawn_strays", "inputs": {"pidfile": pidfile, "hold": 0}}})
+        _, fin = self.run_flow(rid(), y)
+        pids = read_pids(pidfile)
+        strays = [pids["session"], pids["orphan"]]
+        try:
+            self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+            time.sleep(0.3)
+            for pid in strays:  # today's behaviour: they outlive the run
+                self.assertNotIn(proc_stat(pid), (None,))
+                self.assertNotEqual(proc_stat(pid)[0], "Z")
+        finally:
+            kill_quietly(strays)
+
+    def test_cancel_still_interrupts(self):
+        run_id = rid()
+        y = yaml_doc("s", tasks={"s": {"callable": "rt_cancel:sleeper", "inputs": {"seconds": 30}}})
+        self.runner.send({"type": "run", "run_id": run_id, "flow_name": "main", "params": {}, "workflow_yaml": y})
+        self.runner.wait_for(lambda m: m["type"] == "task_started")
+        t0 = time.time()
+        self.runner.send({"type": "cancel", "run_id": run_id})
+        fin = self.runner.wait_for(lambda m: m["type"] == "run_finished")[-1]
+        self.assertLess(time.time() - t0, 2.0)
+        self.assertEqual((fin["status"], fin["tasks"]), ("CANCELLED", {"s": "CANCELLED"}))
 
 
 class Discovery(RunnerTestCase):

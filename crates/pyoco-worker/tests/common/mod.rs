@@ -41,6 +41,35 @@ def slow(marker, label="ran", seconds=5.0):
     time.sleep(float(seconds))
     return label
 
+def stubborn(marker, label="ran", seconds=5.0):
+    # Ignores the runner's interrupt (it catches BaseException) until `seconds` have passed:
+    # only the worker's grace-period kill stops it.
+    mark(marker, label)
+    end = time.monotonic() + float(seconds)
+    while time.monotonic() < end:
+        try:
+            time.sleep(max(0.0, min(0.2, end - time.monotonic())))
+        except BaseException:
+            pass
+    return label
+
+def spawn_setsid(pidfile, seconds=300):
+    # A child in its own session (setsid), which the runner's process-group kill misses.
+    import subprocess
+    p = subprocess.Popen(["sleep", str(seconds)], start_new_session=True)
+    with open(pidfile, "w") as fh:
+        fh.write(str(p.pid))
+    time.sleep(float(seconds))
+    return p.pid
+
+def spawn_setsid_stubborn(pidfile, seconds=300):
+    # The same, ignoring the cancel's interrupt: the worker kills the runner after the grace.
+    try:
+        spawn_setsid(pidfile, seconds)
+    except BaseException:
+        pass
+    stubborn(pidfile + ".mark", seconds=seconds)
+
 def const_a():
     return "a"
 
