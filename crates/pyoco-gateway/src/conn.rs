@@ -89,6 +89,8 @@ pub(crate) async fn serve(
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut refusals = RateLimitedWarning::new(Duration::from_secs(10));
     let mut accept_errors = RateLimitedWarning::new(Duration::from_secs(10));
+    let closed = Arc::new(AtomicU64::new(0));
+    let trimmer = tokio::spawn(return_freed_memory(closed.clone()));
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -126,17 +128,46 @@ pub(crate) async fn serve(
         };
         let app = app.clone();
         let closing = closing_rx.clone();
+        let closed = closed.clone();
         tokio::spawn(async move {
             serve_one(stream, remote, app, limits, closing).await;
             drop(permit);
+            closed.fetch_add(1, Ordering::Relaxed);
         });
     }
     drop(listener);
+    trimmer.abort();
     on_shutdown();
     let _ = closing_tx.send(true);
     // Every connection holds a permit until it is closed.
     let _ = open.acquire_many(cap as u32).await;
     Ok(())
+}
+
+/// Connections closed since the last trim that make a trim worth its cost.
+const TRIM_AFTER_CLOSED: u64 = 1000;
+
+/// Give the memory of many closed connections back to the system: glibc keeps freed memory
+/// in its arenas (10,000 closed SSE watches left the gateway at 150 MiB), so after at least
+/// [`TRIM_AFTER_CLOSED`] closes, and at most every 10 s, `malloc_trim(0)` runs on a blocking
+/// thread. Elsewhere (musl, macOS) a no-op.
+async fn return_freed_memory(closed: Arc<AtomicU64>) {
+    let mut last = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = closed.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < TRIM_AFTER_CLOSED {
+            continue;
+        }
+        last = now;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            // SAFETY: malloc_trim only walks the allocator's own arenas.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        }
+    }
 }
 
 /// The cap the open-file limit allows: raises the soft limit to the hard one (Linux, macOS)
