@@ -367,12 +367,7 @@ pub async fn sse_latency(
             }
         };
         let first_event_ms = first.at.duration_since(t_open).as_secs_f64() * 1e3;
-        let entry = kv
-            .get(run_id)
-            .await
-            .map_err(|e| anyhow!("KV get {run_id}: {e}"))?
-            .ok_or_else(|| anyhow!("no snapshot stored for {run_id}"))?;
-        let mut snap: Map<String, Value> = serde_json::from_slice(&entry)?;
+        let mut snap = stored_snapshot(kv, run_id).await?;
         let mut lat = Vec::new();
         let mut last_written = 0.0;
         for i in 0..warmup + changes {
@@ -598,12 +593,7 @@ pub async fn many_watchers(
 
     let mut fanout = load::Stats::default();
     if opened > 0 {
-        let entry = kv
-            .get(run_id)
-            .await
-            .map_err(|e| anyhow!("KV get {run_id}: {e}"))?
-            .ok_or_else(|| anyhow!("no snapshot stored for {run_id}"))?;
-        let mut snap: Map<String, Value> = serde_json::from_slice(&entry)?;
+        let mut snap = stored_snapshot(kv, run_id).await?;
         let at = python::time();
         snap.insert("updated_at".into(), at.into());
         snap.insert("heartbeat_at".into(), at.into());
@@ -636,6 +626,19 @@ pub async fn many_watchers(
         fanout,
         health_ms,
     })
+}
+
+/// The run's snapshot as stored in the runs bucket.
+async fn stored_snapshot(
+    kv: &async_nats::jetstream::kv::Store,
+    run_id: &str,
+) -> Result<Map<String, Value>> {
+    let entry = kv
+        .get(run_id)
+        .await
+        .map_err(|e| anyhow!("KV get {run_id}: {e}"))?
+        .ok_or_else(|| anyhow!("no snapshot stored for {run_id}"))?;
+    Ok(serde_json::from_slice(&entry)?)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -63,6 +63,9 @@ struct Inner {
 }
 
 /// How long to wait for the first connection in [`Store::connect`].
+/// Room kept below the server's max_payload for the headers JetStream adds to a write.
+const HEADER_ROOM: usize = 512;
+
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Store {
@@ -110,6 +113,12 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.inner.cfg
+    }
+
+    /// The largest KV value or stream message this server takes: its max_payload less room
+    /// for the headers JetStream adds (`Nats-Expected-*`), which count towards it.
+    pub fn max_record_bytes(&self) -> usize {
+        self.client().max_payload().saturating_sub(HEADER_ROOM)
     }
 
     pub fn client(&self) -> &async_nats::Client {

@@ -313,15 +313,11 @@ async fn submit_new_run(state: &AppState, run: NewRun) -> Result<PyJson<Submitte
     }))
 }
 
-/// Room for the headers JetStream adds to the snapshot write and the job publish
-/// (`Nats-Expected-*`), which count towards the server's max payload.
-const HEADER_ROOM: usize = 512;
-
 /// 413 when the run's snapshot or job (`bytes`) cannot be one NATS message: the write would
 /// fail on NATS (a 503 that no retry fixes) although it is the request that is too large.
 fn check_fits_a_message(store: &Store, bytes: usize) -> Result<(), ApiError> {
     let max_payload = store.client().max_payload();
-    if bytes.saturating_add(HEADER_ROOM) <= max_payload {
+    if bytes <= store.max_record_bytes() {
         return Ok(());
     }
     Err(ApiError::with_reason(

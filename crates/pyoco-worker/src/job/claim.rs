@@ -35,10 +35,6 @@ pub(super) enum Claim {
     TooLarge { bytes: usize, limit: usize },
 }
 
-/// Room for the headers JetStream adds to a KV write (`Nats-Expected-*`), which count towards
-/// the server's max payload.
-const HEADER_ROOM: usize = 512;
-
 /// Take ownership of the run with compare-and-set writes (§14-1, §14-2).
 ///
 /// The stale-run rule: a RUNNING snapshot is taken over (and the run executed again from the
@@ -127,7 +123,7 @@ pub(super) async fn claim(
         }
         let snap = ownership_snapshot(stored, job, &cfg.worker_id, attempt, t);
         let bytes = compact_snapshot(&snap, cfg.max_run_snapshot_bytes);
-        let limit = sh.store.client().max_payload().saturating_sub(HEADER_ROOM);
+        let limit = sh.store.max_record_bytes();
         if bytes.len() > limit {
             return Ok(Claim::TooLarge {
                 bytes: bytes.len(),
