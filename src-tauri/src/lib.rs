@@ -135,9 +135,6 @@ pub fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // PYOCO_LOG_LEVEL from the environment or the app's `.env` (an invalid `.env` is reported
-    // in the window; logging then stays at info).
-    let logs = install_logging(options.log_level());
     // Our own runtime, shared with Tauri: its worker threads live as long as the process, which
     // `PR_SET_PDEATHSIG` of the children started from them relies on.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -152,6 +149,13 @@ pub fn run() -> ExitCode {
         }
     };
     tauri::async_runtime::set(runtime.handle().clone());
+    // PYOCO_LOG_LEVEL from the environment or the app's `.env` (an invalid `.env` is reported
+    // in the window; logging then stays at info). Inside the runtime: the log throttle writes
+    // its summaries from a task.
+    let logs = {
+        let _in_runtime = runtime.enter();
+        install_logging(options.log_level())
+    };
     tracing::info!(env_file = %options.env_file.display(), "pyoco-server desktop starting");
     let app = DesktopApp::new(options, logs);
     let phase = Arc::new(AtomicU8::new(RUNNING));

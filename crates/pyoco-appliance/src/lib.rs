@@ -27,7 +27,7 @@ use pyoco_worker::{Worker, WorkerConfig};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-pub use logs::{LogBuffer, LogLine};
+pub use logs::{log_throttle, LogBuffer, LogLine, LOG_BURST, LOG_SUMMARY_INTERVAL};
 pub use status::{ApplianceStatus, Component, ComponentState, ComponentStatus};
 
 /// A last adjustment of the managed nats-server's configuration, applied at every (re)start.

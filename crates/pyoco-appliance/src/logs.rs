@@ -13,6 +13,7 @@ use std::{
 };
 
 use serde::Serialize;
+use std::time::Duration;
 use tracing::{
     field::{Field, Visit},
     span, Event, Level, Subscriber,
@@ -212,6 +213,32 @@ impl Visit for MessageVisitor {
     }
 }
 
+/// Identical log lines (same level, target, message and fields) beyond a burst of
+/// [`LOG_BURST`] pass at most one per second; a `WARN` line with target
+/// `tracing_throttle::summary` says every [`LOG_SUMMARY_INTERVAL`] how many were dropped. A
+/// flood — a task printing the same line a million times with `PYOCO_RUNNER_TEE_TASK_OUTPUT`,
+/// a failing dependency retried in a loop — costs a line a second, not the disk.
+pub const LOG_BURST: f64 = 20.0;
+/// How often the dropped-line summaries are written.
+pub const LOG_SUMMARY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The per-layer filter that rate-limits identical lines (see [`LOG_BURST`]), writing the
+/// summaries when `write_summaries` says so (one throttle per subscriber should: every output
+/// shows them). Summaries need a Tokio runtime: call it inside one (`Runtime::enter`);
+/// outside, lines are still limited but no summary is written.
+pub fn log_throttle(write_summaries: bool) -> tracing_throttle::TracingRateLimitLayer {
+    let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+    tracing_throttle::TracingRateLimitLayer::builder()
+        .with_policy(
+            tracing_throttle::Policy::token_bucket(LOG_BURST, 1.0).expect("a valid bucket"),
+        )
+        .with_max_signatures(10_000)
+        .with_summary_interval(LOG_SUMMARY_INTERVAL)
+        .with_active_emission(write_summaries && in_runtime)
+        .build()
+        .expect("a valid throttle")
+}
+
 #[cfg(test)]
 mod tests {
     use tracing_subscriber::layer::SubscriberExt;
@@ -247,6 +274,34 @@ mod tests {
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].seq, 4);
         assert!(buffer.since(Some(4)).0.is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_identical_lines_is_cut_to_the_burst_while_other_lines_pass() {
+        let buffer = LogBuffer::new(10_000);
+        let subscriber =
+            tracing_subscriber::registry().with(buffer.layer().with_filter(log_throttle(false)));
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..5_000 {
+                tracing::warn!(target: "pyoco_worker", "the same line");
+                if i % 1000 == 0 {
+                    tracing::info!(target: "pyoco_worker", n = i, "a different line");
+                }
+            }
+        });
+        let (lines, _) = buffer.since(None);
+        let same = lines
+            .iter()
+            .filter(|l| l.message == "the same line")
+            .count();
+        let burst = LOG_BURST as usize;
+        // The burst, plus at most what refills (1/s) while the loop runs.
+        assert!((burst..=burst + 3).contains(&same), "{same}");
+        let different = lines
+            .iter()
+            .filter(|l| l.message.starts_with("a different line"))
+            .count();
+        assert_eq!(different, 5);
     }
 
     #[test]

@@ -4,16 +4,20 @@
 //! `json` (the default) writes one JSON object per line with `timestamp`, `level`, `target`,
 //! `service` and the event's fields flattened; `text` writes human-readable lines.
 //! `RUST_LOG`, when set, overrides the level filter (handy for debugging one module).
+//! Identical lines beyond a burst are rate-limited ([`pyoco_appliance::log_throttle`]).
 
 use std::io::IsTerminal;
 
 use pyoco_config::{LogFormat, Settings};
 use tracing_subscriber::{
     fmt::time::{ChronoLocal, ChronoUtc},
-    EnvFilter,
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+    EnvFilter, Layer,
 };
 
-/// Install the global subscriber. `service` names the program (`pyoco-server:http`, …).
+/// Install the global subscriber. `service` names the program (`pyoco-server:http`, …). Call
+/// it inside the Tokio runtime (`Runtime::enter`) so the throttle can write its summaries.
 pub fn init(settings: &Settings, service: &'static str) {
     let filter = std::env::var("RUST_LOG")
         .ok()
@@ -24,22 +28,25 @@ pub fn init(settings: &Settings, service: &'static str) {
             // nats-server's own info lines (its start banner) are noise for users of `up`.
             EnvFilter::new(format!("{level},async_nats=warn,nats_server=warn"))
         });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let result = match (settings.log_format, settings.log_utc) {
-        (LogFormat::Text, true) => builder.with_timer(ChronoUtc::rfc_3339()).try_init(),
-        (LogFormat::Text, false) => builder.with_timer(ChronoLocal::rfc_3339()).try_init(),
+    let output = match (settings.log_format, settings.log_utc) {
+        (LogFormat::Text, true) => fmt.with_timer(ChronoUtc::rfc_3339()).boxed(),
+        (LogFormat::Text, false) => fmt.with_timer(ChronoLocal::rfc_3339()).boxed(),
         (_, utc) => {
-            let json = builder.json().flatten_event(true).with_current_span(false);
+            let json = fmt.json().flatten_event(true).with_current_span(false);
             if utc {
-                json.with_timer(ChronoUtc::rfc_3339()).try_init()
+                json.with_timer(ChronoUtc::rfc_3339()).boxed()
             } else {
-                json.with_timer(ChronoLocal::rfc_3339()).try_init()
+                json.with_timer(ChronoLocal::rfc_3339()).boxed()
             }
         }
     };
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(output.with_filter(pyoco_appliance::log_throttle(true)))
+        .try_init();
     // A second init (tests) is harmless.
     let _ = result;
     tracing::debug!(service, "logging initialised");

@@ -153,11 +153,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse_from(normalise_args(std::env::args_os().collect()));
     let Command::Up(args) = cli.command;
     let settings = crate::load_settings("pyoco-server", &args.overrides());
-    crate::logging::init(&settings, "pyoco-server:http");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
+    {
+        let _in_runtime = runtime.enter();
+        crate::logging::init(&settings, "pyoco-server:http");
+    }
     match runtime.block_on(up(args, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(message)) => fail(&message),

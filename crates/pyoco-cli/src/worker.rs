@@ -135,11 +135,14 @@ impl<E: std::fmt::Display> From<E> for Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = crate::load_settings("pyoco-worker", &cli.overrides());
-    crate::logging::init(&settings, "pyoco-server:worker");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
+    {
+        let _in_runtime = runtime.enter();
+        crate::logging::init(&settings, "pyoco-server:worker");
+    }
     match runtime.block_on(run(cli, settings)) {
         Ok(Some("SIGINT")) => ExitCode::from(130),
         Ok(_) => ExitCode::SUCCESS,

@@ -272,6 +272,11 @@ settings_table! {
         restarts: Worker,
         help: "Also copy what tasks print to the worker's log (the task records keep it either way).",
     },
+    runner_guard: bool = PYOCO_RUNNER_GUARD {
+        group: Worker, kind: Kind::Bool, default: Some("true"), scope: Server,
+        restarts: Worker,
+        help: "Linux: each runner adopts every process its tasks start (even ones that call `setsid` or double-fork) and kills them when a run ends, is cancelled, or the runner or worker dies (kill -9 included). Off: only the runner's process group is stopped, as on macOS and Windows.",
+    },
 
     // ── DLQ ─────────────────────────────────────────────────────────────────────────────────
     dlq_stream: String = PYOCO_DLQ_STREAM {

@@ -10,7 +10,9 @@ use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilte
 pub const LOG_LINES: usize = 500;
 
 /// Install the global subscriber (once per process; later calls only return a new, unused
-/// buffer). `level` is a `tracing` directive such as `info`.
+/// buffer). `level` is a `tracing` directive such as `info`. Identical lines beyond a burst
+/// are rate-limited on stderr ([`pyoco_appliance::log_throttle`]); call it inside the Tokio
+/// runtime so the throttle can write its summaries.
 pub fn install_logging(level: &str) -> LogBuffer {
     let buffer = LogBuffer::new(LOG_LINES);
     let stderr_filter = std::env::var("RUST_LOG")
@@ -24,9 +26,15 @@ pub fn install_logging(level: &str) -> LogBuffer {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
-                .with_filter(stderr_filter),
+                .with_filter(stderr_filter)
+                .with_filter(pyoco_appliance::log_throttle(true)),
         )
-        .with(buffer.layer().with_filter(panel_filter))
+        .with(
+            buffer
+                .layer()
+                .with_filter(panel_filter)
+                .with_filter(pyoco_appliance::log_throttle(false)),
+        )
         .try_init();
     buffer
 }

@@ -68,8 +68,8 @@ pub use wheel::{
 };
 pub use wheel_filename::{canonicalize_name, InvalidWheelFilename, Pep440Version, WheelFilename};
 pub use worker::{
-    InstalledWheel, SkippedWheel, WheelSyncResult, WheelSyncStatus, WorkerRecord, WorkerState,
-    WHEEL_SYNC_MAX_ERROR_CHARS, WHEEL_SYNC_MAX_ITEMS,
+    FailedWheel, InstalledWheel, SkippedWheel, WheelSyncResult, WheelSyncStatus, WorkerRecord,
+    WorkerState, WHEEL_SYNC_MAX_ERROR_CHARS, WHEEL_SYNC_MAX_ITEMS,
 };
 pub use workflow_yaml::{
     parse_workflow_yaml, FlowSpec, RuntimeSpec, TaskSpec, Workflow, WorkflowDigest,

@@ -93,12 +93,13 @@ pub fn sha256_from_header(raw: &str) -> Option<String> {
     (v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())).then_some(v)
 }
 
-/// `upload` or `delete`.
+/// `upload` or `delete` (0.5.1), or `install_failed` (ours: a worker's pip refused the wheel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum WheelHistoryAction {
     Upload,
     Delete,
+    InstallFailed,
 }
 
 impl WheelHistoryAction {
@@ -108,6 +109,7 @@ impl WheelHistoryAction {
         match self {
             WheelHistoryAction::Upload => "upload",
             WheelHistoryAction::Delete => "delete",
+            WheelHistoryAction::InstallFailed => "install_failed",
         }
     }
 
@@ -117,6 +119,7 @@ impl WheelHistoryAction {
         match s.trim().to_ascii_lowercase().as_str() {
             "upload" => Some(WheelHistoryAction::Upload),
             "delete" => Some(WheelHistoryAction::Delete),
+            "install_failed" => Some(WheelHistoryAction::InstallFailed),
             _ => None,
         }
     }
@@ -169,6 +172,11 @@ pub struct WheelHistoryRecord {
     pub actor: WheelHistoryActor,
     #[serde(default)]
     pub source: WheelHistorySource,
+    /// `install_failed` only (ours): the worker whose pip failed, and pip's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl WheelHistoryRecord {

@@ -123,6 +123,20 @@ pub struct InstalledWheel {
     pub nuid: Option<String>,
 }
 
+/// A wheel whose `pip install` failed on this worker (ours, not in 0.5.1): skipped by its
+/// later syncs until the registry holds another upload of it (another object NUID).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedWheel {
+    pub wheel_name: String,
+    pub package_name: Option<String>,
+    pub package_version: Option<String>,
+    /// The object NUID of the upload that failed.
+    pub nuid: Option<String>,
+    /// pip's error, as `last_error` would say it (at most 2,000 characters).
+    pub error: String,
+    pub failed_at: Option<f64>,
+}
+
 /// The `wheel_sync` object of a worker record (§2.4).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WheelSyncStatus {
@@ -141,6 +155,10 @@ pub struct WheelSyncStatus {
     pub removed_wheels: Vec<String>,
     pub skipped_incompatible: Vec<SkippedWheel>,
     pub installed_wheels: Vec<InstalledWheel>,
+    /// Ours: wheels that failed to install and are skipped until replaced (written only when
+    /// there are some; a 0.5.1 reader ignores the key).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_wheels: Vec<FailedWheel>,
     /// Keys this version does not know.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -170,6 +188,7 @@ impl WheelSyncStatus {
             removed_wheels: Vec::new(),
             skipped_incompatible: Vec::new(),
             installed_wheels: Vec::new(),
+            failed_wheels: Vec::new(),
             extra: Map::new(),
         }
     }
@@ -187,11 +206,35 @@ impl WheelSyncStatus {
                 .filter(|(k, _)| !Self::KNOWN_KEYS.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
+            if let Some(Value::Array(items)) = obj.get("failed_wheels") {
+                out.failed_wheels = items
+                    .iter()
+                    .take(WHEEL_SYNC_MAX_ITEMS)
+                    .filter_map(|v| {
+                        let o = v.as_object()?;
+                        Some(FailedWheel {
+                            wheel_name: o.get("wheel_name").map(str_of_json).unwrap_or_default(),
+                            package_name: opt_string(o.get("package_name")),
+                            package_version: opt_string(o.get("package_version")),
+                            nuid: opt_string(o.get("nuid")),
+                            error: o
+                                .get("error")
+                                .map(|e| {
+                                    truncate_chars(&str_of_json(e), WHEEL_SYNC_MAX_ERROR_CHARS)
+                                })
+                                .unwrap_or_default(),
+                            failed_at: opt_float(o.get("failed_at")),
+                        })
+                    })
+                    .collect();
+            }
         }
         out
     }
 
-    const KNOWN_KEYS: [&'static str; 15] = [
+    /// `failed_wheels` is ours: read by [`Self::from_value`], dropped by [`Self::coerce`] (a
+    /// new worker process retries its failed wheels once).
+    const KNOWN_KEYS: [&'static str; 16] = [
         "enabled",
         "last_result",
         "last_attempt_at",
@@ -207,6 +250,7 @@ impl WheelSyncStatus {
         "removed_wheels",
         "skipped_incompatible",
         "installed_wheels",
+        "failed_wheels",
     ];
 
     /// 0.5.1 `_coerce_wheel_sync_state(raw, enabled)`: what a worker keeps of its previous

@@ -57,6 +57,12 @@ from collections import OrderedDict
 RUNNER_VERSION = "1.0.0"
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_TASK_OUTPUT_BYTES = 64 * 1024
+# A task's `output` or one of its `inputs` whose JSON would be larger than this is replaced
+# by a marker in task records (PROTOCOL.md §3.3): the worker's run snapshot could never hold
+# it, and a 300 MB result would otherwise cross the pipe (and the worker's memory) on every
+# snapshot. The worker passes its PYOCO_MAX_RUN_SNAPSHOT_BYTES.
+DEFAULT_MAX_RECORD_VALUE_BYTES = 256 * 1024
+MAX_RECORD_VALUE_BYTES = DEFAULT_MAX_RECORD_VALUE_BYTES
 MAX_REMEMBERED_CANCELS = 1024
 MAX_GRAPH_AST_NODES = 20000
 TRUNCATION_MARKER = "\u2026[truncated %d bytes]"
@@ -131,6 +137,63 @@ def _jsonable(value, _depth=0):
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, _depth + 1) for v in list(value)]
     return _safe_repr(value)
+
+
+def _json_size_over(value, limit, _depth=0):
+    """About how many bytes `value` takes as compact JSON, or limit + 1 as soon as it is
+    known to be more than `limit` (so a huge value costs at most `limit` steps)."""
+    if value is None or isinstance(value, bool):
+        return 5
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, (int, float)):
+        return 24
+    if _depth > 100:
+        return 64
+    total = 2
+    if isinstance(value, dict):
+        items = list(value.items())
+        for k, v in items:
+            total += (len(k) if isinstance(k, str) else 24) + 4
+            if total > limit:
+                return limit + 1
+            total += _json_size_over(v, limit - total, _depth + 1)
+            if total > limit:
+                return limit + 1
+        return total
+    if isinstance(value, (list, tuple)):
+        for v in list(value):
+            total += 1 + _json_size_over(v, limit - total, _depth + 1)
+            if total > limit:
+                return limit + 1
+        return total
+    return 64  # a repr, bounded by _safe_repr
+
+
+def _bounded_value(value, what):
+    """`value`, or a marker string when its JSON is over MAX_RECORD_VALUE_BYTES."""
+    limit = MAX_RECORD_VALUE_BYTES
+    if limit <= 0:
+        return value
+    size = _json_size_over(value, limit)
+    if size <= limit:
+        return value
+    if isinstance(value, str):
+        amount = "%d bytes" % (len(value) + 2)
+    else:
+        amount = "more than %d bytes" % limit
+    return "\u2026[%s omitted: %s as JSON, over the run snapshot limit of %d bytes]" % (what, amount, limit)
+
+
+def bound_task_record(rec):
+    """Replace the `output` and `inputs` values of a serialised task record that are too big."""
+    if "output" in rec:
+        rec["output"] = _bounded_value(rec["output"], "output")
+    inputs = rec.get("inputs")
+    if isinstance(inputs, dict):
+        for k in list(inputs):
+            inputs[k] = _bounded_value(inputs[k], "input %s" % k)
+    return rec
 
 
 def dumps_line(msg):
@@ -1946,6 +2009,7 @@ class ActiveRun:
         if records is None:
             return {}
         for name, rec in records.items():
+            bound_task_record(rec)
             out, err = self.capture.output(name)
             rec["stdout"] = out
             rec["stderr"] = err
@@ -2348,6 +2412,8 @@ def main():
         sys.exit(3)
 
     max_output = _env_int("PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES", DEFAULT_MAX_TASK_OUTPUT_BYTES)
+    global MAX_RECORD_VALUE_BYTES
+    MAX_RECORD_VALUE_BYTES = _env_int("PYOCO_RUNNER_MAX_RECORD_VALUE_BYTES", DEFAULT_MAX_RECORD_VALUE_BYTES)
     server = Server(proto, router, max_output, streams, procs)
     proto.emit({
         "type": "ready",
@@ -2359,6 +2425,7 @@ def main():
         "pyoco": PYOCO.version,
         "cwd": os.getcwd(),
         "max_task_output_bytes": max_output,
+        "max_record_value_bytes": MAX_RECORD_VALUE_BYTES,
         "flow_resolver": RESOLVER.spec() or None,
     })
     reader = threading.Thread(target=server.read_requests, args=(inp,), name="pyoco-runner-stdin", daemon=True)

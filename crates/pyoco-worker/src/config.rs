@@ -164,6 +164,20 @@ impl WorkerConfig {
                 }
                 .to_string(),
             ),
+            (
+                // A task value larger than a run snapshot may be is replaced by a marker in
+                // the runner (0 = no compaction: bounded by the largest NATS payload instead).
+                "PYOCO_RUNNER_MAX_RECORD_VALUE_BYTES".to_string(),
+                match settings.max_run_snapshot_bytes {
+                    0 => 8 * 1024 * 1024,
+                    n => n,
+                }
+                .to_string(),
+            ),
+            (
+                "PYOCO_RUNNER_GUARD".to_string(),
+                if settings.runner_guard { "1" } else { "0" }.to_string(),
+            ),
         ];
         if let Some(m) = settings
             .discovery_modules
@@ -416,10 +430,14 @@ mod tests {
         assert_eq!(env(&cfg, "PYOCO_FLOW_RESOLVER"), "");
         assert_eq!(env(&cfg, "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES"), "65536");
         assert_eq!(env(&cfg, "PYOCO_RUNNER_TEE_TASK_OUTPUT"), "0");
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_GUARD"), "1");
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_MAX_RECORD_VALUE_BYTES"), "262144");
         let cfg = WorkerConfig::from_settings(&settings_with(&[
             ("PYOCO_FLOW_RESOLVER", "flows/r.py:resolve"),
             ("PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES", "1_000"),
             ("PYOCO_RUNNER_TEE_TASK_OUTPUT", "on"),
+            ("PYOCO_RUNNER_GUARD", "off"),
+            ("PYOCO_MAX_RUN_SNAPSHOT_BYTES", "0"),
         ]))
         .unwrap();
         assert_eq!(
@@ -428,6 +446,8 @@ mod tests {
         );
         assert_eq!(env(&cfg, "PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES"), "1000");
         assert_eq!(env(&cfg, "PYOCO_RUNNER_TEE_TASK_OUTPUT"), "1");
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_GUARD"), "0");
+        assert_eq!(env(&cfg, "PYOCO_RUNNER_MAX_RECORD_VALUE_BYTES"), "8388608");
     }
 
     #[test]

@@ -547,20 +547,28 @@ impl Runner {
     }
 }
 
+/// Longest event line the worker reads from a runner. The runner keeps its lines far below
+/// (it replaces task values larger than the run snapshot limit, PROTOCOL.md §3.3); a longer
+/// line is skipped without being held in memory and reported as [`RunnerEvent::Malformed`]
+/// with the `type` its first bytes name (a `run_finished` then fails the run, not hangs it).
+pub(crate) const MAX_EVENT_LINE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The line buffer keeps at most this much capacity between lines, so one big line does not
+/// stay allocated for the runner's lifetime.
+const KEPT_LINE_CAPACITY: usize = 256 * 1024;
+
 async fn read_events(
     stdout: tokio::process::ChildStdout,
     tx: mpsc::UnboundedSender<RunnerEvent>,
     pid: u32,
 ) {
-    // No line length limit: a run_finished with big task records can be several MB.
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
-    let mut buf = Vec::with_capacity(4096);
+    let mut lines = LineReader::new(MAX_EVENT_LINE_BYTES);
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) => break,
-            Ok(_) => {
-                let line = buf.trim_ascii();
+        let ev = match lines.next(&mut reader).await {
+            Ok(Line::Eof) => break,
+            Ok(Line::Complete(line)) => {
+                let line = line.trim_ascii();
                 if line.is_empty() {
                     continue;
                 }
@@ -572,16 +580,105 @@ async fn read_events(
                         String::from_utf8_lossy(&line[..line.len().min(300)])
                     );
                 }
-                if tx.send(ev).is_err() {
-                    break;
+                ev
+            }
+            Ok(Line::TooLong { head, len }) => {
+                let error = format!(
+                    "the runner sent an event line of {len} bytes or more, over the worker's limit of {MAX_EVENT_LINE_BYTES}"
+                );
+                tracing::error!(pid, "{error}: {}", String::from_utf8_lossy(&head));
+                RunnerEvent::Malformed {
+                    event_type: event_type_of_head(&head),
+                    error,
                 }
             }
             Err(err) => {
                 tracing::error!(pid, "reading the pyoco runner's stdout failed: {err}");
                 break;
             }
+        };
+        if tx.send(ev).is_err() {
+            break;
         }
     }
+}
+
+/// One line read by [`LineReader`].
+#[derive(Debug)]
+enum Line<'a> {
+    Complete(&'a [u8]),
+    /// Over the limit: its first bytes, and how many bytes were skipped in all.
+    TooLong {
+        head: Vec<u8>,
+        len: usize,
+    },
+    Eof,
+}
+
+/// Newline-terminated lines of at most `max` bytes; a longer one is skipped as it arrives
+/// (never buffered whole).
+struct LineReader {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl LineReader {
+    fn new(max: usize) -> LineReader {
+        LineReader {
+            buf: Vec::with_capacity(4096),
+            max,
+        }
+    }
+
+    async fn next<R: tokio::io::AsyncBufRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+    ) -> io::Result<Line<'_>> {
+        if self.buf.capacity() > KEPT_LINE_CAPACITY {
+            self.buf = Vec::with_capacity(4096);
+        }
+        self.buf.clear();
+        let mut skipped: Option<(Vec<u8>, usize)> = None;
+        loop {
+            let chunk = reader.fill_buf().await?;
+            if chunk.is_empty() {
+                // EOF: a last line without a newline still counts.
+                return Ok(match skipped {
+                    Some((head, len)) => Line::TooLong { head, len },
+                    None if self.buf.is_empty() => Line::Eof,
+                    None => Line::Complete(&self.buf),
+                });
+            }
+            let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            match skipped.as_mut() {
+                Some((_, len)) => *len += take,
+                None if self.buf.len() + take > self.max => {
+                    let head = self.buf[..self.buf.len().min(300)].to_vec();
+                    skipped = Some((head, self.buf.len() + take));
+                    self.buf = Vec::with_capacity(4096);
+                }
+                None => self.buf.extend_from_slice(&chunk[..take]),
+            }
+            reader.consume(take);
+            if done {
+                return Ok(match skipped {
+                    Some((head, len)) => Line::TooLong { head, len },
+                    None => Line::Complete(&self.buf),
+                });
+            }
+        }
+    }
+}
+
+/// The `type` a protocol line's first bytes name (`{"type":"run_finished",…`: the runner
+/// writes `type` first).
+fn event_type_of_head(head: &[u8]) -> Option<String> {
+    let rest = head.strip_prefix(b"{\"type\":\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok().map(str::to_string)
 }
 
 async fn read_stderr(
@@ -727,6 +824,52 @@ mod tests {
         assert!(
             matches!(ev, RunnerEvent::Malformed { event_type: Some(ref t), .. } if t == "run_finished")
         );
+    }
+
+    #[tokio::test]
+    async fn an_over_long_line_is_skipped_as_it_arrives_and_names_its_type() {
+        let big = format!(
+            "{{\"type\":\"run_finished\",\"x\":\"{}\"}}\n",
+            "y".repeat(5000)
+        );
+        let input = format!("{{\"a\":1}}\n{big}{{\"b\":2}}\nlast");
+        // A small read buffer: the long line arrives in many chunks.
+        let mut reader = BufReader::with_capacity(64, input.as_bytes());
+        let mut lines = LineReader::new(1000);
+        assert!(
+            matches!(lines.next(&mut reader).await.unwrap(), Line::Complete(l) if l == b"{\"a\":1}\n")
+        );
+        match lines.next(&mut reader).await.unwrap() {
+            Line::TooLong { head, len } => {
+                assert_eq!(len, big.len());
+                assert!(head.len() <= 300);
+                assert_eq!(event_type_of_head(&head).as_deref(), Some("run_finished"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(lines.buf.capacity() <= 4096);
+        assert!(
+            matches!(lines.next(&mut reader).await.unwrap(), Line::Complete(l) if l == b"{\"b\":2}\n")
+        );
+        assert!(
+            matches!(lines.next(&mut reader).await.unwrap(), Line::Complete(l) if l == b"last")
+        );
+        assert!(matches!(lines.next(&mut reader).await.unwrap(), Line::Eof));
+        assert_eq!(event_type_of_head(b"{\"a\":1}"), None);
+    }
+
+    #[tokio::test]
+    async fn a_big_line_under_the_limit_does_not_stay_allocated() {
+        let input = format!("{}\nsmall\n", "z".repeat(1 << 20));
+        let mut reader = BufReader::new(input.as_bytes());
+        let mut lines = LineReader::new(MAX_EVENT_LINE_BYTES);
+        assert!(
+            matches!(lines.next(&mut reader).await.unwrap(), Line::Complete(l) if l.len() == (1 << 20) + 1)
+        );
+        assert!(
+            matches!(lines.next(&mut reader).await.unwrap(), Line::Complete(l) if l == b"small\n")
+        );
+        assert!(lines.buf.capacity() <= KEPT_LINE_CAPACITY);
     }
 
     #[test]

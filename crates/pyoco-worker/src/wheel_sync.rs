@@ -9,18 +9,29 @@
 //!    interpreter's `packaging.tags.sys_tags()` (asked once, then cached; the others are
 //!    reported as `skipped_incompatible`, reason `unsupported_wheel_tags`), and of those the
 //!    latest per normalised package name (PEP 440 order; a tie goes to the larger filename);
-//! 4. drop manifest entries no longer wanted: delete the local file and, when no wanted wheel
-//!    is left for that package (all its wheels deleted, or none matches the worker any more),
-//!    `pip uninstall -y <package>` (0.5.1 left it installed);
-//! 5. download and `pip install --disable-pip-version-check --no-deps --force-reinstall`
+//! 4. download and `pip install --disable-pip-version-check --no-deps --force-reinstall`
 //!    every wanted wheel whose object NUID differs from the manifest's (or whose file is
 //!    gone), under `PYOCO_WHEEL_INSTALL_TIMEOUT_SEC` (killed after it);
+//! 5. drop manifest entries no longer wanted: delete the local file and, when no wanted wheel
+//!    is left for that package (all its wheels deleted, or none matches the worker any more),
+//!    `pip uninstall -y <package>` (0.5.1 left it installed);
 //! 6. save the manifest if anything changed.
 //!
-//! Any error stops the attempt where it is, the manifest is not saved (the next attempt
-//! redoes the work) and the worker record says `last_result: "error"` with the message; the
-//! install errors read exactly as 0.5.1's (`wheel install timed out: <name>`, `wheel install
-//! failed (code=<n>): <name>: <last 2000 chars of output>`).
+//! **A wheel pip will not install** (it fails or times out: `Requires-Python` the interpreter
+//! does not meet, a broken build, …) is the wheel's fault, not the sync's: unlike 0.5.1, whose
+//! every later sync stopped at it so no wheel uploaded after it was ever installed, the worker
+//! remembers that upload (name and object NUID) as failed, appends an `install_failed` record
+//! to the wheel history, and goes on. Step 3 leaves failed uploads out, so the package's
+//! previous wheel (if any) stays or becomes the wanted one and no later sync runs pip on the
+//! failed upload again until it is replaced (a new upload is a new NUID) or the worker
+//! restarts. The record lists them in `wheel_sync.failed_wheels` with pip's error, and
+//! `last_result` stays `"error"` (`last_error` is the latest failure) while any is listed.
+//!
+//! Any other error (the registry, the disk) stops the attempt where it is, the manifest is
+//! not saved (the next attempt redoes the work) and the worker record says
+//! `last_result: "error"` with the message; the install errors read exactly as 0.5.1's
+//! (`wheel install timed out: <name>`, `wheel install failed (code=<n>): <name>: <last 2000
+//! chars of output>`).
 //!
 //! A [`SyncMode::Check`] attempt stops after step 3 when something is to change (and is a
 //! complete, successful attempt otherwise): it only reads, so the worker runs it on schedule
@@ -40,10 +51,11 @@ use std::{
 };
 
 use futures::StreamExt;
-use pyoco_store::{ObjectInfo, WheelRegistry};
+use pyoco_store::{Bucket, ObjectInfo, WheelRegistry};
 use pyoco_wire::{
-    wheel_manifest_from_json, wheel_manifest_to_json, InstalledWheel, Pep440Version, SkippedWheel,
-    WheelFilename, WheelManifest, WheelManifestEntry, WheelSyncResult, WheelSyncStatus,
+    wheel_manifest_from_json, wheel_manifest_to_json, FailedWheel, InstalledWheel, Pep440Version,
+    SkippedWheel, WheelFilename, WheelHistoryAction, WheelHistoryActor, WheelHistoryRecord,
+    WheelHistorySource, WheelManifest, WheelManifestEntry, WheelSyncResult, WheelSyncStatus,
     WHEEL_SYNC_MAX_ERROR_CHARS, WHEEL_SYNC_MAX_ITEMS,
 };
 use sha2::{Digest, Sha256};
@@ -127,8 +139,14 @@ pub(crate) struct WheelSync {
     python: PathBuf,
     worker_tags: BTreeSet<String>,
     wheels: WheelRegistry,
+    history: Bucket,
+    worker_id: String,
     /// The interpreter's `sys_tags()`, asked once.
     supported_tags: Option<HashSet<String>>,
+    /// Uploads pip refused, by wheel filename (module docs).
+    failed: BTreeMap<String, FailedWheel>,
+    /// When the last attempt ended with nothing failed.
+    last_success_at: Option<f64>,
 }
 
 impl WheelSync {
@@ -138,6 +156,8 @@ impl WheelSync {
         python: &Path,
         worker_tags: &[String],
         wheels: WheelRegistry,
+        history: Bucket,
+        worker_id: &str,
     ) -> WheelSync {
         WheelSync {
             dir: config.dir.clone(),
@@ -149,7 +169,11 @@ impl WheelSync {
                 .filter(|t| !t.is_empty())
                 .collect(),
             wheels,
+            history,
+            worker_id: worker_id.to_string(),
             supported_tags: None,
+            failed: BTreeMap::new(),
+            last_success_at: None,
         }
     }
 
@@ -188,29 +212,92 @@ impl WheelSync {
             .list()
             .await
             .map_err(|e| format!("listing the wheel registry failed: {e}"))?;
-        let selection = self.select(&listing).await?;
+        // A failed upload that left the registry or was replaced is forgotten (and retried).
+        self.failed.retain(|name, f| {
+            listing
+                .iter()
+                .any(|i| &i.name == name && f.nuid.as_deref() == Some(i.nuid.as_str()))
+        });
+        let mut selection = self.select(&listing).await?;
+        let dir = self.dir.clone();
+        let outdated = |manifest: &WheelManifest, name: &str, w: &Wanted| {
+            manifest.get(name).is_none_or(|e| e.nuid != w.info.nuid) || !dir.join(name).is_file()
+        };
+        if mode == SyncMode::Check {
+            let any_outdated = selection
+                .wanted
+                .iter()
+                .any(|(name, w)| outdated(&manifest, name, w));
+            let any_stale = manifest.keys().any(|n| !selection.wanted.contains_key(n));
+            if any_outdated || any_stale {
+                return Ok(Attempt::NeedsChanges);
+            }
+        }
+
+        let mut changed = false;
+        let mut updated = Vec::new();
+        loop {
+            let todo: Vec<(String, Wanted)> = selection
+                .wanted
+                .iter()
+                .filter(|(name, w)| outdated(&manifest, name, w))
+                .map(|(name, w)| (name.clone(), w.clone()))
+                .collect();
+            let mut newly_failed = false;
+            for (name, wanted) in todo {
+                let path = self.dir.join(&name);
+                let started = Instant::now();
+                let (size_bytes, sha256_hex) = self.download(&name, &path).await?;
+                if let Err(err) = self.pip_install(&name, &path).await {
+                    *env_changed |= err.killed;
+                    self.record_failure(&wanted, err.message, size_bytes, sha256_hex)
+                        .await;
+                    let _ = tokio::fs::remove_file(&path).await;
+                    newly_failed = true;
+                    continue;
+                }
+                *env_changed = true;
+                tracing::info!(
+                    wheel = %name,
+                    package = %wanted.package,
+                    version = %wanted.version,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "installed a wheel from the registry"
+                );
+                manifest.insert(
+                    name.clone(),
+                    WheelManifestEntry {
+                        nuid: wanted.info.nuid.clone(),
+                        package_name: wanted.package.clone(),
+                        package_version: wanted.version.to_string(),
+                        size_bytes,
+                        sha256_hex,
+                        tags: wanted.info.wheel_tags_lenient(),
+                        installed_at: now(),
+                    },
+                );
+                updated.push(name);
+                changed = true;
+            }
+            if !newly_failed {
+                break;
+            }
+            // Without the failed uploads, an older wheel of the same package may be the
+            // wanted one now (each pass fails at least one more upload: this ends).
+            selection = self.select(&listing).await?;
+        }
+
         let wanted_packages: HashSet<&str> = selection
             .wanted
             .values()
             .map(|w| w.package.as_str())
             .collect();
-
-        let mut changed = false;
-        let mut removed = Vec::new();
         let stale: Vec<String> = manifest
             .keys()
             .filter(|name| !selection.wanted.contains_key(*name))
             .cloned()
             .collect();
-        if mode == SyncMode::Check {
-            let outdated = selection.wanted.iter().any(|(name, w)| {
-                manifest.get(name).is_none_or(|e| e.nuid != w.info.nuid)
-                    || !self.dir.join(name).is_file()
-            });
-            if outdated || !stale.is_empty() {
-                return Ok(Attempt::NeedsChanges);
-            }
-        }
+        let mut removed = Vec::new();
         for name in stale {
             let entry = manifest.get(&name).cloned();
             let package = entry
@@ -238,42 +325,6 @@ impl WheelSync {
             changed = true;
         }
 
-        let mut updated = Vec::new();
-        for (name, wanted) in &selection.wanted {
-            let path = self.dir.join(name);
-            let current = manifest.get(name);
-            if current.is_some_and(|e| e.nuid == wanted.info.nuid) && path.is_file() {
-                continue;
-            }
-            let started = Instant::now();
-            let (size_bytes, sha256_hex) = self.download(name, &path).await?;
-            self.pip_install(name, &path)
-                .await
-                .map_err(|e| e.noting(env_changed))?;
-            *env_changed = true;
-            tracing::info!(
-                wheel = %name,
-                package = %wanted.package,
-                version = %wanted.version,
-                took_ms = started.elapsed().as_millis() as u64,
-                "installed a wheel from the registry"
-            );
-            manifest.insert(
-                name.clone(),
-                WheelManifestEntry {
-                    nuid: wanted.info.nuid.clone(),
-                    package_name: wanted.package.clone(),
-                    package_version: wanted.version.to_string(),
-                    size_bytes,
-                    sha256_hex,
-                    tags: wanted.info.wheel_tags_lenient(),
-                    installed_at: now(),
-                },
-            );
-            updated.push(name.clone());
-            changed = true;
-        }
-
         if changed {
             save_manifest(&self.manifest_path(), &manifest).await?;
         }
@@ -283,13 +334,26 @@ impl WheelSync {
             v.truncate(WHEEL_SYNC_MAX_ITEMS);
             v
         };
+        // The latest failure is `last_error` while any failed upload is listed.
+        let latest_failure = self.failed.values().max_by(|a, b| {
+            a.failed_at
+                .unwrap_or(0.0)
+                .total_cmp(&b.failed_at.unwrap_or(0.0))
+        });
+        let (last_result, last_error) = match latest_failure {
+            None => {
+                self.last_success_at = Some(t);
+                (WheelSyncResult::Ok, None)
+            }
+            Some(f) => (WheelSyncResult::Error, Some(f.error.clone())),
+        };
         Ok(Attempt::Done(Box::new(WheelSyncStatus {
             enabled: true,
-            last_result: WheelSyncResult::Ok,
+            last_result,
             last_attempt_at: Some(attempted_at),
-            last_success_at: Some(t),
+            last_success_at: self.last_success_at,
             last_synced_at: Some(t),
-            last_error: None,
+            last_error,
             selected_count: selection.wanted.len() as u64,
             updated_count: updated.len() as u64,
             removed_count: removed.len() as u64,
@@ -303,14 +367,73 @@ impl WheelSync {
                 .take(WHEEL_SYNC_MAX_ITEMS)
                 .collect(),
             installed_wheels: installed_wheels(&manifest),
+            failed_wheels: self
+                .failed
+                .values()
+                .take(WHEEL_SYNC_MAX_ITEMS)
+                .cloned()
+                .collect(),
             extra: Default::default(),
         })))
+    }
+
+    /// Remember that pip refused `wanted` (module docs): log it and append an `install_failed`
+    /// record to the wheel history (best effort, like the gateway's records).
+    async fn record_failure(
+        &mut self,
+        wanted: &Wanted,
+        error: String,
+        size_bytes: u64,
+        sha256_hex: String,
+    ) {
+        let name = wanted.info.name.clone();
+        tracing::error!(
+            wheel = %name,
+            "a wheel failed to install; this worker skips it until it is uploaded again: {error}"
+        );
+        let failed_at = now();
+        let record = WheelHistoryRecord {
+            event_id: uuid::Uuid::new_v4().simple().to_string(),
+            occurred_at: failed_at,
+            action: WheelHistoryAction::InstallFailed,
+            wheel_name: name.clone(),
+            tags: wanted.info.wheel_tags_lenient(),
+            size_bytes: Some(size_bytes),
+            sha256_hex: Some(sha256_hex),
+            replace: None,
+            actor: WheelHistoryActor::default(),
+            source: WheelHistorySource::default(),
+            worker_id: Some(self.worker_id.clone()),
+            error: Some(error.clone()),
+        };
+        if let Err(err) = self.history.put(&record.key(), record.to_json()).await {
+            tracing::warn!(wheel = %name, "append wheel history failed: {err}");
+        }
+        self.failed.insert(
+            name.clone(),
+            FailedWheel {
+                wheel_name: name,
+                package_name: Some(wanted.package.clone()),
+                package_version: Some(wanted.version.to_string()),
+                nuid: Some(wanted.info.nuid.clone()),
+                error,
+                failed_at: Some(failed_at),
+            },
+        );
     }
 
     /// Step 3 of the module docs (the interpreter is asked for its tags only when some wheel
     /// is meant for this worker).
     async fn select(&mut self, listing: &[ObjectInfo]) -> Result<Selection, String> {
-        let candidates = candidates(listing, &self.worker_tags);
+        let failed = &self.failed;
+        let candidates: Vec<_> = candidates(listing, &self.worker_tags)
+            .into_iter()
+            .filter(|(info, _)| {
+                failed
+                    .get(&info.name)
+                    .is_none_or(|f| f.nuid.as_deref() != Some(info.nuid.as_str()))
+            })
+            .collect();
         if candidates.is_empty() {
             return Ok(Selection::default());
         }

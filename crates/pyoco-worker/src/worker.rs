@@ -146,6 +146,8 @@ impl Worker {
                 &cfg.python,
                 &cfg.tags,
                 store.wheels().clone(),
+                store.wheel_history().clone(),
+                &cfg.worker_id,
             ))
         } else {
             None

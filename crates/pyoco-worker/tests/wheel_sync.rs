@@ -472,8 +472,25 @@ async fn an_empty_registry_is_a_successful_sync() {
     h.stop_worker().await.unwrap();
 }
 
+/// The `install_failed` records of the wheel history, oldest first.
+async fn install_failures(h: &Harness) -> Vec<Value> {
+    let history = h.store.wheel_history();
+    let mut keys = history.keys().await.unwrap_or_default();
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        if let Ok(Some(v)) = history.get(&key).await {
+            let record: Value = serde_json::from_slice(&v.value).unwrap();
+            if record["action"] == "install_failed" {
+                out.push(record);
+            }
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_install_reports_the_0_5_1_error_and_leaves_the_manifest_alone() {
+async fn a_wheel_pip_refuses_is_skipped_until_replaced_and_never_blocks_the_others() {
     let venv = Venv::new();
     let mut h = Harness::new(StoreConfig::default()).await;
     let good = task_wheel_name("pyoco_demo_tasks", "0.1.0");
@@ -485,18 +502,23 @@ async fn a_failing_install_reports_the_0_5_1_error_and_leaves_the_manifest_alone
     .await;
     let manifest_before = std::fs::read(sync_dir(&h).join(MANIFEST_FILE_NAME)).unwrap();
 
+    // 0.5.1: this upload made every later sync stop at it.
     let broken = task_wheel_name("pyoco_broken_tasks", "1.0.0");
     upload(&h, &broken, &[], b"this is not a zip file".to_vec()).await;
-    let ws = wait_wheel_sync(&h, "the failed sync", |ws| ws["last_result"] == "error").await;
+    let ws = wait_wheel_sync(&h, "the failed install", |ws| ws["last_result"] == "error").await;
     let err = ws["last_error"].as_str().unwrap();
     assert!(
         err.starts_with(&format!("wheel install failed (code=1): {broken}: ")),
         "{err}"
     );
     assert!(err.chars().count() <= 2000 + 100);
-    assert!(ws["last_attempt_at"].as_f64() > ok["last_attempt_at"].as_f64());
-    // Previous results are kept: the failed attempt is not a success (a no-change sync may
-    // have succeeded between the install and the broken upload, at the 300 ms interval).
+    assert_eq!(names(&ws["failed_wheels"]), [broken.as_str()], "{ws}");
+    assert_eq!(ws["failed_wheels"][0]["error"], ws["last_error"]);
+    assert_eq!(ws["failed_wheels"][0]["package_name"], "pyoco-broken-tasks");
+    assert!(ws["failed_wheels"][0]["nuid"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty()));
+    // The failed attempt is not a success; what was installed stays.
     let success = ws["last_success_at"].as_f64().unwrap();
     assert!(success >= ok["last_success_at"].as_f64().unwrap(), "{ws}");
     assert!(success < ws["last_attempt_at"].as_f64().unwrap(), "{ws}");
@@ -505,15 +527,76 @@ async fn a_failing_install_reports_the_0_5_1_error_and_leaves_the_manifest_alone
         std::fs::read(sync_dir(&h).join(MANIFEST_FILE_NAME)).unwrap(),
         manifest_before
     );
+    assert!(!sync_dir(&h).join(&broken).exists());
+
+    // A valid wheel uploaded after it is installed; a failed upgrade keeps the version that
+    // works.
+    let other = task_wheel_name("pyoco_other_tasks", "1.0.0");
+    upload(&h, &other, &[], demo_wheel("pyoco_other_tasks", "1.0.0")).await;
+    let bad_upgrade = task_wheel_name("pyoco_demo_tasks", "0.2.0");
+    upload(&h, &bad_upgrade, &[], b"not a zip either".to_vec()).await;
+    let ws = wait_wheel_sync(&h, "the other installed, the upgrade failed", |ws| {
+        names(&ws["installed_wheels"]) == [good.clone(), other.clone()]
+            && names(&ws["failed_wheels"]).len() == 2
+    })
+    .await;
+    assert_eq!(ws["last_result"], "error");
+    assert_eq!(names(&ws["selected_wheels"]), [good.clone(), other.clone()]);
     assert_eq!(
         venv.imported_version("pyoco_demo_tasks").as_deref(),
         Some("0.1.0")
     );
-    // The worker keeps serving.
+    assert_eq!(
+        run_task(&h, "default", "pyoco_other_tasks:hello").await,
+        json!("hello world from 1.0.0")
+    );
     assert_eq!(
         run_task(&h, "default", "pyoco_demo_tasks:hello").await,
         json!("hello world from 0.1.0")
     );
+
+    // Later syncs do not run pip on them again: one history record per failed upload.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let failures = install_failures(&h).await;
+    let failed_names: Vec<&str> = failures
+        .iter()
+        .map(|r| r["wheel_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed_names,
+        [broken.as_str(), bad_upgrade.as_str()],
+        "{failures:?}"
+    );
+    assert_eq!(failures[0]["worker_id"], "test-worker");
+    assert!(failures[0]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("wheel install failed (code=1): "));
+    assert_eq!(failures[0]["size_bytes"], json!(22));
+
+    // Replaced by a good upload (a new object): installed, no longer listed as failed.
+    h.store.wheels().delete(&bad_upgrade).await.unwrap();
+    upload(
+        &h,
+        &bad_upgrade,
+        &[],
+        demo_wheel("pyoco_demo_tasks", "0.2.0"),
+    )
+    .await;
+    let ws = wait_wheel_sync(&h, "the replaced upgrade installed", |ws| {
+        names(&ws["installed_wheels"]).contains(&bad_upgrade)
+    })
+    .await;
+    assert_eq!(names(&ws["failed_wheels"]), [broken.as_str()], "{ws}");
+    assert_eq!(
+        run_task(&h, "default", "pyoco_demo_tasks:hello").await,
+        json!("hello world from 0.2.0")
+    );
+    // And the last failure gone too: the sync is clean again.
+    h.store.wheels().delete(&broken).await.unwrap();
+    let ws = wait_wheel_sync(&h, "a clean sync", |ws| ws["last_result"] == "ok").await;
+    assert_eq!(ws["last_error"], Value::Null);
+    assert!(ws.get("failed_wheels").is_none(), "{ws}");
     h.stop_worker().await.unwrap();
 }
 

@@ -268,7 +268,7 @@ fn hint_422(detail: Option<&Value>) -> String {
                     "--tags is a comma-separated list of tags made of letters, digits, `_` and \
                      `-` (e.g. --tags default,gpu)"
                 }
-                "invalid action" => "--action is upload or delete",
+                "invalid action" => "--action is upload or delete (install_failed needs this project's gateway)",
                 _ => "fix that input and try again",
             };
             format!("the gateway rejected the request ({s}): {fix}")

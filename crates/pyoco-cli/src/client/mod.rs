@@ -463,6 +463,15 @@ mod tests {
         assert_eq!(h.wheel_name.as_deref(), Some("a-1.0-py3-none-any.whl"));
         assert_eq!(h.action, Some(wheels::HistoryAction::Delete));
         assert!(parse(&["wheel-history", "--action", "replace"]).is_err());
+        for spelling in ["install_failed", "install-failed"] {
+            let Command::WheelHistory(h) = parse(&["wheel-history", "--action", spelling])
+                .unwrap()
+                .command
+            else {
+                panic!()
+            };
+            assert_eq!(h.action, Some(wheels::HistoryAction::InstallFailed));
+        }
 
         let Command::WheelUpload(u) = parse(&[
             "wheel-upload",

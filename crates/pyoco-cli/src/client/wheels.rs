@@ -40,6 +40,9 @@ const WARN_PREFIX: &str = "[pyoco-client][preflight][warn]";
 pub(crate) enum HistoryAction {
     Upload,
     Delete,
+    /// A worker's pip refused the wheel (our gateway only; a 0.5.1 gateway answers 422).
+    #[value(name = "install_failed", alias = "install-failed")]
+    InstallFailed,
 }
 
 impl HistoryAction {
@@ -47,6 +50,7 @@ impl HistoryAction {
         match self {
             HistoryAction::Upload => "upload",
             HistoryAction::Delete => "delete",
+            HistoryAction::InstallFailed => "install_failed",
         }
     }
 }
@@ -74,7 +78,7 @@ pub(crate) struct WheelHistoryArgs {
     /// Only records of this wheel file name.
     #[arg(long, value_name = "FILE")]
     pub wheel_name: Option<String>,
-    /// Only uploads or only deletes.
+    /// Only uploads, only deletes, or only failed installs on workers.
     #[arg(long, value_enum)]
     pub action: Option<HistoryAction>,
 }

@@ -95,6 +95,8 @@ pub(crate) fn new_record(
             api_key_id: caller.api_key_id.clone(),
         },
         source: source.0.clone(),
+        worker_id: None,
+        error: None,
     }
 }
 
@@ -124,7 +126,8 @@ pub(crate) struct WheelHistoryParams {
     /// name`; empty: no filter).
     #[param(example = "demo_pkg-0.1.0-py3-none-any.whl")]
     wheel_name: Option<String>,
-    /// `upload` or `delete`, any case (else 422 `invalid action`; empty: no filter).
+    /// `upload`, `delete` or `install_failed` (ours), any case (else 422 `invalid action`;
+    /// empty: no filter).
     #[param(example = "upload")]
     action: Option<String>,
 }
@@ -137,7 +140,7 @@ pub(crate) struct WheelHistoryEntry {
     event_id: String,
     /// Seconds since the epoch.
     occurred_at: f64,
-    /// `upload` or `delete`.
+    /// `upload` or `delete`; `install_failed` when a worker's pip refused the wheel (ours).
     #[schema(example = "upload")]
     action: String,
     wheel_name: String,
@@ -154,6 +157,10 @@ pub(crate) struct WheelHistoryEntry {
     /// `scheme` (each `null` when unknown).
     #[schema(value_type = Object)]
     source: (),
+    /// `install_failed` only: the worker whose `pip install` failed.
+    worker_id: Option<String>,
+    /// `install_failed` only: pip's error (at most 2,000 characters).
+    error: Option<String>,
 }
 
 /// The validated query of `GET /wheels/history`.
@@ -197,7 +204,7 @@ impl HistoryQuery {
                 ApiError::with_reason(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid action",
-                    format!("action {raw:?}: use upload or delete"),
+                    format!("action {raw:?}: use upload, delete or install_failed"),
                 )
             })?),
         };
@@ -501,6 +508,9 @@ mod tests {
         assert_eq!(q.limit, 7);
         assert_eq!(q.wheel_name.as_deref(), Some("a-1.0-py3-none-any.whl"));
         assert_eq!(q.action, Some(WheelHistoryAction::Delete));
+        // Ours: the records a worker writes when pip refuses a wheel.
+        let q = HistoryQuery::parse(Some("action=Install_Failed")).unwrap();
+        assert_eq!(q.action, Some(WheelHistoryAction::InstallFailed));
         // Blank filters filter nothing.
         let q = HistoryQuery::parse(Some("wheel_name=%20&action=")).unwrap();
         assert_eq!((q.wheel_name, q.action), (None, None));

@@ -78,6 +78,15 @@ TASK_MODULES = {
             sys.stdout.write("x" * n)
             return n
 
+        def big_text(n):
+            return "b" * n
+
+        def big_list(n):
+            return list(range(n))
+
+        def echo(value=None):
+            return len(value)
+
         def unicode_out():
             print("h\\u00e9llo \\u2713")
             return "\\u00fcn\\u00ef"

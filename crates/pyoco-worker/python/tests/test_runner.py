@@ -590,6 +590,41 @@ class OutputCapture(RunnerTestCase):
         _, fin = self.run_flow(rid(), y, max_output_bytes=10)
         self.assertEqual(fin["task_records"]["s"]["stdout"], "x" * 10 + "\u2026[truncated 99990 bytes]")
 
+    def test_values_over_the_record_limit_are_replaced_not_sent(self):
+        # 50 MB returned and passed on: the lines stay small, the next task gets the value.
+        y = yaml_doc("big >> use", tasks={
+            "big": {"callable": "rt_tasks:big_text", "inputs": {"n": 50_000_000}},
+            "use": {"callable": "rt_tasks:echo", "inputs": {"value": "$node.big.output"}}})
+        n_before = len(self.runner.raw_lines)
+        _, fin = self.run_flow(rid(), y)
+        self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+        self.assertEqual(fin["task_records"]["big"]["output"],
+                         "\u2026[output omitted: 50000002 bytes as JSON, over the run snapshot limit of 262144 bytes]")
+        self.assertEqual(fin["task_records"]["use"]["inputs"]["value"],
+                         "\u2026[input value omitted: 50000002 bytes as JSON, over the run snapshot limit of 262144 bytes]")
+        self.assertEqual(fin["task_records"]["use"]["output"], 50_000_000)
+        self.assertLess(max(len(l) for l in self.runner.raw_lines[n_before:]), 64 * 1024)
+        # A container is measured only up to the limit; a value under it is kept as is.
+        y = yaml_doc("l", tasks={"l": {"callable": "rt_tasks:big_list", "inputs": {"n": 300_000}}})
+        _, fin = self.run_flow(rid(), y)
+        self.assertEqual(fin["task_records"]["l"]["output"],
+                         "\u2026[output omitted: more than 262144 bytes as JSON, over the run snapshot limit of 262144 bytes]")
+        y = yaml_doc("l", tasks={"l": {"callable": "rt_tasks:big_list", "inputs": {"n": 1000}}})
+        _, fin = self.run_flow(rid(), y)
+        self.assertEqual(fin["task_records"]["l"]["output"], list(range(1000)))
+
+    def test_record_value_limit_from_the_env(self):
+        runner = self.start_runner(env={"PYOCO_RUNNER_MAX_RECORD_VALUE_BYTES": "10"})
+        try:
+            self.assertEqual(runner.ready["max_record_value_bytes"], 10)
+            y = yaml_doc("a >> b", tasks={"a": {"callable": "rt_tasks:big_text", "inputs": {"n": 8}},
+                                          "b": {"callable": "rt_tasks:big_text", "inputs": {"n": 9}}})
+            _, fin = runner.run(rid(), y)
+            self.assertEqual(fin["task_records"]["a"]["output"], "b" * 8)
+            self.assertTrue(fin["task_records"]["b"]["output"].startswith("\u2026[output omitted: 11 bytes"))
+        finally:
+            runner.close()
+
     def test_env_limit_and_tee(self):
         runner = self.start_runner(env={"PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES": "5",
                                         "PYOCO_RUNNER_TEE_TASK_OUTPUT": "1"})
