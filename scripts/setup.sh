@@ -54,7 +54,7 @@ Options:
   --with-desktop-tests
                    --with-desktop, plus xvfb xauth webkit2gtk-driver imagemagick and
                    tauri-driver into <data>/tools (to test the desktop app's window)
-  --with-browser   also install chromium chromium-driver
+  --with-browser   also install chromium chromium-driver fonts-ipafont-gothic
   --force          rebuild the venvs even when their stamps match
   --skip-apt       skip the apt step (used when re-running as $SUDO_USER)
   --apt-only       run only the apt step
@@ -114,11 +114,12 @@ step_apt() {
     what+=" + desktop"
   fi
   if [[ $WITH_DESKTOP_TESTS == 1 ]]; then
-    pkgs+=(xvfb xauth webkit2gtk-driver imagemagick)
+    pkgs+=(xvfb xauth webkit2gtk-driver imagemagick fonts-ipafont-gothic)
     what+=" + desktop tests"
   fi
   if [[ $WITH_BROWSER == 1 ]]; then
-    pkgs+=(chromium chromium-driver)
+    # A Japanese font, so screenshots of the Japanese dashboard show text, not boxes.
+    pkgs+=(chromium chromium-driver fonts-ipafont-gothic)
     what+=" + browser"
   fi
 

@@ -18,7 +18,7 @@ use pyoco_testkit::{eventually, free_port, AppOptions, TestApp, TASKS_MODULE};
 use serde_json::json;
 
 /// chromedriver, killed when dropped.
-struct Driver(Child);
+pub(crate) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -74,6 +74,21 @@ const flow = {flow};
     )
 }
 
+/// A chromedriver and a headless Chromium session on it (1400×1000, English).
+pub(crate) async fn browser() -> (Driver, Client) {
+    let driver_port = free_port();
+    let driver = Driver(
+        Command::new("chromedriver")
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (bash scripts/setup.sh --with-browser)"),
+    );
+    let client = chromium(driver_port).await;
+    (driver, client)
+}
+
 async fn chromium(port: u16) -> Client {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
@@ -83,7 +98,14 @@ async fn chromium(port: u16) -> Client {
         "browserName": "chrome",
         "goog:chromeOptions": {
             "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--window-size=1400,1000",
+                "--lang=en-US",
+            ],
         },
     });
     let caps = caps.as_object().unwrap().clone();
@@ -120,16 +142,7 @@ async fn a_web_page_cannot_submit_a_flow_to_the_local_gateway() {
     ]);
     serve_page(listener, page);
 
-    let driver_port = free_port();
-    let _driver = Driver(
-        Command::new("chromedriver")
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver is installed (bash scripts/setup.sh --with-browser)"),
-    );
-    let client = chromium(driver_port).await;
+    let (_driver, client) = browser().await;
     client.goto(&format!("{origin}/")).await.unwrap();
     eventually(
         Duration::from_secs(20),

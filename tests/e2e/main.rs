@@ -7,6 +7,7 @@
 mod appliance;
 mod auth_interop;
 mod browser;
+mod dashboard;
 mod docs_references;
 mod interop;
 mod module_graph;

@@ -126,6 +126,8 @@ pub struct TestApp {
     addr: SocketAddr,
     base_url: String,
     http: reqwest::Client,
+    /// The key `http` sends, when auth is on.
+    api_key: Option<String>,
     store: Store,
     dir: tempfile::TempDir,
 }
@@ -177,12 +179,13 @@ impl TestApp {
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the gateway");
         let addr = listener.local_addr().expect("local addr");
-        let http = match settings.http_auth_mode {
-            AuthMode::None => reqwest::Client::new(),
-            AuthMode::ApiKey => client_with_key(
-                &settings.http_api_key_header,
-                &kit_api_key(&store, &settings).await,
-            ),
+        let api_key = match settings.http_auth_mode {
+            AuthMode::None => None,
+            AuthMode::ApiKey => Some(kit_api_key(&store, &settings).await),
+        };
+        let http = match &api_key {
+            None => reqwest::Client::new(),
+            Some(key) => client_with_key(&settings.http_api_key_header, key),
         };
         let mut app = TestApp {
             nats,
@@ -193,6 +196,7 @@ impl TestApp {
             addr,
             base_url: format!("http://{addr}"),
             http,
+            api_key,
             store,
             dir,
         };
@@ -269,6 +273,11 @@ impl TestApp {
     /// The gateway's URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
+    }
+
+    /// With auth on, the app's own API key (what [`TestApp::http`] sends).
+    pub fn api_key(&self) -> Option<&str> {
+        self.api_key.as_deref()
     }
 
     pub fn http(&self) -> &reqwest::Client {

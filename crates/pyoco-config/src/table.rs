@@ -375,7 +375,7 @@ settings_table! {
     dashboard_lang: DashboardLang = PYOCO_DASHBOARD_LANG {
         group: Dashboard, kind: Kind::DashboardLang, default: Some("auto"), scope: Server,
         restarts: Gateway,
-        help: "Dashboard language: `auto` (from the server's locale), `ja` or `en`.",
+        help: "Dashboard language when the page has no `?lang` and no choice remembered: `ja` or `en`; `auto` follows the browser's languages (0.5.1: the server's locale).",
     },
 
     // ── Logging ─────────────────────────────────────────────────────────────────────────────

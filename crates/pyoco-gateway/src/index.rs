@@ -456,6 +456,8 @@ pub(crate) struct StatusCounts {
 struct IndexedRun {
     /// The `GET /runs` summary item, encoded.
     summary: Box<[u8]>,
+    /// `,"start_time":…,"end_time":…` (the keys present), for `include=times`.
+    times: Box<[u8]>,
     /// `str(status or "UNKNOWN")`, the metrics label.
     label: Sym,
     flow_name: Option<Sym>,
@@ -496,6 +498,24 @@ impl<'a> RunView<'a> {
     /// The summary item as JSON.
     pub(crate) fn summary_json(&self) -> &'a [u8] {
         &self.run.summary
+    }
+
+    /// Append the summary item with its `start_time` and `end_time` (those present) to `out`.
+    pub(crate) fn write_summary_with_times(&self, out: &mut Vec<u8>) {
+        let summary = &self.run.summary;
+        let times = &self.run.times;
+        if times.is_empty() || summary.len() < 2 {
+            out.extend_from_slice(summary);
+            return;
+        }
+        out.extend_from_slice(&summary[..summary.len() - 1]);
+        // `{}` takes the fragment without its leading comma.
+        out.extend_from_slice(if summary.len() == 2 {
+            &times[1..]
+        } else {
+            times
+        });
+        out.push(b'}');
     }
 }
 
@@ -619,6 +639,7 @@ impl IndexState {
         let mut acquire = |name: Option<String>| name.map(|name| self.symbols.acquire(&name));
         let indexed = IndexedRun {
             summary: run.summary,
+            times: run.times,
             label,
             flow_name: acquire(run.flow_name),
             tag: acquire(run.tag),
@@ -740,8 +761,11 @@ impl Symbols {
 
 /// The keys of a snapshot the index reads; everything else is skipped unparsed.
 fn is_indexed_key(key: &str) -> bool {
-    key == "workflow_yaml_sha256" || RUN_SUMMARY_KEYS.contains(&key)
+    key == "workflow_yaml_sha256" || RUN_SUMMARY_KEYS.contains(&key) || TIME_KEYS.contains(&key)
 }
+
+/// The keys `include=times` adds to summary items (ours: the dashboard shows durations).
+const TIME_KEYS: [&str; 2] = ["start_time", "end_time"];
 
 /// The indexed keys of a snapshot. Any JSON object reads (values of any type); anything else
 /// is an error. Large values the index does not need (`task_records`, `params`) are checked
@@ -789,6 +813,7 @@ struct ParsedRun {
     updated_at: f64,
     run_id: String,
     summary: Box<[u8]>,
+    times: Box<[u8]>,
     label: String,
     status_is_label: bool,
     flow_name: Option<String>,
@@ -803,10 +828,20 @@ impl ParsedRun {
         let summary = pyoco_wire::to_python_json(&RunSummary::from_snapshot(&fields));
         let status = fields.get("status");
         let string = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_owned);
+        let mut times = Vec::new();
+        for key in TIME_KEYS {
+            if let Some(value) = fields.get(key) {
+                times.extend_from_slice(b",\"");
+                times.extend_from_slice(key.as_bytes());
+                times.extend_from_slice(b"\":");
+                times.extend_from_slice(&pyoco_wire::to_python_json(value));
+            }
+        }
         ParsedRun {
             updated_at,
             run_id,
             summary: summary.into_boxed_slice(),
+            times: times.into_boxed_slice(),
             label: status_label(status),
             status_is_label: matches!(status, Some(Value::String(s)) if !s.is_empty()),
             flow_name: string("flow_name"),
@@ -1023,6 +1058,40 @@ mod tests {
             r#"{"run_id":"r","status":"RUNNING","updated_at":5.0,"worker_id":null}"#
         );
         assert_eq!(p.workflow_yaml_sha256.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn include_times_adds_the_present_times_to_the_summary() {
+        let with = |snapshot: Value| {
+            let p = parsed(&snapshot);
+            let key: Arc<str> = Arc::from("r");
+            let run = IndexedRun {
+                summary: p.summary,
+                times: p.times,
+                label: Sym(NonZeroU32::MIN),
+                flow_name: None,
+                tag: None,
+                workflow_yaml_sha256: None,
+                tenant_id: None,
+                status_is_label: true,
+            };
+            let mut out = Vec::new();
+            RunView {
+                key: &key,
+                run: &run,
+            }
+            .write_summary_with_times(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            with(json!({"run_id": "r", "status": "RUNNING", "start_time": 1.5, "end_time": null})),
+            r#"{"run_id":"r","status":"RUNNING","start_time":1.5,"end_time":null}"#
+        );
+        assert_eq!(
+            with(json!({"run_id": "r", "status": "PENDING"})),
+            r#"{"run_id":"r","status":"PENDING"}"#
+        );
+        assert_eq!(with(json!({"start_time": 2})), r#"{"start_time":2}"#);
     }
 
     #[test]

@@ -49,6 +49,8 @@ struct Inner {
     /// The `Host` / `Origin` checks and CORS.
     guard: Guard,
     conn_limits: ConnLimits,
+    /// `PYOCO_DASHBOARD_LANG` for the page: `ja`, `en`, or empty (`auto`: the browser's).
+    dashboard_lang: &'static str,
 }
 
 impl AppState {
@@ -71,6 +73,11 @@ impl AppState {
                 wheel_keep_versions: settings.wheel_keep_versions,
                 task_modules: settings.task_modules.clone(),
                 yaml_parsing: tokio::sync::Semaphore::new(YAML_PARSES_AT_ONCE),
+                dashboard_lang: match settings.dashboard_lang {
+                    pyoco_config::DashboardLang::Ja => "ja",
+                    pyoco_config::DashboardLang::En => "en",
+                    pyoco_config::DashboardLang::Auto => "",
+                },
             }),
         }
     }
@@ -164,6 +171,10 @@ impl AppState {
     }
 
     /// The in-memory index of every run (`GET /runs`, `/metrics`).
+    pub(crate) fn dashboard_lang(&self) -> &'static str {
+        self.inner.dashboard_lang
+    }
+
     pub(crate) fn run_index(&self) -> &RunIndex {
         &self.inner.run_index
     }

@@ -196,6 +196,24 @@ def bound_task_record(rec):
     return rec
 
 
+MAX_TASK_EDGES = 5000
+
+
+def task_edges(flow):
+    """The flow's dependencies as sorted [upstream, downstream] name pairs (what the dashboard
+    draws), or None for a flow with more than MAX_TASK_EDGES of them."""
+    edges = set()
+    try:
+        for t in list(flow.tasks):
+            for dep in list(getattr(t, "dependencies", ()) or ()):
+                edges.add((str(dep.name), str(t.name)))
+                if len(edges) > MAX_TASK_EDGES:
+                    return None
+    except Exception:
+        return None
+    return [list(e) for e in sorted(edges)]
+
+
 def dumps_line(msg):
     """One protocol line (bytes, newline terminated): compact, ASCII-only."""
     text = json.dumps(_jsonable(msg), separators=(",", ":"), ensure_ascii=True, allow_nan=False)
@@ -2293,6 +2311,7 @@ class Server:
                 "status": run_ctx.status.value, "graph_mode": mode,
                 "tasks": active.task_map(), "task_records": active.task_records(),
                 "start_time": run_ctx.start_time,
+                "edges": task_edges(flow),
             })
 
             error = kind = tb = None

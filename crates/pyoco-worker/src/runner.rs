@@ -163,6 +163,9 @@ pub struct RunStarted {
     pub task_records: IndexMap<String, TaskRecord>,
     #[serde(default)]
     pub start_time: Option<f64>,
+    /// The flow's dependencies, `[upstream, downstream]` (null for a very large flow).
+    #[serde(default)]
+    pub edges: Option<Vec<[String; 2]>>,
 }
 
 /// `task_finished`: pyoco finalised a task's record.

@@ -34,6 +34,11 @@ use pyoco_wire::python::time as now;
 /// over.
 pub(crate) const ATTEMPT_KEY: &str = "attempt";
 
+/// Snapshot key (our addition) holding the flow's dependencies as `[upstream, downstream]`
+/// task-name pairs, from the runner's `run_started` (the dashboard draws the graph from it;
+/// the flow.yaml itself is not stored). Absent for a flow with more than 5,000 of them.
+pub(crate) const TASK_EDGES_KEY: &str = "task_edges";
+
 /// Conflicts tolerated in a row before a write gives up (each one means another writer got in
 /// between our read and our write).
 const MAX_CAS_ATTEMPTS: usize = 8;

@@ -44,6 +44,8 @@ async fn two_task_flow_completes_with_outputs_and_worker_id() {
     assert!(s.end_time >= s.start_time);
     // The worker's cancel fields are always present (null), like 0.5.1's worker writes.
     assert_eq!(common::json(&s)["cancel_requested_at"], json!(null));
+    // Ours: the flow's graph, for the dashboard (the flow.yaml is not stored).
+    assert_eq!(common::json(&s)["task_edges"], json!([["t1", "t2"]]));
 
     h.stop_worker().await.expect("clean stop");
     let rec = h

@@ -91,7 +91,11 @@ async fn list_runs(
             if !std::mem::take(&mut first) {
                 body.push(b',');
             }
-            body.extend_from_slice(run.summary_json());
+            if params.times {
+                run.write_summary_with_times(&mut body);
+            } else {
+                body.extend_from_slice(run.summary_json());
+            }
         });
         page.next_cursor
     };
@@ -161,7 +165,8 @@ struct ListRunsParams {
     /// `next_cursor` of the previous page; present (even empty) asks for the page shape. One
     /// that does not decode: 422 `invalid list query`.
     cursor: Option<String>,
-    /// Repeatable: `full` or `all` answer full snapshots instead of summaries.
+    /// Repeatable: `full` or `all` answer full snapshots instead of summaries; `times` (ours)
+    /// adds `start_time` and `end_time` to summary items.
     #[param(explode, style = Form)]
     include: Option<Vec<String>>,
     /// Page size.
@@ -181,6 +186,8 @@ struct ListParams {
     cursor: Option<String>,
     /// `include` named `full` or `all`.
     full: bool,
+    /// `include` named `times` (ours).
+    times: bool,
     limit: usize,
     /// vNext response shape.
     vnext: bool,
@@ -201,7 +208,10 @@ impl ListParams {
                 "updated_after" => raw.updated_after = Some(value),
                 "cursor" => raw.cursor = Some(value),
                 "workflow_yaml_sha256" => raw.workflow_yaml_sha256 = Some(value),
-                "include" => raw.full |= matches!(&*value, "full" | "all"),
+                "include" => {
+                    raw.full |= matches!(&*value, "full" | "all");
+                    raw.times |= value == "times";
+                }
                 "limit" => raw.limit = Some(value),
                 _ => {}
             }
@@ -245,6 +255,7 @@ impl ListParams {
             updated_after,
             cursor: raw.cursor,
             full: raw.full,
+            times: raw.times,
             limit: limit.unwrap_or(DEFAULT_LIMIT),
         })
     }
@@ -274,6 +285,7 @@ struct RawParams {
     cursor: Option<String>,
     workflow_yaml_sha256: Option<String>,
     full: bool,
+    times: bool,
     limit: Option<String>,
 }
 
@@ -426,6 +438,8 @@ mod tests {
                 .unwrap()
                 .full
         );
+        let p = ListParams::parse(Some("include=times")).unwrap();
+        assert!(p.times && !p.full && !p.vnext);
         assert!(!ListParams::parse(Some("include=records")).unwrap().full);
     }
 

@@ -1,7 +1,7 @@
 //! The routes, one module per feature, composed into the public and the protected parts.
 //!
 //! Each handler module serves one feature (`runs`: submit and read; `list`: `GET /runs`;
-//! `watch`; `cancel`; `workers`; `metrics`; `health`; `home`; `wheels` and `wheel_history`)
+//! `watch`; `cancel`; `workers`; `metrics`; `health`; `dashboard`; `wheels` and `wheel_history`)
 //! and keeps its request parsing beside it (`submit_request`, `yaml_form`, `wheel_form`,
 //! `wheel_archive`). What several of them need lives in modules that import no handler:
 //! `stored` (reading runs, the KV key rule) and `components` (the OpenAPI error responses
@@ -14,8 +14,8 @@ use crate::{auth, error::ApiError, AppState};
 
 mod cancel;
 mod components;
+mod dashboard;
 mod health;
-mod home;
 mod list;
 mod metrics;
 mod openapi;
@@ -33,7 +33,7 @@ mod yaml_form;
 /// Routes anyone may call: `GET /health`, the dashboard page and the OpenAPI document.
 pub(crate) fn public() -> Router<AppState> {
     health::routes()
-        .merge(home::routes())
+        .merge(dashboard::routes())
         .merge(openapi::routes())
 }
 

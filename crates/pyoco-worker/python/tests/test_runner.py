@@ -257,6 +257,7 @@ class ReadmeExample(RunnerTestCase):
         self.assertEqual(started["graph_mode"], "expression")
         self.assertEqual(started["tasks"], {"t1": "PENDING", "t2": "PENDING"})
         self.assertEqual(list(started["tasks"]), ["t1", "t2"])  # graph order
+        self.assertEqual(started["edges"], [["t1", "t2"]])
         self.assertEqual(fin["status"], "COMPLETED")
         self.assertIsNone(fin["error"])
         self.assertIsNone(fin["error_kind"])
@@ -479,6 +480,13 @@ class GraphSafety(RunnerTestCase):
 
 
 class GraphFeatures(RunnerTestCase):
+    def test_edges_describe_a_diamond(self):
+        y = yaml_doc("a >> b\na >> c\nb >> d\nc >> d",
+                     tasks={n: "rt_tasks:pick_a" for n in "abcd"})
+        events, fin = self.run_flow(rid(), y)
+        self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+        self.assertEqual(events[0]["edges"], [["a", "b"], ["a", "c"], ["b", "d"], ["c", "d"]])
+
     def test_parallel_and_join(self):
         y = yaml_doc("(a & b) >> c", tasks={"a": "rt_tasks:pick_a", "b": "rt_tasks:pick_b", "c": "rt_tasks:tag"})
         _, fin = self.run_flow(rid(), y)

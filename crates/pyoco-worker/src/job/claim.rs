@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     context::Shared,
-    snapshot_writer::{SnapshotWriter, ATTEMPT_KEY},
+    snapshot_writer::{SnapshotWriter, ATTEMPT_KEY, TASK_EDGES_KEY},
 };
 use pyoco_wire::python::time as now;
 
@@ -179,6 +179,7 @@ fn ownership_snapshot(
     s.error = None;
     s.worker_id = Some(worker_id.to_string());
     s.task_records_truncated = None;
+    s.extra.shift_remove(TASK_EDGES_KEY);
     match attempt {
         Some(a) => {
             s.extra.insert(ATTEMPT_KEY.into(), a.into());

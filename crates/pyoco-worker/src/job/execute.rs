@@ -15,7 +15,7 @@ use crate::{
     heartbeat::ticker,
     pool::Lease,
     runner::{cancel_request, RunFinished, RunnerEvent},
-    snapshot_writer::SnapshotWriter,
+    snapshot_writer::{SnapshotWriter, TASK_EDGES_KEY},
 };
 
 /// How the execution of a claimed run ended.
@@ -152,6 +152,15 @@ fn apply_event(w: &mut SnapshotWriter, run_id: &str, ev: RunnerEvent) {
             snap.tasks = s.tasks;
             snap.task_records = s.task_records;
             snap.start_time = s.start_time.or(snap.start_time);
+            match s.edges {
+                Some(edges) => {
+                    snap.extra
+                        .insert(TASK_EDGES_KEY.into(), serde_json::json!(edges));
+                }
+                None => {
+                    snap.extra.shift_remove(TASK_EDGES_KEY);
+                }
+            }
         }),
         RunnerEvent::TaskStarted { task, at, .. } => w.update(|snap| {
             snap.tasks.insert(task.clone(), TaskState::Running);

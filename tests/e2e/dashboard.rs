@@ -1,0 +1,439 @@
+//! The web dashboard in a real browser (headless Chromium through chromedriver) against a real
+//! gateway, worker, nats-server and pyoco: the runs list and its live updates, a run's graph,
+//! timeline and records, cancel from the page, hostile names shown as text, Japanese, and the
+//! API key prompt.
+//!
+//! Screenshots of each step go to `artifacts/dashboard/` at the workspace root (CI keeps them).
+//! Needs `scripts/setup.sh --with-browser` (Debian's chromium and chromium-driver).
+
+use std::{path::PathBuf, time::Duration};
+
+use fantoccini::{elements::Element, Client, Locator};
+use pyoco_testkit::{eventually, workspace_root, AppOptions, TestApp, TASKS_MODULE};
+use serde_json::{json, Value};
+
+use crate::{browser::browser, RUN_TIMEOUT, TERMINAL};
+
+const T: Duration = Duration::from_secs(30);
+
+fn flow(graph: &str, tasks: &[(&str, &str, &str)]) -> String {
+    let mut y = format!(
+        "version: 1\nflow:\n  graph: |\n    {}\ntasks:\n",
+        graph.replace('\n', "\n    ")
+    );
+    for (name, callable, inputs) in tasks {
+        y.push_str(&format!(
+            "  {name}:\n    callable: {TASKS_MODULE}:{callable}\n"
+        ));
+        if !inputs.is_empty() {
+            y.push_str(&format!("    inputs: {inputs}\n"));
+        }
+    }
+    y
+}
+
+/// hello >> shout, then a 2 s nap: long enough to be seen running.
+fn hello_flow(nap: f64) -> String {
+    flow(
+        "hello >> shout\nshout >> nap",
+        &[
+            ("hello", "hello", "{name: dashboard}"),
+            ("shout", "shout", ""),
+            ("nap", "nap", &format!("{{seconds: {nap}}}")),
+        ],
+    )
+}
+
+fn shots_dir() -> PathBuf {
+    let dir = workspace_root().join("artifacts/dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Save a screenshot as `artifacts/dashboard/<name>.png`.
+async fn shot(client: &Client, name: &str) {
+    // A screenshot right after a change can show the previous frame.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let png = client.screenshot().await.expect("screenshot");
+    let path = shots_dir().join(format!("{name}.png"));
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+}
+
+async fn find(client: &Client, css: &str) -> Element {
+    eventually(T, &format!("{css} on the page"), || async {
+        client.find(Locator::Css(css)).await.ok()
+    })
+    .await
+}
+
+/// `document.querySelector(css)?.getAttribute(attr)`.
+async fn attr(client: &Client, css: &str, name: &str) -> Option<String> {
+    let v = client
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;",
+            vec![json!(css), json!(name)],
+        )
+        .await
+        .ok()?;
+    v.as_str().map(str::to_string)
+}
+
+async fn js(client: &Client, script: &str) -> Value {
+    client.execute(script, vec![]).await.expect("script")
+}
+
+/// Wait until `css`'s attribute `name` is `want`.
+async fn wait_attr(client: &Client, css: &str, name: &str, want: &str) {
+    eventually(T, &format!("{css} [{name}={want}]"), || async {
+        (attr(client, css, name).await.as_deref() == Some(want)).then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_appear_and_change_live_and_a_run_shows_its_graph_timeline_and_records() {
+    let app = TestApp::start(AppOptions::default()).await;
+    let before = app
+        .submit_yaml(&hello_flow(0.1), "stored-before", "default")
+        .await;
+    app.wait_status(&before, TERMINAL, RUN_TIMEOUT).await;
+
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/#/runs", app.base_url()))
+        .await
+        .unwrap();
+    // The stored run is listed.
+    let row = format!(r#"tr[data-run-id="{before}"]"#);
+    wait_attr(&client, &row, "data-status", "COMPLETED").await;
+    assert_eq!(
+        find(&client, &format!("{row} td.flow a"))
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "stored-before"
+    );
+    // The status counts come from /metrics.
+    wait_attr(
+        &client,
+        r#"#status-counts [data-status="COMPLETED"]"#,
+        "data-status",
+        "COMPLETED",
+    )
+    .await;
+    shot(&client, "01-runs-list").await;
+
+    // Submitted after the page loaded: it appears and turns COMPLETED without a reload.
+    js(&client, "window.__same_page = true; return null;").await;
+    let live = app
+        .submit_yaml(&hello_flow(2.0), "live-run", "default")
+        .await;
+    let row = format!(r#"tr[data-run-id="{live}"]"#);
+    let first_seen = eventually(T, "the new run listed", || async {
+        attr(&client, &row, "data-status").await
+    })
+    .await;
+    assert_ne!(first_seen, "COMPLETED", "seen before it ended");
+    wait_attr(&client, &row, "data-status", "RUNNING").await;
+    shot(&client, "02-run-running-in-list").await;
+    eventually(RUN_TIMEOUT, "the run COMPLETED in the list", || async {
+        (attr(&client, &row, "data-status").await.as_deref() == Some("COMPLETED")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        js(&client, "return window.__same_page === true;").await,
+        json!(true),
+        "no reload"
+    );
+    shot(&client, "03-run-completed-in-list").await;
+
+    // Its detail: graph with both dependencies, every task succeeded, records and stdout.
+    find(&client, &format!("{row} td.flow a"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_attr(&client, "#run-status", "data-state", "completed").await;
+    let nodes = js(
+        &client,
+        "return [...document.querySelectorAll('#run-graph g.node')].map(n => [n.dataset.task, n.dataset.state]);",
+    )
+    .await;
+    assert_eq!(
+        nodes,
+        json!([
+            ["hello", "succeeded"],
+            ["shout", "succeeded"],
+            ["nap", "succeeded"]
+        ])
+    );
+    assert_eq!(
+        js(
+            &client,
+            "return document.querySelectorAll('#run-graph path.edge').length;"
+        )
+        .await,
+        json!(2)
+    );
+    assert_eq!(
+        js(
+            &client,
+            "return document.querySelectorAll('#run-timeline g.bar').length;"
+        )
+        .await,
+        json!(3)
+    );
+    find(&client, r#"#run-graph g.node[data-task="hello"]"#)
+        .await
+        .click()
+        .await
+        .unwrap();
+    let stdout = find(&client, r#"#task-detail [data-field="stdout"]"#).await;
+    assert_eq!(
+        stdout.text().await.unwrap().trim_end(),
+        "saying hello to dashboard"
+    );
+    let output = find(&client, r#"#task-detail [data-field="output"]"#).await;
+    assert_eq!(output.text().await.unwrap(), "hello dashboard");
+    assert_eq!(
+        find(&client, "#run-live")
+            .await
+            .attr("data-state")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("done")
+    );
+    shot(&client, "04-run-detail").await;
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_is_cancelled_from_the_page() {
+    let app = TestApp::start(AppOptions::default()).await;
+    let run = app
+        .submit_yaml(
+            &flow("nap", &[("nap", "nap", "{seconds: 60}")]),
+            "long",
+            "default",
+        )
+        .await;
+    app.wait_status(&run, &["RUNNING"], RUN_TIMEOUT).await;
+
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/#/runs/{run}", app.base_url()))
+        .await
+        .unwrap();
+    wait_attr(&client, "#run-status", "data-state", "running").await;
+    wait_attr(
+        &client,
+        r#"#run-graph g.node[data-task="nap"]"#,
+        "data-state",
+        "running",
+    )
+    .await;
+    shot(&client, "05-run-running").await;
+    find(&client, "#run-cancel").await.click().await.unwrap();
+    // A confirmation first: nothing is cancelled until it is answered.
+    find(&client, "#confirm-dialog[open]").await;
+    shot(&client, "06-cancel-confirm").await;
+    assert_eq!(
+        app.wait_status(&run, &["RUNNING"], T).await["status"],
+        "RUNNING"
+    );
+    find(&client, "#confirm-yes").await.click().await.unwrap();
+    // The task is interrupted: CANCELLED within seconds, not after the 60 s nap.
+    wait_attr(&client, "#run-status", "data-state", "cancelled").await;
+    assert_eq!(
+        app.wait_status(&run, TERMINAL, T).await["status"],
+        "CANCELLED"
+    );
+    assert_eq!(
+        attr(&client, "#run-cancel", "hidden").await.as_deref(),
+        Some("")
+    );
+    shot(&client, "07-run-cancelled").await;
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_and_output_are_shown_as_text() {
+    let app = TestApp::start(AppOptions::default()).await;
+    let name = r#"<img src=x onerror="window.__xss=1">"#;
+    let run = app
+        .submit_yaml(
+            &flow(
+                "hello",
+                &[(
+                    "hello",
+                    "hello",
+                    r#"{name: "<script>window.__xss=2</script>"}"#,
+                )],
+            ),
+            name,
+            "default",
+        )
+        .await;
+    app.wait_status(&run, TERMINAL, RUN_TIMEOUT).await;
+
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/#/runs", app.base_url()))
+        .await
+        .unwrap();
+    let cell = find(&client, &format!(r#"tr[data-run-id="{run}"] td.flow a"#)).await;
+    assert_eq!(cell.text().await.unwrap(), name);
+    client
+        .goto(&format!("{}/#/runs/{run}", app.base_url()))
+        .await
+        .unwrap();
+    wait_attr(&client, "#run-status", "data-state", "completed").await;
+    let stdout = find(&client, r#"#task-detail [data-field="stdout"]"#).await;
+    assert_eq!(
+        stdout.text().await.unwrap().trim_end(),
+        "saying hello to <script>window.__xss=2</script>"
+    );
+    assert_eq!(
+        find(&client, "#run-title").await.text().await.unwrap(),
+        name
+    );
+    // Nothing became markup, nothing ran.
+    assert_eq!(
+        js(
+            &client,
+            "return document.querySelectorAll('#app img, #app script').length;"
+        )
+        .await,
+        json!(0)
+    );
+    assert_eq!(
+        js(&client, "return window.__xss === undefined;").await,
+        json!(true)
+    );
+    shot(&client, "08-hostile-names-as-text").await;
+    client.close().await.unwrap();
+
+    // And the page says so to the browser: a strict CSP, no sniffing.
+    let page = app.get("/").await;
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn japanese_with_lang_ja_and_remembered() {
+    let app = TestApp::start(AppOptions::default()).await;
+    let run = app
+        .submit_yaml(&hello_flow(0.1), "日本語フロー", "default")
+        .await;
+    app.wait_status(&run, TERMINAL, RUN_TIMEOUT).await;
+
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/?lang=ja#/runs", app.base_url()))
+        .await
+        .unwrap();
+    let row = format!(r#"tr[data-run-id="{run}"]"#);
+    wait_attr(&client, &row, "data-status", "COMPLETED").await;
+    assert_eq!(
+        js(&client, "return document.documentElement.lang;").await,
+        json!("ja")
+    );
+    assert_eq!(
+        find(&client, "#nav-runs").await.text().await.unwrap(),
+        "実行"
+    );
+    assert_eq!(
+        find(&client, &format!("{row} .badge"))
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "完了"
+    );
+    shot(&client, "09-japanese").await;
+    // Remembered without the parameter; the switch goes back to English.
+    client
+        .goto(&format!("{}/#/workers", app.base_url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        find(&client, "#nav-workers").await.text().await.unwrap(),
+        "ワーカー"
+    );
+    client
+        .execute(
+            "const s = document.getElementById('lang'); s.value = 'en'; s.dispatchEvent(new Event('change')); return null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    eventually(T, "English again", || async {
+        (find(&client, "#nav-workers").await.text().await.ok()? == "Workers").then_some(())
+    })
+    .await;
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_api_keys_on_the_page_asks_for_the_key_and_sends_it_everywhere() {
+    let app = TestApp::start_with(AppOptions::default(), |settings| {
+        settings.http_auth_mode = pyoco_config::AuthMode::ApiKey;
+        settings.http_api_key_header = "X-Pyoco-Token".into();
+    })
+    .await;
+    let key = app.api_key().expect("auth is on").to_string();
+    let run = app
+        .submit_yaml(&hello_flow(0.1), "behind-a-key", "default")
+        .await;
+    app.wait_status(&run, TERMINAL, RUN_TIMEOUT).await;
+
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/#/runs", app.base_url()))
+        .await
+        .unwrap();
+    // 401 → the prompt, with the gateway's header name.
+    find(&client, "#auth-dialog[open]").await;
+    assert_eq!(
+        js(
+            &client,
+            "return document.getElementById('auth-header').value;"
+        )
+        .await,
+        json!("x-pyoco-token")
+    );
+    shot(&client, "10-api-key-prompt").await;
+    find(&client, "#auth-key")
+        .await
+        .send_keys(&key)
+        .await
+        .unwrap();
+    find(&client, "#auth-save").await.click().await.unwrap();
+    let row = format!(r#"tr[data-run-id="{run}"]"#);
+    wait_attr(&client, &row, "data-status", "COMPLETED").await;
+    // The SSE stream of a run carries it too.
+    find(&client, &format!("{row} td.flow a"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_attr(&client, "#run-status", "data-state", "completed").await;
+    assert_eq!(
+        js(
+            &client,
+            "return localStorage.getItem('pyoco.auth_key') !== null;"
+        )
+        .await,
+        json!(true)
+    );
+    shot(&client, "11-api-key-accepted").await;
+    client.close().await.unwrap();
+}
