@@ -437,3 +437,203 @@ async fn with_api_keys_on_the_page_asks_for_the_key_and_sends_it_everywhere() {
     shot(&client, "11-api-key-accepted").await;
     client.close().await.unwrap();
 }
+
+/// Give the hidden file input `css` a file (chromedriver types paths only into visible ones).
+async fn choose_file(client: &Client, css: &str, path: &std::path::Path) {
+    client
+        .execute(
+            "document.querySelector(arguments[0]).hidden = false; return null;",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap();
+    find(client, css)
+        .await
+        .send_keys(&path.to_string_lossy())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wheel_is_uploaded_through_the_page_and_a_refusal_shows_its_reason() {
+    let app = TestApp::start(AppOptions::gateway_only()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = pyoco_testkit::task_wheel_name("dash_pkg", "1.0.0");
+    let good = dir.path().join(&name);
+    std::fs::write(
+        &good,
+        pyoco_testkit::task_wheel("dash_pkg", "1.0.0", "def hi():\n    return 1\n"),
+    )
+    .unwrap();
+    let bad = dir.path().join("dash_bad-1.0.0-py3-none-any.whl");
+    std::fs::write(&bad, b"not a zip archive").unwrap();
+
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/#/wheels", app.base_url()))
+        .await
+        .unwrap();
+    find(&client, "#wheels-empty").await;
+    find(&client, "#wheel-tags")
+        .await
+        .send_keys("cpu")
+        .await
+        .unwrap();
+    choose_file(&client, "#wheel-file", &good).await;
+    wait_attr(&client, "#upload-status", "data-kind", "ok").await;
+    wait_attr(
+        &client,
+        &format!(r#"tr[data-wheel="{name}"]"#),
+        "data-wheel",
+        &name,
+    )
+    .await;
+    assert_eq!(
+        js(
+            &client,
+            &format!(
+                r#"return document.querySelector('tr[data-wheel="{name}"] .chip').textContent;"#
+            )
+        )
+        .await,
+        json!("cpu")
+    );
+    wait_attr(
+        &client,
+        r#"#history-body tr[data-action="upload"]"#,
+        "data-action",
+        "upload",
+    )
+    .await;
+    shot(&client, "12-wheel-uploaded").await;
+    let (_, listed) = app.get_json("/wheels").await;
+    assert_eq!(listed[0]["name"], json!(name));
+    assert_eq!(listed[0]["tags"], json!(["cpu"]));
+
+    // A file the gateway refuses: its status and reason on the page, nothing stored.
+    choose_file(&client, "#wheel-file", &bad).await;
+    wait_attr(&client, "#upload-status", "data-kind", "error").await;
+    let said = find(&client, "#upload-status").await.text().await.unwrap();
+    assert!(
+        said.contains("422") && said.contains("invalid wheel"),
+        "{said}"
+    );
+    shot(&client, "13-wheel-refused").await;
+    assert_eq!(app.get_json("/wheels").await.1.as_array().unwrap().len(), 1);
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_is_submitted_from_the_page_with_edited_params_and_its_run_opens() {
+    let app = TestApp::start(AppOptions::default()).await;
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/#/submit", app.base_url()))
+        .await
+        .unwrap();
+    let yaml = format!(
+        "version: 1\nflow:\n  graph: |\n    hello >> shout\n  defaults:\n    name: defaults\ntasks:\n  hello:\n    callable: {TASKS_MODULE}:hello\n  shout:\n    callable: {TASKS_MODULE}:shout\n"
+    );
+    // A bad document first: the gateway's reason, and no way to run it.
+    find(&client, "#submit-yaml")
+        .await
+        .send_keys("version: 2\nflow: {graph: a}\n")
+        .await
+        .unwrap();
+    wait_attr(&client, "#submit-check", "data-kind", "error").await;
+    assert!(find(&client, "#submit-check")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains("unsupported_version"));
+    assert_eq!(
+        attr(&client, "#submit-run", "disabled").await.as_deref(),
+        Some("")
+    );
+    client
+        .execute(
+            "const y = document.getElementById('submit-yaml'); y.value = arguments[0]; y.dispatchEvent(new Event('input')); return null;",
+            vec![json!(yaml)],
+        )
+        .await
+        .unwrap();
+    wait_attr(&client, "#submit-check", "data-kind", "ok").await;
+    // The defaults prefill the params; the edit replaces them.
+    let params = js(
+        &client,
+        "return JSON.parse(document.getElementById('submit-params').value);",
+    )
+    .await;
+    assert_eq!(params, json!({"name": "defaults"}));
+    client
+        .execute(
+            "const p = document.getElementById('submit-params'); p.value = '{\"name\": \"from the page\"}'; p.dispatchEvent(new Event('input')); return null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let name = find(&client, "#submit-flow-name").await;
+    name.clear().await.unwrap();
+    name.send_keys("page-submit").await.unwrap();
+    shot(&client, "14-submit-form").await;
+    find(&client, "#submit-run").await.click().await.unwrap();
+    // The new run opens and completes with the edited parameter.
+    wait_attr(&client, "#run-status", "data-state", "completed").await;
+    assert_eq!(
+        find(&client, "#run-title").await.text().await.unwrap(),
+        "page-submit"
+    );
+    find(&client, r#"#run-graph g.node[data-task="shout"]"#)
+        .await
+        .click()
+        .await
+        .unwrap();
+    let output = find(&client, r#"#task-detail [data-field="output"]"#).await;
+    assert_eq!(output.text().await.unwrap(), "HELLO FROM THE PAGE!");
+    shot(&client, "15-submitted-run").await;
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_charted_and_counted() {
+    let app = TestApp::start(AppOptions::gateway_only()).await;
+    for _ in 0..3 {
+        app.submit_yaml(&hello_flow(0.1), "queued", "default").await;
+    }
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/#/metrics", app.base_url()))
+        .await
+        .unwrap();
+    eventually(T, "the KPIs", || async {
+        (find(&client, "#kpi-pending .kpi-value")
+            .await
+            .text()
+            .await
+            .ok()?
+            == "3")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        find(&client, "#kpi-queued .kpi-value")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "3"
+    );
+    // Three uPlot charts drawn on canvases.
+    eventually(T, "three charts", || async {
+        let n = js(
+            &client,
+            "return document.querySelectorAll('#view-metrics .uplot canvas').length;",
+        )
+        .await;
+        (n == json!(3)).then_some(())
+    })
+    .await;
+    shot(&client, "16-metrics").await;
+    client.close().await.unwrap();
+}

@@ -216,6 +216,34 @@ impl Store {
         resources::ensure_consumer(&stream, consumer_config(&self.inner.cfg, tag)).await
     }
 
+    /// Jobs in the work stream per tag (waiting, or delivered and not yet acknowledged: the
+    /// stream keeps a job until its worker acknowledges it), sorted by tag. One stream-info
+    /// request with a subject filter; no consumer is created.
+    pub async fn work_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        use futures::TryStreamExt;
+        let stream = self
+            .inner
+            .js
+            .get_stream(&self.inner.cfg.work_stream)
+            .await
+            .map_err(nats)?;
+        let prefix = format!("{}.", self.inner.cfg.work_subject_prefix);
+        let subjects = stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(nats)?;
+        let mut depths: Vec<(String, u64)> = subjects
+            .map_err(nats)
+            .try_filter_map(|(subject, count)| {
+                let tag = subject.strip_prefix(prefix.as_str()).map(str::to_string);
+                async move { Ok(tag.map(|t| (t, count as u64))) }
+            })
+            .try_collect()
+            .await?;
+        depths.sort();
+        Ok(depths)
+    }
+
     /// Number of messages in the DLQ stream.
     pub async fn dlq_message_count(&self) -> Result<u64, StoreError> {
         let mut stream = self

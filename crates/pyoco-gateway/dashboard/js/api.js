@@ -20,7 +20,8 @@ export function detailText(body) {
   if (body === null || body === undefined) return "";
   if (typeof body === "string") return body;
   const detail = body.detail;
-  if (typeof detail === "string") return detail;
+  // Our gateway adds a `reason` to many details (which rule, which limit).
+  if (typeof detail === "string") return typeof body.reason === "string" ? `${detail}: ${body.reason}` : detail;
   if (Array.isArray(detail)) {
     return detail
       .map((e) => {
@@ -218,4 +219,36 @@ export async function* sseEvents(body, signal) {
   } finally {
     reader.cancel().catch(() => {});
   }
+}
+
+/**
+ * POST a form with upload progress (fetch cannot report it): `onProgress(sent, total)`.
+ * Resolves to the parsed answer; rejects with ApiError like `request`.
+ */
+export function upload(path, form, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", path);
+    const key = auth.key();
+    if (key) xhr.setRequestHeader(auth.header(), key);
+    xhr.upload.onprogress = (e) => onProgress && e.lengthComputable && onProgress(e.loaded, e.total);
+    xhr.onerror = () => reject(new ApiError(0, "network error", null));
+    xhr.onload = () => {
+      let body = xhr.responseText;
+      if ((xhr.getResponseHeader("content-type") || "").includes("json")) {
+        try {
+          body = JSON.parse(xhr.responseText);
+        } catch {
+          // keep the text
+        }
+      }
+      if (xhr.status >= 200 && xhr.status < 300) {
+        resolve(body);
+      } else {
+        if (xhr.status === 401) for (const fn of listeners) fn(path);
+        reject(new ApiError(xhr.status, detailText(body), body));
+      }
+    };
+    xhr.send(form);
+  });
 }

@@ -1,14 +1,21 @@
 // The dashboard's shell: header, language switch, API key dialog, and the hash router
-// (#/runs, #/runs/<id>, #/workers). Each view is a function (root, params, ctx) → cleanup.
+// (#/runs, #/runs/<id>, #/submit, #/workers, #/metrics, #/wheels). Each view is a function
+// (root, params, ctx) → cleanup.
 
 import { auth } from "./api.js";
 import { byId, h, replace, s } from "./dom.js";
 import { currentLang, initLang, LANGS, setLang, t } from "./i18n.js";
+import { metricsView } from "./metrics.js";
 import { runView } from "./run.js";
 import { runsView } from "./runs.js";
+import { submitView } from "./submit.js";
+import { wheelsView } from "./wheels.js";
 import { workersView } from "./workers.js";
 
 let cleanup = null;
+
+/** The views of the navigation besides the runs list, by their hash. */
+const VIEWS = { submit: submitView, workers: workersView, metrics: metricsView, wheels: wheelsView };
 
 function parseHash() {
   const raw = location.hash.replace(/^#/, "") || "/runs";
@@ -30,10 +37,10 @@ function route() {
   let active = "runs";
   if (parts[0] === "runs" && parts[1]) {
     cleanup = runView(root, parts[1], ctx);
-  } else if (parts[0] === "workers") {
-    active = "workers";
-    document.title = `${t("nav.workers")} · pyoco-server`;
-    cleanup = workersView(root, params, ctx);
+  } else if (VIEWS[parts[0]]) {
+    active = parts[0];
+    document.title = `${t(`nav.${active}`)} · pyoco-server`;
+    cleanup = VIEWS[active](root, params, ctx);
   } else {
     document.title = `${t("nav.runs")} · pyoco-server`;
     cleanup = runsView(root, params, ctx);
@@ -86,8 +93,9 @@ function header() {
     h(
       "nav",
       { class: "nav", "aria-label": t("nav.label") },
-      h("a", { href: "#/runs", dataset: { view: "runs" }, id: "nav-runs" }, t("nav.runs")),
-      h("a", { href: "#/workers", dataset: { view: "workers" }, id: "nav-workers" }, t("nav.workers"))
+      ["runs", "submit", "workers", "metrics", "wheels"].map((v) =>
+        h("a", { href: `#/${v}`, dataset: { view: v }, id: `nav-${v}` }, t(`nav.${v}`))
+      )
     ),
     h("span", { class: "spacer" }),
     langSelect,

@@ -24,12 +24,3 @@ export function parseMetrics(text) {
   }
   return out;
 }
-
-/** `pyoco_runs_total` by status. */
-export function statusCounts(text) {
-  const out = {};
-  for (const s of parseMetrics(text)) {
-    if (s.name === "pyoco_runs_total" && s.labels.status !== undefined) out[s.labels.status] = s.value;
-  }
-  return out;
-}

@@ -3,6 +3,7 @@
 // stderr), its metadata, and cancel.
 
 import * as api from "./api.js";
+import { confirmDialog } from "./dialog.js";
 import { h, s, replace } from "./dom.js";
 import { dateTime, duration, pretty, stateClass, TERMINAL } from "./format.js";
 import { t } from "./i18n.js";
@@ -30,7 +31,7 @@ export function runView(root, runId, { navigate }) {
   const tasksBody = h("tbody", { id: "run-tasks" });
   const detailBox = h("div", { class: "task-detail", id: "task-detail" });
   const paramsBox = h("pre", { class: "code", id: "run-params" });
-  const dialog = confirmDialog();
+  const dialog = confirmDialog(t("run.cancel_yes"), t("run.cancel_no"));
 
   cancelBtn.addEventListener("click", async () => {
     if (!(await dialog.ask(t("run.cancel_confirm", { run: runId })))) return;
@@ -348,30 +349,5 @@ export function runView(root, runId, { navigate }) {
   return () => {
     controller.abort();
     clearInterval(tick);
-  };
-}
-
-/** A modal yes/no question (a <dialog>, text only). */
-function confirmDialog() {
-  const text = h("p", { id: "confirm-text" });
-  const yes = h("button", { type: "button", class: "btn btn-danger", id: "confirm-yes" }, t("run.cancel_yes"));
-  const no = h("button", { type: "button", class: "btn", id: "confirm-no" }, t("run.cancel_no"));
-  const el = h("dialog", { class: "dialog", id: "confirm-dialog" }, text, h("div", { class: "dialog-actions" }, no, yes));
-  return {
-    el,
-    ask(question) {
-      text.textContent = question;
-      el.showModal();
-      return new Promise((resolve) => {
-        const done = (answer) => {
-          yes.onclick = no.onclick = el.oncancel = null;
-          el.close();
-          resolve(answer);
-        };
-        yes.onclick = () => done(true);
-        no.onclick = () => done(false);
-        el.oncancel = () => done(false);
-      });
-    },
   };
 }

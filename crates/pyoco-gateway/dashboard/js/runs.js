@@ -6,11 +6,10 @@ import * as api from "./api.js";
 import { h, replace } from "./dom.js";
 import { ago, duration, opsRank, RUN_STATUSES, stateClass, TERMINAL, number } from "./format.js";
 import { t } from "./i18n.js";
-import { statusCounts } from "./metrics_text.js";
+import { subscribe } from "./metrics_store.js";
 
 const PAGE = 200;
 const POLL_MS = 1000;
-const COUNTS_MS = 5000;
 /** Pages followed at once when many runs changed between two polls. */
 const MAX_CATCH_UP_PAGES = 5;
 
@@ -45,8 +44,6 @@ export function runsView(root, params, { navigate }) {
   let maxUpdated = 0;
   let stopped = false;
   let pollTimer = null;
-  let countsTimer = null;
-  let lastPollOk = null;
 
   const countsBox = h("div", { class: "chips", id: "status-counts", role: "group" });
   const tbody = h("tbody", { id: "runs-body" });
@@ -299,7 +296,6 @@ export function runsView(root, params, { navigate }) {
         cursor = page.next_cursor;
         if (!cursor) break;
       }
-      lastPollOk = Date.now();
       setLive("live");
       showError(null);
       if (changed) render();
@@ -330,39 +326,32 @@ export function runsView(root, params, { navigate }) {
     if (!stopped) pollTimer = setTimeout(fn, ms);
   }
 
-  async function counts() {
-    try {
-      const text = await api.get("/metrics");
-      if (stopped) return;
-      const byStatus = statusCounts(typeof text === "string" ? text : "");
-      replace(
-        countsBox,
-        RUN_STATUSES.map((st) =>
-          h(
-            "a",
-            {
-              class: ["chip", filters.status === st && "active"],
-              href: `#/runs?status=${st}`,
-              dataset: { state: stateClass(st), status: st },
-            },
-            h("span", { class: "chip-label" }, t(`status.${st}`)),
-            h("span", { class: "chip-count" }, number(byStatus[st] || 0))
-          )
+  function counts(samples) {
+    const last = samples[samples.length - 1];
+    if (!last) return;
+    replace(
+      countsBox,
+      RUN_STATUSES.map((st) =>
+        h(
+          "a",
+          {
+            class: ["chip", filters.status === st && "active"],
+            href: `#/runs?status=${st}`,
+            dataset: { state: stateClass(st), status: st },
+          },
+          h("span", { class: "chip-label" }, t(`status.${st}`)),
+          h("span", { class: "chip-count" }, number(last.runs[st] || 0))
         )
-      );
-    } catch {
-      // The counts are a convenience; the list says what failed.
-    }
-    if (!stopped) countsTimer = setTimeout(counts, COUNTS_MS);
+      )
+    );
   }
 
   load();
-  counts();
+  const unsubscribe = subscribe(counts);
 
   return () => {
     stopped = true;
     clearTimeout(pollTimer);
-    clearTimeout(countsTimer);
-    void lastPollOk;
+    unsubscribe();
   };
 }

@@ -71,12 +71,17 @@ const ASSETS: &[Asset] = &[
     asset!("favicon.svg", "image/svg+xml"),
     asset!("js/api.js", JS),
     asset!("js/app.js", JS),
+    asset!("js/dialog.js", JS),
     asset!("js/dom.js", JS),
     asset!("js/format.js", JS),
     asset!("js/i18n.js", JS),
+    asset!("js/metrics.js", JS),
+    asset!("js/metrics_store.js", JS),
     asset!("js/metrics_text.js", JS),
     asset!("js/run.js", JS),
     asset!("js/runs.js", JS),
+    asset!("js/submit.js", JS),
+    asset!("js/wheels.js", JS),
     asset!("js/workers.js", JS),
     asset!("vendor/dagre.min.js", JS),
     asset!("vendor/uPlot.iife.min.js", JS),
@@ -259,6 +264,38 @@ mod tests {
                 "{name} is not embedded"
             );
         }
+    }
+
+    /// Every `t("key")` of the scripts exists in English and in Japanese (keys built at run
+    /// time, like `status.${s}`, come from the state tables at the top of i18n.js).
+    #[test]
+    fn every_string_the_scripts_ask_for_exists_in_both_languages() {
+        let i18n = std::str::from_utf8(
+            ASSETS
+                .iter()
+                .find(|a| a.path == "js/i18n.js")
+                .unwrap()
+                .bytes,
+        )
+        .unwrap();
+        let en_at = i18n.find("\n  en: {").unwrap();
+        let ja_at = i18n.find("\n  ja: {").unwrap();
+        let (en, ja) = (&i18n[en_at..ja_at], &i18n[ja_at..]);
+        let has = |section: &str, key: &str| section.contains(&format!("\"{key}\":"));
+        let mut asked = 0;
+        for a in ASSETS.iter().filter(|a| a.path.starts_with("js/")) {
+            let text = std::str::from_utf8(a.bytes).unwrap();
+            for piece in text.split("t(\"").skip(1) {
+                let key = piece.split('"').next().unwrap();
+                if !key.contains('.') || key.contains(' ') {
+                    continue;
+                }
+                asked += 1;
+                assert!(has(en, key), "{}: {key} has no English string", a.path);
+                assert!(has(ja, key), "{}: {key} has no Japanese string", a.path);
+            }
+        }
+        assert!(asked > 100, "{asked}");
     }
 
     #[test]

@@ -54,6 +54,10 @@ const DLQ_MESSAGES_TOTAL: (&str, &str) = (
     "pyoco_dlq_messages_total",
     "Total DLQ messages in the DLQ stream (best-effort).",
 );
+const QUEUE_DEPTH: (&str, &str) = (
+    "pyoco_queue_depth",
+    "Jobs in the work queue by tag: waiting, or delivered and not yet acknowledged (ours).",
+);
 const API_KEY_VERIFICATIONS_TOTAL: (&str, &str) = (
     "pyoco_api_key_verifications_total",
     "API key hashes (PBKDF2) computed since the gateway started; remembered keys cost none.",
@@ -69,7 +73,8 @@ const API_KEY_VERIFICATIONS_TOTAL: (&str, &str) = (
     description = "Text exposition format 0.0.4: `pyoco_runs_total` and `pyoco_runs_today_total` \
 by `status`, `pyoco_workers_alive_total`, `pyoco_dlq_messages_total` (omitted when the DLQ \
 stream cannot be read), `pyoco_api_key_verifications_total` (API key hashes computed, with auth \
-on) and the usual `process_*` metrics. Needs the API key when auth is on (0.5.1 left it open).",
+on), `pyoco_queue_depth` by `tag` (ours: jobs waiting or unacknowledged in the work queue) \
+and the usual `process_*` metrics. Needs the API key when auth is on (0.5.1 left it open).",
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4",
          body = String),
@@ -81,16 +86,26 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let index = state.run_index();
     index.ready(READY_WAIT).await?;
     let counts = index.status_counts(local_day(Local::now()));
-    let (workers_alive, dlq_messages) = tokio::join!(
+    let (workers_alive, dlq_messages, queue_depths) = tokio::join!(
         workers_alive(store, python::time(), state.worker_disconnect_timeout_sec()),
         store.dlq_message_count(),
+        store.work_queue_depths(),
     );
     let dlq_messages = dlq_messages
         .inspect_err(|err| tracing::debug!("metrics: DLQ stream info failed: {err}"))
         .ok();
+    let queue_depths = queue_depths
+        .inspect_err(|err| tracing::debug!("metrics: work stream info failed: {err}"))
+        .unwrap_or_default();
 
     let verifications = state.auth().verifications();
-    let body = render(&counts, workers_alive, dlq_messages, verifications).map_err(|err| {
+    let gauges = Gauges {
+        workers_alive,
+        dlq_messages,
+        verifications,
+        queue_depths: &queue_depths,
+    };
+    let body = render(&counts, &gauges).map_err(|err| {
         ApiError::detail(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("metrics encoding failed: {err}"),
@@ -103,24 +118,35 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-/// The body of one scrape: the four pyoco gauges in a fixed order, then the process metrics.
-/// `dlq_messages` is `None` when the DLQ stream could not be read: that gauge is left out;
-/// `verifications` is `None` with auth off: so is that one.
-fn render(
-    counts: &StatusCounts,
+/// The gauges of one scrape besides the run counts.
+struct Gauges<'a> {
     workers_alive: u64,
+    /// `None` when the DLQ stream could not be read: that gauge is left out.
     dlq_messages: Option<u64>,
+    /// `None` with auth off: that gauge is left out.
     verifications: Option<u64>,
-) -> prometheus::Result<String> {
+    /// Per tag; empty (no lines) when the work stream could not be read or holds no job.
+    queue_depths: &'a [(String, u64)],
+}
+
+/// The body of one scrape: the pyoco gauges in a fixed order, then the process metrics.
+fn render(counts: &StatusCounts, g: &Gauges<'_>) -> prometheus::Result<String> {
     let registry = Registry::new();
     register_by_status(&registry, RUNS_TOTAL, &counts.total)?;
     register_by_status(&registry, RUNS_TODAY_TOTAL, &counts.today)?;
-    register_gauge(&registry, WORKERS_ALIVE_TOTAL, workers_alive)?;
-    if let Some(n) = dlq_messages {
+    register_gauge(&registry, WORKERS_ALIVE_TOTAL, g.workers_alive)?;
+    if let Some(n) = g.dlq_messages {
         register_gauge(&registry, DLQ_MESSAGES_TOTAL, n)?;
     }
-    if let Some(n) = verifications {
+    if let Some(n) = g.verifications {
         register_gauge(&registry, API_KEY_VERIFICATIONS_TOTAL, n)?;
+    }
+    if !g.queue_depths.is_empty() {
+        let gauges = GaugeVec::new(Opts::new(QUEUE_DEPTH.0, QUEUE_DEPTH.1), &["tag"])?;
+        for (tag, n) in g.queue_depths {
+            gauges.with_label_values(&[tag]).set(*n as f64);
+        }
+        registry.register(Box::new(gauges))?;
     }
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
@@ -149,6 +175,7 @@ fn render(
         WORKERS_ALIVE_TOTAL,
         DLQ_MESSAGES_TOTAL,
         API_KEY_VERIFICATIONS_TOTAL,
+        QUEUE_DEPTH,
     ] {
         if let Some(family) = families.remove(name) {
             encoder.encode_utf8(&[family], &mut body)?;
@@ -262,7 +289,14 @@ mod tests {
             &[("RUNNING", 1), ("COMPLETED", 2), ("we\"ird\\\n", 3)],
             &[("FAILED", 4)],
         );
-        let body = render(&counts, 5, Some(6), None).unwrap();
+        let depths = [("cpu".to_string(), 3), ("default".to_string(), 0)];
+        let g = Gauges {
+            workers_alive: 5,
+            dlq_messages: Some(6),
+            verifications: None,
+            queue_depths: &depths,
+        };
+        let body = render(&counts, &g).unwrap();
         assert_eq!(
             pyoco_part(&body),
             "\
@@ -280,13 +314,23 @@ pyoco_workers_alive_total 5
 # HELP pyoco_dlq_messages_total Total DLQ messages in the DLQ stream (best-effort).
 # TYPE pyoco_dlq_messages_total gauge
 pyoco_dlq_messages_total 6
+# HELP pyoco_queue_depth Jobs in the work queue by tag: waiting, or delivered and not yet acknowledged (ours).
+# TYPE pyoco_queue_depth gauge
+pyoco_queue_depth{tag=\"cpu\"} 3
+pyoco_queue_depth{tag=\"default\"} 0
 "
         );
     }
 
     #[test]
     fn empty_status_gauges_are_described_and_an_unknown_dlq_is_left_out() {
-        let body = render(&counts(&[], &[]), 0, None, None).unwrap();
+        let g = Gauges {
+            workers_alive: 0,
+            dlq_messages: None,
+            verifications: None,
+            queue_depths: &[],
+        };
+        let body = render(&counts(&[], &[]), &g).unwrap();
         assert_eq!(
             pyoco_part(&body),
             "\
@@ -304,7 +348,13 @@ pyoco_workers_alive_total 0
     #[cfg(target_os = "linux")]
     #[test]
     fn process_metrics_follow_the_pyoco_gauges() {
-        let body = render(&counts(&[], &[]), 0, Some(0), None).unwrap();
+        let g = Gauges {
+            workers_alive: 0,
+            dlq_messages: Some(0),
+            verifications: None,
+            queue_depths: &[],
+        };
+        let body = render(&counts(&[], &[]), &g).unwrap();
         for name in [
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",

@@ -48,6 +48,12 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
                 state.workflow_yaml_max_bytes(),
             ))),
         )
+        .route(
+            "/flows/check",
+            post(check_yaml).layer(DefaultBodyLimit::max(body_limit(
+                state.workflow_yaml_max_bytes(),
+            ))),
+        )
         .route("/runs/{run_id}", get(get_run))
         .route("/runs/{run_id}/tasks", get(get_tasks))
 }
@@ -172,44 +178,8 @@ async fn submit_yaml(
             err.to_string(),
         )
     })?;
-    // 4. Size.
-    let raw = match upload {
-        Upload::Fits(raw) => raw,
-        Upload::TooLarge { bytes } => {
-            return Err(ApiError::with_reason(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "workflow too large",
-                format!("{bytes} bytes; PYOCO_WORKFLOW_YAML_MAX_BYTES is {max}"),
-            ))
-        }
-    };
-    // 5. flow.yaml rules (§8); 6. params = flow.defaults. Parsed on a blocking thread, a few
-    // at a time, so a hard document never holds up the other requests.
-    let (raw, parsed) = state.parse_workflow_yaml(raw).await?;
-    let workflow = parsed.map_err(|err| {
-        // 0.5.1's reason, and for YAML errors the parser's message (ours).
-        let reason = match err.detail() {
-            Some(detail) => format!("{}: {detail}", err.reason()),
-            None => err.reason(),
-        };
-        ApiError::with_reason(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid workflow yaml",
-            reason,
-        )
-    })?;
-    // Not in 0.5.1: the modules the flow calls must be allowed (`PYOCO_TASK_MODULES`).
-    if let Some((task, module)) = workflow.disallowed_module(state.task_modules()) {
-        return Err(ApiError::with_reason(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid workflow yaml",
-            format!(
-                "task_module_not_allowed: task {task} calls module {module}; this gateway's \
-                 PYOCO_TASK_MODULES allows only {}",
-                state.task_modules().join(", ")
-            ),
-        ));
-    }
+    // 4. Size; 5. flow.yaml rules (§8) and the allowed modules.
+    let (raw, workflow) = checked_workflow(&state, upload).await?;
     // 7. flow_name.
     let flow_name = py_strip(&flow_name);
     if flow_name.is_empty() {
@@ -226,6 +196,11 @@ async fn submit_yaml(
             "invalid_utf8",
         )
     })?;
+    // Ours: params given with the form replace the defaults' keys.
+    let mut params = workflow.flow.defaults;
+    if let Some(given) = form.params.as_deref() {
+        params.extend(form_params(given)?);
+    }
     let run = NewRun {
         run_id: new_run_id(),
         flow_name: flow_name.to_string(),
@@ -233,7 +208,7 @@ async fn submit_yaml(
         tags: vec![tag],
         tenant_id: caller.tenant_id,
         api_key_id: caller.api_key_id,
-        params: workflow.flow.defaults,
+        params,
         workflow: Some(WorkflowUpload {
             text,
             digest: workflow.digest,
@@ -241,6 +216,132 @@ async fn submit_yaml(
     };
     // 8. Submit.
     submit_new_run(&state, run).await
+}
+
+/// Steps 4 and 5 of `POST /runs/yaml` (also all of `POST /flows/check`): the size limit, the
+/// flow.yaml rules (§8; parsed on a blocking thread, a few at a time, so a hard document never
+/// holds up the other requests) and, not in 0.5.1, `PYOCO_TASK_MODULES`. Returns the bytes and
+/// the parsed flow.
+async fn checked_workflow(
+    state: &AppState,
+    upload: Upload,
+) -> Result<(Vec<u8>, pyoco_wire::Workflow), ApiError> {
+    let max = state.workflow_yaml_max_bytes();
+    let raw = match upload {
+        Upload::Fits(raw) => raw,
+        Upload::TooLarge { bytes } => {
+            return Err(ApiError::with_reason(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "workflow too large",
+                format!("{bytes} bytes; PYOCO_WORKFLOW_YAML_MAX_BYTES is {max}"),
+            ))
+        }
+    };
+    let (raw, parsed) = state.parse_workflow_yaml(raw).await?;
+    let workflow = parsed.map_err(|err| {
+        // 0.5.1's reason, and for YAML errors the parser's message (ours).
+        let reason = match err.detail() {
+            Some(detail) => format!("{}: {detail}", err.reason()),
+            None => err.reason(),
+        };
+        ApiError::with_reason(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid workflow yaml",
+            reason,
+        )
+    })?;
+    if let Some((task, module)) = workflow.disallowed_module(state.task_modules()) {
+        return Err(ApiError::with_reason(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid workflow yaml",
+            format!(
+                "task_module_not_allowed: task {task} calls module {module}; this gateway's \
+                 PYOCO_TASK_MODULES allows only {}",
+                state.task_modules().join(", ")
+            ),
+        ));
+    }
+    Ok((raw, workflow))
+}
+
+/// What `POST /flows/check` answers: the flow.yaml as the gateway reads it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CheckedFlow {
+    /// Always 1.
+    version: i64,
+    /// `flow.graph`.
+    graph: String,
+    /// `flow.defaults`: a run's params, unless the submit's `params` part replaces some keys.
+    #[schema(value_type = Object)]
+    defaults: Map<String, Value>,
+    /// Each task (document order) with its `callable` (null when discovered by name).
+    #[schema(value_type = Object, example = json!({"hello": {"callable": "my_tasks:hello"}}))]
+    tasks: Map<String, Value>,
+    /// What a run of it would store as `workflow_yaml_sha256`.
+    workflow_yaml_sha256: String,
+    workflow_yaml_bytes: u64,
+}
+
+/// `POST /flows/check` (ours): read a flow.yaml exactly as `POST /runs/yaml` would, without
+/// running it.
+#[utoipa::path(
+    post,
+    path = "/flows/check",
+    operation_id = "check_flow_yaml",
+    tag = "runs",
+    summary = "Check a flow.yaml without running it (ours)",
+    description = "The `workflow` part (other parts are ignored) goes through the same checks as \
+`POST /runs/yaml`: the size (413 `workflow too large`), the flow.yaml rules and the allowed \
+modules (422 `invalid workflow yaml`, the rule in `reason`). Answers what a run would get: \
+its `defaults` (the params), its tasks and its digest. Nothing is stored.",
+    request_body(content = YamlUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The flow as read", body = CheckedFlow),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+    ),
+)]
+async fn check_yaml(
+    State(state): State<AppState>,
+    _caller: Caller,
+    multipart: Result<Option<Multipart>, MultipartRejection>,
+) -> Result<PyJson<CheckedFlow>, ApiError> {
+    let multipart = multipart.unwrap_or_else(|rejection| {
+        tracing::debug!("unreadable multipart request, read as an empty form: {rejection}");
+        None
+    });
+    let form = YamlForm::read(multipart, state.workflow_yaml_max_bytes()).await?;
+    form.check_text()?;
+    let Some(upload) = form.workflow else {
+        return Err(missing_form_parts(true, false));
+    };
+    let (_, workflow) = checked_workflow(&state, upload).await?;
+    let tasks = workflow
+        .tasks
+        .iter()
+        .map(|(name, task)| (name.clone(), serde_json::json!({"callable": task.callable})))
+        .collect();
+    Ok(PyJson(CheckedFlow {
+        version: workflow.version,
+        graph: workflow.flow.graph,
+        defaults: workflow.flow.defaults,
+        tasks,
+        workflow_yaml_sha256: workflow.digest.sha256,
+        workflow_yaml_bytes: workflow.digest.bytes,
+    }))
+}
+
+/// The `params` part of `POST /runs/yaml`: a JSON object, else 422 `invalid params`. (At most
+/// the form overhead, 64 KiB: parsed in place.)
+fn form_params(text: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let invalid = |reason: String| {
+        ApiError::with_reason(StatusCode::UNPROCESSABLE_ENTITY, "invalid params", reason)
+    };
+    match pyoco_wire::from_python_json::<Value>(text.as_bytes()) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(invalid("the params part must be a JSON object".into())),
+        Err(err) => Err(invalid(format!("the params part is not JSON: {err}"))),
+    }
 }
 
 /// FastAPI's 422 for absent `workflow` / `flow_name` parts.

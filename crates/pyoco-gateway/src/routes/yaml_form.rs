@@ -1,8 +1,8 @@
 //! Reading the `POST /runs/yaml` multipart form without ever holding more than the allowed
 //! flow.yaml in memory.
 //!
-//! Parts: `workflow` (the file), `flow_name` (text), `tag` (optional text); other parts are
-//! skipped. The `workflow` part is read chunk by chunk and given up as soon as it passes
+//! Parts: `workflow` (the file), `flow_name` (text), `tag` (optional text), `params`
+//! (optional text, ours: a JSON object merged over `flow.defaults`); other parts are skipped. The `workflow` part is read chunk by chunk and given up as soon as it passes
 //! `PYOCO_WORKFLOW_YAML_MAX_BYTES` (its remaining bytes are read and dropped, so the answer
 //! can still be a clean 413 after the whole form was read). The route also caps the whole
 //! body ([`body_limit`]), so a client cannot stream forever.
@@ -32,6 +32,10 @@ pub(crate) struct YamlUpload {
     /// The routing tag (stripped; empty: PYOCO_DEFAULT_TAG); the routing-tag rule applies.
     #[schema(nullable = false, max_length = 64, pattern = "^[A-Za-z0-9_-]*$")]
     tag: Option<String>,
+    /// Ours (0.5.1 ignores it): a JSON object whose keys replace those of `flow.defaults` in
+    /// the run's params (else 422 `invalid params`).
+    #[schema(nullable = false, example = r#"{"name": "dashboard"}"#)]
+    params: Option<String>,
 }
 
 /// A minimal valid flow.yaml (the form's documented example).
@@ -69,6 +73,7 @@ pub(crate) struct YamlForm {
     pub workflow: Option<Upload>,
     pub flow_name: Option<String>,
     pub tag: Option<String>,
+    pub params: Option<String>,
     /// The name of a text part that was not UTF-8.
     pub not_utf8: Option<&'static str>,
 }
@@ -110,6 +115,7 @@ impl YamlForm {
                 Some("workflow") => form.workflow = Some(read_upload(field, max_yaml).await?),
                 Some("flow_name") => form.flow_name = read_text(field, &mut form.not_utf8).await?,
                 Some("tag") => form.tag = read_text(field, &mut form.not_utf8).await?,
+                Some("params") => form.params = read_text(field, &mut form.not_utf8).await?,
                 _ => {} // skipped by the next `next_field`
             }
         }
@@ -137,6 +143,7 @@ async fn read_text(
 ) -> Result<Option<String>, MultipartError> {
     let name = match field.name() {
         Some("tag") => "tag",
+        Some("params") => "params",
         _ => "flow_name",
     };
     let bytes = field.bytes().await?;

@@ -203,6 +203,25 @@ async fn dlq_messages_are_counted() {
 }
 
 #[tokio::test]
+async fn queued_jobs_are_counted_per_tag() {
+    let app = TestApp::gateway_only().await;
+    assert!(samples(&metrics(&app).await, "pyoco_queue_depth").is_empty());
+    for tag in ["default", "gpu", "default"] {
+        app.store()
+            .publish_job(tag, Bytes::from_static(br#"{"run_id":"r"}"#))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        samples(&metrics(&app).await, "pyoco_queue_depth"),
+        [
+            "pyoco_queue_depth{tag=\"default\"} 2",
+            "pyoco_queue_depth{tag=\"gpu\"} 1"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn every_metric_has_help_and_type_before_its_samples() {
     let app = app_with(vec![snapshot("a", "RUNNING", python::time())]).await;
     let body = metrics(&app).await;

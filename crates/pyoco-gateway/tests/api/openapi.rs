@@ -24,6 +24,7 @@ const SERVED_ROUTES: &[(&str, &str)] = &[
     ("POST", "/runs"),
     ("GET", "/runs"),
     ("POST", "/runs/yaml"),
+    ("POST", "/flows/check"),
     ("GET", "/runs/{run_id}"),
     ("GET", "/runs/{run_id}/tasks"),
     ("GET", "/runs/{run_id}/watch"),

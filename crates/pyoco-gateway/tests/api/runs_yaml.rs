@@ -465,3 +465,112 @@ async fn text_parts_are_utf8_and_flow_names_have_a_limit() {
     assert_eq!(status, 200);
     assert_eq!(app.queued_jobs().await, 1);
 }
+
+/// `POST /runs/yaml` with a `params` part (ours).
+async fn post_with_params(app: &TestApp, params: &str) -> (u16, Value) {
+    let workflow = reqwest::multipart::Part::bytes(FLOW_YAML.as_bytes().to_vec())
+        .file_name("flow.yaml")
+        .mime_str("application/x-yaml")
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("workflow", workflow)
+        .text("flow_name", "main")
+        .text("params", params.to_string());
+    let response = app
+        .http()
+        .post(app.url("/runs/yaml"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    status_json(response).await
+}
+
+#[tokio::test]
+async fn a_params_part_replaces_the_defaults_keys_it_names() {
+    let app = TestApp::gateway_only().await;
+    let (status, body) = post_with_params(&app, r#"{"x": 5, "extra": [1, "two"]}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let run_id = body["run_id"].as_str().unwrap();
+    let snapshot = app.stored_snapshot(run_id).await;
+    assert_eq!(
+        Value::Object(snapshot["params"].as_object().unwrap().clone()),
+        json!({"x": 5, "debug": true, "extra": [1, "two"]})
+    );
+    let (job, _) = app.next_job("default").await;
+    assert_eq!(job["params"], snapshot["params"]);
+
+    for (params, reason) in [
+        ("[1, 2]", "the params part must be a JSON object"),
+        ("{\"x\": ", "the params part is not JSON: "),
+    ] {
+        let (status, body) = post_with_params(&app, params).await;
+        assert_eq!(status, 422, "{params}: {body}");
+        assert_eq!(body["detail"], "invalid params", "{params}");
+        assert!(
+            body["reason"].as_str().unwrap().starts_with(reason),
+            "{body}"
+        );
+    }
+}
+
+/// `POST /flows/check` with a `workflow` part.
+async fn check(app: &TestApp, workflow: &[u8]) -> (u16, Value) {
+    let part = reqwest::multipart::Part::bytes(workflow.to_vec()).file_name("flow.yaml");
+    let form = reqwest::multipart::Form::new().part("workflow", part);
+    let response = app
+        .http()
+        .post(app.url("/flows/check"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    status_json(response).await
+}
+
+#[tokio::test]
+async fn flows_check_reads_a_flow_yaml_like_a_submit_and_stores_nothing() {
+    let app = TestApp::gateway_only().await;
+    let (status, body) = check(&app, FLOW_YAML.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "version": 1,
+            "graph": "t1 >> t2\n",
+            "defaults": {"x": 1, "debug": true},
+            "tasks": {"t1": {"callable": "my_tasks:t1"}, "t2": {"callable": "my_tasks:t2"}},
+            "workflow_yaml_sha256": sha256_hex(FLOW_YAML.as_bytes()),
+            "workflow_yaml_bytes": FLOW_YAML.len(),
+        })
+    );
+    // The same answers as a submit for a bad document, and nothing was stored or queued.
+    let (status, body) = check(&app, b"flow: {graph: a}\nversion: 2\n").await;
+    assert_eq!(
+        (status, &body["detail"]),
+        (422, &json!("invalid workflow yaml"))
+    );
+    assert_eq!(
+        body["reason"],
+        "unsupported_version: 2 (only version 1 exists)"
+    );
+    let (status, body) = check(&app, &flow_yaml_of_len(262_145)).await;
+    assert_eq!(
+        (status, &body["detail"]),
+        (413, &json!("workflow too large"))
+    );
+    let response = app
+        .http()
+        .post(app.url("/flows/check"))
+        .multipart(reqwest::multipart::Form::new().text("flow_name", "x"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(response).await;
+    assert_eq!(
+        (status, &body["detail"][0]["loc"]),
+        (422, &json!(["body", "workflow"]))
+    );
+    assert_eq!(app.get_json("/runs").await, (200, json!([])));
+    assert_eq!(app.queued_jobs().await, 0);
+}

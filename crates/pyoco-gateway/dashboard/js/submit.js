@@ -1,0 +1,181 @@
+// Submit a flow from the page: pick, drop or paste a flow.yaml; the gateway checks it as it is
+// typed (POST /flows/check: the same parser and rules as a submit) and answers its defaults,
+// which prefill the params; choose the flow name and tag; the new run opens.
+
+import * as api from "./api.js";
+import { h, replace } from "./dom.js";
+import { pretty } from "./format.js";
+import { t } from "./i18n.js";
+
+const CHECK_DELAY_MS = 350;
+
+export function submitView(root, params, { navigate }) {
+  let checked = null; // the last good answer of /flows/check
+  let defaultsText = "{}";
+  let timer = null;
+  let seq = 0;
+
+  const yamlBox = h("textarea", { id: "submit-yaml", class: "code-input", rows: 14, spellcheck: "false", placeholder: "version: 1\nflow:\n  graph: |\n    hello\ntasks:\n  hello:\n    callable: my_tasks:hello" });
+  const fileInput = h("input", { type: "file", id: "submit-file", accept: ".yaml,.yml,text/yaml,application/x-yaml", hidden: true });
+  const drop = h("div", { class: "dropzone small", id: "submit-drop", tabindex: 0, role: "button" }, h("strong", {}, t("submit.drop")), h("span", { class: "muted" }, t("submit.drop_hint")));
+  const checkBox = h("p", { class: "check-result", id: "submit-check", dataset: { kind: "idle" } }, t("submit.paste_first"));
+  const nameInput = h("input", { id: "submit-flow-name", value: params.get("flow") || "main", autocomplete: "off", spellcheck: "false" });
+  const tagInput = h("input", { id: "submit-tag", value: params.get("tag") || "", placeholder: t("submit.tag_default"), autocomplete: "off", spellcheck: "false" });
+  const paramsBox = h("textarea", { id: "submit-params", class: "code-input", rows: 8, spellcheck: "false" }, "{}");
+  const paramsNote = h("p", { class: "muted small", id: "submit-params-note" }, t("submit.params_note"));
+  const submitBtn = h("button", { type: "submit", class: "btn btn-primary", id: "submit-run", disabled: true }, t("submit.run"));
+  const errorBox = h("p", { class: "error", id: "submit-error", hidden: true });
+
+  drop.addEventListener("click", () => fileInput.click());
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") fileInput.click();
+  });
+  drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    const file = e.dataTransfer && e.dataTransfer.files[0];
+    if (file) readFile(file);
+  });
+  fileInput.addEventListener("change", () => {
+    if (fileInput.files[0]) readFile(fileInput.files[0]);
+    fileInput.value = "";
+  });
+  yamlBox.addEventListener("input", scheduleCheck);
+  paramsBox.addEventListener("input", validate);
+  nameInput.addEventListener("input", validate);
+
+  async function readFile(file) {
+    yamlBox.value = await file.text();
+    check();
+  }
+
+  function scheduleCheck() {
+    clearTimeout(timer);
+    timer = setTimeout(check, CHECK_DELAY_MS);
+  }
+
+  function workflowForm() {
+    const form = new FormData();
+    form.append("workflow", new Blob([yamlBox.value], { type: "application/x-yaml" }), "flow.yaml");
+    return form;
+  }
+
+  async function check() {
+    clearTimeout(timer);
+    const mine = ++seq;
+    if (!yamlBox.value.trim()) {
+      checked = null;
+      checkBox.dataset.kind = "idle";
+      checkBox.textContent = t("submit.paste_first");
+      validate();
+      return;
+    }
+    checkBox.dataset.kind = "busy";
+    checkBox.textContent = t("submit.checking");
+    try {
+      const answer = await api.post("/flows/check", { body: workflowForm() });
+      if (mine !== seq) return;
+      const oldDefaults = defaultsText;
+      checked = answer;
+      defaultsText = pretty(answer.defaults || {});
+      // Prefill the params unless the user changed them.
+      if (paramsBox.value.trim() === oldDefaults.trim() || paramsBox.value.trim() === "{}" || paramsBox.value.trim() === "") {
+        paramsBox.value = defaultsText;
+      }
+      const tasks = Object.keys(answer.tasks || {});
+      checkBox.dataset.kind = "ok";
+      checkBox.textContent = t("submit.valid", { n: tasks.length, tasks: tasks.slice(0, 8).join(", ") + (tasks.length > 8 ? ", …" : "") });
+    } catch (err) {
+      if (mine !== seq) return;
+      checked = null;
+      checkBox.dataset.kind = "error";
+      checkBox.textContent = t("submit.invalid", { status: err.status || "—", detail: err.detail || err.message });
+    }
+    validate();
+  }
+
+  /** The params to send, `undefined` when they are the defaults, or an Error. */
+  function chosenParams() {
+    const text = paramsBox.value.trim();
+    if (!text || text === defaultsText.trim()) return undefined;
+    let value;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      return new Error(t("submit.params_not_json", { detail: err.message }));
+    }
+    if (!value || typeof value !== "object" || Array.isArray(value)) return new Error(t("submit.params_not_object"));
+    return value;
+  }
+
+  function validate() {
+    const p = chosenParams();
+    paramsNote.textContent = p instanceof Error ? p.message : t("submit.params_note");
+    paramsNote.classList.toggle("error-text", p instanceof Error);
+    submitBtn.disabled = !checked || p instanceof Error || !nameInput.value.trim();
+  }
+
+  async function submit(e) {
+    e.preventDefault();
+    const p = chosenParams();
+    if (!checked || p instanceof Error) return;
+    submitBtn.disabled = true;
+    errorBox.hidden = true;
+    const form = workflowForm();
+    form.append("flow_name", nameInput.value.trim());
+    if (tagInput.value.trim()) form.append("tag", tagInput.value.trim());
+    if (p !== undefined) form.append("params", JSON.stringify(p));
+    try {
+      const answer = await api.post("/runs/yaml", { body: form });
+      navigate(`#/runs/${encodeURIComponent(answer.run_id)}`);
+    } catch (err) {
+      errorBox.hidden = false;
+      errorBox.textContent = t("submit.refused", { status: err.status || "—", detail: err.detail || err.message });
+      validate();
+    }
+  }
+
+  replace(
+    root,
+    h(
+      "section",
+      { class: "view", id: "view-submit" },
+      h("div", { class: "view-head" }, h("h1", {}, t("submit.title"))),
+      h(
+        "form",
+        { class: "submit-form", id: "submit-form", onsubmit: submit },
+        h(
+          "section",
+          { class: "card" },
+          h("h2", {}, t("submit.flow_yaml")),
+          drop,
+          fileInput,
+          yamlBox,
+          checkBox
+        ),
+        h(
+          "section",
+          { class: "card" },
+          h("h2", {}, t("submit.run_settings")),
+          h(
+            "div",
+            { class: "filters" },
+            h("label", { class: "field" }, h("span", {}, t("submit.flow_name")), nameInput),
+            h("label", { class: "field" }, h("span", {}, t("submit.tag")), tagInput)
+          ),
+          h("label", { class: "field wide" }, h("span", {}, t("submit.params")), paramsBox),
+          paramsNote,
+          errorBox,
+          h("div", { class: "dialog-actions" }, submitBtn)
+        )
+      )
+    )
+  );
+  validate();
+  return () => clearTimeout(timer);
+}
