@@ -187,29 +187,61 @@ function showToast(message) {
  * Views & navigation
  * =========================================================================================== */
 
+/** The views the gateway's dashboard provides, framed (its `?embed=1` mode). */
+const DASHBOARD_VIEWS = ['runs', 'workers', 'metrics', 'wheels'];
+const VIEWS = ['status', ...DASHBOARD_VIEWS, 'settings'];
+
+let currentView = 'status';
+/** The gateway's dashboard address while the stack runs (from the status). */
+let dashboardUrl = null;
+
 function viewFromHash() {
-  return location.hash === '#settings' ? 'settings' : 'status';
+  const name = location.hash.replace(/^#/, '');
+  return VIEWS.includes(name) ? name : 'status';
 }
 
 function showView(name) {
-  const settings = name === 'settings';
-  setHidden($('view-status'), settings);
-  setHidden($('view-settings'), !settings);
+  currentView = name;
+  const framed = DASHBOARD_VIEWS.includes(name);
+  setHidden($('view-status'), name !== 'status');
+  setHidden($('view-settings'), name !== 'settings');
+  setHidden($('view-dashboard'), !framed);
   for (const tab of document.querySelectorAll('.tab')) {
     setAttr(tab, 'aria-current', tab.dataset.view === name ? 'page' : null);
   }
-  if (settings) ensureSettingsLoaded();
+  if (name === 'settings') ensureSettingsLoaded();
+  if (framed) showDashboard();
+}
+
+/** Point the frame at the dashboard view of the current tab (only the fragment changes when
+ *  the gateway is the same, so the framed page is not reloaded). */
+function showDashboard() {
+  const frame = $('dashboard-frame');
+  const known = typeof dashboardUrl === 'string' && dashboardUrl !== '';
+  setHidden(frame, !known);
+  setHidden($('dashboard-waiting'), known);
+  if (!known) return;
+  const url = new URL(dashboardUrl);
+  url.searchParams.set('embed', '1');
+  url.hash = `#/${currentView}`;
+  if (frame.src !== url.href) frame.src = url.href;
+}
+
+function setDashboardUrl(url) {
+  const next = typeof url === 'string' && url !== '' ? url : null;
+  if (next === dashboardUrl) return;
+  dashboardUrl = next;
+  if (DASHBOARD_VIEWS.includes(currentView)) showDashboard();
 }
 
 function navigate(name) {
-  const hash = name === 'settings' ? '#settings' : '#status';
+  const hash = `#${name}`;
   if (location.hash !== hash) history.replaceState(null, '', hash);
   showView(name);
 }
 
 function initNavigation() {
-  $('nav-status').addEventListener('click', () => navigate('status'));
-  $('nav-settings').addEventListener('click', () => navigate('settings'));
+  for (const name of VIEWS) $(`nav-${name}`).addEventListener('click', () => navigate(name));
   $('startup-error-settings').addEventListener('click', () => navigate('settings'));
   window.addEventListener('hashchange', () => showView(viewFromHash()));
   showView(viewFromHash());
@@ -361,6 +393,7 @@ function renderAddresses(status) {
     if (rowEl.hasAttribute('data-optional')) setHidden(rowEl, !known);
   }
   $('open-dashboard').disabled = !status.dashboard_url;
+  setDashboardUrl(status.dashboard_url);
 }
 
 async function copyText(text, button) {

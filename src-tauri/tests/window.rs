@@ -469,6 +469,36 @@ async fn the_window_runs_a_flow_saves_settings_exports_and_quits_clean() {
     assert_eq!(run["status"], "COMPLETED", "{run}");
     shot(&client, "02-flow-completed.png", Some("#logs")).await;
 
+    // 2b. The Runs tab: the gateway's dashboard, framed, lists that run (and nothing in the
+    // window needs a browser).
+    find(&client, "#nav-runs").await.click().await.unwrap();
+    let frame = find(&client, "#dashboard-frame").await;
+    let src = frame.attr("src").await.unwrap().unwrap_or_default();
+    assert_eq!(src, format!("{api}/?embed=1#/runs"));
+    frame.enter_frame().await.expect("into the dashboard frame");
+    let row = format!(r#"tr[data-run-id="{run_id}"]"#);
+    wait_text(
+        &client,
+        &format!("{row} td.flow a"),
+        |t| t == "double",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        find(&client, &row)
+            .await
+            .attr("data-status")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("COMPLETED")
+    );
+    client
+        .enter_parent_frame()
+        .await
+        .expect("back to the window");
+    shot(&client, "02b-runs-tab.png", None).await;
+
     // 3. Settings: a bad value is flagged as typed, a good one is saved to the .env.
     find(&client, "#nav-settings").await.click().await.unwrap();
     let port_field = "#field-PYOCO_HTTP_PORT";

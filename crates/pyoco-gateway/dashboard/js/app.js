@@ -158,6 +158,8 @@ auth.onRequired(() => {
   if (authDialog.el && !authDialog.el.open) authDialog.open(hadKey ? t("auth.rejected", { detail: "401" }) : "");
 });
 
+// `?embed=1`: inside the desktop app's window, whose tabs replace the header's navigation.
+if (new URLSearchParams(location.search).get("embed") === "1") document.documentElement.classList.add("embedded");
 initLang();
 renderShell();
 window.addEventListener("hashchange", route);

@@ -141,7 +141,15 @@ export function runsView(root, params, { navigate }) {
     h(
       "section",
       { class: "view", id: "view-runs" },
-      h("div", { class: "view-head" }, h("h1", {}, t("runs.title")), live, countsBox),
+      h(
+        "div",
+        { class: "view-head" },
+        h("h1", {}, t("runs.title")),
+        live,
+        countsBox,
+        h("span", { class: "spacer" }),
+        h("a", { class: "btn btn-primary", href: "#/submit", id: "runs-submit" }, t("runs.submit"))
+      ),
       form,
       errorBox,
       h("div", { class: "table-wrap" }, table),
