@@ -520,6 +520,27 @@ async fn a_wheel_is_uploaded_through_the_page_and_a_refusal_shows_its_reason() {
     );
     shot(&client, "13-wheel-refused").await;
     assert_eq!(app.get_json("/wheels").await.1.as_array().unwrap().len(), 1);
+
+    // Delete, after a confirmation: gone from the registry, a delete in the history.
+    find(
+        &client,
+        &format!(r#"tr[data-wheel="{name}"] [data-action="delete"]"#),
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
+    find(&client, "#confirm-dialog[open]").await;
+    find(&client, "#confirm-yes").await.click().await.unwrap();
+    find(&client, "#wheels-empty:not([hidden])").await;
+    wait_attr(
+        &client,
+        r#"#history-body tr[data-action="delete"]"#,
+        "data-action",
+        "delete",
+    )
+    .await;
+    assert_eq!(app.get_json("/wheels").await, (200, json!([])));
     client.close().await.unwrap();
 }
 
@@ -592,6 +613,44 @@ async fn a_flow_is_submitted_from_the_page_with_edited_params_and_its_run_opens(
     let output = find(&client, r#"#task-detail [data-field="output"]"#).await;
     assert_eq!(output.text().await.unwrap(), "HELLO FROM THE PAGE!");
     shot(&client, "15-submitted-run").await;
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_listed_with_their_state_and_can_be_hidden() {
+    let app = TestApp::start(AppOptions::default()).await;
+    app.wait_worker_registered("e2e-worker").await;
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/#/workers", app.base_url()))
+        .await
+        .unwrap();
+    let row = r#"tr[data-worker-id="e2e-worker"]"#;
+    wait_attr(&client, row, "data-state", "IDLE").await;
+    assert_eq!(
+        find(&client, &format!("{row} .chip"))
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "default"
+    );
+    shot(&client, "17-workers").await;
+    find(&client, &format!(r#"{row} [data-action="toggle-hidden"]"#))
+        .await
+        .click()
+        .await
+        .unwrap();
+    // Hidden: off the default list, in the API too; shown again with "show hidden".
+    find(&client, "#workers-empty:not([hidden])").await;
+    let (_, workers) = app.get_json("/workers?scope=all&include_hidden=true").await;
+    assert_eq!(workers[0]["hidden"], json!(true), "{workers}");
+    find(&client, "#workers-show-hidden")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_attr(&client, row, "class", "hidden-row").await;
     client.close().await.unwrap();
 }
 
