@@ -16,6 +16,7 @@
 mod api_keys;
 mod bucket;
 mod config;
+mod dlq;
 mod error;
 mod resources;
 mod shared;
@@ -34,6 +35,7 @@ use bytes::Bytes;
 pub use api_keys::CreateKeyError;
 pub use bucket::{next_entry, Bucket, Versioned};
 pub use config::StoreConfig;
+pub use dlq::DlqEntry;
 pub use error::StoreError;
 pub use resources::consumer_config;
 pub use shared::SharedStore;

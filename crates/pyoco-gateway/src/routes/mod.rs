@@ -15,6 +15,7 @@ use crate::{auth, error::ApiError, AppState};
 mod cancel;
 mod components;
 mod dashboard;
+mod dlq;
 mod health;
 mod list;
 mod metrics;
@@ -49,6 +50,7 @@ pub(crate) fn protected(state: &AppState) -> Router<AppState> {
         .merge(wheels::routes(state))
         .merge(workers::routes())
         .merge(metrics::routes())
+        .merge(dlq::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

@@ -23,7 +23,7 @@ use super::components::{
     BadRequest, CorruptRecord, NatsUnavailable, PayloadTooLarge, RunNotFound, RunPage, RunSnapshot,
     TaskRecord, Unprocessable, WheelSync, WorkerNotFound, WorkerRecord, WorkerStateDoc,
 };
-use super::{cancel, health, list, metrics, runs, watch, wheel_history, wheels, workers};
+use super::{cancel, dlq, health, list, metrics, runs, watch, wheel_history, wheels, workers};
 use crate::{
     error::{json_bytes_response, DetailBody, FieldError, Loc, ValidationBody},
     AppState,
@@ -65,6 +65,9 @@ while NATS is away.",
         wheel_history::wheel_history,
         wheels::download_wheel,
         wheels::delete_wheel,
+        dlq::list_dlq,
+        dlq::get_dlq,
+        dlq::delete_dlq,
     ),
     components(
         schemas(
@@ -100,6 +103,7 @@ while NATS is away.",
         (name = "runs", description = "Submit, list, read, watch and cancel runs (contract §3.2)"),
         (name = "workers", description = "The worker registry (behind the API key when auth is on; 0.5.1 left it open)"),
         (name = "wheels", description = "The wheel registry workers install plugin tasks from, and its history (contract §3.2, §7)"),
+        (name = "dlq", description = "The dead-letter queue: list, read and delete entries (ours; 0.5.1 only writes it)"),
         (name = "service", description = "Health, metrics and this document"),
     ),
 )]

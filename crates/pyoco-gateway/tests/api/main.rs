@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod browser;
 mod connections;
+mod dlq;
 mod health;
 mod metrics;
 mod nats_outage;

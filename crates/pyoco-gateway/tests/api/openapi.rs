@@ -34,6 +34,9 @@ const SERVED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/wheels/history"),
     ("GET", "/wheels/{wheel_name}"),
     ("DELETE", "/wheels/{wheel_name}"),
+    ("GET", "/dlq"),
+    ("GET", "/dlq/{id}"),
+    ("DELETE", "/dlq/{id}"),
     // Also served, undocumented: `DELETE /wheels/history`, always 404 `wheel not found` (what
     // 0.5.1 answers, its router taking `history` for a wheel name).
 ];
