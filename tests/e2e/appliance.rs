@@ -2,7 +2,7 @@
 
 use pyoco_testkit::{AppOptions, TestApp};
 use pyoco_wire::WorkflowDigest;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::{assert_readme_flow_records, sorted_keys, README_FLOW, RUN_TIMEOUT, TERMINAL};
 
@@ -176,8 +176,15 @@ tasks:
     assert_eq!(run["tag"], "default");
     assert_eq!(run["params"]["marker"], json!(marker.display().to_string()));
     assert_eq!(run["worker_id"], "e2e-worker");
-    // Not an execution error: no DLQ record (0.5.1's "any other exception" row).
-    assert_eq!(app.dlq_messages().await, Vec::<(String, Value)>::new());
+    // A dead letter to replay once the module exists (0.5.1's "any other exception" row wrote
+    // none).
+    let dlq = app.dlq_messages().await;
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0].1["reason"], "execution_error");
+    assert!(
+        dlq[0].1["error"].as_str().unwrap().contains("e2e_missing"),
+        "{dlq:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ mod appliance;
 mod auth_interop;
 mod browser;
 mod dashboard;
+mod dlq;
 mod docs_references;
 mod interop;
 mod module_graph;

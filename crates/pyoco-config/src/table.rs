@@ -294,6 +294,21 @@ settings_table! {
         restarts: GatewayAndWorker,
         help: "Also publish failed runs (`execution_error`) to the DLQ.",
     },
+    dlq_replays_kv_bucket: String = PYOCO_DLQ_REPLAYS_KV_BUCKET {
+        group: Dlq, kind: Kind::Name, default: Some("pyoco_dlq_replays"), scope: Server,
+        restarts: Gateway,
+        help: "KV bucket recording the replays of dead letters (`POST /dlq/{id}/replay`, ours); entries live as long as the DLQ's.",
+    },
+    workflows_kv_bucket: String = PYOCO_WORKFLOWS_KV_BUCKET {
+        group: Dlq, kind: Kind::Name, default: Some("pyoco_workflows"), scope: Server,
+        restarts: Gateway,
+        help: "KV bucket where the gateway keeps each submitted flow.yaml by its SHA-256 (ours), so a dead letter of a flow.yaml run can be replayed.",
+    },
+    workflow_keep_sec: f64 = PYOCO_WORKFLOW_KEEP_SEC {
+        group: Dlq, kind: Kind::Seconds, default: Some("2592000"), scope: Server,
+        restarts: Gateway,
+        help: "Seconds a submitted flow.yaml is kept for replays, from its last submit (applied when the bucket is created; 0: not kept, and replays of flow.yaml runs are refused).",
+    },
     dlq_max_age_sec: f64 = PYOCO_DLQ_MAX_AGE_SEC {
         group: Dlq, kind: Kind::Seconds, default: Some("604800"), scope: Server,
         restarts: GatewayAndWorker,

@@ -311,6 +311,7 @@ mod tests {
                 "PYOCO_CONSUMER_ACK_WAIT_SEC",
                 "PYOCO_CONSUMER_MAX_DELIVER",
                 "PYOCO_CONSUMER_MAX_ACK_PENDING",
+                "PYOCO_WORKFLOW_KEEP_SEC",
                 "PYOCO_DLQ_MAX_AGE_SEC",
                 "PYOCO_DLQ_MAX_MSGS",
                 "PYOCO_DLQ_MAX_BYTES",

@@ -31,6 +31,11 @@ pub struct StoreConfig {
     pub auth_bucket: String,
     pub wheel_history_bucket: String,
     pub wheel_history_ttl: Duration,
+    /// Replays of dead letters (ours), kept as long as the DLQ's entries.
+    pub dlq_replays_bucket: String,
+    /// Submitted flow.yaml texts by SHA-256 (ours); `workflow_keep` zero: none kept.
+    pub workflows_bucket: String,
+    pub workflow_keep: Duration,
     pub wheel_bucket: String,
     pub wheel_max_bytes: i64,
     /// Timeout of one JetStream API request (nats-py's default is 5 s).
@@ -59,6 +64,9 @@ impl Default for StoreConfig {
             auth_bucket: "pyoco_auth".into(),
             wheel_history_bucket: "pyoco_wheel_history".into(),
             wheel_history_ttl: Duration::from_secs(7_776_000),
+            dlq_replays_bucket: "pyoco_dlq_replays".into(),
+            workflows_bucket: "pyoco_workflows".into(),
+            workflow_keep: Duration::from_secs(2_592_000),
             wheel_bucket: "pyoco_wheels".into(),
             wheel_max_bytes: 536_870_912,
             request_timeout: Duration::from_secs(5),
@@ -109,6 +117,9 @@ impl From<&pyoco_config::Settings> for StoreConfig {
             auth_bucket: s.auth_kv_bucket.clone(),
             wheel_history_bucket: s.wheel_history_kv_bucket.clone(),
             wheel_history_ttl: secs(s.wheel_history_ttl_sec),
+            dlq_replays_bucket: s.dlq_replays_kv_bucket.clone(),
+            workflows_bucket: s.workflows_kv_bucket.clone(),
+            workflow_keep: secs(s.workflow_keep_sec),
             wheel_bucket: s.wheel_object_store_bucket.clone(),
             wheel_max_bytes: int(s.wheel_max_bytes),
             ..StoreConfig::default()

@@ -61,6 +61,8 @@ struct Inner {
     workers: Bucket,
     auth: Bucket,
     wheel_history: Bucket,
+    dlq_replays: Bucket,
+    workflows: Bucket,
     wheels: WheelRegistry,
 }
 
@@ -98,6 +100,8 @@ impl Store {
         let auth = open_bucket(&js, &cfg.auth_bucket, Duration::ZERO).await?;
         let wheel_history =
             open_bucket(&js, &cfg.wheel_history_bucket, cfg.wheel_history_ttl).await?;
+        let dlq_replays = open_bucket(&js, &cfg.dlq_replays_bucket, cfg.dlq_max_age).await?;
+        let workflows = open_bucket(&js, &cfg.workflows_bucket, cfg.workflow_keep).await?;
         let wheels = open_wheel_registry(&js, &cfg).await?;
         Ok(Store {
             inner: std::sync::Arc::new(Inner {
@@ -108,6 +112,8 @@ impl Store {
                 workers,
                 auth,
                 wheel_history,
+                dlq_replays,
+                workflows,
                 wheels,
             }),
         })
@@ -161,6 +167,21 @@ impl Store {
     /// Wheel upload/delete history.
     pub fn wheel_history(&self) -> &Bucket {
         &self.inner.wheel_history
+    }
+
+    /// Replays of dead letters, key = the entry's id (ours).
+    pub fn dlq_replays(&self) -> &Bucket {
+        &self.inner.dlq_replays
+    }
+
+    /// Submitted flow.yaml texts, key = their SHA-256 hex (ours).
+    pub fn workflows(&self) -> &Bucket {
+        &self.inner.workflows
+    }
+
+    /// Whether submitted flow.yaml texts are kept (`PYOCO_WORKFLOW_KEEP_SEC` > 0).
+    pub fn keeps_workflows(&self) -> bool {
+        !self.inner.cfg.workflow_keep.is_zero()
     }
 
     /// The wheel registry (object store `PYOCO_WHEEL_OBJECT_STORE_BUCKET`).

@@ -102,9 +102,11 @@ async fn unknown_callable_fails_with_the_import_error() {
         error.contains("import_error") && error.contains("no_such_module"),
         "{error}"
     );
-    // Metadata survives worker-side flow errors (§14-6), and no DLQ record (0.5.1 row).
+    // Metadata survives worker-side flow errors (§14-6), and a DLQ record to replay it by
+    // (0.5.1 wrote none).
     assert_eq!(s.tag.as_deref(), Some("default"));
-    assert!(h.dlq().await.is_empty());
+    let dlq = h.dlq().await;
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

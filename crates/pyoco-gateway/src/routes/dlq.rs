@@ -1,6 +1,14 @@
 //! The dead-letter queue (stream `PYOCO_DLQ`, §2.7), which 0.5.1 only writes: `GET /dlq` lists
-//! entries newest first, `GET /dlq/{id}` shows one with the job it came from, `DELETE
-//! /dlq/{id}` removes one. An entry's id is its stream sequence, as a string.
+//! entries newest first, `GET /dlq/{id}` shows one with the job it came from, `POST
+//! /dlq/{id}/replay` submits that job again as a new run, `DELETE /dlq/{id}` removes one. An
+//! entry's id is its stream sequence, as a string.
+//!
+//! A replay rebuilds the job from the run's snapshot (flow name, tag, tags, params) and, for a
+//! flow.yaml run, the flow.yaml the gateway kept by its digest (`PYOCO_WORKFLOW_KEEP_SEC`); the
+//! new run's snapshot says `replayed_from`, and the replay is recorded (bucket
+//! `PYOCO_DLQ_REPLAYS_KV_BUCKET`) so the entry shows `replayed_run_id`. An `invalid_job` entry,
+//! a run that is gone, or a flow.yaml that was not kept (submitted through a 0.5.1 gateway, or
+//! expired) cannot be replayed: `409 dlq entry cannot be replayed` with the reason.
 //!
 //! Listing walks the stream backwards from the newest entry (or from the cursor), reading
 //! entries a batch at a time concurrently, keeping those that pass the filters and the caller's
@@ -21,6 +29,8 @@ use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::components::{NatsUnavailable, Unprocessable};
+use super::runs::{checked_workflow, new_run_id, submit_new_run_with};
+use super::yaml_form::Upload;
 use crate::{auth::Caller, error::ApiError, json::PyJson, pydantic, AppState};
 
 /// Entries read from the stream at once.
@@ -34,6 +44,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/dlq", get(list_dlq))
         .route("/dlq/{id}", get(get_dlq).delete(delete_dlq))
+        .route("/dlq/{id}/replay", axum::routing::post(replay_dlq))
 }
 
 // The query of `GET /dlq` as `/openapi.json` describes it; `DlqQuery::parse` reads it.
@@ -84,6 +95,8 @@ pub(crate) struct DlqItem {
     timestamp: Option<f64>,
     worker_id: Option<String>,
     num_delivered: Option<u64>,
+    /// The run of the latest replay of this entry, if any.
+    replayed_run_id: Option<String>,
 }
 
 /// The validated query.
@@ -262,7 +275,39 @@ async fn list_dlq(
             break;
         }
     }
+    add_replays(store, &mut items).await;
     Ok(PyJson(json!({"items": items, "next_cursor": next_cursor})))
+}
+
+/// The replays recorded for entry `seq` (oldest first; none when unreadable).
+async fn replays_of(store: &Store, seq: &str) -> Vec<Value> {
+    match store.dlq_replays().get(seq).await {
+        Ok(Some(v)) => pyoco_wire::from_python_json::<Value>(&v.value)
+            .ok()
+            .and_then(|v| v.get("replays").and_then(Value::as_array).cloned())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Set each item's `replayed_run_id` (the latest replay's run), reading the replays
+/// concurrently.
+async fn add_replays(store: &Store, items: &mut [Value]) {
+    let ids: Vec<String> = items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let replays: Vec<Vec<Value>> = stream::iter(ids)
+        .map(|id| async move { replays_of(store, &id).await })
+        .buffered(READ_CONCURRENCY)
+        .collect()
+        .await;
+    for (item, replays) in items.iter_mut().zip(replays) {
+        item["replayed_run_id"] = replays
+            .last()
+            .and_then(|r| r.get("run_id").cloned())
+            .unwrap_or(Value::Null);
+    }
 }
 
 /// The entries `bottom..=top`, read concurrently, in sequence order (`None`: no entry there).
@@ -349,11 +394,150 @@ async fn get_dlq(
         },
     };
     let mut out = item(&entry, &record);
+    let replays = replays_of(store, &entry.seq.to_string()).await;
+    out["replayed_run_id"] = replays
+        .last()
+        .and_then(|r| r.get("run_id").cloned())
+        .unwrap_or(Value::Null);
+    out["replays"] = Value::Array(replays);
     out["subject"] = json!(entry.subject);
     out["stored_at"] = json!(entry.stored_at);
     out["record"] = Value::Object(record);
     out["job"] = job.unwrap_or(Value::Null);
     Ok(PyJson(out))
+}
+
+fn not_replayable(reason: impl Into<String>) -> ApiError {
+    ApiError::with_reason(
+        StatusCode::CONFLICT,
+        "dlq entry cannot be replayed",
+        reason.into(),
+    )
+}
+
+/// `POST /dlq/{id}/replay`.
+#[utoipa::path(
+    post,
+    path = "/dlq/{id}/replay",
+    operation_id = "replay_dlq",
+    tag = "dlq",
+    summary = "Run a dead letter's job again, as a new run (ours)",
+    description = "Rebuilds the job from the run's snapshot (flow name, tag, tags, params) and, \
+for a flow.yaml run, the flow.yaml this gateway kept (`PYOCO_WORKFLOW_KEEP_SEC`), checks the \
+flow.yaml again like a submit, and queues a new run whose snapshot says `replayed_from`. Each \
+replay is recorded; replaying again is allowed. 409 `dlq entry cannot be replayed` (with the \
+reason) for an `invalid_job` entry, a run that is gone, or a flow.yaml that was not kept.",
+    params(("id" = String, Path, description = "The entry's id")),
+    responses(
+        (status = 200, description = "Queued", body = Object,
+         example = json!({"run_id": "5b0f…", "status": "PENDING", "replayed_from": "42"})),
+        (status = 404, description = "`dlq entry not found`", body = Object),
+        (status = 409, description = "`dlq entry cannot be replayed`", body = Object),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = NatsUnavailable),
+    ),
+)]
+async fn replay_dlq(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<PyJson<Value>, ApiError> {
+    let Path(id) = id.map_err(|_| not_found())?;
+    let store = state.store()?;
+    let (entry, record) = visible_entry(store, &caller, &id).await?;
+    let reason = record.get("reason").and_then(Value::as_str).unwrap_or("");
+    if reason == "invalid_job" || reason == "unreadable" {
+        return Err(not_replayable(
+            "the job of this entry could not be read when it failed; there is nothing to run again",
+        ));
+    }
+    let Some(run_id) = text(&record, "run_id") else {
+        return Err(not_replayable("the entry names no run"));
+    };
+    let Some(Value::Object(job)) = job_from_run(store, &run_id).await else {
+        return Err(not_replayable(format!(
+            "run {run_id} is gone from the runs bucket, and with it the job's params"
+        )));
+    };
+    let workflow = match job.get("workflow_yaml_sha256").and_then(Value::as_str) {
+        None => None,
+        Some(sha) => {
+            let kept = store.workflows().get(sha).await?;
+            let Some(kept) = kept else {
+                return Err(not_replayable(format!(
+                    "the flow.yaml of run {run_id} (sha256 {sha}) was not kept: it was submitted \
+                     through a gateway that does not keep them, or more than \
+                     PYOCO_WORKFLOW_KEEP_SEC ago"
+                )));
+            };
+            let (raw, workflow) =
+                checked_workflow(&state, Upload::Fits(kept.value.to_vec())).await?;
+            let text = String::from_utf8(raw)
+                .map_err(|_| not_replayable("the kept flow.yaml is not UTF-8"))?;
+            Some(pyoco_wire::WorkflowUpload {
+                text,
+                digest: workflow.digest,
+            })
+        }
+    };
+    let tag = job
+        .get("tag")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .unwrap_or(state.default_tag())
+        .to_string();
+    let run = pyoco_wire::NewRun {
+        run_id: new_run_id(),
+        flow_name: job
+            .get("flow_name")
+            .and_then(Value::as_str)
+            .unwrap_or("main")
+            .to_string(),
+        tag,
+        tags: job
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        tenant_id: caller.tenant_id.clone(),
+        api_key_id: caller.api_key_id.clone(),
+        params: job
+            .get("params")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        workflow,
+    };
+    let id = entry.seq.to_string();
+    let mut extra = Map::new();
+    extra.insert("replayed_from".into(), json!(id));
+    let submitted = submit_new_run_with(&state, run, extra).await?.0;
+    let new_run = submitted.run_id().to_string();
+    record_replay(store, &id, &new_run, &caller).await;
+    tracing::info!(dlq_id = %id, from_run = %run_id, run_id = %new_run, "dead letter replayed");
+    Ok(PyJson(
+        json!({"run_id": new_run, "status": "PENDING", "replayed_from": id}),
+    ))
+}
+
+/// Append a replay to the entry's record (best effort; a lost race drops a record, never the
+/// run).
+async fn record_replay(store: &Store, id: &str, run_id: &str, caller: &Caller) {
+    let mut replays = replays_of(store, id).await;
+    replays.push(json!({
+        "run_id": run_id,
+        "at": pyoco_wire::python::time(),
+        "api_key_id": caller.api_key_id,
+    }));
+    let value = pyoco_wire::to_python_json(&json!({ "replays": replays }));
+    if let Err(err) = store.dlq_replays().put(id, value).await {
+        tracing::warn!(dlq_id = %id, %run_id, "recording the replay failed: {err}");
+    }
 }
 
 /// What a run's snapshot says of the job that started it (`None` when the run is gone or

@@ -68,6 +68,7 @@ while NATS is away.",
         dlq::list_dlq,
         dlq::get_dlq,
         dlq::delete_dlq,
+        dlq::replay_dlq,
     ),
     components(
         schemas(

@@ -68,6 +68,12 @@ pub(crate) struct Submitted {
     status: &'static str,
 }
 
+impl Submitted {
+    pub(crate) fn run_id(&self) -> &str {
+        &self.run_id
+    }
+}
+
 /// `POST /runs`: JSON body, resolver path.
 #[utoipa::path(
     post,
@@ -201,6 +207,7 @@ async fn submit_yaml(
     if let Some(given) = form.params.as_deref() {
         params.extend(form_params(given)?);
     }
+    let keep = keep_workflow(&state, &workflow.digest.sha256, &text);
     let run = NewRun {
         run_id: new_run_id(),
         flow_name: flow_name.to_string(),
@@ -214,15 +221,16 @@ async fn submit_yaml(
             digest: workflow.digest,
         }),
     };
-    // 8. Submit.
-    submit_new_run(&state, run).await
+    // 8. Submit (and keep the flow.yaml meanwhile).
+    let (submitted, ()) = tokio::join!(submit_new_run(&state, run), keep);
+    submitted
 }
 
 /// Steps 4 and 5 of `POST /runs/yaml` (also all of `POST /flows/check`): the size limit, the
 /// flow.yaml rules (§8; parsed on a blocking thread, a few at a time, so a hard document never
 /// holds up the other requests) and, not in 0.5.1, `PYOCO_TASK_MODULES`. Returns the bytes and
 /// the parsed flow.
-async fn checked_workflow(
+pub(super) async fn checked_workflow(
     state: &AppState,
     upload: Upload,
 ) -> Result<(Vec<u8>, pyoco_wire::Workflow), ApiError> {
@@ -331,6 +339,31 @@ async fn check_yaml(
     }))
 }
 
+/// Keep a submitted flow.yaml by its digest, so a dead letter of the run can be replayed
+/// (`PYOCO_WORKFLOW_KEEP_SEC`; ours). Runs beside the submit's own writes and is best effort: a
+/// submit never fails because of it. Every submit rewrites it, which restarts its time to live.
+fn keep_workflow(
+    state: &AppState,
+    sha256: &str,
+    text: &str,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let store = state
+        .store()
+        .ok()
+        .filter(|s| s.keeps_workflows() && text.len() <= s.max_record_bytes())
+        .cloned();
+    let key = sha256.to_string();
+    let value = Bytes::copy_from_slice(text.as_bytes());
+    async move {
+        let Some(store) = store else {
+            return;
+        };
+        if let Err(err) = store.workflows().put(&key, value).await {
+            tracing::warn!(sha256 = %key, "keeping the flow.yaml for replays failed: {err}");
+        }
+    }
+}
+
 /// The `params` part of `POST /runs/yaml`: a JSON object, else 422 `invalid params`. (At most
 /// the form overhead, 64 KiB: parsed in place.)
 fn form_params(text: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
@@ -364,6 +397,15 @@ fn missing_form_parts(workflow: bool, flow_name: bool) -> ApiError {
 /// KV create of the PENDING snapshot, then the job publish; when either fails on NATS, the
 /// snapshot is deleted again (best effort, like 0.5.1) and the client gets the 503.
 async fn submit_new_run(state: &AppState, run: NewRun) -> Result<PyJson<Submitted>, ApiError> {
+    submit_new_run_with(state, run, Map::new()).await
+}
+
+/// [`submit_new_run`], with `extra` keys in the PENDING snapshot (e.g. `replayed_from`).
+pub(super) async fn submit_new_run_with(
+    state: &AppState,
+    run: NewRun,
+    extra: Map<String, Value>,
+) -> Result<PyJson<Submitted>, ApiError> {
     if run.flow_name.len() > pyoco_wire::MAX_FLOW_NAME_BYTES {
         return Err(ApiError::with_reason(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -377,7 +419,9 @@ async fn submit_new_run(state: &AppState, run: NewRun) -> Result<PyJson<Submitte
     }
     let store = state.store()?;
     let now = python::time();
-    let snapshot = Bytes::from(RunSnapshot::pending(&run, now).to_json());
+    let mut pending = RunSnapshot::pending(&run, now);
+    pending.extra = extra;
+    let snapshot = Bytes::from(pending.to_json());
     let job = JobMessage::for_new_run(&run, now).to_json();
     check_fits_a_message(store, snapshot.len().max(job.len()))?;
     let NewRun {
@@ -587,6 +631,6 @@ async fn add_worker_liveness(
 }
 
 /// `str(uuid4())`.
-fn new_run_id() -> String {
+pub(super) fn new_run_id() -> String {
     uuid::Uuid::new_v4().hyphenated().to_string()
 }

@@ -37,6 +37,7 @@ const SERVED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/dlq"),
     ("GET", "/dlq/{id}"),
     ("DELETE", "/dlq/{id}"),
+    ("POST", "/dlq/{id}/replay"),
     // Also served, undocumented: `DELETE /wheels/history`, always 404 `wheel not found` (what
     // 0.5.1 answers, its router taking `history` for a wheel name).
 ];

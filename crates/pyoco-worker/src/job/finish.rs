@@ -74,7 +74,15 @@ pub(super) async fn finish(
                             dlq = Some(DlqMessage::execution_error(job, worker_id, &error, t));
                         }
                     }
-                    Some(kind) => tracing::error!(error_kind = kind, "run failed: {error}"),
+                    Some(kind) => {
+                        // A run that failed before its tasks ran (an import error, a flow.yaml
+                        // the runner refused): 0.5.1 dead-lettered none of these, but they are
+                        // the ones worth replaying once the cause is fixed.
+                        tracing::error!(error_kind = kind, "run failed: {error}");
+                        if sh.config.dlq_publish_execution_error {
+                            dlq = Some(DlqMessage::execution_error(job, worker_id, &error, t));
+                        }
+                    }
                 }
             } else {
                 tracing::info!(%status, "run finished");
