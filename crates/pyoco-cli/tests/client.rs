@@ -1602,3 +1602,53 @@ async fn wheel_registry_round_trip_through_the_gateway() {
         gone.stderr
     );
 }
+
+#[tokio::test]
+async fn dlq_list_show_replay_and_delete() {
+    let app = App::start().await;
+    let run_id = app.submit_yaml().await;
+    let record = json!({
+        "reason": "execution_error", "error": "boom", "timestamp": 1.0, "run_id": run_id,
+        "flow_name": "main", "tag": "default", "tags": ["default"], "tenant_id": null,
+        "api_key_id": null, "worker_id": "w1",
+    });
+    app.store()
+        .publish_dlq("default", serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
+
+    let list = app.client(&["dlq", "list"]).await.success().json();
+    assert_eq!(list["items"][0]["id"], "1");
+    assert_eq!(list["items"][0]["run_id"], json!(run_id));
+    let table = app
+        .client(&[
+            "dlq",
+            "list",
+            "--output",
+            "table",
+            "--reason",
+            "execution_error",
+        ])
+        .await
+        .success();
+    assert!(
+        table.stdout.contains("execution_error") && table.stdout.contains(&run_id),
+        "{}",
+        table.stdout
+    );
+    let shown = app.client(&["dlq", "show", "1"]).await.success().json();
+    assert_eq!(shown["job"]["params"], json!({"x": 1}));
+    let replayed = app.client(&["dlq", "replay", "1"]).await.success().json();
+    assert_eq!(replayed["replayed_from"], "1");
+    assert_ne!(replayed["run_id"], json!(run_id));
+    let deleted = app.client(&["dlq", "delete", "1"]).await.success().json();
+    assert_eq!(deleted, json!({"id": "1", "deleted": true}));
+    // An unknown entry: the gateway's 404, exit 1, with a hint.
+    let missing = app.client(&["dlq", "show", "1"]).await;
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("dlq entry not found"),
+        "{}",
+        missing.stderr
+    );
+}

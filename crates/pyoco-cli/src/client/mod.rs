@@ -16,6 +16,7 @@
 //! anything unexpected; 130 on Ctrl-C. `--help` and `--version` exit 0.
 
 mod cancel;
+mod dlq;
 mod error;
 mod gateway;
 mod get;
@@ -104,6 +105,8 @@ enum Command {
     WheelDelete(wheels::WheelDeleteArgs),
     /// Print the Prometheus metrics text (GET /metrics).
     Metrics,
+    /// The dead-letter queue: list, show, replay, delete (GET/POST/DELETE /dlq…; ours).
+    Dlq(dlq::DlqArgs),
 }
 
 /// Run `pyoco-client` with the process's arguments.
@@ -169,6 +172,7 @@ async fn execute(cli: &Cli) -> Result<(), CliError> {
         Command::WheelUpload(args) => wheels::wheel_upload(args, &gw, out).await,
         Command::WheelDelete(args) => wheels::wheel_delete(args, &gw, out).await,
         Command::Metrics => metrics::metrics(&gw, out).await,
+        Command::Dlq(args) => dlq::dlq(args, &gw, out).await,
     }
 }
 
