@@ -696,3 +696,39 @@ async fn metrics_are_charted_and_counted() {
     shot(&client, "16-metrics").await;
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_replayed_from_the_page() {
+    let app = TestApp::start(AppOptions::default()).await;
+    let failed = app
+        .submit_yaml(&flow("boom", &[("boom", "boom", "")]), "doomed", "default")
+        .await;
+    assert_eq!(
+        app.wait_status(&failed, TERMINAL, RUN_TIMEOUT).await["status"],
+        "FAILED"
+    );
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/#/dlq", app.base_url()))
+        .await
+        .unwrap();
+    let row = r#"#dlq-body tr[data-reason="execution_error"]"#;
+    let error = find(&client, &format!("{row} td.error-text")).await;
+    assert_eq!(error.text().await.unwrap(), "disk on fire");
+    shot(&client, "18-dead-letters").await;
+    find(&client, &format!(r#"{row} [data-action="replay"]"#))
+        .await
+        .click()
+        .await
+        .unwrap();
+    // The replay opens: the same flow, failing the same way (the task still raises).
+    wait_attr(&client, "#run-status", "data-state", "failed").await;
+    assert_eq!(
+        find(&client, "#run-title").await.text().await.unwrap(),
+        "doomed"
+    );
+    let (_, page) = app.get_json("/dlq").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
+    assert!(page["items"][1]["replayed_run_id"].is_string(), "{page}");
+    client.close().await.unwrap();
+}

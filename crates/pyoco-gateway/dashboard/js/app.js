@@ -1,10 +1,11 @@
 // The dashboard's shell: header, language switch, API key dialog, and the hash router
-// (#/runs, #/runs/<id>, #/submit, #/workers, #/metrics, #/wheels). Each view is a function
+// (#/runs, #/runs/<id>, #/submit, #/workers, #/metrics, #/wheels, #/dlq). Each view is a function
 // (root, params, ctx) → cleanup.
 
 import { auth } from "./api.js";
 import { byId, h, replace, s } from "./dom.js";
 import { currentLang, initLang, LANGS, setLang, t } from "./i18n.js";
+import { dlqView } from "./dlq.js";
 import { metricsView } from "./metrics.js";
 import { runView } from "./run.js";
 import { runsView } from "./runs.js";
@@ -15,7 +16,7 @@ import { workersView } from "./workers.js";
 let cleanup = null;
 
 /** The views of the navigation besides the runs list, by their hash. */
-const VIEWS = { submit: submitView, workers: workersView, metrics: metricsView, wheels: wheelsView };
+const VIEWS = { submit: submitView, workers: workersView, metrics: metricsView, wheels: wheelsView, dlq: dlqView };
 
 function parseHash() {
   const raw = location.hash.replace(/^#/, "") || "/runs";
@@ -93,7 +94,7 @@ function header() {
     h(
       "nav",
       { class: "nav", "aria-label": t("nav.label") },
-      ["runs", "submit", "workers", "metrics", "wheels"].map((v) =>
+      ["runs", "submit", "workers", "metrics", "wheels", "dlq"].map((v) =>
         h("a", { href: `#/${v}`, dataset: { view: v }, id: `nav-${v}` }, t(`nav.${v}`))
       )
     ),

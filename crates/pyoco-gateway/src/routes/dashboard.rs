@@ -72,6 +72,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/api.js", JS),
     asset!("js/app.js", JS),
     asset!("js/dialog.js", JS),
+    asset!("js/dlq.js", JS),
     asset!("js/dom.js", JS),
     asset!("js/format.js", JS),
     asset!("js/i18n.js", JS),
