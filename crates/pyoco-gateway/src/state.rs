@@ -51,6 +51,18 @@ struct Inner {
     conn_limits: ConnLimits,
     /// `PYOCO_DASHBOARD_LANG` for the page: `ja`, `en`, or empty (`auto`: the browser's).
     dashboard_lang: &'static str,
+    /// The reason of each dead letter seen, for `/metrics` (read once per entry).
+    dlq_reasons: tokio::sync::Mutex<DlqReasons>,
+}
+
+/// The reason of every DLQ entry the gateway has read, by stream sequence (a few bytes each,
+/// at most the DLQ's `max_msgs`). `/metrics` reads only the entries added since its last
+/// scrape and forgets the ones below the stream's first sequence (expired or discarded).
+#[derive(Debug, Default)]
+pub(crate) struct DlqReasons {
+    pub seen: std::collections::BTreeMap<u64, Arc<str>>,
+    /// The last sequence read.
+    pub last_seq: u64,
 }
 
 impl AppState {
@@ -73,6 +85,7 @@ impl AppState {
                 wheel_keep_versions: settings.wheel_keep_versions,
                 task_modules: settings.task_modules.clone(),
                 yaml_parsing: tokio::sync::Semaphore::new(YAML_PARSES_AT_ONCE),
+                dlq_reasons: tokio::sync::Mutex::new(DlqReasons::default()),
                 dashboard_lang: match settings.dashboard_lang {
                     pyoco_config::DashboardLang::Ja => "ja",
                     pyoco_config::DashboardLang::En => "en",
@@ -171,6 +184,10 @@ impl AppState {
     }
 
     /// The in-memory index of every run (`GET /runs`, `/metrics`).
+    pub(crate) fn dlq_reasons(&self) -> &tokio::sync::Mutex<DlqReasons> {
+        &self.inner.dlq_reasons
+    }
+
     pub(crate) fn dashboard_lang(&self) -> &'static str {
         self.inner.dashboard_lang
     }

@@ -24,6 +24,8 @@ use axum::{
     Router,
 };
 use futures::{stream, StreamExt};
+use std::sync::Arc;
+
 use pyoco_store::{DlqEntry, Store};
 use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -310,6 +312,46 @@ async fn add_replays(store: &Store, items: &mut [Value]) {
     }
 }
 
+/// Most entries one `/metrics` scrape reads to learn their reasons (the rest, on later scrapes).
+const MAX_REASONS_READ: u64 = 20_000;
+
+/// Dead letters by reason (best effort: an error leaves the counts as they were), for
+/// `/metrics`. Reads only the entries added since the last call.
+pub(crate) async fn reason_counts(state: &AppState, store: &Store) -> Vec<(String, u64)> {
+    let mut cache = state.dlq_reasons().lock().await;
+    if let Ok((first, last)) = store.dlq_bounds().await {
+        cache.seen = cache.seen.split_off(&first);
+        if last < cache.last_seq {
+            // A new stream (purged, recreated): start over.
+            cache.seen.clear();
+            cache.last_seq = 0;
+        }
+        let from = cache.last_seq.max(first.saturating_sub(1)) + 1;
+        let to = last.min(from.saturating_add(MAX_REASONS_READ - 1));
+        let mut bottom = from;
+        while bottom <= to && bottom > 0 {
+            let top = to.min(bottom + READ_CONCURRENCY as u64 - 1);
+            let Ok(entries) = read_range(store, bottom, top).await else {
+                break;
+            };
+            for entry in entries.into_iter().flatten() {
+                let reason = text(&record_of(&entry), "reason").unwrap_or_else(|| "unknown".into());
+                cache.seen.insert(entry.seq, Arc::from(reason));
+            }
+            cache.last_seq = top;
+            bottom = top + 1;
+        }
+    }
+    let mut counts: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for reason in cache.seen.values() {
+        *counts.entry(reason).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(r, n)| (r.to_string(), n))
+        .collect()
+}
+
 /// The entries `bottom..=top`, read concurrently, in sequence order (`None`: no entry there).
 async fn read_range(
     store: &Store,
@@ -588,6 +630,7 @@ async fn delete_dlq(
     if !store.dlq_delete(entry.seq).await? {
         return Err(not_found());
     }
+    state.dlq_reasons().lock().await.seen.remove(&entry.seq);
     Ok(PyJson(
         json!({"id": entry.seq.to_string(), "deleted": true}),
     ))

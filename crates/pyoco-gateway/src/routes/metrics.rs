@@ -54,6 +54,10 @@ const DLQ_MESSAGES_TOTAL: (&str, &str) = (
     "pyoco_dlq_messages_total",
     "Total DLQ messages in the DLQ stream (best-effort).",
 );
+const DLQ_BY_REASON: (&str, &str) = (
+    "pyoco_dlq_messages_by_reason",
+    "DLQ messages by reason (ours; best-effort, read once per entry).",
+);
 const QUEUE_DEPTH: (&str, &str) = (
     "pyoco_queue_depth",
     "Jobs in the work queue by tag: waiting, or delivered and not yet acknowledged (ours).",
@@ -73,7 +77,7 @@ const API_KEY_VERIFICATIONS_TOTAL: (&str, &str) = (
     description = "Text exposition format 0.0.4: `pyoco_runs_total` and `pyoco_runs_today_total` \
 by `status`, `pyoco_workers_alive_total`, `pyoco_dlq_messages_total` (omitted when the DLQ \
 stream cannot be read), `pyoco_api_key_verifications_total` (API key hashes computed, with auth \
-on), `pyoco_queue_depth` by `tag` (ours: jobs waiting or unacknowledged in the work queue) \
+on), `pyoco_dlq_messages_by_reason` by `reason` (ours), `pyoco_queue_depth` by `tag` (ours: jobs waiting or unacknowledged in the work queue) \
 and the usual `process_*` metrics. Needs the API key when auth is on (0.5.1 left it open).",
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4",
@@ -86,10 +90,11 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let index = state.run_index();
     index.ready(READY_WAIT).await?;
     let counts = index.status_counts(local_day(Local::now()));
-    let (workers_alive, dlq_messages, queue_depths) = tokio::join!(
+    let (workers_alive, dlq_messages, queue_depths, dlq_reasons) = tokio::join!(
         workers_alive(store, python::time(), state.worker_disconnect_timeout_sec()),
         store.dlq_message_count(),
         store.work_queue_depths(),
+        super::dlq::reason_counts(&state, store),
     );
     let dlq_messages = dlq_messages
         .inspect_err(|err| tracing::debug!("metrics: DLQ stream info failed: {err}"))
@@ -104,6 +109,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         dlq_messages,
         verifications,
         queue_depths: &queue_depths,
+        dlq_reasons: &dlq_reasons,
     };
     let body = render(&counts, &gauges).map_err(|err| {
         ApiError::detail(
@@ -127,6 +133,8 @@ struct Gauges<'a> {
     verifications: Option<u64>,
     /// Per tag; empty (no lines) when the work stream could not be read or holds no job.
     queue_depths: &'a [(String, u64)],
+    /// Per reason; empty (no lines) when the DLQ is empty.
+    dlq_reasons: &'a [(String, u64)],
 }
 
 /// The body of one scrape: the pyoco gauges in a fixed order, then the process metrics.
@@ -140,6 +148,13 @@ fn render(counts: &StatusCounts, g: &Gauges<'_>) -> prometheus::Result<String> {
     }
     if let Some(n) = g.verifications {
         register_gauge(&registry, API_KEY_VERIFICATIONS_TOTAL, n)?;
+    }
+    if !g.dlq_reasons.is_empty() {
+        let gauges = GaugeVec::new(Opts::new(DLQ_BY_REASON.0, DLQ_BY_REASON.1), &["reason"])?;
+        for (reason, n) in g.dlq_reasons {
+            gauges.with_label_values(&[reason]).set(*n as f64);
+        }
+        registry.register(Box::new(gauges))?;
     }
     if !g.queue_depths.is_empty() {
         let gauges = GaugeVec::new(Opts::new(QUEUE_DEPTH.0, QUEUE_DEPTH.1), &["tag"])?;
@@ -174,6 +189,7 @@ fn render(counts: &StatusCounts, g: &Gauges<'_>) -> prometheus::Result<String> {
     for (name, _) in [
         WORKERS_ALIVE_TOTAL,
         DLQ_MESSAGES_TOTAL,
+        DLQ_BY_REASON,
         API_KEY_VERIFICATIONS_TOTAL,
         QUEUE_DEPTH,
     ] {
@@ -295,6 +311,7 @@ mod tests {
             dlq_messages: Some(6),
             verifications: None,
             queue_depths: &depths,
+            dlq_reasons: &[],
         };
         let body = render(&counts, &g).unwrap();
         assert_eq!(
@@ -329,6 +346,7 @@ pyoco_queue_depth{tag=\"default\"} 0
             dlq_messages: None,
             verifications: None,
             queue_depths: &[],
+            dlq_reasons: &[],
         };
         let body = render(&counts(&[], &[]), &g).unwrap();
         assert_eq!(
@@ -353,6 +371,7 @@ pyoco_workers_alive_total 0
             dlq_messages: Some(0),
             verifications: None,
             queue_depths: &[],
+            dlq_reasons: &[],
         };
         let body = render(&counts(&[], &[]), &g).unwrap();
         for name in [

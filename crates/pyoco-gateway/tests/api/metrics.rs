@@ -200,6 +200,27 @@ async fn dlq_messages_are_counted() {
         samples(&body, "pyoco_dlq_messages_total"),
         ["pyoco_dlq_messages_total 3"]
     );
+    // Ours: by reason, following new entries and deletions.
+    assert_eq!(
+        samples(&body, "pyoco_dlq_messages_by_reason"),
+        ["pyoco_dlq_messages_by_reason{reason=\"invalid_job\"} 3"]
+    );
+    app.store()
+        .publish_dlq(
+            "default",
+            Bytes::from_static(br#"{"reason":"execution_error"}"#),
+        )
+        .await
+        .unwrap();
+    let response = app.http().delete(app.url("/dlq/1")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        samples(&metrics(&app).await, "pyoco_dlq_messages_by_reason"),
+        [
+            "pyoco_dlq_messages_by_reason{reason=\"execution_error\"} 1",
+            "pyoco_dlq_messages_by_reason{reason=\"invalid_job\"} 2"
+        ]
+    );
 }
 
 #[tokio::test]
