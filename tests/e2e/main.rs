@@ -8,6 +8,7 @@ mod appliance;
 mod auth_interop;
 mod browser;
 mod docs_references;
+mod hostile;
 mod interop;
 mod module_graph;
 mod nats_outage;
