@@ -10,6 +10,7 @@ mod browser;
 mod dashboard;
 mod dlq;
 mod docs_references;
+mod hostile;
 mod interop;
 mod module_graph;
 mod nats_outage;

@@ -20,10 +20,14 @@
 //! - [`PythonGateway`], [`python_worker`], [`pyoco_client`]: the real Python 0.5.1 processes
 //!   beside ours on one NATS, killed with their process group when dropped;
 //! - [`task_wheel`], [`ThrowawayVenv`], [`upload_wheel`]: task wheels built in the test and a
-//!   venv for a syncing worker to install them into.
+//!   venv for a syncing worker to install them into;
+//! - [`UpServer`]: the built `pyoco-server up --with-nats` binary as a user starts it, in its
+//!   own home, project folder and data dir.
 //!
-//! Always: [`workspace_binary`] (the built `pyoco-client`/`pyoco-server` binaries) and
-//! [`hold_port`] (keep a default port taken during a test).
+//! Always: [`workspace_binary`] (the built `pyoco-client`/`pyoco-server` binaries),
+//! [`hold_port`] (keep a default port taken during a test), [`procfs`] (which processes are
+//! alive, their children and memory) and the merge-key bombs [`nested_merge_defaults`] and
+//! [`wide_merge_defaults`].
 //!
 //! Environment it honours (set by `scripts/test.sh`): `PYOCO_NATS_SERVER_BIN`,
 //! `PYOCO_TEST_PYTHON`, `PYOCO_TEST_INTEROP_VENV`, `PYOCO_DATA_DIR`.
@@ -43,8 +47,12 @@ mod app;
 mod desktop;
 #[cfg(feature = "app")]
 mod gateway;
+mod hostile_yaml;
 #[cfg(feature = "app")]
 mod interop;
+pub mod procfs;
+#[cfg(feature = "app")]
+mod up;
 #[cfg(feature = "wheels")]
 mod wheels;
 
@@ -56,15 +64,21 @@ pub use desktop::{desktop_options, start_desktop};
 pub use gateway::{
     post_yaml, post_yaml_form, settings_for, status_json, submit_yaml, wait_status, Gateway,
 };
+pub use hostile_yaml::{nested_merge_defaults, wide_merge_defaults};
 #[cfg(feature = "app")]
 pub use interop::{
     interop_bin, pyoco_client, python_admin, python_worker, python_worker_with_python,
     ClientOutput, PyocoProcess, PythonGateway,
 };
 #[cfg(feature = "app")]
+pub use up::{pyoco_server_binary, UpServer};
+#[cfg(feature = "app")]
 pub use wheels::upload_wheel;
 #[cfg(feature = "wheels")]
-pub use wheels::{task_wheel, task_wheel_name, write_task_wheel, ThrowawayVenv};
+pub use wheels::{
+    task_wheel, task_wheel_name, task_wheel_with_metadata, write_task_wheel, zip_archive,
+    ThrowawayVenv,
+};
 
 /// The repository root (the workspace).
 pub fn workspace_root() -> PathBuf {

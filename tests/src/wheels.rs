@@ -105,6 +105,17 @@ const USAGE: &str = "Task functions for pyoco flows, built by the test kit. Once
 /// `pyoco-client wheel-upload`'s strict preflight: METADATA with a summary and a long
 /// description, and a `pyoco.tasks` entry point. Returns the file's bytes.
 pub fn task_wheel(module: &str, version: &str, source: &str) -> Vec<u8> {
+    task_wheel_with_metadata(module, version, source, "")
+}
+
+/// [`task_wheel`] with `extra_headers` (lines ending in `\n`, such as `"Requires-Python:
+/// >=4\n"`) added to its METADATA headers.
+pub fn task_wheel_with_metadata(
+    module: &str,
+    version: &str,
+    source: &str,
+    extra_headers: &str,
+) -> Vec<u8> {
     let dist_info = format!("{module}-{version}.dist-info");
     let files = [
         (format!("{module}/__init__.py"), source.to_string()),
@@ -112,7 +123,7 @@ pub fn task_wheel(module: &str, version: &str, source: &str) -> Vec<u8> {
             format!("{dist_info}/METADATA"),
             format!(
                 "Metadata-Version: 2.1\nName: {module}\nVersion: {version}\n\
-                 Summary: Test tasks {module} {version}\n\n{USAGE}"
+                 Summary: Test tasks {module} {version}\n{extra_headers}\n{USAGE}"
             ),
         ),
         (
@@ -126,19 +137,30 @@ pub fn task_wheel(module: &str, version: &str, source: &str) -> Vec<u8> {
             format!("[pyoco.tasks]\n{module} = {module}\n"),
         ),
     ];
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
     let mut record = String::new();
-    for (path, text) in &files {
-        zip.start_file(path.as_str(), options).expect("zip entry");
-        zip.write_all(text.as_bytes()).expect("zip write");
+    for (path, _) in &files {
         record.push_str(&format!("{path},,\n"));
     }
     record.push_str(&format!("{dist_info}/RECORD,,\n"));
-    zip.start_file(format!("{dist_info}/RECORD"), options)
-        .expect("zip entry");
-    zip.write_all(record.as_bytes()).expect("zip write");
+    let mut members: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(path, text)| (path.as_str(), text.as_bytes()))
+        .collect();
+    let record_path = format!("{dist_info}/RECORD");
+    members.push((&record_path, record.as_bytes()));
+    zip_archive(&members)
+}
+
+/// A zip archive (deflated) of `members` (path, content) in that order: for wheels that are
+/// broken on purpose.
+pub fn zip_archive(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (path, content) in members {
+        zip.start_file(*path, options).expect("zip entry");
+        zip.write_all(content).expect("zip write");
+    }
     zip.finish().expect("zip finish").into_inner()
 }
 

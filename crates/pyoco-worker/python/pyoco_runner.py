@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import gc
 import importlib
 import importlib.util
 import io
@@ -64,6 +65,9 @@ DEFAULT_MAX_TASK_OUTPUT_BYTES = 64 * 1024
 DEFAULT_MAX_RECORD_VALUE_BYTES = 256 * 1024
 MAX_RECORD_VALUE_BYTES = DEFAULT_MAX_RECORD_VALUE_BYTES
 MAX_REMEMBERED_CANCELS = 1024
+# A full garbage collection after a run that left the process this much bigger than the last
+# one did (Server.release_run_memory).
+GC_AFTER_GROWTH_BYTES = 32 * 1024 * 1024
 MAX_GRAPH_AST_NODES = 20000
 TRUNCATION_MARKER = "\u2026[truncated %d bytes]"
 
@@ -646,6 +650,15 @@ def _read_file(path):
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _rss_bytes():
+    """This process's resident memory (Linux /proc/self/statm), or None."""
+    fields = _read_file("/proc/self/statm").split()
+    try:
+        return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (IndexError, ValueError, OSError, AttributeError):
+        return None
 
 
 def proc_state(pid):
@@ -2067,6 +2080,7 @@ class Server:
         self.remembered_cancels = OrderedDict()
         self.parent_pid = os.getppid()  # the guard, when there is one
         self.procs = procs if procs is not None else RunProcesses(None, None, False)
+        self.rss_after_gc = _rss_bytes()  # release_run_memory()
 
     # -- stdin thread ------------------------------------------------------------
     def read_requests(self, binary_in):
@@ -2175,6 +2189,25 @@ class Server:
                 self.procs.end_of_run()  # no process of this run survives into the next
             except BaseException:
                 log("ERROR", "end-of-run process cleanup failed: %s" % traceback.format_exc())
+            try:
+                self.release_run_memory()
+            except BaseException:
+                log("ERROR", "end-of-run garbage collection failed: %s" % traceback.format_exc())
+
+    def release_run_memory(self):
+        """A finished run's objects are reference cycles (the run's engine holds a trace
+        that points back at the run, which holds the engine), which only a full collection frees,
+        and a warm runner waiting for work may not make one for hours: a task that returned
+        300 MB kept its runner at 300 MB. So collect after a run that left the process
+        GC_AFTER_GROWTH_BYTES bigger than after the last collection (a few ms, after
+        run_finished went out); after every run where /proc/self/statm cannot tell."""
+        rss = _rss_bytes()
+        if rss is not None and self.rss_after_gc is not None:
+            if rss - self.rss_after_gc < GC_AFTER_GROWTH_BYTES:
+                self.rss_after_gc = min(self.rss_after_gc, rss)
+                return
+        gc.collect()
+        self.rss_after_gc = _rss_bytes()
 
     def reset_process_state(self):
         """Undo what a previous task may have changed process-wide."""

@@ -2,6 +2,7 @@
 //! nats-server, the gateway on a free port, an HTTP client and a store handle; and
 //! `pyoco_testkit::Gateway` for a gateway in front of a store the test made).
 
+pub use pyoco_testkit::{nested_merge_defaults, wide_merge_defaults};
 use serde_json::{Map, Value};
 
 /// Keys of a JSON object, in order.
@@ -33,26 +34,3 @@ tasks:
   t2:
     callable: my_tasks:t2
 ";
-
-/// `flow.defaults` lines (4-space indented) of a merge bomb: `m0` with 10 keys, then
-/// `m<n>: {<<: [*m<n-1> × 10]}` up to `levels` — a kilobyte that PyYAML (and 0.5.1's gateway)
-/// expands into 10^levels pairs.
-pub fn nested_merge_defaults(levels: usize) -> String {
-    let keys: Vec<String> = (0..10).map(|i| format!("k{i}: {i}")).collect();
-    let mut lines = format!("    m0: &m0 {{{}}}\n", keys.join(", "));
-    for level in 1..=levels {
-        let refs = vec![format!("*m{}", level - 1); 10].join(", ");
-        lines.push_str(&format!("    m{level}: &m{level} {{<<: [{refs}]}}\n"));
-    }
-    lines
-}
-
-/// `flow.defaults` lines of `keys` distinct keys merged into `copies` mappings.
-pub fn wide_merge_defaults(keys: usize, copies: usize) -> String {
-    let keys: Vec<String> = (0..keys).map(|i| format!("k{i}: {i}")).collect();
-    let mut lines = format!("    base: &base {{{}}}\n", keys.join(", "));
-    for i in 0..copies {
-        lines.push_str(&format!("    c{i}: {{<<: *base}}\n"));
-    }
-    lines
-}

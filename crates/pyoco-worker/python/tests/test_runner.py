@@ -621,6 +621,23 @@ class OutputCapture(RunnerTestCase):
         _, fin = self.run_flow(rid(), y)
         self.assertEqual(fin["task_records"]["l"]["output"], list(range(1000)))
 
+    @unittest.skipUnless(os.path.exists("/proc/self/statm"), "reads /proc")
+    def test_a_big_value_is_freed_once_its_run_is_over(self):
+        # A run's objects are reference cycles: without the collection after the run, a task
+        # that returned 200 MB kept its runner at 200 MB until Python's next full collection.
+        def rss_mib():
+            with open("/proc/%d/statm" % self.runner.ready["pid"]) as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
+
+        before = rss_mib()
+        y = yaml_doc("b", tasks={"b": {"callable": "rt_tasks:big_text", "inputs": {"n": 200_000_000}}})
+        _, fin = self.run_flow(rid(), y)
+        self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+        deadline = time.time() + 5  # collected right after run_finished went out
+        while rss_mib() > before + 50 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertLess(rss_mib(), before + 50)
+
     def test_record_value_limit_from_the_env(self):
         runner = self.start_runner(env={"PYOCO_RUNNER_MAX_RECORD_VALUE_BYTES": "10"})
         try:
