@@ -14,6 +14,8 @@ use crate::{auth, error::ApiError, AppState};
 
 mod cancel;
 mod components;
+#[cfg(test)]
+mod form_fuzz;
 mod health;
 mod home;
 mod list;
