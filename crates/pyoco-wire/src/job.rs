@@ -162,7 +162,8 @@ impl JobMessage {
                 expected: "a non-empty string of A-Z a-z 0-9 - _ / = . (a KV key)",
             }));
         };
-        let flow_name = match obj.remove("flow_name") {
+        // `shift_remove` throughout: the keys left in `extra` keep the order the writer gave them.
+        let flow_name = match obj.shift_remove("flow_name") {
             Some(Value::String(s)) => s,
             _ => {
                 return Err(fail(InvalidJobKind::InvalidField {
@@ -173,10 +174,10 @@ impl JobMessage {
         };
         let submitted_at = float_or_zero(obj.get("submitted_at"))
             .map_err(|msg| fail(InvalidJobKind::InvalidSubmittedAt(msg)))?;
-        obj.remove("submitted_at");
-        obj.remove("run_id");
+        obj.shift_remove("submitted_at");
+        obj.shift_remove("run_id");
 
-        let tag = match obj.remove("tag") {
+        let tag = match obj.shift_remove("tag") {
             Some(Value::String(s)) if !s.is_empty() => s,
             Some(v) if truthy(&v) => {
                 return Err(fail(InvalidJobKind::InvalidField {
@@ -186,7 +187,7 @@ impl JobMessage {
             }
             _ => default_tag.to_string(),
         };
-        let tags = match obj.remove("tags") {
+        let tags = match obj.shift_remove("tags") {
             Some(Value::Array(items)) => {
                 let mut tags = Vec::with_capacity(items.len());
                 for item in items {
@@ -210,7 +211,7 @@ impl JobMessage {
             }
             _ => Vec::new(),
         };
-        let params = match obj.remove("params") {
+        let params = match obj.shift_remove("params") {
             Some(Value::Object(m)) => m,
             Some(v) if truthy(&v) => {
                 return Err(fail(InvalidJobKind::InvalidField {
@@ -221,7 +222,7 @@ impl JobMessage {
             _ => Map::new(),
         };
         let mut opt_str = |field: &'static str| -> Result<Option<String>, InvalidJob> {
-            match obj.remove(field) {
+            match obj.shift_remove(field) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s)),
                 Some(_) => Err(fail(InvalidJobKind::InvalidField {
@@ -234,7 +235,7 @@ impl JobMessage {
         let api_key_id = opt_str("api_key_id")?;
         let workflow_yaml = opt_str("workflow_yaml")?.filter(|s| !s.is_empty());
         let workflow_yaml_sha256 = opt_str("workflow_yaml_sha256")?;
-        let workflow_yaml_bytes = match obj.remove("workflow_yaml_bytes") {
+        let workflow_yaml_bytes = match obj.shift_remove("workflow_yaml_bytes") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(u) => Some(u),

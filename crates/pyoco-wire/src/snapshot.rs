@@ -470,7 +470,8 @@ pub fn compact_snapshot_value(snapshot: &Map<String, Value>, max_bytes: i64) -> 
             return raw;
         }
         let mut fitted = snapshot.clone();
-        fitted.remove("task_records_truncated");
+        // Python's `pop`: the other keys keep their order.
+        fitted.shift_remove("task_records_truncated");
         return to_python_json(&fitted);
     }
     let mut reduced = snapshot.clone();

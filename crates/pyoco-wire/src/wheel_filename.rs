@@ -72,8 +72,7 @@ impl WheelFilename {
         } else {
             None
         };
-        let tags = expand_tag_set(parts[parts.len() - 1])
-            .ok_or_else(|| invalid("invalid tag component"))?;
+        let tags = expand_tag_set(parts[parts.len() - 1]).map_err(invalid)?;
         Ok(WheelFilename {
             name: canonicalize_name(name_part),
             version,
@@ -109,24 +108,38 @@ pub fn canonicalize_name(name: &str) -> String {
     out
 }
 
+/// Most `interpreter-abi-platform` combinations a compressed tag set may expand to (ours;
+/// packaging has no bound). Real wheels have a handful; without a bound, a 6 KB file name of
+/// 1,000 dotted parts in each component (`a-1-p.p.…-n.n.…-x.x.….whl`) is a billion
+/// combinations to build, at upload or sync.
+const MAX_WHEEL_TAGS: usize = 1024;
+
 /// `packaging.tags.parse_tag`: `py2.py3-none-any` → every `interpreter-abi-platform`
-/// combination, lower-cased. `None` when the set does not have three non-empty components or
-/// an interpreter is not an identifier.
-fn expand_tag_set(tag: &str) -> Option<BTreeSet<String>> {
+/// combination, lower-cased. An error when the set does not have three non-empty components,
+/// an interpreter is not an identifier or there are more than [`MAX_WHEEL_TAGS`] combinations.
+fn expand_tag_set(tag: &str) -> Result<BTreeSet<String>, &'static str> {
+    const INVALID: &str = "invalid tag component";
     let components: Vec<Vec<&str>> = tag.split('-').map(|c| c.split('.').collect()).collect();
     if components.iter().flatten().any(|p| p.is_empty()) {
-        return None;
+        return Err(INVALID);
     }
     let [interpreters, abis, platforms] = components.as_slice() else {
-        return None;
+        return Err(INVALID);
     };
+    let combinations = interpreters
+        .len()
+        .saturating_mul(abis.len())
+        .saturating_mul(platforms.len());
+    if combinations > MAX_WHEEL_TAGS {
+        return Err("the tag set expands to more than 1024 compatibility tags");
+    }
     let identifier = |s: &str| {
         let mut chars = s.chars();
         chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
             && chars.all(|c| c.is_alphanumeric() || c == '_')
     };
     if !interpreters.iter().all(|i| identifier(i)) {
-        return None;
+        return Err(INVALID);
     }
     let mut out = BTreeSet::new();
     for i in interpreters {
@@ -136,7 +149,7 @@ fn expand_tag_set(tag: &str) -> Option<BTreeSet<String>> {
             }
         }
     }
-    Some(out)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -451,7 +451,9 @@ impl WorkerRecord {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        let mut take = |k: &str| src.remove(k);
+        // `shift_remove`: the unknown keys left in `extra` keep their order (`remove` would
+        // move the last one into each hole, a new order on every read and write).
+        let mut take = |k: &str| src.shift_remove(k);
         let worker_id = match take("worker_id") {
             Some(v) if truthy(&v) => str_of_json(&v),
             _ => key.to_string(),

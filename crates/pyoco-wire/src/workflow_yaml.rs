@@ -17,9 +17,11 @@
 //! * integers beyond 64 bits become floats; `!!omap`/`!!pairs` become lists of `[key, value]`.
 //!
 //! Hostile documents cost bounded time and memory: merge keys (`<<`) are reduced to one pair per
-//! key as they are expanded and may copy at most 1,000,000 pairs in all (`too_large`), duplicate
-//! keys are found through a hash (linear), mapping keys longer than 1024 characters are refused
-//! as PyYAML's scanner refuses them (`invalid_yaml`), and a `version` other than 1 is
+//! key as they are expanded and may copy at most 1,000,000 pairs in all (`too_large`), aliases may
+//! not nest collections deeper than 490 levels (`too_large`; a chain of them made a tree no
+//! recursive walk survives), duplicate keys are found through a hash (linear, `.nan` keys
+//! included), mapping keys longer than 1024 characters are refused as PyYAML's scanner refuses
+//! them (`invalid_yaml`), and a `version` other than 1 is
 //! `unsupported_version` (0.5.1 accepted any integer). Callers on an async executor still run
 //! the parse on a blocking thread: a 256 KiB document may take tens of milliseconds.
 //!
@@ -164,7 +166,7 @@ pub enum WorkflowYamlError {
     /// Ours: `version` is an integer other than 1 (0.5.1 accepted any; there is only 1).
     UnsupportedVersion(i64),
     /// Ours: the document expands beyond a budget (merge keys copying more than
-    /// 1,000,000 pairs); `what` says which.
+    /// 1,000,000 pairs, aliases nesting collections deeper than 490 levels); `what` says which.
     TooLarge {
         what: String,
     },

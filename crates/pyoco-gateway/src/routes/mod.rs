@@ -16,6 +16,8 @@ mod cancel;
 mod components;
 mod dashboard;
 mod dlq;
+#[cfg(test)]
+mod form_fuzz;
 mod health;
 mod list;
 mod metrics;

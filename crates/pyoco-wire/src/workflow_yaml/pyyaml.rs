@@ -11,8 +11,9 @@
 //! Known differences: recursive aliases (an alias inside its own anchor) are rejected (PyYAML
 //! builds a cyclic object that JSON cannot encode anyway); integers beyond `i128` are kept as
 //! floats; nesting deeper than [`MAX_DEPTH`] is rejected (PyYAML fails near 495 levels with a
-//! `RecursionError`), and yaml-rust2 itself stops flow-style (`[[[…]]]`) nesting at 255 levels;
-//! the text is parsed by a YAML 1.2 parser, so rare 1.1-only syntax may differ.
+//! `RecursionError`), also when aliases make it deeper (PyYAML builds such a value, which
+//! `json.dumps` then cannot write), and yaml-rust2 itself stops flow-style (`[[[…]]]`) nesting
+//! at 255 levels; the text is parsed by a YAML 1.2 parser, so rare 1.1-only syntax may differ.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -263,7 +264,7 @@ pub(crate) fn safe_load(text: &str) -> Result<Option<Rc<Py>>, LoadError> {
     check_printable(text).map_err(LoadError::Invalid)?;
     // PyYAML skips a byte-order mark at the start of the stream; yaml-rust2 does not.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let Some(root) = compose(text).map_err(LoadError::Invalid)? else {
+    let Some(root) = compose(text)? else {
         return Ok(None);
     };
     let mut ctor = Constructor::default();
@@ -294,17 +295,20 @@ fn check_printable(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A collection being composed; `height` is the greatest height of its children so far.
 enum Frame {
     Seq {
         tag: String,
         anchor: usize,
         items: Vec<Rc<Node>>,
+        height: usize,
     },
     Map {
         tag: String,
         anchor: usize,
         pairs: Vec<(Rc<Node>, Rc<Node>)>,
         key: Option<Rc<Node>>,
+        height: usize,
     },
 }
 
@@ -313,35 +317,43 @@ fn full_tag(tag: &Option<Tag>) -> Option<String> {
 }
 
 /// Events → one node tree (PyYAML `Composer.get_single_node`).
-fn compose(text: &str) -> Result<Option<Rc<Node>>, String> {
+///
+/// Every node's height (collections nested in it, counted through aliases) is kept at most
+/// [`MAX_DEPTH`]: a chain of aliases, each one nested a few hundred levels inside the next
+/// anchor, is a tree a few kilobytes of text make hundreds of thousands of levels deep, which
+/// no recursive walk (not even dropping it) survives. The nesting written out in the text is
+/// refused by the same rule as PyYAML refuses it (`Invalid`); deeper through aliases is ours
+/// (`TooLarge`).
+fn compose(text: &str) -> Result<Option<Rc<Node>>, LoadError> {
+    let invalid = LoadError::Invalid;
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Rc<Node>> = HashMap::new();
+    let mut anchors: HashMap<usize, (Rc<Node>, usize)> = HashMap::new();
     let mut root: Option<Rc<Node>> = None;
     let mut documents = 0usize;
     loop {
-        let (event, mark) = parser.next_token().map_err(|e| e.to_string())?;
-        let done: Option<(Rc<Node>, usize)> = match event {
+        let (event, mark) = parser.next_token().map_err(|e| invalid(e.to_string()))?;
+        let done: Option<(Rc<Node>, usize, usize)> = match event {
             Event::StreamEnd => break,
             Event::StreamStart | Event::Nothing | Event::DocumentEnd => None,
             Event::DocumentStart => {
                 documents += 1;
                 if documents > 1 {
-                    return Err(format!(
+                    return Err(invalid(format!(
                         "expected a single document in the stream, but found another document (line {})",
                         mark.line()
-                    ));
+                    )));
                 }
                 anchors.clear();
                 None
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(node) => Some((Rc::clone(node), 0)),
+                Some((node, height)) => Some((Rc::clone(node), 0, *height)),
                 None => {
-                    return Err(format!(
+                    return Err(invalid(format!(
                         "found a recursive or undefined alias (line {})",
                         mark.line()
-                    ))
+                    )))
                 }
             },
             Event::Scalar(value, style, anchor, tag) => {
@@ -352,11 +364,11 @@ fn compose(text: &str) -> Result<Option<Rc<Node>>, String> {
                     Some("!") => resolve_plain(&value).to_string(),
                     Some(t) => t.to_string(),
                 };
-                Some((Rc::new(Node::Scalar { tag, value }), anchor))
+                Some((Rc::new(Node::Scalar { tag, value }), anchor, 0))
             }
             Event::SequenceStart(anchor, tag) => {
                 if stack.len() >= MAX_DEPTH {
-                    return Err(format!("nesting deeper than {MAX_DEPTH} levels"));
+                    return Err(invalid(format!("nesting deeper than {MAX_DEPTH} levels")));
                 }
                 let tag = match full_tag(&tag).as_deref() {
                     None | Some("!") => format!("{TAG_PREFIX}seq"),
@@ -366,12 +378,13 @@ fn compose(text: &str) -> Result<Option<Rc<Node>>, String> {
                     tag,
                     anchor,
                     items: Vec::new(),
+                    height: 0,
                 });
                 None
             }
             Event::MappingStart(anchor, tag) => {
                 if stack.len() >= MAX_DEPTH {
-                    return Err(format!("nesting deeper than {MAX_DEPTH} levels"));
+                    return Err(invalid(format!("nesting deeper than {MAX_DEPTH} levels")));
                 }
                 let tag = match full_tag(&tag).as_deref() {
                     None | Some("!") => format!("{TAG_PREFIX}map"),
@@ -382,33 +395,53 @@ fn compose(text: &str) -> Result<Option<Rc<Node>>, String> {
                     anchor,
                     pairs: Vec::new(),
                     key: None,
+                    height: 0,
                 });
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { tag, anchor, items }) => {
-                    Some((Rc::new(Node::Seq { tag, items }), anchor))
-                }
-                _ => return Err("unbalanced sequence end".into()),
+                Some(Frame::Seq {
+                    tag,
+                    anchor,
+                    items,
+                    height,
+                }) => Some((Rc::new(Node::Seq { tag, items }), anchor, height + 1)),
+                _ => return Err(invalid("unbalanced sequence end".into())),
             },
             Event::MappingEnd => match stack.pop() {
                 Some(Frame::Map {
-                    tag, anchor, pairs, ..
+                    tag,
+                    anchor,
+                    pairs,
+                    height,
+                    ..
                 }) => Some((
                     Rc::new(Node::Map {
                         tag,
                         pairs: RefCell::new(pairs),
                     }),
                     anchor,
+                    height + 1,
                 )),
-                _ => return Err("unbalanced mapping end".into()),
+                _ => return Err(invalid("unbalanced mapping end".into())),
             },
         };
-        let Some((node, anchor)) = done else {
+        let Some((node, anchor, height)) = done else {
             continue;
         };
+        if height > MAX_DEPTH {
+            return Err(LoadError::TooLarge(format!(
+                "aliases nest collections deeper than {MAX_DEPTH} levels (line {})",
+                mark.line()
+            )));
+        }
         if anchor != 0 {
-            anchors.insert(anchor, Rc::clone(&node));
+            anchors.insert(anchor, (Rc::clone(&node), height));
+        }
+        if let Some(Frame::Seq { height: most, .. } | Frame::Map { height: most, .. }) =
+            stack.last_mut()
+        {
+            *most = (*most).max(height);
         }
         match stack.last_mut() {
             None => root = Some(node),
@@ -419,11 +452,11 @@ fn compose(text: &str) -> Result<Option<Rc<Node>>, String> {
                         // PyYAML's scanner gives up on a longer implicit key; an explicit
                         // `? key` (rare) is held to the same length here.
                         if value.chars().count() > MAX_SIMPLE_KEY_CHARS {
-                            return Err(format!(
+                            return Err(invalid(format!(
                                 "while scanning a simple key (line {}): a mapping key longer \
                                  than {MAX_SIMPLE_KEY_CHARS} characters; could not find expected ':'",
                                 mark.line()
-                            ));
+                            )));
                         }
                     }
                     *key = Some(node)
@@ -1197,7 +1230,13 @@ fn key_hash(key: &Py) -> u64 {
     fn feed(key: &Py, h: &mut std::collections::hash_map::DefaultHasher) {
         if let Some(number) = key.numeric() {
             0u8.hash(h);
-            // -0.0 == 0.0; every NaN is unequal to everything, so any hash will do.
+            // -0.0 == 0.0. Every NaN is unequal to everything, so any hash will do, but one
+            // for all would put a mapping's `.nan` keys in one slot, searched from end to end
+            // for each new key (a 256 KiB document of them took seconds): its address.
+            if number.is_nan() {
+                std::ptr::from_ref(key).hash(h);
+                return;
+            }
             let number = if number == 0.0 { 0.0 } else { number };
             number.to_bits().hash(h);
             return;
