@@ -948,6 +948,8 @@ proptest! {
             replace,
             actor: WheelHistoryActor { tenant_id, api_key_id },
             source: WheelHistorySource { remote_addr, x_forwarded_for, x_real_ip, user_agent, host, scheme },
+            worker_id: None,
+            error: None,
         };
         prop_assert_eq!(from_python_json::<WheelHistoryRecord>(&record.to_json()).unwrap(), record);
         let manifest: BTreeMap<String, WheelManifestEntry> = entries
