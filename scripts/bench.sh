@@ -11,6 +11,8 @@
 #   --rounds N         each system N times, interleaved; medians are reported
 #   --runs K           runs stored for the GET /runs?limit=100 measurement (default 2000)
 #   --history-records N  wheel-history records for GET /wheels/history (default 10000, 0: skip)
+#   --dashboard        also time both web dashboards in headless Chromium (10,000 runs stored;
+#                      needs bash scripts/setup.sh --with-browser); --dashboard-only: just that
 #   --out FILE         also write the results as JSON
 #   --help             every option
 # Needs the Python venv with pyoco-server 0.5.1 (bash scripts/setup.sh --with-interop) and the

@@ -1,6 +1,8 @@
 //! `pyoco-bench`: the Rust gateway and worker against Python pyoco-server 0.5.1, side by side,
 //! in one invocation on one machine. See docs/benchmarks.md for what each number means.
 
+mod browser;
+mod dashboard;
 mod load;
 mod procs;
 mod report;
@@ -132,6 +134,26 @@ struct Args {
     /// Give up on the whole benchmark after this many minutes.
     #[arg(long, default_value_t = 30)]
     max_minutes: u64,
+    /// Also measure the web dashboard each gateway serves at `/` in headless Chromium (needs
+    /// chromium and chromedriver: bash scripts/setup.sh --with-browser), on a fresh
+    /// nats-server and gateway holding --dashboard-runs finished runs.
+    #[arg(long)]
+    dashboard: bool,
+    /// Measure the web dashboard only (implies --dashboard; none of the other phases).
+    #[arg(long)]
+    dashboard_only: bool,
+    /// Finished runs stored for the dashboard measurement (plus one running run). Default
+    /// 10000 (1000 with --quick).
+    #[arg(long)]
+    dashboard_runs: Option<usize>,
+    /// Fresh page loads timed for "navigation → first runs rendered" (median reported).
+    /// Default 5 (3 with --quick).
+    #[arg(long)]
+    dashboard_loads: Option<usize>,
+    /// State changes written to KV and timed until the page shows them (median and max
+    /// reported). Default 5 (3 with --quick).
+    #[arg(long)]
+    dashboard_changes: Option<usize>,
 }
 
 /// Request counts for one invocation.
@@ -156,6 +178,10 @@ struct Plan {
     e2e_runs: usize,
     tput: usize,
     start_reps: usize,
+    /// The dashboard measurement (`--dashboard`), if asked for.
+    dashboard: Option<dashboard::DashPlan>,
+    /// `--dashboard-only`: none of the other phases.
+    dashboard_only: bool,
 }
 
 impl Plan {
@@ -199,6 +225,13 @@ impl Plan {
             e2e_runs: a.e2e_runs.unwrap_or(if q { 30 } else { 200 }),
             tput: a.tput_runs.unwrap_or(if q { 100 } else { 500 }),
             start_reps: a.start_reps.max(1),
+            dashboard: (a.dashboard || a.dashboard_only).then(|| dashboard::DashPlan {
+                runs: a.dashboard_runs.unwrap_or(if q { 1000 } else { 10000 }),
+                loads: a.dashboard_loads.unwrap_or(if q { 3 } else { 5 }).max(1),
+                changes: a.dashboard_changes.unwrap_or(if q { 3 } else { 5 }).max(1),
+                idle: Duration::from_secs(if q { 10 } else { 30 }),
+            }),
+            dashboard_only: a.dashboard_only,
         }
     }
     /// Every stored-run count the list / metrics measurements run at.
@@ -356,6 +389,16 @@ async fn run(args: Args) -> Result<()> {
         plan.tput,
         if args.quick { " (--quick)" } else { "" }
     );
+    if let Some(d) = &plan.dashboard {
+        eprintln!(
+            "pyoco-bench: dashboard{}: {} finished runs + 1 running, {} page loads, {} changes, idle {:.0} s",
+            if plan.dashboard_only { " only" } else { "" },
+            d.runs,
+            d.loads,
+            d.changes,
+            d.idle.as_secs_f64()
+        );
+    }
     eprintln!(
         "pyoco-bench: nats-server {} ({nats_version})",
         nats_bin.display()
@@ -471,7 +514,13 @@ async fn run(args: Args) -> Result<()> {
         report::combine(per_round)
     };
 
-    let rows = report::rows(&plan.all_levels(), plan.history, plan.tput, plan.start_reps);
+    let rows = report::rows(
+        &plan.all_levels(),
+        plan.history,
+        plan.tput,
+        plan.start_reps,
+        plan.dashboard.as_ref().map(|d| (d.runs, d.loads)),
+    );
     let refs: Vec<&SystemResult> = results.iter().collect();
     let table = report::table(&rows, &refs);
     let total = t_all.elapsed().as_secs_f64();
@@ -538,6 +587,10 @@ async fn run(args: Args) -> Result<()> {
                 "e2e_warmup": plan.e2e_warmup, "e2e_runs": plan.e2e_runs,
                 "throughput_runs": plan.tput, "start_reps": plan.start_reps, "quick": args.quick,
                 "rounds": rounds,
+                "dashboard": plan.dashboard.as_ref().map(|d| json!({
+                    "runs": d.runs, "loads": d.loads, "changes": d.changes,
+                    "idle_s": d.idle.as_secs_f64(), "only": plan.dashboard_only,
+                })),
             },
             "rows": rows_json,
             "systems": systems,
@@ -560,6 +613,48 @@ struct Ctx<'a> {
     http: reqwest::Client,
     base: String,
     yaml: &'static [u8],
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        spec: &'a SystemSpec,
+        plan: &'a Plan,
+        dir: &Path,
+        tasks_dir: PathBuf,
+        nats_url: String,
+    ) -> Result<Ctx<'a>> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(Duration::from_secs(120))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Ctx {
+            spec,
+            plan,
+            dir: dir.to_path_buf(),
+            tasks_dir,
+            nats_url,
+            http,
+            base: String::new(),
+            yaml: FLOW_YAML.as_bytes(),
+        })
+    }
+}
+
+/// A fresh nats-server (free port, its store in `store`): nothing of another system's streams
+/// is visible.
+async fn start_nats(nats_bin: &Path, store: &Path) -> Result<NatsSupervisor> {
+    let mut ncfg = NatsServerConfig::new(nats_bin, store);
+    ncfg.port = None;
+    ncfg.restart = RestartPolicy::never();
+    ncfg.startup_timeout = Duration::from_secs(20);
+    ncfg.stop_grace = Duration::from_secs(5);
+    NatsSupervisor::start(ncfg)
+        .await
+        .map_err(|e| anyhow!("starting nats-server: {e}"))
 }
 
 fn log(sys: &str, msg: impl AsRef<str>) {
@@ -610,40 +705,23 @@ async fn bench_system_inner(
     std::fs::write(tasks_dir.join("bench_tasks.py"), TASKS_PY)?;
     std::fs::write(dir.join("flow.yaml"), FLOW_YAML)?;
 
-    // A fresh nats-server per system: nothing of the other system's streams is visible.
-    let mut ncfg = NatsServerConfig::new(nats_bin, dir.join("js"));
-    ncfg.port = None;
-    ncfg.restart = RestartPolicy::never();
-    ncfg.startup_timeout = Duration::from_secs(20);
-    ncfg.stop_grace = Duration::from_secs(5);
-    let nats = NatsSupervisor::start(ncfg)
-        .await
-        .map_err(|e| anyhow!("starting nats-server: {e}"))?;
-    let nats_url = nats.client_url().to_string();
-    log(name, format!("nats-server at {nats_url}"));
-    let nats_pid = nats.pid();
-
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(256)
-        .pool_idle_timeout(Duration::from_secs(120))
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let mut ctx = Ctx {
-        spec,
-        plan,
-        dir: dir.to_path_buf(),
-        tasks_dir,
-        nats_url,
-        http,
-        base: String::new(),
-        yaml: FLOW_YAML.as_bytes(),
-    };
-
-    let result = phases(&mut ctx, res, nats_pid).await;
-    nats.stop().await;
+    let mut result = Ok(());
+    if !plan.dashboard_only {
+        let nats = start_nats(nats_bin, &dir.join("js")).await?;
+        let nats_url = nats.client_url().to_string();
+        log(name, format!("nats-server at {nats_url}"));
+        let nats_pid = nats.pid();
+        let mut ctx = Ctx::new(spec, plan, dir, tasks_dir, nats_url)?;
+        result = phases(&mut ctx, res, nats_pid).await;
+        nats.stop().await;
+    }
+    // The dashboard on its own nats-server and gateway: exactly its runs stored, whatever the
+    // phases above left behind.
+    if plan.dashboard.is_some() {
+        if let Err(e) = dashboard::phase(spec, plan, dir, nats_bin, res).await {
+            res.note(format!("dashboard: {e:#}"));
+        }
+    }
     result
 }
 
@@ -805,17 +883,7 @@ async fn auth_phase(ctx: &mut Ctx<'_>, res: &mut SystemResult) -> Result<()> {
         .timeout(Duration::from_secs(60))
         .build()?;
     let result = async {
-        // `/health` answers before the gateway is connected to NATS: submit once it is.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let run_id = loop {
-            match post_yaml(&keyed, &auth_base, ctx.yaml).await {
-                Ok(id) => break id,
-                Err(e) if format!("{e:#}").contains("HTTP 503") && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let run_id = post_yaml_when_ready(&keyed, &auth_base, ctx.yaml).await?;
         let (c, n) = ctx
             .plan
             .get
@@ -891,6 +959,25 @@ async fn post_yaml(http: &reqwest::Client, base: &str, yaml: &'static [u8]) -> R
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| anyhow!("POST /runs/yaml: no run_id in {}", snippet(&body)))
+}
+
+/// [`post_yaml`] on a gateway that has just started: `/health` answers before the gateway is
+/// connected to NATS, so a 503 is retried for up to 30 s.
+async fn post_yaml_when_ready(
+    http: &reqwest::Client,
+    base: &str,
+    yaml: &'static [u8],
+) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match post_yaml(http, base, yaml).await {
+            Ok(id) => return Ok(id),
+            Err(e) if format!("{e:#}").contains("HTTP 503") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn get_ok(http: &reqwest::Client, url: &str) -> Result<usize> {

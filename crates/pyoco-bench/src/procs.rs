@@ -273,3 +273,30 @@ pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(l.local_addr()?.port())
 }
+
+/// CPU time (user + system) one process has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "pid (comm)": state is field 3, utime field 14, stime field 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (tck > 0).then(|| (utime + stime) as f64 / tck as f64)
+}
+
+/// Wait (at most `limit`) until `pid` uses less than 5 % of a core over 300 ms: a gateway
+/// still busy with requests a closed page left behind must not slow the next measurement.
+pub async fn wait_quiet(pid: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let Some(a) = cpu_seconds(pid) else { return };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Some(b) = cpu_seconds(pid) else { return };
+        if (b - a) / 0.3 < 0.05 {
+            return;
+        }
+    }
+}

@@ -127,8 +127,15 @@ pub fn thousands(n: usize) -> String {
 
 /// Every row of the table, in order. `levels` = stored-run counts of the list / metrics
 /// measurements, `history` = wheel-history records stored for `GET /wheels/history`,
-/// `tput` = runs per throughput batch.
-pub fn rows(levels: &[usize], history: usize, tput: usize, reps: usize) -> Vec<Row> {
+/// `tput` = runs per throughput batch, `dashboard` = (finished runs stored, page loads) of the
+/// dashboard measurement.
+pub fn rows(
+    levels: &[usize],
+    history: usize,
+    tput: usize,
+    reps: usize,
+    dashboard: Option<(usize, usize)>,
+) -> Vec<Row> {
     use Better::*;
     let mut r = vec![
         row(
@@ -312,6 +319,47 @@ pub fn rows(levels: &[usize], history: usize, tput: usize, reps: usize) -> Vec<R
     ];
     for (k, l) in mib {
         r.push(row(k, l, Lower));
+    }
+    if let Some((runs, loads)) = dashboard {
+        let stored = thousands(runs + 1);
+        r.extend([
+            row(
+                "dash_first_rows_ms",
+                format!("dashboard, {stored} runs stored: navigation → first runs rendered (ms, median of {loads})"),
+                Lower,
+            ),
+            row(
+                "dash_change_p50_ms",
+                "dashboard: KV change → shown in the runs list, median (ms)",
+                Lower,
+            ),
+            row(
+                "dash_change_max_ms",
+                "dashboard: KV change → shown in the runs list, max (ms)",
+                Lower,
+            ),
+            row(
+                "dash_first_bytes",
+                "dashboard: first visit, bytes transferred",
+                Lower,
+            ),
+            row("dash_first_requests", "dashboard: first visit, requests", Lower),
+            row(
+                "dash_idle_rpm",
+                "dashboard open, nothing changing: requests per minute",
+                Lower,
+            ),
+            row(
+                "dash_idle_bytes_per_min",
+                "dashboard open, nothing changing: bytes per minute",
+                Lower,
+            ),
+            row(
+                "dash_idle_cpu_pct",
+                "dashboard open, nothing changing: gateway CPU (% of a core)",
+                Lower,
+            ),
+        ]);
     }
     r
 }

@@ -57,15 +57,38 @@ impl Seeder {
     /// Put `n` new runs (64 puts in flight). Their `updated_at` lie in the last `n` ms before
     /// now, one ms apart, so every later submit is newer than all of them.
     pub async fn put_runs(&self, n: usize) -> Result<()> {
+        self.put_copies(n, |_, _| {}).await
+    }
+
+    /// As [`Seeder::put_runs`], each copy changed by `edit(snapshot, updated_at)` after its
+    /// `run_id`, `updated_at` and `heartbeat_at` are set (e.g. to make it a finished run).
+    pub async fn put_copies<F>(&self, n: usize, edit: F) -> Result<()>
+    where
+        F: Fn(&mut Map<String, Value>, f64),
+    {
         put_all(&self.kv, n, |_, at| {
             let mut snap = self.template.clone();
             let id = uuid::Uuid::new_v4().to_string();
             snap.insert("run_id".into(), Value::String(id.clone()));
             snap.insert("updated_at".into(), at.into());
             snap.insert("heartbeat_at".into(), at.into());
+            edit(&mut snap, at);
             Ok((id, serde_json::to_vec(&snap)?))
         })
         .await
+    }
+
+    /// Store `snap` as the snapshot of its `run_id`.
+    pub async fn put_snapshot(&self, snap: &Map<String, Value>) -> Result<()> {
+        let id = snap
+            .get("run_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("a snapshot without run_id"))?;
+        self.kv
+            .put(id, serde_json::to_vec(snap)?.into())
+            .await
+            .map_err(|e| anyhow!("KV put {id}: {e}"))?;
+        Ok(())
     }
 }
 
