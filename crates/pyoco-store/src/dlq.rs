@@ -19,9 +19,19 @@ pub struct DlqEntry {
     pub payload: Bytes,
 }
 
+/// The DLQ stream's state, from one stream-info request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DlqState {
+    /// First and last sequence (`0, 0` when it never held a message).
+    pub first: u64,
+    pub last: u64,
+    /// Entries in it now.
+    pub messages: u64,
+}
+
 impl Store {
-    /// The first and last sequence of the DLQ stream (`(0, 0)` when it never held a message).
-    pub async fn dlq_bounds(&self) -> Result<(u64, u64), StoreError> {
+    /// The DLQ stream's sequences and message count (one request).
+    pub async fn dlq_state(&self) -> Result<DlqState, StoreError> {
         self.check_connected()?;
         let stream = self
             .inner
@@ -30,22 +40,29 @@ impl Store {
             .await
             .map_err(nats)?;
         let state = &stream.cached_info().state;
-        Ok((state.first_sequence, state.last_sequence))
+        Ok(DlqState {
+            first: state.first_sequence,
+            last: state.last_sequence,
+            messages: state.messages,
+        })
+    }
+
+    /// The DLQ stream, without asking for its info (no request).
+    async fn dlq_stream(&self) -> Result<async_nats::jetstream::stream::Stream<()>, StoreError> {
+        self.check_connected()?;
+        self.inner
+            .js
+            .get_stream_no_info(&self.inner.cfg.dlq_stream)
+            .await
+            .map_err(nats)
     }
 
     /// The entry at `seq`, `None` when there is none (deleted, expired, never written).
     pub async fn dlq_entry(&self, seq: u64) -> Result<Option<DlqEntry>, StoreError> {
-        self.check_connected()?;
         if seq == 0 {
             return Ok(None);
         }
-        let stream = self
-            .inner
-            .js
-            .get_stream_no_info(&self.inner.cfg.dlq_stream)
-            .await
-            .map_err(nats)?;
-        match stream.get_raw_message(seq).await {
+        match self.dlq_stream().await?.get_raw_message(seq).await {
             Ok(msg) => Ok(Some(DlqEntry {
                 seq: msg.sequence,
                 subject: msg.subject.to_string(),
@@ -59,17 +76,10 @@ impl Store {
 
     /// Delete the entry at `seq`; false when there was none.
     pub async fn dlq_delete(&self, seq: u64) -> Result<bool, StoreError> {
-        self.check_connected()?;
         if seq == 0 {
             return Ok(false);
         }
-        let stream = self
-            .inner
-            .js
-            .get_stream_no_info(&self.inner.cfg.dlq_stream)
-            .await
-            .map_err(nats)?;
-        match stream.delete_message(seq).await {
+        match self.dlq_stream().await?.delete_message(seq).await {
             Ok(deleted) => Ok(deleted),
             // "no message found" comes back as a JetStream error (10057).
             Err(err) if err.to_string().contains("no message found") => Ok(false),

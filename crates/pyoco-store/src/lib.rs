@@ -35,7 +35,7 @@ use bytes::Bytes;
 pub use api_keys::CreateKeyError;
 pub use bucket::{next_entry, Bucket, Versioned};
 pub use config::StoreConfig;
-pub use dlq::DlqEntry;
+pub use dlq::{DlqEntry, DlqState};
 pub use error::StoreError;
 pub use resources::consumer_config;
 pub use shared::SharedStore;
@@ -269,14 +269,7 @@ impl Store {
 
     /// Number of messages in the DLQ stream.
     pub async fn dlq_message_count(&self) -> Result<u64, StoreError> {
-        let mut stream = self
-            .inner
-            .js
-            .get_stream(&self.inner.cfg.dlq_stream)
-            .await
-            .map_err(nats)?;
-        let info = stream.info().await.map_err(nats)?;
-        Ok(info.state.messages)
+        Ok(self.dlq_state().await?.messages)
     }
 }
 

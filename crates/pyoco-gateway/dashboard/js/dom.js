@@ -63,3 +63,27 @@ export function replace(el, ...children) {
 export function byId(id) {
   return document.getElementById(id);
 }
+
+/** Make `zone` a drop target that also opens the file `input` on click, Enter or Space;
+ *  `onFile(file)` gets the dropped or chosen file. */
+export function fileDrop(zone, input, onFile) {
+  zone.addEventListener("click", () => input.click());
+  zone.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") input.click();
+  });
+  zone.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    const file = e.dataTransfer && e.dataTransfer.files[0];
+    if (file) onFile(file);
+  });
+  input.addEventListener("change", () => {
+    if (input.files[0]) onFile(input.files[0]);
+    input.value = "";
+  });
+}

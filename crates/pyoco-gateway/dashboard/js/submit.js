@@ -3,7 +3,7 @@
 // which prefill the params; choose the flow name and tag; the new run opens.
 
 import * as api from "./api.js";
-import { h, replace } from "./dom.js";
+import { fileDrop, h, replace } from "./dom.js";
 import { pretty } from "./format.js";
 import { t } from "./i18n.js";
 
@@ -26,25 +26,7 @@ export function submitView(root, params, { navigate }) {
   const submitBtn = h("button", { type: "submit", class: "btn btn-primary", id: "submit-run", disabled: true }, t("submit.run"));
   const errorBox = h("p", { class: "error", id: "submit-error", hidden: true });
 
-  drop.addEventListener("click", () => fileInput.click());
-  drop.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") fileInput.click();
-  });
-  drop.addEventListener("dragover", (e) => {
-    e.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
-    e.preventDefault();
-    drop.classList.remove("over");
-    const file = e.dataTransfer && e.dataTransfer.files[0];
-    if (file) readFile(file);
-  });
-  fileInput.addEventListener("change", () => {
-    if (fileInput.files[0]) readFile(fileInput.files[0]);
-    fileInput.value = "";
-  });
+  fileDrop(drop, fileInput, (file) => readFile(file));
   yamlBox.addEventListener("input", scheduleCheck);
   paramsBox.addEventListener("input", validate);
   nameInput.addEventListener("input", validate);

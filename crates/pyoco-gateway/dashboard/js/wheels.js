@@ -4,7 +4,7 @@
 
 import * as api from "./api.js";
 import { confirmDialog } from "./dialog.js";
-import { h, replace } from "./dom.js";
+import { fileDrop, h, replace } from "./dom.js";
 import { bytes, dateTime } from "./format.js";
 import { t } from "./i18n.js";
 
@@ -27,25 +27,7 @@ export function wheelsView(root) {
     h("span", { class: "muted" }, t("wheels.drop_hint"))
   );
 
-  drop.addEventListener("click", () => fileInput.click());
-  drop.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") fileInput.click();
-  });
-  drop.addEventListener("dragover", (e) => {
-    e.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
-    e.preventDefault();
-    drop.classList.remove("over");
-    const file = e.dataTransfer && e.dataTransfer.files[0];
-    if (file) send(file);
-  });
-  fileInput.addEventListener("change", () => {
-    if (fileInput.files[0]) send(fileInput.files[0]);
-    fileInput.value = "";
-  });
+  fileDrop(drop, fileInput, (file) => send(file));
 
   function say(kind, text) {
     status.hidden = false;

@@ -26,7 +26,7 @@ use axum::{
 use futures::{stream, StreamExt};
 use std::sync::Arc;
 
-use pyoco_store::{DlqEntry, Store};
+use pyoco_store::{DlqEntry, DlqState, Store};
 use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
@@ -238,7 +238,7 @@ async fn list_dlq(
 ) -> Result<PyJson<Value>, ApiError> {
     let q = DlqQuery::parse(query.as_deref())?;
     let store = state.store()?;
-    let (first, last) = store.dlq_bounds().await?;
+    let DlqState { first, last, .. } = store.dlq_state().await?;
     let mut top = match q.before {
         Some(before) => last.min(before.saturating_sub(1)),
         None => last,
@@ -315,11 +315,15 @@ async fn add_replays(store: &Store, items: &mut [Value]) {
 /// Most entries one `/metrics` scrape reads to learn their reasons (the rest, on later scrapes).
 const MAX_REASONS_READ: u64 = 20_000;
 
-/// Dead letters by reason (best effort: an error leaves the counts as they were), for
-/// `/metrics`. Reads only the entries added since the last call.
-pub(crate) async fn reason_counts(state: &AppState, store: &Store) -> Vec<(String, u64)> {
+/// Dead letters by reason, for `/metrics`, given the stream's state (`None`, unreadable: the
+/// counts as they were). Reads only the entries added since the last call.
+pub(crate) async fn reason_counts(
+    state: &AppState,
+    store: &Store,
+    dlq: Option<DlqState>,
+) -> Vec<(String, u64)> {
     let mut cache = state.dlq_reasons().lock().await;
-    if let Ok((first, last)) = store.dlq_bounds().await {
+    if let Some(DlqState { first, last, .. }) = dlq {
         cache.seen = cache.seen.split_off(&first);
         if last < cache.last_seq {
             // A new stream (purged, recreated): start over.

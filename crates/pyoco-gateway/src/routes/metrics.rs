@@ -90,15 +90,16 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let index = state.run_index();
     index.ready(READY_WAIT).await?;
     let counts = index.status_counts(local_day(Local::now()));
-    let (workers_alive, dlq_messages, queue_depths, dlq_reasons) = tokio::join!(
+    let (workers_alive, dlq, queue_depths) = tokio::join!(
         workers_alive(store, python::time(), state.worker_disconnect_timeout_sec()),
-        store.dlq_message_count(),
+        store.dlq_state(),
         store.work_queue_depths(),
-        super::dlq::reason_counts(&state, store),
     );
-    let dlq_messages = dlq_messages
+    let dlq = dlq
         .inspect_err(|err| tracing::debug!("metrics: DLQ stream info failed: {err}"))
         .ok();
+    let dlq_messages = dlq.map(|d| d.messages);
+    let dlq_reasons = super::dlq::reason_counts(&state, store, dlq).await;
     let queue_depths = queue_depths
         .inspect_err(|err| tracing::debug!("metrics: work stream info failed: {err}"))
         .unwrap_or_default();
