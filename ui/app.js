@@ -188,7 +188,7 @@ function showToast(message) {
  * =========================================================================================== */
 
 /** The views the gateway's dashboard provides, framed (its `?embed=1` mode). */
-const DASHBOARD_VIEWS = ['runs', 'workers', 'metrics', 'wheels', 'dlq'];
+const DASHBOARD_VIEWS = ['runs', 'schedules', 'workers', 'metrics', 'wheels', 'dlq'];
 const VIEWS = ['status', ...DASHBOARD_VIEWS, 'settings'];
 
 let currentView = 'status';

@@ -135,12 +135,7 @@ export async function watchRun(runId, { signal, onSnapshot, onState, include = "
       const path =
         `/runs/${encodeURIComponent(runId)}/watch` +
         query({ include, timeout_sec: 60, since });
-      const res = await fetch(path, { headers: headers(), signal, cache: "no-store" });
-      if (!res.ok) {
-        const body = await parseBody(res);
-        if (res.status === 401) for (const fn of listeners) fn(path);
-        throw new ApiError(res.status, detailText(body), body);
-      }
+      const res = await stream(path, { signal });
       onState && onState("streaming");
       for await (const ev of sseEvents(res.body, signal)) {
         if (ev.event !== "snapshot") continue;
@@ -171,6 +166,17 @@ export async function watchRun(runId, { signal, onSnapshot, onState, include = "
   }
 }
 
+/** Open a streaming GET (SSE): the Response, or an ApiError for an answer other than 2xx. */
+export async function stream(path, { signal, headers: extra } = {}) {
+  const res = await fetch(path, { headers: headers(extra), signal, cache: "no-store" });
+  if (!res.ok) {
+    const body = await parseBody(res);
+    if (res.status === 401) for (const fn of listeners) fn(path);
+    throw new ApiError(res.status, detailText(body), body);
+  }
+  return res;
+}
+
 function sleep(ms, signal) {
   return new Promise((resolve) => {
     const t = setTimeout(resolve, ms);
@@ -182,7 +188,7 @@ function sleep(ms, signal) {
 }
 
 /**
- * The events of a `text/event-stream` body (the WHATWG format: `event:`/`data:` fields, blank
+ * The events of a `text/event-stream` body (the WHATWG format: `event:`/`data:`/`id:` fields, blank
  * line ends an event, `:` comments). Hand-written: about 30 lines, where the maintained
  * libraries for fetch-based SSE are unmaintained or ship a build step.
  */
@@ -192,6 +198,7 @@ export async function* sseEvents(body, signal) {
   let buffer = "";
   let event = "message";
   let data = [];
+  let id; // the last event id (it carries over to later events, as in EventSource)
   try {
     while (!signal || !signal.aborted) {
       const { value, done } = await reader.read();
@@ -202,7 +209,8 @@ export async function* sseEvents(body, signal) {
         const line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + (buffer[nl] === "\r" && buffer[nl + 1] === "\n" ? 2 : 1));
         if (line === "") {
-          if (data.length) yield { event, data: data.join("\n") };
+          // Named events without data (e.g. an `end`) are delivered too.
+          if (data.length || event !== "message") yield { event, data: data.join("\n"), id };
           event = "message";
           data = [];
           continue;
@@ -214,6 +222,7 @@ export async function* sseEvents(body, signal) {
         if (value.startsWith(" ")) value = value.slice(1);
         if (field === "event") event = value;
         else if (field === "data") data.push(value);
+        else if (field === "id" && !value.includes("\0")) id = value;
       }
     }
   } finally {

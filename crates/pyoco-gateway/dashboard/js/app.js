@@ -1,5 +1,5 @@
 // The dashboard's shell: header, language switch, API key dialog, and the hash router
-// (#/runs, #/runs/<id>, #/submit, #/workers, #/metrics, #/wheels, #/dlq). Each view is a function
+// (#/runs, #/runs/<id>, #/submit, #/schedules, #/workers, #/metrics, #/wheels, #/dlq). Each view is a function
 // (root, params, ctx) → cleanup.
 
 import { auth } from "./api.js";
@@ -9,6 +9,7 @@ import { dlqView } from "./dlq.js";
 import { metricsView } from "./metrics.js";
 import { runView } from "./run.js";
 import { runsView } from "./runs.js";
+import { schedulesView } from "./schedules.js";
 import { submitView } from "./submit.js";
 import { wheelsView } from "./wheels.js";
 import { workersView } from "./workers.js";
@@ -16,7 +17,7 @@ import { workersView } from "./workers.js";
 let cleanup = null;
 
 /** The views of the navigation besides the runs list, by their hash. */
-const VIEWS = { submit: submitView, workers: workersView, metrics: metricsView, wheels: wheelsView, dlq: dlqView };
+const VIEWS = { submit: submitView, schedules: schedulesView, workers: workersView, metrics: metricsView, wheels: wheelsView, dlq: dlqView };
 
 function parseHash() {
   const raw = location.hash.replace(/^#/, "") || "/runs";
@@ -94,7 +95,7 @@ function header() {
     h(
       "nav",
       { class: "nav", "aria-label": t("nav.label") },
-      ["runs", "submit", "workers", "metrics", "wheels", "dlq"].map((v) =>
+      ["runs", "submit", "schedules", "workers", "metrics", "wheels", "dlq"].map((v) =>
         h("a", { href: `#/${v}`, dataset: { view: v }, id: `nav-${v}` }, t(`nav.${v}`))
       )
     ),

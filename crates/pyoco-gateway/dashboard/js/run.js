@@ -1,12 +1,13 @@
 // One run, live through GET /runs/{id}/watch: its task graph (dagre layout, drawn in SVG),
 // a timeline of its tasks, every task record (inputs, output, error, traceback, stdout,
-// stderr), its metadata, and cancel.
+// stderr), its live task log (logs.js), its metadata, and cancel.
 
 import * as api from "./api.js";
 import { confirmDialog } from "./dialog.js";
 import { h, s, replace } from "./dom.js";
 import { dateTime, duration, pretty, stateClass, TERMINAL } from "./format.js";
 import { t } from "./i18n.js";
+import { runLogs } from "./logs.js";
 
 /** Flows with more tasks than this are listed, not drawn (layout cost and legibility). */
 const MAX_GRAPH_NODES = 400;
@@ -32,6 +33,7 @@ export function runView(root, runId, { navigate }) {
   const detailBox = h("div", { class: "task-detail", id: "task-detail" });
   const paramsBox = h("pre", { class: "code", id: "run-params" });
   const dialog = confirmDialog(t("run.cancel_yes"), t("run.cancel_no"));
+  const logs = runLogs(runId);
 
   cancelBtn.addEventListener("click", async () => {
     if (!(await dialog.ask(t("run.cancel_confirm", { run: runId })))) return;
@@ -88,6 +90,7 @@ export function runView(root, runId, { navigate }) {
         ),
         h("section", { class: "card" }, h("h2", {}, t("run.task_detail")), detailBox)
       ),
+      logs.el,
       dialog.el
     )
   );
@@ -115,6 +118,7 @@ export function runView(root, runId, { navigate }) {
     renderTimeline();
     renderTasks();
     renderDetail();
+    logs.setTasks(taskNames());
   }
 
   function renderMeta() {
@@ -133,6 +137,8 @@ export function runView(root, runId, { navigate }) {
       ["run.heartbeat", dateTime(snap.heartbeat_at)],
     ];
     if (snap.cancel_requested_at) rows.push(["run.cancel_requested", `${dateTime(snap.cancel_requested_at)} ${snap.cancel_requested_by || ""}`]);
+    if (snap.schedule_id) rows.push(["run.schedule", h("a", { class: "mono", href: `#/runs?schedule=${encodeURIComponent(snap.schedule_id)}` }, String(snap.schedule_id).slice(0, 8))]);
+    if (snap.replayed_from) rows.push(["run.replayed_from", h("a", { class: "mono", href: "#/dlq" }, String(snap.replayed_from))]);
     if (snap.workflow_yaml_sha256) rows.push(["run.yaml", h("span", { class: "mono" }, `sha256 ${String(snap.workflow_yaml_sha256).slice(0, 16)}… · ${snap.workflow_yaml_bytes ?? "?"} B`)]);
     if (snap.tenant_id) rows.push(["run.tenant", snap.tenant_id]);
     if (snap.error) rows.push(["run.error", h("span", { class: "error-text", id: "run-error-text" }, snap.error)]);
@@ -349,5 +355,6 @@ export function runView(root, runId, { navigate }) {
   return () => {
     controller.abort();
     clearInterval(tick);
+    logs.stop();
   };
 }

@@ -33,6 +33,7 @@ function readFilters(params) {
     tag: params.get("tag") || "",
     worker: params.get("worker") || "",
     run: params.get("run") || "",
+    schedule: params.get("schedule") || "",
     sort: SORTS[params.get("sort")] ? params.get("sort") : "ops",
   };
 }
@@ -85,8 +86,22 @@ export function runsView(root, params, { navigate }) {
     field("tag", t("runs.tag"), tagInput),
     field("worker", t("runs.worker"), workerInput),
     field("run", t("runs.run_id"), runInput),
-    field("sort", t("runs.sort"), sortSelect)
+    field("sort", t("runs.sort"), sortSelect),
+    filters.schedule ? scheduleChip() : null
   );
+
+  // Runs of one schedule (from the schedules view): shown as a chip that drops the filter.
+  function scheduleChip() {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(filters)) if (v && k !== "schedule" && !(k === "sort" && v === "ops")) q.set(k, v);
+    return h(
+      "a",
+      { class: "chip active filter-chip", id: "filter-schedule", href: `#/runs${q.toString() ? `?${q}` : ""}`, title: t("runs.schedule_clear") },
+      h("span", { class: "chip-label" }, t("runs.schedule_filter")),
+      h("span", { class: "mono" }, filters.schedule.slice(0, 8)),
+      " ×"
+    );
+  }
 
   // Server-side filters (status, flow, tag) reload; client-side ones (worker, run, sort) only
   // re-render.
@@ -97,6 +112,7 @@ export function runsView(root, params, { navigate }) {
       tag: tagInput.value.trim(),
       worker: workerInput.value.trim(),
       run: runInput.value.trim(),
+      schedule: filters.schedule,
       sort: sortSelect.value,
     };
     const q = new URLSearchParams();
@@ -162,6 +178,7 @@ export function runsView(root, params, { navigate }) {
     if (filters.status && run.status !== filters.status) return false;
     if (filters.flow && run.flow_name !== filters.flow) return false;
     if (filters.tag && run.tag !== filters.tag) return false;
+    if (filters.schedule && run.schedule_id !== filters.schedule) return false;
     if (filters.worker && !String(run.worker_id || "").toLowerCase().includes(filters.worker.toLowerCase()))
       return false;
     if (filters.run && !String(run.run_id || "").toLowerCase().includes(filters.run.toLowerCase())) return false;
@@ -246,7 +263,7 @@ export function runsView(root, params, { navigate }) {
     live.textContent = t(`live.${state}`);
   }
 
-  const serverFilters = () => ({ status: filters.status, flow: filters.flow, tag: filters.tag });
+  const serverFilters = () => ({ status: filters.status, flow: filters.flow, tag: filters.tag, schedule_id: filters.schedule });
 
   async function load() {
     try {
@@ -297,7 +314,7 @@ export function runsView(root, params, { navigate }) {
       const since = maxUpdated;
       for (let i = 0; i < MAX_CATCH_UP_PAGES; i++) {
         const page = await api.get(
-          `/runs${api.query({ flow: filters.flow, tag: filters.tag, include: "times", limit: PAGE, updated_after: since, cursor })}`
+          `/runs${api.query({ flow: filters.flow, tag: filters.tag, schedule_id: filters.schedule, include: "times", limit: PAGE, updated_after: since, cursor })}`
         );
         if (stopped) return;
         changed = merge(page.items) || changed;
