@@ -732,3 +732,194 @@ async fn a_dead_letter_is_replayed_from_the_page() {
     assert!(page["items"][1]["replayed_run_id"].is_string(), "{page}");
     client.close().await.unwrap();
 }
+
+/// Prints `n` numbered lines, one every 100 ms, then one line on stderr.
+const CHATTY_PY: &str = r#"import sys, time
+
+def chatty(n=20):
+    for i in range(n):
+        print(f"chatty line {i}", flush=True)
+        time.sleep(0.1)
+    print("chatty done", file=sys.stderr, flush=True)
+    return n
+"#;
+
+/// The number of log lines on the page and the run's state, read at one instant.
+async fn log_lines_and_state(client: &Client) -> (u64, String) {
+    let v = js(
+        client,
+        "return [document.querySelectorAll('#run-log .log-line').length, (document.getElementById('run-status') || {dataset: {}}).dataset.state || ''];",
+    )
+    .await;
+    (v[0].as_u64().unwrap_or(0), v[1].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_s_log_lines_appear_live_on_the_run_page() {
+    let app = TestApp::start(AppOptions::default()).await;
+    pyoco_testkit::write_task_module(&app.tasks_dir(), "dash_chatty", CHATTY_PY);
+    let yaml = "version: 1\nflow:\n  graph: |\n    chatty\ntasks:\n  chatty:\n    callable: dash_chatty:chatty\n    inputs: {n: 20}\n";
+    let run_id = app.submit_yaml(yaml, "chatty", "default").await;
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/#/runs/{run_id}", app.base_url()))
+        .await
+        .unwrap();
+    // Lines show up while the task still runs (20 lines take 2 s).
+    let seen = eventually(T, "log lines while running", || async {
+        let (n, state) = log_lines_and_state(&client).await;
+        (n >= 3 && state == "running").then_some(n)
+    })
+    .await;
+    assert!(seen < 21, "seen before the end: {seen}");
+    shot(&client, "19-run-log-live").await;
+    // All of them once the run ended, stderr marked as such, in order.
+    wait_attr(&client, "#log-live", "data-state", "done").await;
+    let (n, state) = log_lines_and_state(&client).await;
+    assert_eq!((n, state.as_str()), (21, "completed"));
+    let texts = js(
+        &client,
+        "return [...document.querySelectorAll('#run-log .log-line')].map(l => [l.dataset.stream, l.querySelector('.log-task').textContent, l.querySelector('.log-text').textContent]);",
+    )
+    .await;
+    assert_eq!(texts[0], json!(["stdout", "chatty", "chatty line 0"]));
+    assert_eq!(texts[19], json!(["stdout", "chatty", "chatty line 19"]));
+    assert_eq!(texts[20], json!(["stderr", "chatty", "chatty done"]));
+    // The stream filter.
+    js(
+        &client,
+        "const s = document.getElementById('log-stream'); s.value = 'stderr'; s.dispatchEvent(new Event('change')); return null;",
+    )
+    .await;
+    assert_eq!(log_lines_and_state(&client).await.0, 1);
+    shot(&client, "20-run-log-done").await;
+    client.close().await.unwrap();
+}
+
+/// `document.querySelector(css).click()` (atomic: the schedules list redraws as it changes).
+async fn click(client: &Client, css: &str) {
+    eventually(T, &format!("click {css}"), || async {
+        let v = client
+            .execute(
+                "const e = document.querySelector(arguments[0]); if (!e) return false; e.click(); return true;",
+                vec![json!(css)],
+            )
+            .await
+            .ok()?;
+        (v == json!(true)).then_some(())
+    })
+    .await;
+}
+
+/// `document.querySelector(css)?.textContent`.
+async fn text_of(client: &Client, css: &str) -> Option<String> {
+    let v = client
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+            vec![json!(css)],
+        )
+        .await
+        .ok()?;
+    v.as_str().map(str::to_string)
+}
+
+async fn schedules(app: &TestApp) -> Vec<Value> {
+    let (status, body) = app.get_json("/schedules").await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array()
+        .cloned()
+        .or_else(|| body["items"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_is_made_on_the_submit_page_then_paused_resumed_and_deleted() {
+    let app = TestApp::start(AppOptions::default()).await;
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("{}/#/submit?when=interval", app.base_url()))
+        .await
+        .unwrap();
+    let yaml = format!(
+        "version: 1\nflow:\n  graph: |\n    hello\ntasks:\n  hello:\n    callable: {TASKS_MODULE}:hello\n    inputs: {{name: scheduled}}\n"
+    );
+    client
+        .execute(
+            "const y = document.getElementById('submit-yaml'); y.value = arguments[0]; y.dispatchEvent(new Event('input')); \
+             const i = document.getElementById('when-interval'); i.value = '1'; return null;",
+            vec![json!(yaml)],
+        )
+        .await
+        .unwrap();
+    wait_attr(&client, "#submit-check", "data-kind", "ok").await;
+    let name = find(&client, "#submit-flow-name").await;
+    name.clear().await.unwrap();
+    name.send_keys("every-second").await.unwrap();
+    assert_eq!(
+        find(&client, "#submit-run").await.text().await.unwrap(),
+        "Create schedule"
+    );
+    shot(&client, "21-schedule-form").await;
+    find(&client, "#submit-run").await.click().await.unwrap();
+
+    // The schedules view opens with it, active, counting dispatches.
+    let row = r#"#schedules-body tr[data-status="ACTIVE"]"#;
+    find(&client, row).await;
+    let id = attr(&client, row, "data-schedule-id").await.unwrap();
+    let row = format!(r#"#schedules-body tr[data-schedule-id="{id}"]"#);
+    eventually(T, "two dispatches shown", || async {
+        let n = text_of(&client, &format!(r#"{row} [data-field="count"]"#)).await?;
+        (n.parse::<u64>().unwrap_or(0) >= 2).then_some(())
+    })
+    .await;
+    assert!(find(&client, &format!("{row} td.when"))
+        .await
+        .text()
+        .await
+        .unwrap()
+        .starts_with("every 1.00 s"));
+    shot(&client, "22-schedules").await;
+
+    // Pause: no more runs.
+    click(&client, &format!(r#"{row} [data-action="pause"]"#)).await;
+    wait_attr(&client, &row, "data-status", "PAUSED").await;
+    let paused_count = schedules(&app).await[0]["dispatch_count"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        schedules(&app).await[0]["dispatch_count"].as_u64().unwrap(),
+        paused_count,
+        "no dispatch while paused"
+    );
+    // Resume: runs again.
+    click(&client, &format!(r#"{row} [data-action="resume"]"#)).await;
+    wait_attr(&client, &row, "data-status", "ACTIVE").await;
+    eventually(T, "a dispatch after resuming", || async {
+        (schedules(&app).await[0]["dispatch_count"].as_u64().unwrap() > paused_count).then_some(())
+    })
+    .await;
+
+    // Its runs: the runs list filtered by the schedule.
+    click(&client, &format!(r#"{row} [data-action="runs"]"#)).await;
+    find(&client, "#filter-schedule").await;
+    let (_, runs) = app.get_json(&format!("/runs?schedule_id={id}")).await;
+    let first = runs["items"]
+        .as_array()
+        .or_else(|| runs.as_array())
+        .and_then(|a| a.first())
+        .and_then(|r| r["run_id"].as_str())
+        .unwrap()
+        .to_string();
+    find(&client, &format!(r#"tr[data-run-id="{first}"]"#)).await;
+
+    // Delete (confirmed): gone, and no more runs.
+    client
+        .goto(&format!("{}/#/schedules", app.base_url()))
+        .await
+        .unwrap();
+    click(&client, &format!(r#"{row} [data-action="delete"]"#)).await;
+    find(&client, "#confirm-dialog[open]").await;
+    click(&client, "#confirm-yes").await;
+    find(&client, "#schedules-empty:not([hidden])").await;
+    assert!(schedules(&app).await.is_empty());
+    client.close().await.unwrap();
+}

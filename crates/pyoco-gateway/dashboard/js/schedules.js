@@ -39,6 +39,7 @@ export function schedulesView(root, params, { navigate }) {
   let timer = null;
   let tick = null;
   let items = [];
+  let shownKey = "";
   const dialog = confirmDialog(t("schedules.delete"), t("schedules.keep"));
   const body = h("tbody", { id: "schedules-body" });
   const empty = h("p", { class: "empty", id: "schedules-empty", hidden: true }, t("schedules.empty"), " ", h("a", { href: "#/submit" }, t("schedules.create_hint")));
@@ -116,7 +117,12 @@ export function schedulesView(root, params, { navigate }) {
       if (stopped) return;
       errorBox.hidden = true;
       items = Array.isArray(page) ? page : page.items || page.schedules || [];
-      replace(body, items.map(row));
+      // Rows are rebuilt only when a schedule changed (a button under the pointer stays put).
+      const key = JSON.stringify(items);
+      if (key !== shownKey) {
+        shownKey = key;
+        replace(body, items.map(row));
+      }
       empty.hidden = items.length > 0;
     } catch (err) {
       if (!stopped) fail(err);
