@@ -181,12 +181,18 @@ impl LogsQuery {
                         }
                     }
                 }
-                "timeout_sec" => q.timeout = match pydantic::int(value.trim()) {
-                    Ok(n) if (1..=TIMEOUT_SEC_MAX).contains(&n) => Duration::from_secs(n as u64),
-                    _ => return Err(invalid(format!(
+                "timeout_sec" => {
+                    q.timeout = match pydantic::int(value.trim()) {
+                        Ok(n) if (1..=TIMEOUT_SEC_MAX).contains(&n) => {
+                            Duration::from_secs(n as u64)
+                        }
+                        _ => {
+                            return Err(invalid(format!(
                         "timeout_sec must be an integer from 1 to {TIMEOUT_SEC_MAX}, got {value:?}"
-                    ))),
-                },
+                    )))
+                        }
+                    }
+                }
                 _ => {}
             }
         }
