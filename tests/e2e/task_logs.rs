@@ -384,6 +384,23 @@ async fn bad_queries_get_a_clear_422_and_other_tenants_a_404() {
         let (status, body) = app.get_json(&format!("/runs/no-such-run/{path}")).await;
         assert_eq!((status, body), (404, json!({"detail": "run not found"})));
     }
+    // A run that ended without lines (as one a 0.5.1 worker executed): the watch sends `end`.
+    let entry = app.store().runs().get(&run_id).await.unwrap().unwrap();
+    let mut snapshot: Value = serde_json::from_slice(&entry.value).unwrap();
+    snapshot["status"] = json!("FAILED");
+    app.store()
+        .runs()
+        .put(&run_id, serde_json::to_vec(&snapshot).unwrap())
+        .await
+        .unwrap();
+    let mut sse = Sse::open(&app, &format!("/runs/{run_id}/logs/watch"), None).await;
+    let events = sse.rest().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].name.as_str(), &events[0].data),
+        ("end", &json!({"status": "FAILED"}))
+    );
+
     // Another tenant's key sees no such run.
     let made = pyoco_wire::new_api_key(
         "other",
