@@ -27,6 +27,9 @@ pub const LOG_LIMIT_MARKER: &str =
 const MAX_IN_FLIGHT: usize = 1024;
 /// Bytes of the per-run cap kept for the two marker lines.
 const MARKER_RESERVE: u64 = 512;
+/// Failed publishes after which a run's further lines are only counted (NATS is gone or refuses:
+/// each failure may have cost a request timeout, and the run must not wait on more of them).
+const MAX_FAILURES: u64 = 16;
 /// A page with a `task` filter reads at most this many lines (then `next` says where to go on).
 pub const MAX_SCANNED_PER_PAGE: usize = 10_000;
 
@@ -305,7 +308,7 @@ impl LogPublisher {
         if !self.enabled {
             return;
         }
-        if self.cut {
+        if self.cut || self.failed >= MAX_FAILURES {
             self.dropped_lines += 1;
             self.dropped_bytes += line.len() as u64;
             return;
