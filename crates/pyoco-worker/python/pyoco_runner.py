@@ -538,6 +538,7 @@ class LiveLog:
         self.pending = []
         self.pending_bytes = 0
         self.partial = {}  # (task, stream) -> [text parts]
+        self.skipping = set()  # (task, stream) whose over-long line was sent cut: drop to its end
         self.used = 0
         self.lines = 0
         self.dropped_lines = 0
@@ -578,20 +579,30 @@ class LiveLog:
             if self.closed:
                 return
             key = (task, stream)
+            if key in self.skipping:
+                end = text.find("\n")
+                if end < 0:
+                    return
+                self.skipping.discard(key)
+                text = text[end + 1:]
+                if not text:
+                    return
             parts = self.partial.get(key)
             if "\n" not in text:
                 if parts is None:
-                    self.partial[key] = [text]
+                    parts = self.partial[key] = [text]
                 else:
                     parts.append(text)
-                    if len(parts) > 64:
-                        joined = "".join(parts)
-                        if len(joined) > LOG_MAX_LINE_BYTES:
-                            # a line without end: send what is there, cut
-                            del self.partial[key]
-                            self._add(task, stream, _cut_line(joined), ts)
-                        else:
-                            self.partial[key] = [joined]
+                if len(text) > LOG_MAX_LINE_BYTES or len(parts) > 64:
+                    joined = "".join(parts)
+                    if len(joined) > LOG_MAX_LINE_BYTES:
+                        # A line without end yet, already too long: send it cut now and drop
+                        # the rest of it (memory stays bounded by one line per task/stream).
+                        del self.partial[key]
+                        self._add(task, stream, _cut_line(joined), ts)
+                        self.skipping.add(key)
+                    else:
+                        self.partial[key] = [joined]
                 return
             if parts:
                 text = "".join(parts) + text
@@ -606,6 +617,7 @@ class LiveLog:
     def end_task(self, task):
         """Send the task's unterminated lines (the task ended)."""
         with self.lock:
+            self.skipping = {k for k in self.skipping if k[0] != task}
             for key in [k for k in self.partial if k[0] == task]:
                 self._add(task, key[1], _cut_line("".join(self.partial.pop(key))), time.time())
 

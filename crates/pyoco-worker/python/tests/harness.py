@@ -92,6 +92,12 @@ TASK_MODULES = {
             sys.stdout.write("py partial")
             return "ok"
 
+        def endless_line(n):
+            for _ in range(n):
+                sys.stdout.write("y" * 100)
+            sys.stdout.write("\\nafter\\n")
+            return n
+
         def shout(n):
             sys.stdout.write("x" * n)
             return n

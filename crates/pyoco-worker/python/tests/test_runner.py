@@ -761,6 +761,13 @@ class LiveLog(RunnerTestCase):
         self.assertEqual(len(lines), 1)
         self.assertEqual(lines[0][3], "x" * 16384 + "\u2026[line cut at 16384 bytes]")
 
+    def test_an_endless_line_is_cut_once_and_its_rest_dropped(self):
+        y = yaml_doc("s", tasks={"s": {"callable": "rt_tasks:endless_line", "inputs": {"n": 2000}}})
+        events, fin = self.run_flow(rid(), y)
+        self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+        lines = [l[3] for l in log_lines(events)]
+        self.assertEqual(lines, ["y" * 16384 + "\u2026[line cut at 16384 bytes]", "after"])
+
     def test_zero_disables_the_live_log(self):
         y = yaml_doc("n", tasks={"n": "rt_tasks:noisy"})
         events, fin = self.run_flow(rid(), y, log_max_bytes=0)
