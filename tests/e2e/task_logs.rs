@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use pyoco_testkit::{procfs, write_task_module, AppOptions, TestApp};
+use pyoco_testkit::{procfs, python_worker, write_task_module, AppOptions, TestApp};
 use serde_json::{json, Value};
 
 use crate::{RUN_TIMEOUT, TERMINAL};
@@ -277,9 +277,16 @@ async fn a_million_lines_complete_under_the_cap_with_bounded_memory() {
     let small = app.submit_yaml(&flow("quick"), "quick", "default").await;
     let started = Instant::now();
     let mut peak = rss_before;
+    let mut runner_peak = 0u64;
     let mut small_done_while_big_ran = false;
     loop {
         peak = peak.max(procfs::rss_kib(me).unwrap_or(0));
+        // The runners (Python) are children of this process.
+        for pid in procfs::descendants(me) {
+            if procfs::cmdline(pid).contains("pyoco_runner") {
+                runner_peak = runner_peak.max(procfs::rss_kib(pid).unwrap_or(0));
+            }
+        }
         let (_, s) = app.get_json(&format!("/runs/{small}")).await;
         let (_, b) = app.get_json(&format!("/runs/{big}")).await;
         if s["status"] == "COMPLETED" && b["status"] == "RUNNING" {
@@ -307,6 +314,16 @@ async fn a_million_lines_complete_under_the_cap_with_bounded_memory() {
         peak / 1024
     );
     assert!(growth_mib < 150, "RSS grew by {growth_mib} MiB");
+    eprintln!(
+        "million lines: largest runner RSS {} MiB",
+        runner_peak / 1024
+    );
+    assert!(runner_peak > 0, "no runner process seen");
+    assert!(
+        runner_peak / 1024 < 150,
+        "a runner grew to {} MiB",
+        runner_peak / 1024
+    );
 
     let items = all_pages(&app, &big, "", 1000).await;
     let stored: u64 = items
@@ -436,4 +453,27 @@ async fn bad_queries_get_a_clear_422_and_other_tenants_a_404() {
             .unwrap();
         assert_eq!(response.status(), 401, "{path}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_a_python_0_5_1_worker_has_no_lines_and_its_watch_ends() {
+    let app = TestApp::start(AppOptions::gateway_only()).await;
+    write_task_module(&app.tasks_dir(), "log_tasks", LOG_TASKS);
+    let mut py = python_worker(
+        &app.nats_url(),
+        "py",
+        "default",
+        &app.tasks_dir(),
+        &app.path("py-worker"),
+    );
+    app.wait_worker_registered("py").await;
+    let run_id = app.submit_yaml(&flow("quick"), "quick", "default").await;
+    let mut sse = Sse::open(&app, &format!("/runs/{run_id}/logs/watch"), None).await;
+    let events = sse.rest().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].name, "end");
+    assert_eq!(events[0].data, json!({"status": "COMPLETED"}));
+    let (status, page) = app.get_json(&format!("/runs/{run_id}/logs")).await;
+    assert_eq!((status, page), (200, json!({"items": [], "next": null})));
+    py.assert_running();
 }
