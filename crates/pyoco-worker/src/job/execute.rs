@@ -103,11 +103,13 @@ async fn drive_events(
                     return Outcome::Finished(Box::new(unreadable_finish(run_id, &error)));
                 }
                 Some(RunnerEvent::Log(batch)) if batch.run_id == run_id => {
-                logs.runner_dropped = (batch.dropped_lines, batch.dropped_bytes);
-                for (ts, stream, task, line) in &batch.lines {
-                    logs.publisher.push(task.as_deref(), stream, line, *ts).await;
+                    // Awaited here: a run writing faster than NATS takes its lines waits (the
+                    // runner's pipe fills) instead of growing this worker.
+                    logs.runner_dropped = (batch.dropped_lines, batch.dropped_bytes);
+                    for (ts, stream, task, line) in &batch.lines {
+                        logs.publisher.push(task.as_deref(), stream, line, *ts).await;
+                    }
                 }
-            }
                 Some(ev) => apply_event(w, run_id, ev),
             },
             _ = sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => {
