@@ -17,6 +17,7 @@ mod nats_outage;
 mod python_client;
 mod readme_flow;
 mod server_binary;
+mod task_logs;
 mod wheel_appliance;
 mod wheel_interop;
 

@@ -30,6 +30,25 @@ def a(x=1):
 
 def b(a):
     return a * 2
+
+
+def ticks(n=40, every=0.05):
+    import time
+    for i in range(n):
+        print('tick %d' % i)
+        time.sleep(every)
+    return n
+";
+
+/// Row 16b (Rust only): a task printing a line every 50 ms, followed through
+/// `GET /runs/{id}/logs/watch`.
+const LOG_FLOW_YAML: &str = "\
+version: 1
+flow:
+  graph: \"ticks\"
+tasks:
+  ticks:
+    callable: \"bench_tasks:ticks\"
 ";
 
 const FLOW_YAML: &str = "\
@@ -1660,6 +1679,55 @@ async fn throughput(
     Ok(rps)
 }
 
+/// Row 16b: one run of [`LOG_FLOW_YAML`] (40 lines, 50 ms apart) followed through
+/// `/logs/watch` from its submission; for each `log` event, its arrival time minus the line's
+/// `ts` (the time the runner captured the print; bench and worker share the clock).
+async fn log_latency(ctx: &Ctx<'_>) -> Result<load::Stats> {
+    let rid = post_yaml(&ctx.http, &ctx.base, LOG_FLOW_YAML.as_bytes()).await?;
+    let url = format!("{}/runs/{rid}/logs/watch", ctx.base);
+    let stream = reqwest::Client::builder().no_proxy().build()?;
+    let mut response = stream.get(&url).send().await?;
+    if !response.status().is_success() {
+        bail!("GET {url}: HTTP {}", response.status());
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    let mut lat = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = match tokio::time::timeout(left, response.chunk()).await {
+            Err(_) => bail!("no end event within 60 s"),
+            Ok(chunk) => chunk?,
+        };
+        let Some(chunk) = chunk else {
+            bail!("the stream ended without an end event");
+        };
+        let at = pyoco_wire::python::time();
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = buf.drain(..pos + 2).collect();
+            let text = String::from_utf8_lossy(&frame);
+            if text.starts_with("event: end") {
+                if lat.len() != 40 {
+                    bail!("{} log events instead of 40", lat.len());
+                }
+                return Ok(load::stats_ms(lat));
+            }
+            if let Some(data) = text
+                .starts_with("event: log")
+                .then(|| text.lines().find_map(|l| l.strip_prefix("data: ")))
+                .flatten()
+            {
+                let item: Value = serde_json::from_str(data)?;
+                let ts = item["ts"]
+                    .as_f64()
+                    .ok_or_else(|| anyhow!("no ts in {item}"))?;
+                lat.push((at - ts) * 1e3);
+            }
+        }
+    }
+}
+
 /// A few runs through the current workers so every one has warmed up.
 async fn warm(ctx: &Ctx<'_>, watcher: &RunWatcher, n: usize) -> Result<()> {
     let r = post_load(ctx, n, 8).await?;
@@ -1764,6 +1832,28 @@ async fn worker_phases(ctx: &Ctx<'_>, res: &mut SystemResult, watcher: &RunWatch
         Err(e) => res.note(format!("throughput 1 worker: {e:#}")),
     }
     worker_rss(res, &w1, "load");
+
+    // 6d. Rust only (0.5.1 has no live task log): print → `log` event latency.
+    if ctx.spec.concurrency_flag {
+        match log_latency(ctx).await {
+            Ok(s) => {
+                log(
+                    name,
+                    format!(
+                        "print → SSE log event: p50 {:.1} ms, p99 {:.1} ms (n={})",
+                        s.p50, s.p99, s.n
+                    ),
+                );
+                res.set("log_latency_p50_ms", s.p50);
+                res.set("log_latency_p99_ms", s.p99);
+                res.detail(
+                    "log_latency",
+                    json!({"n": s.n, "p50_ms": s.p50, "p99_ms": s.p99, "mean_ms": s.mean, "min_ms": s.min, "max_ms": s.max}),
+                );
+            }
+            Err(e) => res.note(format!("task log latency: {e:#}")),
+        }
+    }
 
     // 6b. Two workers.
     match start_ready_worker(ctx, watcher, "bench-w2", None).await {

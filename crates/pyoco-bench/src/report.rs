@@ -285,6 +285,16 @@ pub fn rows(
         format!("{tput} runs at once, 1 worker `--concurrency 4` (runs/s)"),
         Higher,
     ));
+    r.push(row(
+        "log_latency_p50_ms",
+        "task `print` → `log` event on `/runs/{id}/logs/watch`, p50 (ms)",
+        Lower,
+    ));
+    r.push(row(
+        "log_latency_p99_ms",
+        "task `print` → `log` event on `/runs/{id}/logs/watch`, p99 (ms)",
+        Lower,
+    ));
     let mib = [
         ("rss_gateway_idle_mib", "RSS gateway idle (MiB)"),
         (

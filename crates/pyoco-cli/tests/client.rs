@@ -1652,3 +1652,95 @@ async fn dlq_list_show_replay_and_delete() {
         missing.stderr
     );
 }
+
+/// Publish `lines` (task, stream, line) as a worker does.
+async fn publish_lines(app: &App, run_id: &str, lines: &[(&str, &str, String)]) {
+    let mut publisher = app.store().task_log_publisher(run_id, 1 << 20);
+    for (task, stream, line) in lines {
+        publisher
+            .push(Some(task), stream, line, python::time())
+            .await;
+    }
+    let (published, failed) = publisher.finish((0, 0), python::time()).await;
+    assert_eq!((published, failed), (lines.len() as u64, 0));
+}
+
+#[tokio::test]
+async fn logs_prints_the_lines_and_follows_them_until_the_run_ends() {
+    let app = App::start().await;
+    let run_id = app.submit_yaml().await;
+    let mut lines: Vec<(&str, &str, String)> = (0..1500)
+        .map(|i| ("t1", "stdout", format!("out {i}")))
+        .collect();
+    lines.push(("t2", "stderr", "err line".to_string()));
+    publish_lines(&app, &run_id, &lines).await;
+
+    // Two pages: every stdout line on stdout, the stderr line on stderr.
+    let out = app.client(&["logs", &run_id]).await.success();
+    let printed: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(printed.len(), 1500);
+    assert_eq!((printed[0], printed[1499]), ("out 0", "out 1499"));
+    assert_eq!(out.stderr, "err line\n");
+    let json_out = app
+        .client(&["logs", &run_id, "--output", "json", "--stream", "stderr"])
+        .await
+        .success()
+        .json();
+    assert_eq!(json_out["task"], "t2");
+    assert_eq!(json_out["line"], "err line");
+    assert_eq!(json_out["seq"], 1501);
+    let only_t2 = app
+        .client(&["logs", &run_id, "--task", "t2"])
+        .await
+        .success();
+    assert_eq!(
+        (only_t2.stdout.as_str(), only_t2.stderr.as_str()),
+        ("", "err line\n")
+    );
+
+    // -f: the stored lines after --after, then new ones, until the run has ended.
+    let child = client_command(&[
+        "--server",
+        app.base_url(),
+        "logs",
+        &run_id,
+        "-f",
+        "--after",
+        "1498",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publish_lines(
+        &app,
+        &run_id,
+        &[
+            ("t3", "stdout", "late 1".into()),
+            ("t3", "stdout", "late 2".into()),
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.set_status(&run_id, "COMPLETED").await;
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("logs -f ends once the run has ended")
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "out 1498\nout 1499\nlate 1\nlate 2\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "err line\n");
+
+    // An unknown run: the gateway's 404, exit 1.
+    let missing = app.client(&["logs", "no-such-run"]).await;
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("run not found"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -332,6 +332,33 @@ settings_table! {
         help: "Run snapshots larger than this drop their task records (0 disables compaction).",
     },
 
+    // Live task logs (ours)
+    task_logs_stream: String = PYOCO_TASK_LOGS_STREAM {
+        group: Snapshot, kind: Kind::Name, default: Some("PYOCO_TASK_LOGS"), scope: Server,
+        restarts: GatewayAndWorker,
+        help: "JetStream stream holding the live task logs (one message per line written by a task).",
+    },
+    task_logs_subject_prefix: String = PYOCO_TASK_LOGS_SUBJECT_PREFIX {
+        group: Snapshot, kind: Kind::SubjectPrefix, default: Some("pyoco.logs"), scope: Server,
+        restarts: GatewayAndWorker,
+        help: "Subject prefix of the live task logs: lines go to `<prefix>.<run_id>.<stdout|stderr>`.",
+    },
+    task_log_max_age_sec: f64 = PYOCO_TASK_LOG_MAX_AGE_SEC {
+        group: Snapshot, kind: Kind::Seconds, default: Some("604800"), scope: Server,
+        restarts: GatewayAndWorker,
+        help: "How long task log lines are kept, in seconds (applied when the stream is created; 0 = unlimited).",
+    },
+    task_log_stream_max_bytes: u64 = PYOCO_TASK_LOG_STREAM_MAX_BYTES {
+        group: Snapshot, kind: Kind::Integer { min: 1 }, default: Some("1073741824"), scope: Server,
+        restarts: GatewayAndWorker,
+        help: "Total size of the task log stream; beyond it the oldest lines are discarded (applied when the stream is created).",
+    },
+    task_log_max_bytes_per_run: u64 = PYOCO_TASK_LOG_MAX_BYTES_PER_RUN {
+        group: Snapshot, kind: Kind::Integer { min: 0 }, default: Some("8388608"), scope: Server,
+        restarts: Worker,
+        help: "Stored bytes of live log per run; beyond it lines are dropped and a marker line says so (0 turns the live log off). Independent of the snapshot size limit.",
+    },
+
     // ── Wheels ──────────────────────────────────────────────────────────────────────────────
     wheel_object_store_bucket: String = PYOCO_WHEEL_OBJECT_STORE_BUCKET {
         group: Wheels, kind: Kind::Name, default: Some("pyoco_wheels"), scope: Server,

@@ -315,6 +315,8 @@ mod tests {
                 "PYOCO_DLQ_MAX_AGE_SEC",
                 "PYOCO_DLQ_MAX_MSGS",
                 "PYOCO_DLQ_MAX_BYTES",
+                "PYOCO_TASK_LOG_MAX_AGE_SEC",
+                "PYOCO_TASK_LOG_STREAM_MAX_BYTES",
                 "PYOCO_WHEEL_HISTORY_TTL_SEC",
             ]
         );

@@ -20,6 +20,7 @@ mod dlq;
 mod error;
 mod resources;
 mod shared;
+mod task_logs;
 pub mod wheels;
 
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub use dlq::{DlqEntry, DlqState};
 pub use error::StoreError;
 pub use resources::consumer_config;
 pub use shared::SharedStore;
+pub use task_logs::{LogItem, LogPage, LogPublisher, LOG_LIMIT_MARKER, MAX_SCANNED_PER_PAGE};
 pub use wheels::{ObjectInfo, ObjectReader, ObjectStore, PutError, WheelRegistry};
 
 use error::nats;
@@ -95,6 +97,7 @@ impl Store {
         js.set_timeout(cfg.request_timeout);
         resources::ensure_stream(&js, resources::work_stream_config(&cfg)).await?;
         resources::ensure_stream(&js, resources::dlq_stream_config(&cfg)).await?;
+        resources::ensure_stream(&js, resources::task_logs_stream_config(&cfg)).await?;
         let runs = open_bucket(&js, &cfg.runs_bucket, Duration::ZERO).await?;
         let workers = open_bucket(&js, &cfg.workers_bucket, cfg.workers_ttl).await?;
         let auth = open_bucket(&js, &cfg.auth_bucket, Duration::ZERO).await?;

@@ -43,6 +43,22 @@ pub(crate) fn dlq_stream_config(cfg: &StoreConfig) -> stream::Config {
     }
 }
 
+/// The live task log stream (ours): limits retention, max age, a total size with discard old
+/// (the oldest runs' lines go first), file storage.
+pub(crate) fn task_logs_stream_config(cfg: &StoreConfig) -> stream::Config {
+    stream::Config {
+        name: cfg.task_logs_stream.clone(),
+        subjects: vec![format!("{}.>", cfg.task_logs_subject_prefix)],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::File,
+        num_replicas: 1,
+        max_age: cfg.task_log_max_age,
+        max_bytes: cfg.task_log_stream_max_bytes,
+        discard: DiscardPolicy::Old,
+        ..Default::default()
+    }
+}
+
 /// A KV bucket's stream as nats-py's `create_key_value` makes it (contract §1.3):
 /// rollup allowed, delete denied, discard new, history as max msgs per subject, TTL as max age,
 /// duplicate window `min(120 s, ttl)`, **no** direct get.

@@ -40,6 +40,14 @@ async fn every_resource_is_created_with_the_contract_config() {
     assert_eq!(cfg.max_messages, 100_000);
     assert_eq!(cfg.max_bytes, 536_870_912);
 
+    let logs = js.get_stream("PYOCO_TASK_LOGS").await.unwrap();
+    let cfg = &logs.cached_info().config;
+    assert_eq!(cfg.subjects, vec!["pyoco.logs.>".to_string()]);
+    assert_eq!(cfg.retention, RetentionPolicy::Limits);
+    assert_eq!(cfg.max_age, Duration::from_secs(604_800));
+    assert_eq!(cfg.max_bytes, 1_073_741_824);
+    assert_eq!(cfg.discard, DiscardPolicy::Old);
+
     for (bucket, ttl) in [
         ("pyoco_runs", Duration::ZERO),
         ("pyoco_workers", Duration::from_secs(86_400)),
@@ -244,4 +252,85 @@ async fn shared_store_waits_for_nats_and_becomes_ready() {
         .expect("ready once NATS is up");
     assert!(store.runs().keys().await.unwrap().is_empty());
     assert!(shared.get().is_ok());
+}
+
+#[tokio::test]
+async fn task_log_pages_start_after_a_seq_and_the_per_run_cap_holds() {
+    let nats = TestNats::start().await;
+    let store = store(&nats).await;
+    // Two runs interleaved: a page of one never shows the other's lines.
+    let mut a = store.task_log_publisher("run-a", 4096);
+    let mut b = store.task_log_publisher("run-b", 1 << 20);
+    for i in 0..10 {
+        a.push(Some("t"), "stdout", &format!("a{i}"), 1.0).await;
+        b.push(None, "stderr", &format!("b{i}"), 1.0).await;
+    }
+    b.finish((0, 0), 2.0).await;
+    let page = store
+        .task_log_page("run-a", 0, 4, None, None)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = page.items.iter().map(|i| i.line.as_str()).collect();
+    assert_eq!(lines, ["a0", "a1", "a2", "a3"]);
+    assert_eq!(page.next, Some(page.items[3].seq));
+    let rest = store
+        .task_log_page("run-a", page.next.unwrap(), 100, None, None)
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 6);
+    assert_eq!(rest.next, None);
+    assert!(rest.items.windows(2).all(|w| w[0].seq < w[1].seq));
+    // stream filter (subject) and task filter
+    assert!(store
+        .task_log_page("run-a", 0, 100, Some("stderr"), None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        store
+            .task_log_page("run-b", 0, 100, None, Some("t"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        0
+    );
+    // Over the cap: one marker at once, the count at the end, stored bytes within the cap.
+    let long = "x".repeat(500);
+    for _ in 0..20 {
+        a.push(Some("t"), "stdout", &long, 1.0).await;
+    }
+    a.finish((3, 30), 2.0).await;
+    let all = store
+        .task_log_page("run-a", 0, 1000, None, None)
+        .await
+        .unwrap();
+    let n = all.items.len();
+    assert_eq!(all.items[n - 2].line, pyoco_store::LOG_LIMIT_MARKER);
+    let kept = n - 2 - 10;
+    let dropped = 20 - kept;
+    assert_eq!(
+        all.items[n - 1].line,
+        format!(
+            "\u{2026}[log limit reached: {} lines ({} bytes) of output dropped]",
+            dropped + 3,
+            dropped * 500 + 30
+        )
+    );
+    let stored: usize = all
+        .items
+        .iter()
+        .map(|i| {
+            serde_json::to_vec(&serde_json::json!({"task": i.task, "stream": i.stream, "line": i.line, "ts": i.ts}))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert!(stored <= 4096, "{stored}");
+    assert_eq!(
+        store.task_log_last_seq("run-a").await.unwrap(),
+        all.items[n - 1].seq
+    );
+    assert_eq!(store.task_log_last_seq("run-none").await.unwrap(), 0);
 }

@@ -70,6 +70,15 @@ MAX_REMEMBERED_CANCELS = 1024
 GC_AFTER_GROWTH_BYTES = 32 * 1024 * 1024
 MAX_GRAPH_AST_NODES = 20000
 TRUNCATION_MARKER = "\u2026[truncated %d bytes]"
+# Live task log (PROTOCOL.md §5.1): lines go out in `log` events, batched.
+DEFAULT_LOG_MAX_BYTES_PER_RUN = 8 * 1024 * 1024
+LOG_MAX_LINE_BYTES = 16 * 1024
+LOG_LINE_CUT_MARKER = "\u2026[line cut at %d bytes]"
+LOG_FLUSH_SEC = 0.02
+LOG_FLUSH_BYTES = 64 * 1024
+# Written to fd 1 and fd 2 at the end of a run; when the pipe readers see it, every byte the
+# run's processes wrote before it has been read (PROTOCOL.md §5.1).
+FD_SYNC = b"\x00pyoco-runner-fd-sync\x00\n"
 
 # Error kinds reported in run_finished.error_kind
 EK_INVALID_REQUEST = "invalid_request"
@@ -246,7 +255,7 @@ class ProtocolWriter:
                 os._exit(0)
 
 
-_REAL_STDERR = sys.__stderr__
+_REAL_STDERR = sys.__stderr__  # a private duplicate of fd 2 once setup_stdio() ran
 
 
 def log(level, message):
@@ -392,6 +401,7 @@ class OutputRouter:
     def __init__(self, tee=False):
         self.tls = threading.local()
         self.capture = None
+        self.live = None
         self.tee = tee
 
     def set_task(self, name):
@@ -407,6 +417,9 @@ class OutputRouter:
             if task is None:
                 task = cap.sole_running_task()
             cap.append(task, stream, text)
+            live = self.live
+            if live is not None:
+                live.write(task, stream, text)
             if task is not None and not self.tee:
                 return
         _passthrough(text)
@@ -492,6 +505,248 @@ class TaskStream(io.TextIOBase):
     def close(self):
         # Tasks must not be able to close the runner's streams.
         pass
+
+
+# ---------------------------------------------------------------------------
+# Live task log (PROTOCOL.md §5.1)
+# ---------------------------------------------------------------------------
+
+def _cut_line(line):
+    """A line longer than LOG_MAX_LINE_BYTES UTF-8 bytes, cut with a marker."""
+    if len(line) <= LOG_MAX_LINE_BYTES // 4 or _utf8_len(line) <= LOG_MAX_LINE_BYTES:
+        return line
+    head = line.encode("utf-8", "surrogatepass")[:LOG_MAX_LINE_BYTES].decode("utf-8", "ignore")
+    return head + LOG_LINE_CUT_MARKER % LOG_MAX_LINE_BYTES
+
+
+class LiveLog:
+    """The lines of one run, sent to the worker in batched ``log`` events.
+
+    Python-level writes arrive as text (possibly partial lines, kept per task and stream until
+    their newline); fd-level output arrives as whole lines from the pipe readers. At most
+    ``max_bytes`` UTF-8 bytes of lines are sent per run; later lines are counted as dropped.
+    A flusher thread sends what is pending LOG_FLUSH_SEC after the first pending line (or at
+    once past LOG_FLUSH_BYTES); ``close()`` sends the rest before ``run_finished``.
+    """
+
+    def __init__(self, proto, run_id, max_bytes):
+        self.proto = proto
+        self.run_id = run_id
+        self.max_bytes = max(0, int(max_bytes))
+        self.lock = threading.Lock()
+        self.emit_lock = threading.Lock()
+        self.pending = []
+        self.pending_bytes = 0
+        self.partial = {}  # (task, stream) -> [text parts]
+        self.skipping = set()  # (task, stream) whose over-long line was sent cut: drop to its end
+        self.used = 0
+        self.lines = 0
+        self.dropped_lines = 0
+        self.dropped_bytes = 0
+        self.closed = False
+        self.wake = threading.Event()
+        self.full = threading.Event()
+
+    def _add(self, task, stream, line, ts):
+        # lock held
+        n = _utf8_len(line)
+        if self.used + n > self.max_bytes:
+            self.dropped_lines += 1
+            self.dropped_bytes += n
+            return
+        self.used += n
+        self.lines += 1
+        self.pending.append([ts, stream, task, line])
+        self.pending_bytes += n
+        if not self.wake.is_set():
+            self.wake.set()
+        if self.pending_bytes >= LOG_FLUSH_BYTES:
+            self.full.set()
+
+    def add_line(self, task, stream, line, ts=None):
+        """A complete line (without its newline) from fd-level capture."""
+        with self.lock:
+            if self.closed:
+                return
+            self._add(task, stream, _cut_line(line), ts if ts is not None else time.time())
+
+    def write(self, task, stream, text):
+        """Python-level text of ``task`` (None: unattributed)."""
+        if not text:
+            return
+        ts = time.time()
+        with self.lock:
+            if self.closed:
+                return
+            key = (task, stream)
+            if key in self.skipping:
+                end = text.find("\n")
+                if end < 0:
+                    return
+                self.skipping.discard(key)
+                text = text[end + 1:]
+                if not text:
+                    return
+            parts = self.partial.get(key)
+            if "\n" not in text:
+                if parts is None:
+                    parts = self.partial[key] = [text]
+                else:
+                    parts.append(text)
+                if len(text) > LOG_MAX_LINE_BYTES or len(parts) > 64:
+                    joined = "".join(parts)
+                    if len(joined) > LOG_MAX_LINE_BYTES:
+                        # A line without end yet, already too long: send it cut now and drop
+                        # the rest of it (memory stays bounded by one line per task/stream).
+                        del self.partial[key]
+                        self._add(task, stream, _cut_line(joined), ts)
+                        self.skipping.add(key)
+                    else:
+                        self.partial[key] = [joined]
+                return
+            if parts:
+                text = "".join(parts) + text
+                del self.partial[key]
+            lines = text.split("\n")
+            rest = lines.pop()
+            for line in lines:
+                self._add(task, stream, _cut_line(line), ts)
+            if rest:
+                self.partial[key] = [rest]
+
+    def end_task(self, task):
+        """Send the task's unterminated lines (the task ended)."""
+        with self.lock:
+            self.skipping = {k for k in self.skipping if k[0] != task}
+            for key in [k for k in self.partial if k[0] == task]:
+                self._add(task, key[1], _cut_line("".join(self.partial.pop(key))), time.time())
+
+    def flush(self):
+        with self.emit_lock:
+            with self.lock:
+                batch = self.pending
+                self.pending = []
+                self.pending_bytes = 0
+                self.wake.clear()
+                self.full.clear()
+                dl, db = self.dropped_lines, self.dropped_bytes
+            if batch:
+                self.proto.emit({"type": "log", "run_id": self.run_id, "lines": batch,
+                                 "dropped_lines": dl, "dropped_bytes": db})
+
+    def close(self):
+        """Send every pending and unterminated line; nothing is accepted afterwards."""
+        with self.lock:
+            for key in list(self.partial):
+                self._add(key[0], key[1], _cut_line("".join(self.partial.pop(key))), time.time())
+            self.closed = True
+        self.flush()
+        self.wake.set()  # lets the flusher go on to the next run
+        return {"lines": self.lines, "bytes": self.used,
+                "dropped_lines": self.dropped_lines, "dropped_bytes": self.dropped_bytes}
+
+    def flusher(self):
+        """Flusher loop for this run (its own thread)."""
+        while True:
+            self.wake.wait()
+            if self.closed:
+                return
+            self.full.wait(LOG_FLUSH_SEC)
+            if self.closed:
+                return
+            try:
+                self.flush()
+            except Exception:
+                log("ERROR", "sending log lines failed: %s" % traceback.format_exc())
+
+
+class FdCapture:
+    """fd 1 and fd 2 point at pipes; a reader thread per pipe splits what arrives into lines.
+
+    During a run a line goes to the run's LiveLog, attributed to the only running task (else
+    to no task); outside runs it is passed through to the runner's stderr, as before.
+    """
+
+    def __init__(self):
+        self.server = None
+        self.sync_lock = threading.Lock()
+        self.synced = {"stdout": threading.Event(), "stderr": threading.Event()}
+        self.started = False
+
+    def start(self):
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            r, w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            threading.Thread(target=self._read, args=(r, name), name="pyoco-runner-fd%d" % fd,
+                             daemon=True).start()
+        self.started = True
+
+    def _line(self, stream, raw):
+        text = raw.decode("utf-8", "replace")
+        server = self.server
+        active = server.current if server is not None else None
+        live = active.live if active is not None else None
+        if live is not None and not live.closed:
+            live.add_line(active.capture.sole_running_task(), stream, text)
+        else:
+            _passthrough(text + "\n")
+
+    def _read(self, fd, stream):
+        carry = b""
+        skipping = False
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            try:
+                data = carry + chunk if carry else chunk
+                parts = data.split(b"\n")
+                carry = parts.pop()
+                for raw in parts:
+                    if skipping:
+                        skipping = False
+                        continue
+                    sync = raw.endswith(FD_SYNC[:-1])
+                    if sync:
+                        raw = raw[:-(len(FD_SYNC) - 1)]
+                        if raw:
+                            self._line(stream, raw)
+                        self.synced[stream].set()
+                        continue
+                    self._line(stream, raw)
+                if len(carry) > LOG_MAX_LINE_BYTES * 4 and not skipping:
+                    self._line(stream, carry)
+                    carry = b""
+                    skipping = True  # the rest of this line is dropped
+                elif skipping:
+                    carry = b""
+            except Exception:
+                log("ERROR", "fd capture failed: %s" % traceback.format_exc())
+
+    def sync(self, timeout=1.0):
+        """Wait until everything written to fd 1 and 2 so far has been read."""
+        if not self.started:
+            return
+        with self.sync_lock:
+            for ev in self.synced.values():
+                ev.clear()
+            for fd in (1, 2):
+                try:
+                    os.write(fd, FD_SYNC)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + timeout
+            for ev in self.synced.values():
+                ev.wait(max(0.0, deadline - time.monotonic()))
+
+
+FD_CAPTURE = FdCapture()
 
 
 # ---------------------------------------------------------------------------
@@ -1812,6 +2067,7 @@ class ActiveRun:
         self.run_id = run_id
         self.flow_name = flow_name
         self.capture = RunCapture(limit)
+        self.live = None  # LiveLog, set by Server.execute
         self.lock = threading.Lock()
         self.cancel_requested = False
         self.engine = None
@@ -1981,7 +2237,16 @@ class ActiveRun:
 
     def task_exit(self, name):
         self.router.clear_task()
+        if self.live is not None:
+            # fd-level output the task wrote is read while it still counts as running, so a
+            # line of its child process is attributed to it (PROTOCOL.md §5.1).
+            try:
+                FD_CAPTURE.sync()
+            except Exception:
+                log("ERROR", "fd capture sync failed: %s" % traceback.format_exc())
         self.capture.task_ended(name)
+        if self.live is not None:
+            self.live.end_task(name)
         try:
             self._emit_task_finished(name)
         except Exception:
@@ -2068,10 +2333,12 @@ class ActiveRun:
 
 
 class Server:
-    def __init__(self, proto, router, max_output, streams=None, procs=None):
+    def __init__(self, proto, router, max_output, streams=None, procs=None,
+                 log_max_bytes=DEFAULT_LOG_MAX_BYTES_PER_RUN):
         self.proto = proto
         self.router = router
         self.max_output = max_output
+        self.log_max_bytes = log_max_bytes
         self.streams = streams  # (stdout proxy, stderr proxy, stdin) to restore before each run
         self.cwd = os.getcwd()
         self.requests = queue.Queue()
@@ -2185,6 +2452,7 @@ class Server:
                 with self.state_lock:
                     self.current = None
                 self.router.capture = None
+                self.router.live = None
             try:
                 self.procs.end_of_run()  # no process of this run survives into the next
             except BaseException:
@@ -2249,6 +2517,14 @@ class Server:
                    "end_time": end if end is not None else time.time(),
                    "cancel_requested": cancel_requested, "graph_mode": mode, "traceback": tb,
                    "unattributed": {"stdout": "", "stderr": ""}}
+            if active is not None and active.live is not None:
+                # Every line of the run goes out before run_finished (PROTOCOL.md §5.1).
+                self.router.live = None
+                try:
+                    FD_CAPTURE.sync()
+                except Exception:
+                    log("ERROR", "fd capture sync failed: %s" % traceback.format_exc())
+                msg["log"] = active.live.close()
             if active is not None:
                 msg["unattributed"] = active.capture.unattributed_output()
                 if active.run_ctx is not None:
@@ -2292,6 +2568,12 @@ class Server:
         params = req.get("params") or {}
 
         active = ActiveRun(self, run_id, flow_name, limit)
+        log_max = req.get("log_max_bytes", self.log_max_bytes)
+        if not isinstance(log_max, int) or isinstance(log_max, bool) or log_max < 0:
+            log_max = self.log_max_bytes
+        if log_max > 0:
+            active.live = LiveLog(self.proto, run_id, log_max)
+            threading.Thread(target=active.live.flusher, name="pyoco-runner-log", daemon=True).start()
         with self.state_lock:
             self.current = active
             if self.remembered_cancels.pop(run_id, None) is not None:
@@ -2302,6 +2584,7 @@ class Server:
 
         p = PYOCO
         self.router.capture = active.capture
+        self.router.live = active.live
         mode = None
         try:
             try:
@@ -2409,9 +2692,20 @@ def _env_flag(name):
 
 def setup_stdio():
     """Move the protocol off fds 0/1; returns (binary protocol out, binary protocol in)."""
+    global _REAL_STDERR
     proto_out_fd = os.dup(1)
     proto_in_fd = os.dup(0)
-    os.dup2(2, 1)  # anything written to fd 1 now lands in the log (stderr)
+    # The runner's own log goes to a private duplicate of the original stderr.
+    log_fd = os.dup(2)
+    _REAL_STDERR = os.fdopen(log_fd, "w", encoding="utf-8", errors="backslashreplace",
+                             buffering=1)
+    if sys.platform != "win32" and not (os.environ.get("PYOCO_RUNNER_CAPTURE_FDS") or "").strip().lower() in (
+            "0", "false", "no", "off"):
+        # fd 1 and fd 2 become pipes read by the runner (PROTOCOL.md §5.1): output of child
+        # processes and C code reaches the live task log; outside runs it is passed through.
+        FD_CAPTURE.start()
+    else:
+        os.dup2(2, 1)  # anything written to fd 1 now lands in the log (stderr)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -2466,7 +2760,9 @@ def main():
     max_output = _env_int("PYOCO_RUNNER_MAX_TASK_OUTPUT_BYTES", DEFAULT_MAX_TASK_OUTPUT_BYTES)
     global MAX_RECORD_VALUE_BYTES
     MAX_RECORD_VALUE_BYTES = _env_int("PYOCO_RUNNER_MAX_RECORD_VALUE_BYTES", DEFAULT_MAX_RECORD_VALUE_BYTES)
-    server = Server(proto, router, max_output, streams, procs)
+    log_max = _env_int("PYOCO_RUNNER_LOG_MAX_BYTES_PER_RUN", DEFAULT_LOG_MAX_BYTES_PER_RUN)
+    server = Server(proto, router, max_output, streams, procs, log_max_bytes=log_max)
+    FD_CAPTURE.server = server
     proto.emit({
         "type": "ready",
         "protocol": PROTOCOL_VERSION,
@@ -2478,6 +2774,8 @@ def main():
         "cwd": os.getcwd(),
         "max_task_output_bytes": max_output,
         "max_record_value_bytes": MAX_RECORD_VALUE_BYTES,
+        "log_max_bytes_per_run": log_max,
+        "fd_capture": FD_CAPTURE.started,
         "flow_resolver": RESOLVER.spec() or None,
     })
     reader = threading.Thread(target=server.read_requests, args=(inp,), name="pyoco-runner-stdin", daemon=True)

@@ -52,6 +52,8 @@ pub struct WorkerConfig {
     pub max_run_snapshot_bytes: i64,
     /// `PYOCO_DLQ_PUBLISH_EXECUTION_ERROR`.
     pub dlq_publish_execution_error: bool,
+    /// `PYOCO_TASK_LOG_MAX_BYTES_PER_RUN`: stored live-log bytes per run (0: no live log).
+    pub task_log_max_bytes_per_run: u64,
     /// `PYOCO_WORKER_HEARTBEAT_INTERVAL_SEC`: registry touch period.
     pub worker_heartbeat_interval: Duration,
     /// Least time between two non-terminal snapshot writes of one run.
@@ -175,6 +177,12 @@ impl WorkerConfig {
                 .to_string(),
             ),
             (
+                // The runner stops sending lines past this many line bytes (the worker's cap
+                // counts stored bytes, so it is reached first; PROTOCOL.md §5.1).
+                "PYOCO_RUNNER_LOG_MAX_BYTES_PER_RUN".to_string(),
+                settings.task_log_max_bytes_per_run.to_string(),
+            ),
+            (
                 "PYOCO_RUNNER_GUARD".to_string(),
                 if settings.runner_guard { "1" } else { "0" }.to_string(),
             ),
@@ -225,6 +233,7 @@ impl WorkerConfig {
             max_run_snapshot_bytes: i64::try_from(settings.max_run_snapshot_bytes)
                 .unwrap_or(i64::MAX),
             dlq_publish_execution_error: settings.dlq_publish_execution_error,
+            task_log_max_bytes_per_run: settings.task_log_max_bytes_per_run,
             worker_heartbeat_interval: secs(settings.worker_heartbeat_interval_sec.max(0.1)),
             snapshot_min_interval: DEFAULT_SNAPSHOT_MIN_INTERVAL,
             stop_timeout: Duration::from_secs(30),

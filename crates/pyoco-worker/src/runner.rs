@@ -227,6 +227,33 @@ pub struct RunFinished {
     pub traceback: Option<String>,
     #[serde(default)]
     pub unattributed: Map<String, Value>,
+    /// Live log counts (PROTOCOL.md §5.1); absent when the live log is off.
+    #[serde(default)]
+    pub log: Option<LogCounts>,
+}
+
+/// `run_finished.log`: what the runner sent and dropped of the run's live log.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LogCounts {
+    #[serde(default)]
+    pub lines: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub dropped_lines: u64,
+    #[serde(default)]
+    pub dropped_bytes: u64,
+}
+
+/// `log`: a batch of live log lines (PROTOCOL.md §5.1), each `[ts, stream, task, line]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogBatch {
+    pub run_id: String,
+    pub lines: Vec<(f64, String, Option<String>, String)>,
+    #[serde(default)]
+    pub dropped_lines: u64,
+    #[serde(default)]
+    pub dropped_bytes: u64,
 }
 
 /// One line of the runner's stdout.
@@ -264,6 +291,7 @@ pub enum RunnerEvent {
     TaskFinished(TaskFinished),
     Snapshot(RunProgress),
     RunFinished(Box<RunFinished>),
+    Log(LogBatch),
     /// A line that is not a valid event (`event_type` = its `type`, when readable).
     #[serde(skip)]
     Malformed {
@@ -296,6 +324,7 @@ impl RunnerEvent {
             RunnerEvent::TaskFinished(e) => Some(&e.run_id),
             RunnerEvent::Snapshot(e) => Some(&e.run_id),
             RunnerEvent::RunFinished(e) => Some(&e.run_id),
+            RunnerEvent::Log(e) => Some(&e.run_id),
             _ => None,
         }
     }
@@ -345,7 +374,7 @@ pub struct Runner {
     pid: u32,
     python: PathBuf,
     info: ReadyInfo,
-    events: mpsc::UnboundedReceiver<RunnerEvent>,
+    events: mpsc::Receiver<RunnerEvent>,
     requests: mpsc::UnboundedSender<Vec<u8>>,
     exit: watch::Receiver<Option<String>>,
     kill: Arc<Notify>,
@@ -379,7 +408,9 @@ impl Runner {
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
 
-        let (event_tx, mut events) = mpsc::unbounded_channel();
+        // Bounded: a task writing faster than its lines can be published waits in its
+        // runner's stdout pipe instead of growing the worker (PROTOCOL.md §5.1).
+        let (event_tx, mut events) = mpsc::channel(EVENT_QUEUE);
         let (request_tx, request_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let (exit_tx, exit) = watch::channel(None);
         let kill = Arc::new(Notify::new());
@@ -560,11 +591,10 @@ pub(crate) const MAX_EVENT_LINE_BYTES: usize = 64 * 1024 * 1024;
 /// stay allocated for the runner's lifetime.
 const KEPT_LINE_CAPACITY: usize = 256 * 1024;
 
-async fn read_events(
-    stdout: tokio::process::ChildStdout,
-    tx: mpsc::UnboundedSender<RunnerEvent>,
-    pid: u32,
-) {
+/// Runner events read ahead of the worker (each at most one line of the runner's stdout).
+const EVENT_QUEUE: usize = 64;
+
+async fn read_events(stdout: tokio::process::ChildStdout, tx: mpsc::Sender<RunnerEvent>, pid: u32) {
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
     let mut lines = LineReader::new(MAX_EVENT_LINE_BYTES);
     loop {
@@ -600,7 +630,7 @@ async fn read_events(
                 break;
             }
         };
-        if tx.send(ev).is_err() {
+        if tx.send(ev).await.is_err() {
             break;
         }
     }

@@ -21,6 +21,7 @@ mod error;
 mod gateway;
 mod get;
 mod list;
+mod logs;
 mod metrics;
 mod output;
 mod sse;
@@ -107,6 +108,8 @@ enum Command {
     Metrics,
     /// The dead-letter queue: list, show, replay, delete (GET/POST/DELETE /dlq…; ours).
     Dlq(dlq::DlqArgs),
+    /// Print the lines a run's tasks wrote; -f follows them live (GET /runs/{run_id}/logs…; ours).
+    Logs(logs::LogsArgs),
 }
 
 /// Run `pyoco-client` with the process's arguments.
@@ -173,6 +176,7 @@ async fn execute(cli: &Cli) -> Result<(), CliError> {
         Command::WheelDelete(args) => wheels::wheel_delete(args, &gw, out).await,
         Command::Metrics => metrics::metrics(&gw, out).await,
         Command::Dlq(args) => dlq::dlq(args, &gw, out).await,
+        Command::Logs(args) => logs::logs(args, &gw, out).await,
     }
 }
 

@@ -20,6 +20,7 @@ mod dlq;
 mod form_fuzz;
 mod health;
 mod list;
+mod logs;
 mod metrics;
 mod openapi;
 mod runs;
@@ -53,6 +54,7 @@ pub(crate) fn protected(state: &AppState) -> Router<AppState> {
         .merge(workers::routes())
         .merge(metrics::routes())
         .merge(dlq::routes())
+        .merge(logs::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

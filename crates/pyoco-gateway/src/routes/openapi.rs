@@ -23,7 +23,9 @@ use super::components::{
     BadRequest, CorruptRecord, NatsUnavailable, PayloadTooLarge, RunNotFound, RunPage, RunSnapshot,
     TaskRecord, Unprocessable, WheelSync, WorkerNotFound, WorkerRecord, WorkerStateDoc,
 };
-use super::{cancel, dlq, health, list, metrics, runs, watch, wheel_history, wheels, workers};
+use super::{
+    cancel, dlq, health, list, logs, metrics, runs, watch, wheel_history, wheels, workers,
+};
 use crate::{
     error::{json_bytes_response, DetailBody, FieldError, Loc, ValidationBody},
     AppState,
@@ -69,6 +71,8 @@ while NATS is away.",
         dlq::get_dlq,
         dlq::delete_dlq,
         dlq::replay_dlq,
+        logs::run_logs,
+        logs::watch_logs,
     ),
     components(
         schemas(

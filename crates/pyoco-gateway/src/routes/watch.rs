@@ -125,7 +125,7 @@ async fn watch_run(
 }
 
 /// 200 with the headers 0.5.1 (Starlette) sends.
-fn sse_response(body: Body) -> Response {
+pub(crate) fn sse_response(body: Body) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -300,7 +300,7 @@ fn invalid(kind: &'static str, name: &'static str, msg: &'static str, raw: Strin
 /// The changes of one run for one stream: its value when the stream starts, then what the
 /// gateway's one watch of the runs bucket (the run index's) delivers for the key. No
 /// JetStream consumer per stream: 10,000 streams cost memory, not NATS resources.
-struct KeyWatch {
+pub(crate) struct KeyWatch {
     /// Subscribed before the current value was read, so no change falls into the gap.
     subscription: KeySubscription,
     /// The current value when the stream started; handed out first.
@@ -310,7 +310,11 @@ struct KeyWatch {
 }
 
 impl KeyWatch {
-    async fn open(state: &AppState, store: &Store, key: &str) -> Result<KeyWatch, ApiError> {
+    pub(crate) async fn open(
+        state: &AppState,
+        store: &Store,
+        key: &str,
+    ) -> Result<KeyWatch, ApiError> {
         let subscription = state.run_index().subscribe(key);
         let current = store.runs().get(key).await?;
         let first = current.map(|entry| Change {
@@ -325,7 +329,7 @@ impl KeyWatch {
     }
 
     /// The next change of the key: `None` when the watch broke.
-    async fn next(&mut self) -> Option<Result<Change, String>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<Change, String>> {
         if let Some(first) = self.first.take() {
             self.last_revision = first.revision;
             return Some(Ok(first));
@@ -345,9 +349,9 @@ impl KeyWatch {
 }
 
 /// One revision of the watched key; `value` is `None` for a delete or purge marker.
-struct Change {
-    revision: u64,
-    value: Option<Bytes>,
+pub(crate) struct Change {
+    pub(crate) revision: u64,
+    pub(crate) value: Option<Bytes>,
 }
 
 /// The `data` of a `snapshot` event.

@@ -38,6 +38,8 @@ const SERVED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/dlq/{id}"),
     ("DELETE", "/dlq/{id}"),
     ("POST", "/dlq/{id}/replay"),
+    ("GET", "/runs/{run_id}/logs"),
+    ("GET", "/runs/{run_id}/logs/watch"),
     // Also served, undocumented: `DELETE /wheels/history`, always 404 `wheel not found` (what
     // 0.5.1 answers, its router taking `history` for a wheel name).
 ];
@@ -165,6 +167,11 @@ enabled = false
 
 [[operations]]
 include-operation-id = "watch_run"
+max-stream-events = 1
+parameters = { "query.timeout_sec" = 1 }
+
+[[operations]]
+include-operation-id = "watch_run_logs"
 max-stream-events = 1
 parameters = { "query.timeout_sec" = 1 }
 "#;

@@ -74,6 +74,30 @@ TASK_MODULES = {
             sys.stdout.flush()
             return "ok"
 
+        def ticker(n=5, every=0.1):
+            for i in range(n):
+                print("tick %d" % i)
+                time.sleep(every)
+            return n
+
+        def many(n):
+            for i in range(n):
+                print("line %d" % i)
+            return n
+
+        def subproc_mixed():
+            subprocess.run([sys.executable, "-c",
+                            "import sys; print('child out'); print('child err', file=sys.stderr); "
+                            "sys.stdout.write('no newline')"], check=True)
+            sys.stdout.write("py partial")
+            return "ok"
+
+        def endless_line(n):
+            for _ in range(n):
+                sys.stdout.write("y" * 100)
+            sys.stdout.write("\\nafter\\n")
+            return n
+
         def shout(n):
             sys.stdout.write("x" * n)
             return n

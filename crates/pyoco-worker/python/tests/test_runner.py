@@ -245,11 +245,13 @@ class ReadmeExample(RunnerTestCase):
     def test_two_task_flow(self):
         run_id = rid()
         events, fin = self.run_flow(run_id, README_YAML, params={"x": 1})
+        # `log` events (the live log, batched by time) come between the others
         self.assertEqual(
-            types_of(events),
+            [t for t in types_of(events) if t != "log"],
             ["run_started", "task_started", "task_finished", "snapshot",
              "task_started", "task_finished", "snapshot", "run_finished"],
         )
+        self.assertEqual([l[1:] for l in log_lines(events)], [["stdout", "t1", "adding 1"]])
         started = events[0]
         self.assertEqual(started["run_id"], run_id)
         self.assertEqual(started["flow_name"], "main")
@@ -578,12 +580,13 @@ class OutputCapture(RunnerTestCase):
         self.assertEqual(done["stderr"], rec["stderr"])
         self.assertEqual(fin["task_records"]["u"]["stdout"], "h\u00e9llo \u2713\n")
         self.assertEqual(fin["task_records"]["u"]["output"], "\u00fcn\u00ef")
-        # fd-level writes (child processes, os.write(1)) go to the runner's stderr
-        deadline = time.time() + 5
-        while time.time() < deadline and "raw fd1 write" not in self.runner.stderr_text():
-            time.sleep(0.05)
-        self.assertIn("from subprocess", self.runner.stderr_text())
-        self.assertIn("raw fd1 write", self.runner.stderr_text())
+        # fd-level writes (child processes, os.write(1)) are not in the snapshot fields: they
+        # reach the live log (LiveLog tests), attributed to the only running task
+        self.assertNotIn("from subprocess", rec["stdout"])
+        lines = log_lines(events)
+        self.assertIn([ "stdout", "n", "from subprocess"], [l[1:] for l in lines])
+        self.assertIn([ "stdout", "n", "raw fd1 write"], [l[1:] for l in lines])
+        self.assertNotIn("from subprocess", self.runner.stderr_text())
         # every stdout line was pure ASCII JSON (checked by the harness) and
         # nothing the task printed leaked into the protocol stream
         for raw in self.runner.raw_lines:
@@ -687,6 +690,89 @@ class OutputCapture(RunnerTestCase):
         for l in labels:
             expected = "".join("%s %d\n" % (l, i) for i in range(200))
             self.assertEqual(fin["task_records"][l]["stdout"], expected)
+
+
+def log_lines(events):
+    """Every line of the run's `log` events, as [ts, stream, task, line]."""
+    out = []
+    for e in events:
+        if e["type"] == "log":
+            out.extend(e["lines"])
+    return out
+
+
+class LiveLog(RunnerTestCase):
+    def test_python_and_fd_level_lines_with_task_and_stream(self):
+        y = yaml_doc("n >> u", tasks={"n": "rt_tasks:noisy", "u": "rt_tasks:unicode_out"})
+        events, fin = self.run_flow(rid(), y)
+        self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+        lines = [l[1:] for l in log_lines(events)]
+        for want in (["stdout", "n", "hello from stdout"], ["stderr", "n", "warn from stderr"],
+                     ["stdout", "n", "bytes write"], ["stdout", "n", "from child thread"],
+                     ["stdout", "n", "from subprocess"], ["stdout", "n", "raw fd1 write"],
+                     ["stdout", "u", "h\u00e9llo \u2713"]):
+            self.assertIn(want, lines)
+        # every log event precedes run_finished, which counts them
+        self.assertEqual(fin["log"]["lines"], len(lines))
+        self.assertEqual(fin["log"]["dropped_lines"], 0)
+        last_log = max(i for i, e in enumerate(events) if e["type"] == "log")
+        self.assertLess(last_log, events.index(fin))
+        for l in log_lines(events):
+            self.assertIsInstance(l[0], float)
+
+    def test_subprocess_stderr_and_a_partial_last_line(self):
+        y = yaml_doc("s", tasks={"s": "rt_tasks:subproc_mixed"})
+        events, fin = self.run_flow(rid(), y)
+        self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+        lines = [l[1:] for l in log_lines(events)]
+        self.assertIn(["stderr", "s", "child err"], lines)
+        self.assertIn(["stdout", "s", "child out"], lines)
+        self.assertIn(["stdout", "s", "no newline"], lines)
+        self.assertIn(["stdout", "s", "py partial"], lines)
+
+    def test_lines_arrive_while_the_task_runs(self):
+        y = yaml_doc("t", tasks={"t": {"callable": "rt_tasks:ticker", "inputs": {"n": 5, "every": 0.2}}})
+        events, fin = self.run_flow(rid(), y)
+        self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+        logs = [e for e in events if e["type"] == "log"]
+        self.assertGreaterEqual(len(logs), 3, logs)  # not one batch at the end
+        lines = log_lines(events)
+        self.assertEqual([l[3] for l in lines], ["tick %d" % i for i in range(5)])
+        # ts = when the line was written (0.2 s apart), not when the batch went out
+        gaps = [b[0] - a[0] for a, b in zip(lines, lines[1:])]
+        self.assertTrue(all(0.15 < g < 0.5 for g in gaps), gaps)
+
+    def test_per_run_limit_drops_and_counts(self):
+        y = yaml_doc("m", tasks={"m": {"callable": "rt_tasks:many", "inputs": {"n": 200000}}})
+        events, fin = self.run_flow(rid(), y, log_max_bytes=100000)
+        self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+        lines = log_lines(events)
+        total = sum(len(l[3]) for l in lines)
+        self.assertLessEqual(total, 100000)
+        self.assertGreater(total, 90000)
+        self.assertEqual(fin["log"]["lines"], len(lines))
+        self.assertEqual(fin["log"]["lines"] + fin["log"]["dropped_lines"], 200000)
+        self.assertGreater(fin["log"]["dropped_bytes"], 0)
+
+    def test_long_lines_are_cut(self):
+        y = yaml_doc("s", tasks={"s": {"callable": "rt_tasks:shout", "inputs": {"n": 100000}}})
+        events, fin = self.run_flow(rid(), y)
+        lines = log_lines(events)
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(lines[0][3], "x" * 16384 + "\u2026[line cut at 16384 bytes]")
+
+    def test_an_endless_line_is_cut_once_and_its_rest_dropped(self):
+        y = yaml_doc("s", tasks={"s": {"callable": "rt_tasks:endless_line", "inputs": {"n": 2000}}})
+        events, fin = self.run_flow(rid(), y)
+        self.assertEqual(fin["status"], "COMPLETED", fin["error"])
+        lines = [l[3] for l in log_lines(events)]
+        self.assertEqual(lines, ["y" * 16384 + "\u2026[line cut at 16384 bytes]", "after"])
+
+    def test_zero_disables_the_live_log(self):
+        y = yaml_doc("n", tasks={"n": "rt_tasks:noisy"})
+        events, fin = self.run_flow(rid(), y, log_max_bytes=0)
+        self.assertEqual(log_lines(events), [])
+        self.assertNotIn("log", fin)
 
 
 class Cancel(RunnerTestCase):

@@ -35,13 +35,50 @@ pub(super) enum Outcome {
 }
 
 /// Follow the runner's events until the run ends, keeping the snapshot, the heartbeat and the
-/// in-progress ACKs going.
+/// in-progress ACKs going. The run's live log lines are published as they come; before this
+/// returns (so before the terminal snapshot is written) every one of them is acked.
 pub(super) async fn drive(
     sh: &Shared,
     d: &Delivery,
     job: &JobMessage,
     lease: &mut Lease,
     w: &mut SnapshotWriter,
+) -> Outcome {
+    let mut logs = LiveLog {
+        publisher: sh
+            .store
+            .task_log_publisher(&job.run_id, sh.config.task_log_max_bytes_per_run),
+        runner_dropped: (0, 0),
+    };
+    let outcome = drive_events(sh, d, job, lease, w, &mut logs).await;
+    if let Outcome::Finished(f) = &outcome {
+        if let Some(counts) = &f.log {
+            logs.runner_dropped = (counts.dropped_lines, counts.dropped_bytes);
+        }
+    }
+    let (published, failed) = logs
+        .publisher
+        .finish(logs.runner_dropped, pyoco_wire::python::time())
+        .await;
+    if published > 0 {
+        tracing::debug!(published, failed, "live log lines published");
+    }
+    outcome
+}
+
+/// The run's live log: the publisher and what the runner said it dropped.
+struct LiveLog {
+    publisher: pyoco_store::LogPublisher,
+    runner_dropped: (u64, u64),
+}
+
+async fn drive_events(
+    sh: &Shared,
+    d: &Delivery,
+    job: &JobMessage,
+    lease: &mut Lease,
+    w: &mut SnapshotWriter,
+    logs: &mut LiveLog,
 ) -> Outcome {
     let run_id = job.run_id.as_str();
     let mut heartbeat = ticker(sh.config.run_heartbeat_interval);
@@ -64,6 +101,14 @@ pub(super) async fn drive(
                 }
                 Some(RunnerEvent::Malformed { event_type: Some(t), error }) if t == "run_finished" => {
                     return Outcome::Finished(Box::new(unreadable_finish(run_id, &error)));
+                }
+                Some(RunnerEvent::Log(batch)) if batch.run_id == run_id => {
+                    // Awaited here: a run writing faster than NATS takes its lines waits (the
+                    // runner's pipe fills) instead of growing this worker.
+                    logs.runner_dropped = (batch.dropped_lines, batch.dropped_bytes);
+                    for (ts, stream, task, line) in &batch.lines {
+                        logs.publisher.push(task.as_deref(), stream, line, *ts).await;
+                    }
                 }
                 Some(ev) => apply_event(w, run_id, ev),
             },
@@ -227,5 +272,6 @@ fn unreadable_finish(run_id: &str, error: &str) -> RunFinished {
         graph_mode: None,
         traceback: None,
         unattributed: Default::default(),
+        log: None,
     }
 }
