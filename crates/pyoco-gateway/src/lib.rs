@@ -43,6 +43,7 @@ mod index;
 mod json;
 mod pydantic;
 mod routes;
+mod schedule;
 mod state;
 
 use std::{any::Any, future::Future, io, net::SocketAddr};

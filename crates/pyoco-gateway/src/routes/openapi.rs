@@ -23,7 +23,9 @@ use super::components::{
     BadRequest, CorruptRecord, NatsUnavailable, PayloadTooLarge, RunNotFound, RunPage, RunSnapshot,
     TaskRecord, Unprocessable, WheelSync, WorkerNotFound, WorkerRecord, WorkerStateDoc,
 };
-use super::{cancel, dlq, health, list, metrics, runs, watch, wheel_history, wheels, workers};
+use super::{
+    cancel, dlq, health, list, metrics, runs, schedules, watch, wheel_history, wheels, workers,
+};
 use crate::{
     error::{json_bytes_response, DetailBody, FieldError, Loc, ValidationBody},
     AppState,
@@ -69,6 +71,11 @@ while NATS is away.",
         dlq::get_dlq,
         dlq::delete_dlq,
         dlq::replay_dlq,
+        schedules::create_schedule,
+        schedules::list_schedules,
+        schedules::schedule_runs,
+        schedules::patch_schedule,
+        schedules::delete_schedule,
     ),
     components(
         schemas(
@@ -105,6 +112,7 @@ while NATS is away.",
         (name = "workers", description = "The worker registry (behind the API key when auth is on; 0.5.1 left it open)"),
         (name = "wheels", description = "The wheel registry workers install plugin tasks from, and its history (contract §3.2, §7)"),
         (name = "dlq", description = "The dead-letter queue: list, read and delete entries (ours; 0.5.1 only writes it)"),
+        (name = "schedules", description = "Runs of an uploaded flow.yaml at a time, every N seconds or on a cron (pyoco-server 0.7; cron, pause and catch-up are ours)"),
         (name = "service", description = "Health, metrics and this document"),
     ),
 )]
