@@ -3,11 +3,11 @@
 
 mod browser;
 mod dashboard;
-mod schedules;
 mod load;
 mod procs;
 mod report;
 mod scale;
+mod schedules;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -389,7 +389,10 @@ async fn run(args: Args) -> Result<()> {
         )
         .await?;
         if let Some(out) = &args.out {
-            std::fs::write(out, serde_json::to_vec_pretty(&json!({ "schedules": result }))?)?;
+            std::fs::write(
+                out,
+                serde_json::to_vec_pretty(&json!({ "schedules": result }))?,
+            )?;
         }
         return Ok(());
     }

@@ -222,7 +222,9 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    http.delete(format!("{base}/schedules/{sid}")).send().await?;
+    http.delete(format!("{base}/schedules/{sid}"))
+        .send()
+        .await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     watcher.abort();
 

@@ -684,7 +684,7 @@ async fn patch_schedule(
         {
             Ok(rev) => {
                 let view = next.view();
-                state.schedules().note(next, rev);
+                state.schedules().note_update(next, rev);
                 return Ok(PyJson(view));
             }
             Err(pyoco_store::StoreError::Conflict(_)) => continue,

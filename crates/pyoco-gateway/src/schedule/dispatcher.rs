@@ -109,9 +109,15 @@ impl Dispatcher {
             .count()
     }
 
-    /// A write of ours (read-your-writes before the watch delivers it).
+    /// A schedule we created (read-your-writes before the watch delivers it).
     pub(crate) fn note(&self, schedule: Schedule, revision: u64) {
         apply(&self.known, schedule, revision);
+        self.changed.notify_one();
+    }
+
+    /// A schedule we changed; ignored when it was deleted meanwhile.
+    pub(crate) fn note_update(&self, schedule: Schedule, revision: u64) {
+        apply_update(&self.known, schedule, revision);
         self.changed.notify_one();
     }
 
@@ -129,6 +135,17 @@ impl Drop for Dispatcher {
 
 fn lock(known: &Mutex<Known>) -> std::sync::MutexGuard<'_, Known> {
     known.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Replace a known schedule with `schedule` unless what is known is newer; a schedule no
+/// longer known (deleted meanwhile) stays forgotten.
+fn apply_update(known: &Mutex<Known>, schedule: Schedule, revision: u64) {
+    let mut known = lock(known);
+    if let Some(held) = known.map.get_mut(&schedule.id) {
+        if held.1 < revision {
+            *held = (schedule, revision);
+        }
+    }
 }
 
 /// Keep `schedule` unless what is known is newer.
@@ -246,7 +263,7 @@ async fn dispatch(
         match bucket.update(&id, skipped.to_json(), revision).await {
             Ok(rev) => {
                 tracing::info!(schedule_id = %id, slot, "skipped missed schedule slots (catch_up none)");
-                apply(&ctx.known, skipped, rev);
+                apply_update(&ctx.known, skipped, rev);
             }
             Err(err) => tracing::debug!(schedule_id = %id, "skip lost to another writer: {err}"),
         }
@@ -266,7 +283,7 @@ async fn dispatch(
             return;
         }
     };
-    apply(&ctx.known, claimed.clone(), claim_rev);
+    apply_update(&ctx.known, claimed.clone(), claim_rev);
     let submitted = submit(state, &claimed, slot).await;
     let submitted_at = python::time();
     let (next, run_id) = match submitted {
@@ -305,7 +322,7 @@ async fn finish(
     for _ in 0..5 {
         match bucket.update(id, next.to_json(), revision).await {
             Ok(rev) => {
-                apply(&ctx.known, next, rev);
+                apply_update(&ctx.known, next, rev);
                 return;
             }
             Err(StoreError::Conflict(_)) => {}
@@ -458,5 +475,27 @@ mod tests {
         assert_eq!(lease_seconds(1.0), 3.0);
         assert_eq!(lease_seconds(2.0), 6.0);
         assert_eq!(grace(1.0), 4.0);
+    }
+
+    #[test]
+    fn a_deleted_schedule_is_not_brought_back_by_a_late_write_of_ours() {
+        let known = Mutex::new(Known::default());
+        let s = |rev: u64| {
+            let mut map = serde_json::Map::new();
+            map.insert("dispatch_count".into(), rev.into());
+            Schedule {
+                id: "s1".into(),
+                map,
+            }
+        };
+        apply(&known, s(1), 1);
+        apply_update(&known, s(3), 3);
+        apply_update(&known, s(2), 2);
+        assert_eq!(lock(&known).map["s1"].1, 3, "never backwards");
+        lock(&known).map.remove("s1");
+        apply_update(&known, s(4), 4);
+        assert!(lock(&known).map.is_empty(), "a ghost of a deleted schedule");
+        apply(&known, s(5), 5);
+        assert_eq!(lock(&known).map["s1"].1, 5, "created again");
     }
 }
