@@ -109,6 +109,8 @@ pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> io
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    // The schedule dispatcher, if the state was made outside a runtime.
+    state.start_background();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP gateway listening");
         state.guard().set_served(addr);

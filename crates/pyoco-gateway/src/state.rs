@@ -110,8 +110,8 @@ impl AppState {
         state
     }
 
-    /// Start the schedule dispatcher (once; a no-op outside a tokio runtime until the first
-    /// schedule request).
+    /// Start the schedule dispatcher (once; outside a tokio runtime a no-op, and [`crate::serve`]
+    /// starts it).
     pub(crate) fn start_background(&self) {
         self.inner.schedules.start(self, self.inner.shared.clone());
     }
