@@ -190,7 +190,9 @@ async fn run(
         let now = python::time();
         let mut wake_at = now + ctx.poll;
         let mut due = Vec::new();
-        {
+        // While NATS is down nothing can be claimed: wait for the connection (re-checked each
+        // poll) instead of failing every due schedule once per wake-up.
+        if store.check_connected().is_ok() {
             let known = lock(&ctx.known);
             let flying = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
             for (schedule, revision) in known.map.values() {

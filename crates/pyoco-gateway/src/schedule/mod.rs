@@ -23,6 +23,9 @@ pub(crate) const STATUS_COMPLETED: &str = "COMPLETED";
 /// paused schedule has `next_run_at: null`.
 pub(crate) const STATUS_PAUSED: &str = "PAUSED";
 
+/// The least time between two runs of one schedule the dispatcher allows.
+pub(crate) const MIN_SPACING_SECONDS: f64 = 1.0;
+
 /// The kinds of schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -221,8 +224,16 @@ impl Schedule {
                 next.map.insert("next_run_at".into(), Value::Null);
             }
             _ => {
-                // Never the same slot again, even if this clock read a hair before it.
-                let due = self.next_slot_after(submitted_at.max(slot));
+                // Never the same slot again, even if this clock read a hair before it; and at
+                // most one run a second, whatever interval a 0.7 record asks for (0.7 accepts
+                // any positive one; its poll spaces them, our wake-ups would not).
+                let after = submitted_at.max(slot);
+                let due = match self.f64("interval_seconds") {
+                    Some(i) if self.kind() == Kind::Interval && i < MIN_SPACING_SECONDS => {
+                        self.next_slot_after(after + MIN_SPACING_SECONDS - i)
+                    }
+                    _ => self.next_slot_after(after),
+                };
                 next.set_due(due);
             }
         }
@@ -346,6 +357,14 @@ mod tests {
         // A clock a hair before the slot never yields the same slot again.
         let after = s.advanced(100.0, 99.9999, "r1");
         assert_eq!(after.due_at(), Some(110.0));
+    }
+
+    #[test]
+    fn a_0_7_record_with_a_tiny_interval_runs_at_most_once_a_second() {
+        let s = sched(json!({"schedule_type": "interval", "status": "ACTIVE",
+            "interval_seconds": 0.01, "start_at": 100.0, "next_run_at": 100.0}));
+        let due = s.advanced(100.0, 100.002, "r1").due_at().unwrap();
+        assert!((101.0..101.02).contains(&due), "{due}");
     }
 
     #[test]
