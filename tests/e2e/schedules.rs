@@ -315,6 +315,19 @@ async fn slots_missed_while_no_gateway_ran_are_skipped_or_caught_up_once() {
             .await
             .unwrap();
     }
+    // A one-shot as 0.7 writes it (no `catch_up`), due an hour ago: runs, however late.
+    let mut once = overdue_record("once07", 3600.0, "none");
+    let once = once.as_object_mut().unwrap();
+    once.remove("catch_up");
+    once.insert("schedule_type".into(), json!("once"));
+    once.insert("run_at".into(), once["next_run_at"].clone());
+    once.insert("interval_seconds".into(), Value::Null);
+    once.insert("start_at".into(), Value::Null);
+    app.store()
+        .schedules()
+        .put("once07", serde_json::to_vec(&once).unwrap())
+        .await
+        .unwrap();
     let caught_up = eventually(Duration::from_secs(10), "the catch-up run", || async {
         let s = schedule(&app, "once").await;
         (s["dispatch_count"] == 1).then_some(s)
@@ -330,6 +343,13 @@ async fn slots_missed_while_no_gateway_ran_are_skipped_or_caught_up_once() {
     let runs = runs_of(&app, "once").await;
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["params"], json!({"name": "late"}));
+    let once = eventually(Duration::from_secs(10), "the late one-shot", || async {
+        let s = schedule(&app, "once07").await;
+        (s["status"] == "COMPLETED").then_some(s)
+    })
+    .await;
+    assert_eq!(once["dispatch_count"], 1, "{once}");
+    assert_eq!(runs_of(&app, "once07").await.len(), 1);
     // Both continue on their 600 s grid, strictly after now.
     for s in [&skipped, &caught_up] {
         let next = s["next_run_at"].as_f64().unwrap();
