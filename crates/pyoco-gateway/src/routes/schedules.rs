@@ -13,7 +13,7 @@ use axum::{
         rejection::{BytesRejection, PathRejection},
         DefaultBodyLimit, Multipart, Path, RawQuery, State,
     },
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::Response,
     routing::{get, patch, post},
     Router,
@@ -648,7 +648,6 @@ async fn patch_schedule(
     State(state): State<AppState>,
     caller: Caller,
     id: Result<Path<String>, PathRejection>,
-    _headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<PyJson<Map<String, Value>>, ApiError> {
     let Path(id) = id.map_err(|_| schedule_not_found())?;
