@@ -16,6 +16,7 @@ mod module_graph;
 mod nats_outage;
 mod python_client;
 mod readme_flow;
+mod schedules;
 mod server_binary;
 mod task_logs;
 mod wheel_appliance;

@@ -7,6 +7,7 @@ mod load;
 mod procs;
 mod report;
 mod scale;
+mod schedules;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -173,6 +174,10 @@ struct Args {
     /// reported). Default 5 (3 with --quick).
     #[arg(long)]
     dashboard_changes: Option<usize>,
+    /// Measure only how late scheduled runs are (Rust only): a cron schedule firing every
+    /// second until this many of its runs completed; dispatch and start lateness p50/p99.
+    #[arg(long, value_name = "RUNS")]
+    schedules: Option<usize>,
 }
 
 /// Request counts for one invocation.
@@ -393,6 +398,23 @@ async fn run(args: Args) -> Result<()> {
             }
         });
 
+    if let Some(n) = args.schedules {
+        let result = schedules::run(
+            &rust_dir,
+            &nats_bin,
+            args.rust_python.as_deref(),
+            n.max(1),
+            args.keep_tmp,
+        )
+        .await?;
+        if let Some(out) = &args.out {
+            std::fs::write(
+                out,
+                serde_json::to_vec_pretty(&json!({ "schedules": result }))?,
+            )?;
+        }
+        return Ok(());
+    }
     eprintln!(
         "pyoco-bench: plan: stored runs {:?} (K={} by POST, the rest straight into KV; Python lists up to {}), wheel-history records {} (Python up to {}), SSE {} changes, POST {:?}, GET {:?}, e2e {}+{} warm-up, throughput {} runs{}",
         plan.all_levels(),

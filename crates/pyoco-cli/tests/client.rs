@@ -1743,4 +1743,108 @@ async fn logs_prints_the_lines_and_follows_them_until_the_run_ends() {
         "{}",
         missing.stderr
     );
+#[tokio::test]
+async fn schedule_yaml_schedules_runs_pause_resume_and_delete() {
+    let app = App::start().await;
+    let flow = app.write("flow.yaml", FLOW_YAML);
+    let base = [
+        "schedule-yaml",
+        "--workflow-file",
+        &flow,
+        "--flow-name",
+        "main",
+        "--tag",
+        "default",
+    ];
+    // Every second: it fires while the test runs (no worker: the runs stay PENDING).
+    let created = app
+        .client(&[&base[..], &["--interval-seconds", "1", "--catch-up", "one"]].concat())
+        .await
+        .success()
+        .json();
+    assert_eq!(created["schedule_type"], "interval");
+    assert_eq!(created["catch_up"], "one");
+    let id = created["schedule_id"].as_str().unwrap().to_string();
+    let cron = app
+        .client(
+            &[
+                &base[..],
+                &["--cron", "0 9 * * 1-5", "--timezone", "Asia/Tokyo"],
+            ]
+            .concat(),
+        )
+        .await
+        .success()
+        .json();
+    assert_eq!(cron["timezone"], "Asia/Tokyo");
+
+    let listed = app.client(&["schedules"]).await.success().json();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    let mut runs = Value::Null;
+    for _ in 0..50 {
+        runs = app
+            .client(&["schedule-runs", "--schedule-id", &id, "--limit", "5"])
+            .await
+            .success()
+            .json();
+        if !runs.as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(runs[0]["schedule_id"], json!(id), "{runs}");
+    let full = app
+        .client(&["schedule-runs", "--schedule-id", &id, "--records"])
+        .await
+        .success()
+        .json();
+    assert!(full[0]["scheduled_at"].is_number(), "{full}");
+
+    let paused = app
+        .client(&["schedule-pause", "--schedule-id", &id])
+        .await
+        .success()
+        .json();
+    assert_eq!(paused["status"], "PAUSED");
+    let resumed = app
+        .client(&["schedule-resume", "--schedule-id", &id])
+        .await
+        .success()
+        .json();
+    assert_eq!(resumed["status"], "ACTIVE");
+    let deleted = app
+        .client(&["schedule-delete", "--schedule-id", &id])
+        .await
+        .success()
+        .json();
+    assert_eq!(deleted, json!({"schedule_id": id, "deleted": true}));
+
+    // Refusals: the gateway's 422/404 (exit 1), and clap's for two timings at once.
+    let bad = app
+        .client(&[&base[..], &["--interval-seconds", "0"]].concat())
+        .await;
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("interval_seconds must be positive"),
+        "{}",
+        bad.stderr
+    );
+    let missing = app.client(&["schedule-delete", "--schedule-id", &id]).await;
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("schedule not found"),
+        "{}",
+        missing.stderr
+    );
+    let both = app
+        .client(
+            &[
+                &base[..],
+                &["--interval-seconds", "5", "--cron", "* * * * *"],
+            ]
+            .concat(),
+        )
+        .await;
+    assert_eq!(both.code, 1, "{both:?}");
 }

@@ -176,6 +176,11 @@ settings_table! {
         restarts: GatewayAndWorker,
         help: "KV bucket holding the worker registry.",
     },
+    yaml_schedules_kv_bucket: String = PYOCO_YAML_SCHEDULES_KV_BUCKET {
+        group: SubjectsAndBuckets, kind: Kind::Name, default: Some("pyoco_yaml_schedules"), scope: Server,
+        restarts: Gateway,
+        help: "KV bucket holding the schedules (`POST /schedules/yaml`; history 5, shared with pyoco-server 0.7 gateways).",
+    },
 
     // ── Heartbeat ───────────────────────────────────────────────────────────────────────────
     run_heartbeat_interval_sec: f64 = PYOCO_RUN_HEARTBEAT_INTERVAL_SEC {
@@ -475,6 +480,11 @@ settings_table! {
     },
 
     // ── HTTP gateway ────────────────────────────────────────────────────────────────────────
+    schedule_poll_interval_sec: f64 = PYOCO_SCHEDULE_POLL_INTERVAL_SEC {
+        group: HttpGateway, kind: Kind::Interval { floor: 0.2 }, default: Some("1.0"), scope: Server,
+        restarts: Gateway,
+        help: "Seconds between the schedule dispatcher's full scans of the schedules bucket (the fallback: it also follows the bucket and wakes at each schedule's due time); a claim's lease is `max(3, 3 × this)` seconds.",
+    },
     http_host: String = PYOCO_HTTP_HOST {
         group: HttpGateway, kind: Kind::Host, default: Some("127.0.0.1"), scope: Server,
         restarts: Gateway,

@@ -7,7 +7,7 @@
 //!
 //! What it keeps per run, and nothing more: the `GET /runs` summary item already encoded as
 //! JSON (only the summary keys present in the snapshot, §3.2), the fields the list filters on
-//! (`status`, `flow_name`, `tag`, `workflow_yaml_sha256`, `tenant_id`), the status label the
+//! (`status`, `flow_name`, `tag`, `workflow_yaml_sha256`, `schedule_id`, `tenant_id`), the status label the
 //! metrics count by and the KV revision it was read at. Repeated strings (statuses, flows,
 //! tags, tenants, digests) are shared. Runs are ordered by `(updated_at, run_id)` in a B-tree —
 //! the list order and the cursor's coordinates — and per-status totals change with every write.
@@ -389,6 +389,8 @@ pub(crate) struct PageQuery<'a> {
     pub flow_name: Option<&'a str>,
     pub tag: Option<&'a str>,
     pub workflow_yaml_sha256: Option<&'a str>,
+    /// Runs a schedule dispatched (`schedule_id`, pyoco-server 0.7).
+    pub schedule_id: Option<&'a str>,
     /// The caller's tenant when it has one (§3.1): other tenants' runs are left out.
     pub tenant_id: Option<&'a str>,
     /// Only runs with `updated_at` strictly greater.
@@ -404,6 +406,7 @@ struct Filter {
     flow_name: Option<Sym>,
     tag: Option<Sym>,
     workflow_yaml_sha256: Option<Sym>,
+    schedule_id: Option<Sym>,
     tenant_id: Option<Sym>,
 }
 
@@ -419,6 +422,7 @@ impl Filter {
             flow_name: sym(query.flow_name)?,
             tag: sym(query.tag)?,
             workflow_yaml_sha256: sym(query.workflow_yaml_sha256)?,
+            schedule_id: sym(query.schedule_id)?,
             tenant_id: sym(query.tenant_id)?,
         })
     }
@@ -432,6 +436,7 @@ impl Filter {
             && same(self.flow_name, run.flow_name)
             && same(self.tag, run.tag)
             && same(self.workflow_yaml_sha256, run.workflow_yaml_sha256)
+            && same(self.schedule_id, run.schedule_id)
             && same(self.tenant_id, run.tenant_id)
     }
 }
@@ -463,6 +468,7 @@ struct IndexedRun {
     flow_name: Option<Sym>,
     tag: Option<Sym>,
     workflow_yaml_sha256: Option<Sym>,
+    schedule_id: Option<Sym>,
     tenant_id: Option<Sym>,
     /// Whether `status` is the string `label` (a `status` filter can only match then).
     status_is_label: bool,
@@ -475,6 +481,7 @@ impl IndexedRun {
             self.flow_name,
             self.tag,
             self.workflow_yaml_sha256,
+            self.schedule_id,
             self.tenant_id,
         ]
         .into_iter()
@@ -644,6 +651,7 @@ impl IndexState {
             flow_name: acquire(run.flow_name),
             tag: acquire(run.tag),
             workflow_yaml_sha256: acquire(run.workflow_yaml_sha256),
+            schedule_id: acquire(run.schedule_id),
             tenant_id: acquire(run.tenant_id),
             status_is_label: run.status_is_label,
         };
@@ -819,6 +827,7 @@ struct ParsedRun {
     flow_name: Option<String>,
     tag: Option<String>,
     workflow_yaml_sha256: Option<String>,
+    schedule_id: Option<String>,
     tenant_id: Option<String>,
 }
 
@@ -847,6 +856,7 @@ impl ParsedRun {
             flow_name: string("flow_name"),
             tag: string("tag"),
             workflow_yaml_sha256: string("workflow_yaml_sha256"),
+            schedule_id: string("schedule_id"),
             tenant_id: string("tenant_id"),
         }
     }
@@ -1072,6 +1082,7 @@ mod tests {
                 flow_name: None,
                 tag: None,
                 workflow_yaml_sha256: None,
+                schedule_id: None,
                 tenant_id: None,
                 status_is_label: true,
             };
@@ -1178,7 +1189,7 @@ mod tests {
             0,
             parsed(&json!({"run_id": "c", "status": null, "updated_at": 3.0,
                             "flow_name": "other", "tag": "gpu", "tenant_id": "t1",
-                            "workflow_yaml_sha256": "abc"})),
+                            "workflow_yaml_sha256": "abc", "schedule_id": "s1"})),
         );
         let index = index_with(state);
         let with = |q: PageQuery<'static>| ids(&index, &q).0;
@@ -1223,6 +1234,18 @@ mod tests {
             }),
             ["c"]
         );
+        assert_eq!(
+            with(PageQuery {
+                schedule_id: Some("s1"),
+                ..query(10)
+            }),
+            ["c"]
+        );
+        assert!(with(PageQuery {
+            schedule_id: Some("s2"),
+            ..query(10)
+        })
+        .is_empty());
         assert!(with(PageQuery {
             tenant_id: Some("t2"),
             ..query(10)

@@ -9,6 +9,7 @@
 //! (compare-and-set), `GET /workers`, `PATCH /workers/{worker_id}`, `GET /metrics`, and the
 //! wheel registry (`GET`/`POST /wheels`, `GET /wheels/history`, `GET`/`DELETE
 //! /wheels/{wheel_name}`: uploads staged on disk and checked as wheels, downloads streamed),
+//! pyoco-server 0.7's schedules (`/schedules…`, dispatched at their due time by `schedule/`),
 //! and `GET /openapi.json`, the OpenAPI 3.1 document of all of them (`routes/openapi.rs`);
 //! every error is JSON with a `detail` ([`ApiError`]). It starts while NATS is down (NATS-backed
 //! endpoints answer `503 nats unavailable: NotConnected` until the [`SharedStore`] is ready,
@@ -43,6 +44,7 @@ mod index;
 mod json;
 mod pydantic;
 mod routes;
+mod schedule;
 mod state;
 
 use std::{any::Any, future::Future, io, net::SocketAddr};
@@ -108,6 +110,8 @@ pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> io
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    // The schedule dispatcher, if the state was made outside a runtime.
+    state.start_background();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP gateway listening");
         state.guard().set_served(addr);

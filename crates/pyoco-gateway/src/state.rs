@@ -53,6 +53,18 @@ struct Inner {
     dashboard_lang: &'static str,
     /// The reason of each dead letter seen, for `/metrics` (read once per entry).
     dlq_reasons: tokio::sync::Mutex<DlqReasons>,
+    /// Every schedule in memory, and the task dispatching them (pyoco-server 0.7).
+    schedules: crate::schedule::Dispatcher,
+}
+
+/// An [`AppState`] that does not keep the gateway alive (the dispatcher's task holds one).
+#[derive(Clone, Debug)]
+pub(crate) struct WeakState(std::sync::Weak<Inner>);
+
+impl WeakState {
+    pub(crate) fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(|inner| AppState { inner })
+    }
 }
 
 /// The reason of every DLQ entry the gateway has read, by stream sequence (a few bytes each,
@@ -69,7 +81,7 @@ impl AppState {
     /// State for a gateway configured by `settings`, talking to NATS through `store` (which may
     /// still be connecting: NATS-backed endpoints answer 503 until it is ready).
     pub fn new(settings: &Settings, store: SharedStore) -> AppState {
-        AppState {
+        let state = AppState {
             inner: Arc::new(Inner {
                 shutdown: tokio::sync::watch::Sender::new(false),
                 run_index: RunIndex::new(store.clone()),
@@ -86,13 +98,31 @@ impl AppState {
                 task_modules: settings.task_modules.clone(),
                 yaml_parsing: tokio::sync::Semaphore::new(YAML_PARSES_AT_ONCE),
                 dlq_reasons: tokio::sync::Mutex::new(DlqReasons::default()),
+                schedules: crate::schedule::Dispatcher::new(settings.schedule_poll_interval_sec),
                 dashboard_lang: match settings.dashboard_lang {
                     pyoco_config::DashboardLang::Ja => "ja",
                     pyoco_config::DashboardLang::En => "en",
                     pyoco_config::DashboardLang::Auto => "",
                 },
             }),
-        }
+        };
+        state.start_background();
+        state
+    }
+
+    /// Start the schedule dispatcher (once; outside a tokio runtime a no-op, and [`crate::serve`]
+    /// starts it).
+    pub(crate) fn start_background(&self) {
+        self.inner.schedules.start(self, self.inner.shared.clone());
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakState {
+        WeakState(Arc::downgrade(&self.inner))
+    }
+
+    /// The schedules in memory and their dispatcher.
+    pub(crate) fn schedules(&self) -> &crate::schedule::Dispatcher {
+        &self.inner.schedules
     }
 
     /// The connected store, or `503 nats unavailable: NotConnected` before the first

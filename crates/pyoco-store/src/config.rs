@@ -41,6 +41,8 @@ pub struct StoreConfig {
     /// Submitted flow.yaml texts by SHA-256 (ours); `workflow_keep` zero: none kept.
     pub workflows_bucket: String,
     pub workflow_keep: Duration,
+    /// Schedules (pyoco-server 0.7's `pyoco_yaml_schedules`, history 5).
+    pub schedules_bucket: String,
     pub wheel_bucket: String,
     pub wheel_max_bytes: i64,
     /// Timeout of one JetStream API request (nats-py's default is 5 s).
@@ -76,6 +78,7 @@ impl Default for StoreConfig {
             dlq_replays_bucket: "pyoco_dlq_replays".into(),
             workflows_bucket: "pyoco_workflows".into(),
             workflow_keep: Duration::from_secs(2_592_000),
+            schedules_bucket: "pyoco_yaml_schedules".into(),
             wheel_bucket: "pyoco_wheels".into(),
             wheel_max_bytes: 536_870_912,
             request_timeout: Duration::from_secs(5),
@@ -133,6 +136,7 @@ impl From<&pyoco_config::Settings> for StoreConfig {
             dlq_replays_bucket: s.dlq_replays_kv_bucket.clone(),
             workflows_bucket: s.workflows_kv_bucket.clone(),
             workflow_keep: secs(s.workflow_keep_sec),
+            schedules_bucket: s.yaml_schedules_kv_bucket.clone(),
             wheel_bucket: s.wheel_object_store_bucket.clone(),
             wheel_max_bytes: int(s.wheel_max_bytes),
             ..StoreConfig::default()

@@ -65,6 +65,7 @@ struct Inner {
     wheel_history: Bucket,
     dlq_replays: Bucket,
     workflows: Bucket,
+    schedules: Bucket,
     wheels: WheelRegistry,
 }
 
@@ -105,6 +106,13 @@ impl Store {
             open_bucket(&js, &cfg.wheel_history_bucket, cfg.wheel_history_ttl).await?;
         let dlq_replays = open_bucket(&js, &cfg.dlq_replays_bucket, cfg.dlq_max_age).await?;
         let workflows = open_bucket(&js, &cfg.workflows_bucket, cfg.workflow_keep).await?;
+        let schedules = open_bucket_with_history(
+            &js,
+            &cfg.schedules_bucket,
+            SCHEDULES_HISTORY,
+            Duration::ZERO,
+        )
+        .await?;
         let wheels = open_wheel_registry(&js, &cfg).await?;
         Ok(Store {
             inner: std::sync::Arc::new(Inner {
@@ -117,6 +125,7 @@ impl Store {
                 wheel_history,
                 dlq_replays,
                 workflows,
+                schedules,
                 wheels,
             }),
         })
@@ -150,6 +159,11 @@ impl Store {
                 format!("connection to NATS is {state:?}"),
             )),
         }
+    }
+
+    /// Schedules (pyoco-server 0.7), key `<schedule_id>`.
+    pub fn schedules(&self) -> &Bucket {
+        &self.inner.schedules
     }
 
     /// Run snapshots, key `<run_id>`.
@@ -310,7 +324,19 @@ async fn open_bucket(
     bucket: &str,
     ttl: Duration,
 ) -> Result<Bucket, StoreError> {
-    resources::ensure_stream(js, resources::kv_stream_config(bucket, 1, ttl)).await?;
+    open_bucket_with_history(js, bucket, 1, ttl).await
+}
+
+/// History of the schedules bucket, as pyoco-server 0.7 creates it.
+const SCHEDULES_HISTORY: i64 = 5;
+
+async fn open_bucket_with_history(
+    js: &jetstream::Context,
+    bucket: &str,
+    history: i64,
+    ttl: Duration,
+) -> Result<Bucket, StoreError> {
+    resources::ensure_stream(js, resources::kv_stream_config(bucket, history, ttl)).await?;
     let kv = js.get_key_value(bucket).await.map_err(nats)?;
     Ok(Bucket::new(kv))
 }

@@ -378,9 +378,11 @@ impl RunSnapshot {
 }
 
 /// Keys of a `GET /runs` summary item, in the order we write them (0.5.1 iterates a Python
-/// `set`, so its order varies from process to process).
-pub const RUN_SUMMARY_KEYS: [&str; 11] = [
+/// `set`, so its order varies from process to process). `schedule_id` is pyoco-server 0.7's,
+/// present only in runs a schedule dispatched.
+pub const RUN_SUMMARY_KEYS: [&str; 12] = [
     "run_id",
+    "schedule_id",
     "flow_name",
     "tag",
     "tags",

@@ -24,6 +24,7 @@ mod list;
 mod logs;
 mod metrics;
 mod output;
+mod schedules;
 mod sse;
 mod submit;
 mod watch;
@@ -110,6 +111,18 @@ enum Command {
     Dlq(dlq::DlqArgs),
     /// Print the lines a run's tasks wrote; -f follows them live (GET /runs/{run_id}/logs…; ours).
     Logs(logs::LogsArgs),
+    /// Run a flow.yaml on a schedule: once, every N seconds, or on a cron (POST /schedules/yaml).
+    ScheduleYaml(schedules::ScheduleYamlArgs),
+    /// List the schedules (GET /schedules).
+    Schedules,
+    /// List the runs a schedule dispatched, newest first (GET /schedules/{id}/runs).
+    ScheduleRuns(schedules::ScheduleRunsArgs),
+    /// Delete a schedule (DELETE /schedules/{id}).
+    ScheduleDelete(schedules::ScheduleIdArgs),
+    /// Pause a schedule: no runs until resumed (PATCH /schedules/{id}; ours).
+    SchedulePause(schedules::ScheduleIdArgs),
+    /// Resume a paused schedule from its next slot after now (PATCH /schedules/{id}; ours).
+    ScheduleResume(schedules::ScheduleIdArgs),
 }
 
 /// Run `pyoco-client` with the process's arguments.
@@ -177,6 +190,12 @@ async fn execute(cli: &Cli) -> Result<(), CliError> {
         Command::Metrics => metrics::metrics(&gw, out).await,
         Command::Dlq(args) => dlq::dlq(args, &gw, out).await,
         Command::Logs(args) => logs::logs(args, &gw, out).await,
+        Command::ScheduleYaml(args) => schedules::schedule_yaml(args, &gw, out).await,
+        Command::Schedules => schedules::schedules(&gw, out).await,
+        Command::ScheduleRuns(args) => schedules::schedule_runs(args, &gw, out).await,
+        Command::ScheduleDelete(args) => schedules::schedule_delete(args, &gw, out).await,
+        Command::SchedulePause(args) => schedules::schedule_pause(args, true, &gw, out).await,
+        Command::ScheduleResume(args) => schedules::schedule_pause(args, false, &gw, out).await,
     }
 }
 
@@ -195,7 +214,8 @@ fn parse_failure(e: &clap::Error) -> ExitCode {
                 usage: Some("usage: pyoco-client [OPTIONS] <COMMAND>".to_string()),
                 hint: "pyoco-client -h lists the commands (submit, submit-yaml, get, tasks, list, \
                        list-vnext, watch, cancel, workers, wheels, wheel-history, wheel-upload, \
-                       wheel-delete, metrics)"
+                       wheel-delete, metrics, dlq, schedule-yaml, schedules, schedule-runs, \
+                       schedule-delete, schedule-pause, schedule-resume)"
                     .to_string(),
             };
             let _ = writeln!(std::io::stderr(), "{err}");

@@ -250,7 +250,7 @@ fn yaml_key(yaml: &yaml_rust2::Yaml) -> Result<String, String> {
 
 /// A text file read like Python's `Path.read_text(encoding="utf-8")`: UTF-8, universal
 /// newlines.
-fn read_text(path: &Path, flag: &str) -> Result<String, CliError> {
+pub(super) fn read_text(path: &Path, flag: &str) -> Result<String, CliError> {
     let bytes = std::fs::read(path).map_err(|e| CliError::FileIo {
         reason: format!("{}: {e}", path.display()),
         hint: format!("check the {flag} path and its read permission"),

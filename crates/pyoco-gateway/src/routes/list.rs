@@ -64,6 +64,35 @@ async fn list_runs(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = ListParams::parse(query.as_deref())?;
+    respond(&state, &caller, &params).await
+}
+
+/// `GET /schedules/{id}/runs` (pyoco-server 0.7): the runs of one schedule as a bare array,
+/// newest first; the query is read as `GET /runs`'s (`limit`, `include`), other filters
+/// ignored.
+pub(super) async fn list_schedule_runs(
+    state: &AppState,
+    caller: &Caller,
+    schedule_id: &str,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
+    let mut params = ListParams::parse(query)?;
+    params.status = None;
+    params.flow = None;
+    params.tag = None;
+    params.workflow_yaml_sha256 = None;
+    params.updated_after = None;
+    params.cursor = None;
+    params.vnext = false;
+    params.schedule_id = Some(schedule_id.to_string());
+    respond(state, caller, &params).await
+}
+
+async fn respond(
+    state: &AppState,
+    caller: &Caller,
+    params: &ListParams,
+) -> Result<Response, ApiError> {
     let cursor = params.cursor()?;
     let store = state.store()?;
     let index = state.run_index();
@@ -74,6 +103,7 @@ async fn list_runs(
         flow_name: params.flow.as_deref(),
         tag: params.tag.as_deref(),
         workflow_yaml_sha256: params.workflow_yaml_sha256.as_deref(),
+        schedule_id: params.schedule_id.as_deref(),
         tenant_id: caller.tenant_id.as_deref(),
         updated_after: params.updated_after,
         cursor: cursor.as_ref(),
@@ -83,7 +113,7 @@ async fn list_runs(
     body.extend_from_slice(if params.vnext { b"{\"items\":[" } else { b"[" });
     let next_cursor = if params.full {
         let page = index.page(&query, |run| run.key().clone());
-        write_full_snapshots(store, &caller, &page.items, &mut body).await?;
+        write_full_snapshots(store, caller, &page.items, &mut body).await?;
         page.next_cursor
     } else {
         let mut first = true;
@@ -160,6 +190,9 @@ struct ListRunsParams {
     tag: Option<String>,
     /// Exact match; a non-empty value asks for the page shape.
     workflow_yaml_sha256: Option<String>,
+    /// Exact match on `schedule_id`: the runs a schedule dispatched (pyoco-server 0.7; empty:
+    /// no filter).
+    schedule_id: Option<String>,
     /// Only runs with `updated_at` strictly greater; asks for the page shape.
     updated_after: Option<f64>,
     /// `next_cursor` of the previous page; present (even empty) asks for the page shape. One
@@ -181,6 +214,7 @@ struct ListParams {
     flow: Option<String>,
     tag: Option<String>,
     workflow_yaml_sha256: Option<String>,
+    schedule_id: Option<String>,
     updated_after: Option<f64>,
     /// The raw `cursor`; `Some("")` switches to vNext without positioning.
     cursor: Option<String>,
@@ -208,6 +242,7 @@ impl ListParams {
                 "updated_after" => raw.updated_after = Some(value),
                 "cursor" => raw.cursor = Some(value),
                 "workflow_yaml_sha256" => raw.workflow_yaml_sha256 = Some(value),
+                "schedule_id" => raw.schedule_id = Some(value),
                 "include" => {
                     raw.full |= matches!(&*value, "full" | "all");
                     raw.times |= value == "times";
@@ -252,6 +287,7 @@ impl ListParams {
             flow: non_empty(raw.flow),
             tag: non_empty(raw.tag),
             workflow_yaml_sha256,
+            schedule_id: non_empty(raw.schedule_id),
             updated_after,
             cursor: raw.cursor,
             full: raw.full,
@@ -284,6 +320,7 @@ struct RawParams {
     updated_after: Option<String>,
     cursor: Option<String>,
     workflow_yaml_sha256: Option<String>,
+    schedule_id: Option<String>,
     full: bool,
     times: bool,
     limit: Option<String>,

@@ -24,6 +24,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod runs;
+mod schedules;
 mod stored;
 mod submit_request;
 mod watch;
@@ -55,11 +56,14 @@ pub(crate) fn protected(state: &AppState) -> Router<AppState> {
         .merge(metrics::routes())
         .merge(dlq::routes())
         .merge(logs::routes())
+        .merge(schedules::routes(state))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
         ))
 }
+
+pub(crate) use runs::{new_run_id, submit_scheduled_run};
 
 /// 404 `{"detail":"Not Found"}` for unknown paths, like Starlette.
 pub(crate) async fn not_found() -> ApiError {

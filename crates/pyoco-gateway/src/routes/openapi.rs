@@ -24,7 +24,8 @@ use super::components::{
     TaskRecord, Unprocessable, WheelSync, WorkerNotFound, WorkerRecord, WorkerStateDoc,
 };
 use super::{
-    cancel, dlq, health, list, logs, metrics, runs, watch, wheel_history, wheels, workers,
+    cancel, dlq, health, list, logs, metrics, runs, schedules, watch, wheel_history, wheels,
+    workers,
 };
 use crate::{
     error::{json_bytes_response, DetailBody, FieldError, Loc, ValidationBody},
@@ -73,6 +74,11 @@ while NATS is away.",
         dlq::replay_dlq,
         logs::run_logs,
         logs::watch_logs,
+        schedules::create_schedule,
+        schedules::list_schedules,
+        schedules::schedule_runs,
+        schedules::patch_schedule,
+        schedules::delete_schedule,
     ),
     components(
         schemas(
@@ -109,6 +115,7 @@ while NATS is away.",
         (name = "workers", description = "The worker registry (behind the API key when auth is on; 0.5.1 left it open)"),
         (name = "wheels", description = "The wheel registry workers install plugin tasks from, and its history (contract §3.2, §7)"),
         (name = "dlq", description = "The dead-letter queue: list, read and delete entries (ours; 0.5.1 only writes it)"),
+        (name = "schedules", description = "Runs of an uploaded flow.yaml at a time, every N seconds or on a cron (pyoco-server 0.7; cron, pause and catch-up are ours)"),
         (name = "service", description = "Health, metrics and this document"),
     ),
 )]

@@ -378,7 +378,7 @@ fn form_params(text: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
 }
 
 /// FastAPI's 422 for absent `workflow` / `flow_name` parts.
-fn missing_form_parts(workflow: bool, flow_name: bool) -> ApiError {
+pub(super) fn missing_form_parts(workflow: bool, flow_name: bool) -> ApiError {
     let mut errors = Vec::new();
     for (absent, name) in [(workflow, "workflow"), (flow_name, "flow_name")] {
         if absent {
@@ -406,6 +406,32 @@ pub(super) async fn submit_new_run_with(
     run: NewRun,
     extra: Map<String, Value>,
 ) -> Result<PyJson<Submitted>, ApiError> {
+    submit_with_extras(state, run, extra, Map::new()).await
+}
+
+/// A run a schedule dispatches (pyoco-server 0.7): the job and every snapshot carry
+/// `schedule_id`, and (ours) `scheduled_at`, the slot it was dispatched for (epoch seconds).
+/// Same writes as `POST /runs/yaml`.
+pub(crate) async fn submit_scheduled_run(
+    state: &AppState,
+    run: NewRun,
+    schedule_id: &str,
+    slot: f64,
+) -> Result<Submitted, ApiError> {
+    let mut extra = Map::new();
+    extra.insert("schedule_id".into(), Value::String(schedule_id.to_string()));
+    extra.insert("scheduled_at".into(), python::float_value(slot));
+    let PyJson(submitted) = submit_with_extras(state, run, extra.clone(), extra).await?;
+    Ok(submitted)
+}
+
+/// [`submit_new_run`] with `extra` keys in the PENDING snapshot and `job_extra` in the job.
+async fn submit_with_extras(
+    state: &AppState,
+    run: NewRun,
+    extra: Map<String, Value>,
+    job_extra: Map<String, Value>,
+) -> Result<PyJson<Submitted>, ApiError> {
     if run.flow_name.len() > pyoco_wire::MAX_FLOW_NAME_BYTES {
         return Err(ApiError::with_reason(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -422,7 +448,9 @@ pub(super) async fn submit_new_run_with(
     let mut pending = RunSnapshot::pending(&run, now);
     pending.extra = extra;
     let snapshot = Bytes::from(pending.to_json());
-    let job = JobMessage::for_new_run(&run, now).to_json();
+    let mut job = JobMessage::for_new_run(&run, now);
+    job.extra = job_extra;
+    let job = job.to_json();
     check_fits_a_message(store, snapshot.len().max(job.len()))?;
     let NewRun {
         run_id,
@@ -631,6 +659,6 @@ async fn add_worker_liveness(
 }
 
 /// `str(uuid4())`.
-pub(super) fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     uuid::Uuid::new_v4().hyphenated().to_string()
 }

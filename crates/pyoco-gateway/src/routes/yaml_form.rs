@@ -67,6 +67,17 @@ pub(crate) enum Upload {
     TooLarge { bytes: u64 },
 }
 
+/// The timing parts of `POST /schedules/yaml`, as read (text; empty as absent).
+#[derive(Debug, Default)]
+pub(crate) struct ScheduleParts {
+    pub run_at: Option<String>,
+    pub interval_seconds: Option<String>,
+    pub start_at: Option<String>,
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
+    pub catch_up: Option<String>,
+}
+
 /// The parts of the form we know, as read.
 #[derive(Debug, Default)]
 pub(crate) struct YamlForm {
@@ -74,6 +85,8 @@ pub(crate) struct YamlForm {
     pub flow_name: Option<String>,
     pub tag: Option<String>,
     pub params: Option<String>,
+    /// The parts of `POST /schedules/yaml` (ignored by the run routes).
+    pub schedule: ScheduleParts,
     /// The name of a text part that was not UTF-8.
     pub not_utf8: Option<&'static str>,
 }
@@ -116,6 +129,22 @@ impl YamlForm {
                 Some("flow_name") => form.flow_name = read_text(field, &mut form.not_utf8).await?,
                 Some("tag") => form.tag = read_text(field, &mut form.not_utf8).await?,
                 Some("params") => form.params = read_text(field, &mut form.not_utf8).await?,
+                Some("run_at") => {
+                    form.schedule.run_at = read_text(field, &mut form.not_utf8).await?
+                }
+                Some("interval_seconds") => {
+                    form.schedule.interval_seconds = read_text(field, &mut form.not_utf8).await?
+                }
+                Some("start_at") => {
+                    form.schedule.start_at = read_text(field, &mut form.not_utf8).await?
+                }
+                Some("cron") => form.schedule.cron = read_text(field, &mut form.not_utf8).await?,
+                Some("timezone") => {
+                    form.schedule.timezone = read_text(field, &mut form.not_utf8).await?
+                }
+                Some("catch_up") => {
+                    form.schedule.catch_up = read_text(field, &mut form.not_utf8).await?
+                }
                 _ => {} // skipped by the next `next_field`
             }
         }
@@ -144,6 +173,12 @@ async fn read_text(
     let name = match field.name() {
         Some("tag") => "tag",
         Some("params") => "params",
+        Some("run_at") => "run_at",
+        Some("interval_seconds") => "interval_seconds",
+        Some("start_at") => "start_at",
+        Some("cron") => "cron",
+        Some("timezone") => "timezone",
+        Some("catch_up") => "catch_up",
         _ => "flow_name",
     };
     let bytes = field.bytes().await?;

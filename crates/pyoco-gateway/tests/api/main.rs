@@ -17,6 +17,7 @@ mod runs_list;
 mod runs_submit;
 mod runs_watch;
 mod runs_yaml;
+mod schedules;
 mod task_modules;
 mod wheels;
 mod workers;

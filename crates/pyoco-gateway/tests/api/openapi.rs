@@ -40,6 +40,11 @@ const SERVED_ROUTES: &[(&str, &str)] = &[
     ("POST", "/dlq/{id}/replay"),
     ("GET", "/runs/{run_id}/logs"),
     ("GET", "/runs/{run_id}/logs/watch"),
+    ("POST", "/schedules/yaml"),
+    ("GET", "/schedules"),
+    ("GET", "/schedules/{schedule_id}/runs"),
+    ("PATCH", "/schedules/{schedule_id}"),
+    ("DELETE", "/schedules/{schedule_id}"),
     // Also served, undocumented: `DELETE /wheels/history`, always 404 `wheel not found` (what
     // 0.5.1 answers, its router taking `history` for a wheel name).
 ];
@@ -102,6 +107,7 @@ async fn the_document_lists_exactly_the_routes_served() {
         let concrete = path
             .replace("{run_id}", "no-such-run")
             .replace("{worker_id}", "no-such-worker")
+            .replace("{schedule_id}", "no-such-schedule")
             .replace("{wheel_name}", "no_such_wheel-1.0-py3-none-any.whl");
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let response = app

@@ -234,4 +234,23 @@ mod tests {
         assert_eq!(v["params"]["x"], 1);
         assert_eq!(v["cancel_requested_by"], serde_json::Value::Null);
     }
+
+    #[test]
+    fn the_jobs_schedule_id_reaches_the_snapshot_even_without_a_stored_one() {
+        let job = JobMessage::decode(
+            br#"{"run_id":"r1","flow_name":"main","tag":"cpu","tags":[],"params":{},"schedule_id":"s9","submitted_at":1}"#,
+            "default",
+        )
+        .unwrap();
+        let s = ownership_snapshot(None, &job, "w1", None, 5.0);
+        assert_eq!(s.extra["schedule_id"], "s9");
+        // A null schedule_id (0.7's plain submits) adds nothing.
+        let plain = JobMessage::decode(
+            br#"{"run_id":"r1","flow_name":"main","tag":"cpu","tags":[],"params":{},"schedule_id":null,"submitted_at":1}"#,
+            "default",
+        )
+        .unwrap();
+        let s = ownership_snapshot(None, &plain, "w1", None, 5.0);
+        assert!(!s.extra.contains_key("schedule_id"));
+    }
 }

@@ -76,6 +76,14 @@ pub(super) fn apply_job_metadata(s: &mut RunSnapshot, job: &JobMessage) {
     );
     s.workflow_yaml_bytes = Some(job.workflow_yaml_bytes.or(s.workflow_yaml_bytes.flatten()));
     s.params = job.params.clone();
+    // pyoco-server 0.7: a run a schedule dispatched names it in every snapshot.
+    if let Some(schedule_id) = job
+        .extra
+        .get("schedule_id")
+        .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+    {
+        s.extra.insert("schedule_id".into(), schedule_id.clone());
+    }
 }
 
 #[cfg(test)]
