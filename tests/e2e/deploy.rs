@@ -8,6 +8,10 @@
 //!   `nats-server -t`, and the three nodes, started on free ports, form a TLS cluster where a
 //!   client certificate maps to its user: a replicated (R3) KV bucket works for the worker's
 //!   certificate, the system account's user has no JetStream, and no certificate, no entry;
+//! - the units' commands, started as systemd would (their `Environment=` with an exported
+//!   `.env` on top, their working directory; paths moved into a temp dir) against a test NATS,
+//!   run the README flow on the worker named after the host, and both stop on SIGTERM with
+//!   success well within `TimeoutStopSec`;
 //! - the Dockerfile's stages, copied paths and binaries exist (no image is built here);
 //! - every `PYOCO_*` name in `deploy/` and `docs/deploy.md` is a setting of the table, or one
 //!   of [`PENDING_SETTINGS`] (being added in parallel, listed in docs/deploy.md).
@@ -630,4 +634,196 @@ fn setting_names_are_found_in_text() {
             "PYOCO_A1"
         ]
     );
+}
+
+/// What systemd would give the program of `unit` (a shipped file): its `ExecStart` (`%H` and
+/// `%i` expanded) and `WorkingDirectory`, and an environment of its `Environment=` lines with
+/// `exported` (the `.env`) on top, as `EnvironmentFile=` wins over `Environment=`. Paths under
+/// `/var/lib/pyoco-server` and `/opt/pyoco-tasks` are moved into `root`.
+fn as_systemd_starts(unit: &str, root: &Path, exported: &[(&str, String)]) -> Command {
+    let text = read(&deploy_dir().join("systemd").join(unit));
+    let local = |v: &str| {
+        v.replace("%H", "host-1")
+            .replace("%i", "etl")
+            .replace(
+                "/var/lib/pyoco-server",
+                &root.join("state").display().to_string(),
+            )
+            .replace(
+                "/opt/pyoco-tasks",
+                &root.join("tasks").display().to_string(),
+            )
+    };
+    let exec = local(unit_values(&text, "ExecStart")[0]);
+    let mut args = exec.split_whitespace();
+    let program = PathBuf::from(args.next().unwrap());
+    let binary = workspace_binary(program.file_name().unwrap().to_str().unwrap())
+        .expect("the binary (checked by the caller)");
+    let workdir = PathBuf::from(local(unit_values(&text, "WorkingDirectory")[0]));
+    // systemd creates the StateDirectory= before the start.
+    fs::create_dir_all(&workdir).unwrap();
+    let mut cmd = Command::new(binary);
+    cmd.args(args)
+        .current_dir(workdir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for assignment in unit_values(&text, "Environment") {
+        let (name, value) = assignment.split_once('=').unwrap();
+        cmd.env(name, local(value));
+    }
+    for (name, value) in exported {
+        cmd.env(name, value);
+    }
+    cmd
+}
+
+/// A process of the test, killed when dropped.
+struct Started {
+    child: Child,
+    name: &'static str,
+    log: PathBuf,
+}
+
+impl Started {
+    fn spawn(mut cmd: Command, name: &'static str, dir: &Path) -> Started {
+        let log = dir.join(format!("{name}.log"));
+        let out = fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Started { child, name, log }
+    }
+
+    fn output(&self) -> String {
+        format!("--- {} log\n{}", self.name, read(&self.log))
+    }
+
+    /// SIGTERM, as `systemctl stop`; the exit status within `within`.
+    async fn stop(&mut self, within: Duration) -> std::process::ExitStatus {
+        use nix::{
+            sys::signal::{kill, Signal},
+            unistd::Pid,
+        };
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop within {within:?} of SIGTERM\n{}",
+                self.name,
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unit_commands_run_a_flow_as_systemd_starts_them() {
+    if workspace_binary("pyoco-server").is_none() || workspace_binary("pyoco-worker").is_none() {
+        eprintln!(
+            "SKIPPED unit_commands_run_a_flow_as_systemd_starts_them: pyoco-server / \
+             pyoco-worker are not built (cargo build -p pyoco-cli)"
+        );
+        return;
+    }
+    let nats = pyoco_testkit::TestNats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    pyoco_testkit::write_task_module(
+        &root.join("tasks"),
+        pyoco_testkit::TASKS_MODULE,
+        pyoco_testkit::TASKS_PY,
+    );
+    let port = free_port();
+    // The part of an exported .env this test needs: its NATS, a free port, the test's Python
+    // (production: the venv in the data dir), the task module allowed.
+    let exported = [
+        ("PYOCO_NATS_URL", nats.url()),
+        ("PYOCO_HTTP_PORT", port.to_string()),
+        (
+            "PYOCO_PYTHON",
+            pyoco_testkit::python().display().to_string(),
+        ),
+        (
+            "PYOCO_TASK_MODULES",
+            pyoco_testkit::TASKS_MODULE.to_string(),
+        ),
+    ];
+    let mut gateway = Started::spawn(
+        as_systemd_starts("pyoco-gateway.service", root, &exported),
+        "gateway",
+        root,
+    );
+    let mut worker = Started::spawn(
+        as_systemd_starts("pyoco-worker.service", root, &exported),
+        "worker",
+        root,
+    );
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Up (/health, the containers' health check), then connected to NATS (/runs).
+    for path in ["/health", "/runs"] {
+        loop {
+            let answer = http.get(format!("{base}{path}")).send().await;
+            if answer.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no {path}\n{}", gateway.output());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let run_id =
+        pyoco_testkit::submit_yaml(&http, &base, crate::README_FLOW, "deploy", "default").await;
+    let run =
+        pyoco_testkit::wait_status(&http, &base, &run_id, crate::TERMINAL, crate::RUN_TIMEOUT)
+            .await;
+    assert_eq!(
+        run["status"],
+        "COMPLETED",
+        "{run}\n{}\n{}",
+        gateway.output(),
+        worker.output()
+    );
+    // The worker id is the host name (%H); the runner files are in the state directory.
+    assert_eq!(run["worker_id"], "host-1", "{run}");
+    assert!(root.join("state/runner").is_dir(), "{}", worker.output());
+    // Wheel sync is on (the unit's default), so the registry record says so.
+    let workers: serde_json::Value = http
+        .get(format!("{base}/workers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let record = workers
+        .as_array()
+        .and_then(|all| all.iter().find(|w| w["worker_id"] == "host-1"))
+        .unwrap_or_else(|| panic!("host-1 not in {workers}"));
+    assert_eq!(
+        record["wheel_sync"]["enabled"], true,
+        "wheel sync should be on: {record}"
+    );
+
+    // systemctl stop: both end on SIGTERM with success, well within TimeoutStopSec.
+    let status = worker.stop(Duration::from_secs(60)).await;
+    assert!(status.success(), "worker: {status}\n{}", worker.output());
+    let status = gateway.stop(Duration::from_secs(30)).await;
+    assert!(status.success(), "gateway: {status}\n{}", gateway.output());
 }
