@@ -10,8 +10,8 @@
 //!   certificate, the system account's user has no JetStream, and no certificate, no entry;
 //! - the units' commands, started as systemd would (their `Environment=` with an exported
 //!   `.env` on top, their working directory; paths moved into a temp dir) against a test NATS,
-//!   run the README flow on the worker named after the host, and both stop on SIGTERM with
-//!   success well within `TimeoutStopSec`;
+//!   run the README flow on the worker named after the host (and, for the tag `etl`, on the
+//!   template's instance `etl`), and all stop on SIGTERM with success within `TimeoutStopSec`;
 //! - the Dockerfile's stages, copied paths and binaries exist (no image is built here);
 //! - every `PYOCO_*` name in `deploy/` and `docs/deploy.md` is a setting of the table, or one
 //!   of [`PENDING_SETTINGS`] (being added in parallel, listed in docs/deploy.md).
@@ -773,6 +773,14 @@ async fn unit_commands_run_a_flow_as_systemd_starts_them() {
         "worker",
         root,
     );
+    // The template's instance `etl`, its worker-etl.env giving it the tag `etl`.
+    let mut etl_env = exported.to_vec();
+    etl_env.push(("PYOCO_WORKER_TAGS", "etl".to_string()));
+    let mut etl = Started::spawn(
+        as_systemd_starts("pyoco-worker@.service", root, &etl_env),
+        "worker@etl",
+        root,
+    );
 
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
@@ -821,9 +829,25 @@ async fn unit_commands_run_a_flow_as_systemd_starts_them() {
         "wheel sync should be on: {record}"
     );
 
-    // systemctl stop: both end on SIGTERM with success, well within TimeoutStopSec.
-    let status = worker.stop(Duration::from_secs(60)).await;
-    assert!(status.success(), "worker: {status}\n{}", worker.output());
+    // A run for `etl` goes to the instance, named <host>-<instance>, with its own data dir.
+    let run_id =
+        pyoco_testkit::submit_yaml(&http, &base, crate::README_FLOW, "deploy", "etl").await;
+    let run =
+        pyoco_testkit::wait_status(&http, &base, &run_id, crate::TERMINAL, crate::RUN_TIMEOUT)
+            .await;
+    assert_eq!(run["status"], "COMPLETED", "{run}\n{}", etl.output());
+    assert_eq!(run["worker_id"], "host-1-etl", "{run}");
+    assert!(
+        root.join("state/worker-etl/runner").is_dir(),
+        "{}",
+        etl.output()
+    );
+
+    // systemctl stop: all end on SIGTERM with success, well within TimeoutStopSec.
+    for w in [&mut worker, &mut etl] {
+        let status = w.stop(Duration::from_secs(60)).await;
+        assert!(status.success(), "{}: {status}\n{}", w.name, w.output());
+    }
     let status = gateway.stop(Duration::from_secs(30)).await;
     assert!(status.success(), "gateway: {status}\n{}", gateway.output());
 }
