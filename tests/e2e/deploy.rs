@@ -851,3 +851,112 @@ async fn unit_commands_run_a_flow_as_systemd_starts_them() {
     let status = gateway.stop(Duration::from_secs(30)).await;
     assert!(status.success(), "gateway: {status}\n{}", gateway.output());
 }
+
+/// The `ENV` assignments of each final stage and the stage it inherits from, by stage.
+fn dockerfile_env(dockerfile: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let joined = dockerfile.replace("\\\n", " ");
+    let mut stages: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for line in joined.lines() {
+        if let Some(from) = line.strip_prefix("FROM ") {
+            let mut words = from.split_whitespace();
+            let parent = words.next().unwrap_or_default().to_string();
+            let name = from.split(" AS ").nth(1).unwrap_or_default().to_string();
+            let inherited = stages
+                .iter()
+                .find(|(n, _)| *n == parent)
+                .map(|(_, env)| env.clone())
+                .unwrap_or_default();
+            stages.push((name, inherited));
+        } else if let Some(assignments) = line.strip_prefix("ENV ") {
+            let (_, env) = stages.last_mut().expect("ENV before FROM");
+            for a in assignments.split_whitespace() {
+                let (k, v) = a.split_once('=').expect("ENV NAME=value");
+                env.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+    stages
+}
+
+#[test]
+fn container_env_is_valid_settings() {
+    let dockerfile = read(&workspace_root().join("deploy/container/Dockerfile"));
+    let stages = dockerfile_env(&dockerfile);
+    for stage in ["gateway", "worker"] {
+        let (_, env) = stages
+            .iter()
+            .find(|(n, _)| n == stage)
+            .unwrap_or_else(|| panic!("no stage {stage}"));
+        let mut map: std::collections::HashMap<String, String> = env.iter().cloned().collect();
+        assert_eq!(
+            map.get("PYOCO_ENV_FILE").map(String::as_str),
+            Some("/etc/pyoco-server/pyoco.env"),
+            "{stage}: reads the mounted .env"
+        );
+        // The mounted file is not here; the image's own values must be valid settings.
+        map.insert("PYOCO_LOAD_DOTENV".into(), "0".into());
+        let loaded = pyoco_config::Settings::load(&pyoco_config::LoadOptions {
+            env: map,
+            cwd: "/var/lib/pyoco-server".into(),
+            home: Some("/var/lib/pyoco-server".into()),
+        });
+        let settings = loaded.unwrap_or_else(|e| panic!("{stage} image ENV: {e}"));
+        if stage == "gateway" {
+            assert_eq!(
+                settings.http_host, "0.0.0.0",
+                "{stage}: reachable from outside"
+            );
+        }
+    }
+}
+
+/// The exported `.env` writes each value bare, `'single-quoted'`, or `"double-quoted"` with
+/// the escapes `\\`, `\"` and `\$` only, which systemd's `EnvironmentFile=` reads to the same
+/// value (systemd.exec(5)); a newline, written `\n`, is the one exception docs/deploy.md
+/// names. This pins the exporter's quoting to that claim.
+#[test]
+fn exported_values_are_quoted_the_way_systemd_reads_them() {
+    let values = [
+        "nats://a:4222,nats://b:4222",
+        "p3pp3r with $pace and #hash",
+        "it's",
+        "back\\slash",
+        "ends with \\",
+        "say \"hi\" for $5",
+        "tab\there",
+        "",
+    ];
+    for value in values {
+        let quoted = pyoco_config::quote_value(value);
+        let bare = |c: char| c.is_ascii_alphanumeric() || "_./:@,+-".contains(c);
+        let ok = if !quoted.is_empty() && quoted.chars().all(bare) {
+            quoted == value
+        } else if let Some(inner) = quoted.strip_prefix('\'').and_then(|q| q.strip_suffix('\'')) {
+            !inner.contains('\'') && inner == value
+        } else if let Some(inner) = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+            // systemd's reading of a double-quoted value.
+            let mut read = String::new();
+            let mut chars = inner.chars();
+            let mut fine = true;
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some(e @ ('\\' | '"' | '$' | '`')) => read.push(e),
+                        _ => fine = false,
+                    },
+                    '"' => fine = false,
+                    c => read.push(c),
+                }
+            }
+            fine && read == value
+        } else {
+            quoted.is_empty() && value.is_empty()
+        };
+        assert!(
+            ok,
+            "{value:?} is exported as {quoted} (not read back the same by systemd)"
+        );
+    }
+    // The exception docs/deploy.md names.
+    assert_eq!(pyoco_config::quote_value("two\nlines"), "\"two\\nlines\"");
+}
