@@ -8,6 +8,7 @@ mod appliance;
 mod auth_interop;
 mod browser;
 mod dashboard;
+mod deploy;
 mod dlq;
 mod docs_references;
 mod hostile;
