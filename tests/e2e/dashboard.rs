@@ -751,7 +751,10 @@ async fn log_lines_and_state(client: &Client) -> (u64, String) {
         "return [document.querySelectorAll('#run-log .log-line').length, (document.getElementById('run-status') || {dataset: {}}).dataset.state || ''];",
     )
     .await;
-    (v[0].as_u64().unwrap_or(0), v[1].as_str().unwrap_or("").to_string())
+    (
+        v[0].as_u64().unwrap_or(0),
+        v[1].as_str().unwrap_or("").to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

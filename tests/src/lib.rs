@@ -51,6 +51,7 @@ mod hostile_yaml;
 #[cfg(feature = "app")]
 mod interop;
 pub mod procfs;
+pub mod secure_nats;
 #[cfg(feature = "app")]
 mod up;
 #[cfg(feature = "wheels")]

@@ -22,7 +22,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use pyoco_config::{AppDirs, Restarts, Settings};
 pub use pyoco_natsd::NatsServerConfig;
 use pyoco_natsd::{NatsState, NatsSupervisor};
-use pyoco_store::{SharedStore, StoreConfig};
+use pyoco_store::{NatsConnect, SharedStore, StoreConfig};
 use pyoco_worker::{Worker, WorkerConfig};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -508,8 +508,15 @@ impl Appliance {
     /// keeps reconnecting, so both survive a NATS restart on the same URL.
     fn connect_store(&mut self) {
         let url = self.status.borrow().nats_url.clone();
-        self.store = SharedStore::connect_in_background(
-            &url,
+        // The managed nats-server is plain and open (loopback); an external one gets the
+        // TLS and credentials settings.
+        let target = if self.managed_nats {
+            NatsConnect::url(url)
+        } else {
+            NatsConnect::from(&self.settings).with_url(url)
+        };
+        self.store = SharedStore::connect_in_background_with(
+            target,
             "pyoco-appliance",
             StoreConfig::from(&self.settings),
         );

@@ -23,7 +23,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pyoco_store::{CreateKeyError, Store, StoreConfig, StoreError, DEFAULT_CONNECT_TIMEOUT};
+use pyoco_store::{
+    CreateKeyError, NatsConnect, Store, StoreConfig, StoreError, DEFAULT_CONNECT_TIMEOUT,
+};
 use pyoco_wire::{is_valid_tenant_id, python};
 use serde_json::{json, Value};
 
@@ -111,8 +113,8 @@ pub fn main() -> ExitCode {
     };
     let pepper = settings.auth_pepper.clone().unwrap_or_default();
     let connect = || async {
-        Store::connect(
-            &settings.nats_url,
+        Store::connect_with(
+            &NatsConnect::from(&settings),
             "pyoco-admin-cli",
             StoreConfig::from(&settings),
             DEFAULT_CONNECT_TIMEOUT,

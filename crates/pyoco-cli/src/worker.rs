@@ -17,7 +17,7 @@ use std::{path::Path, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use pyoco_config::{spec, Settings};
-use pyoco_store::{SharedStore, StoreConfig};
+use pyoco_store::{NatsConnect, SharedStore, StoreConfig};
 use pyoco_worker::{Worker, WorkerConfig};
 use tokio::sync::watch;
 
@@ -208,12 +208,13 @@ async fn run(cli: Cli, settings: Settings) -> Result<Option<&'static str>, Failu
         let _ = rx.wait_for(Option::is_some).await;
     };
 
-    let store = SharedStore::connect_in_background(
-        &settings.nats_url,
+    let target = NatsConnect::from(&settings);
+    tracing::info!(url = %target.redacted_url(), "connecting to NATS");
+    let store = SharedStore::connect_in_background_with(
+        target,
         &format!("pyoco-nats-worker:{}", config.worker_id),
         StoreConfig::from(&settings),
     );
-    tracing::info!(url = %settings.nats_url, "connecting to NATS");
     let store = tokio::select! {
         store = store.wait_ready(Duration::from_secs(10 * 365 * 86_400)) => store?,
         _ = signalled(signal_rx.clone()) => return Ok(*signal_rx.borrow()),

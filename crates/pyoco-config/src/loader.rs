@@ -177,6 +177,10 @@ impl Settings {
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
+        let problems = nats_auth_problems(&effective);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { problems });
+        }
         let mut settings = Settings::from_values(values, effective, base).map_err(|name| {
             ConfigError::Invalid {
                 problems: vec![Problem::internal(name)],
@@ -245,4 +249,65 @@ fn effective_text(
         raw: spec.default.map(str::to_owned),
         source: Source::Default,
     }
+}
+
+/// Settings that only make sense together: a client certificate with its key, a user with a
+/// password, and one way to authenticate to NATS (the server accepts one).
+fn nats_auth_problems(effective: &[Effective]) -> Vec<Problem> {
+    let set = |name: &str| -> Option<(&'static Spec, &str, &Source)> {
+        let (spec, eff) = SPECS.iter().zip(effective).find(|(s, _)| s.name == name)?;
+        let raw = eff.raw.as_deref()?;
+        (!raw.trim().is_empty()).then_some((spec, raw, &eff.source))
+    };
+    let mut problems = Vec::new();
+    let mut pair = |a: &str, b: &str, what: &str| {
+        if let (Some((spec, raw, source)), None) = (set(a), set(b)) {
+            problems.push(Problem::new(
+                spec,
+                raw,
+                source,
+                format!("{b} is not set: {what}"),
+            ));
+        }
+    };
+    pair(
+        "PYOCO_NATS_TLS_CERT_FILE",
+        "PYOCO_NATS_TLS_KEY_FILE",
+        "a client certificate needs its key",
+    );
+    pair(
+        "PYOCO_NATS_TLS_KEY_FILE",
+        "PYOCO_NATS_TLS_CERT_FILE",
+        "a key without its certificate is of no use",
+    );
+    pair(
+        "PYOCO_NATS_USER",
+        "PYOCO_NATS_PASSWORD",
+        "a user name needs its password",
+    );
+    pair(
+        "PYOCO_NATS_PASSWORD",
+        "PYOCO_NATS_USER",
+        "a password needs its user name",
+    );
+    let ways: Vec<_> = [
+        "PYOCO_NATS_CREDS_FILE",
+        "PYOCO_NATS_NKEY_SEED_FILE",
+        "PYOCO_NATS_TOKEN",
+        "PYOCO_NATS_USER",
+    ]
+    .into_iter()
+    .filter_map(|name| set(name).map(|found| (name, found)))
+    .collect();
+    if let [(first, _), rest @ ..] = ways.as_slice() {
+        for (_, (spec, raw, source)) in rest {
+            problems.push(Problem::new(
+                spec,
+                raw,
+                source,
+                format!("{first} is set too: NATS takes one way to authenticate (credentials file, nkey seed, token, or user and password); unset one of them"),
+            ));
+        }
+    }
+    problems
 }

@@ -224,6 +224,10 @@ pub enum Kind {
     Program,
     /// The dotenv file: `~` expanded, relative to the working directory; empty disables.
     EnvFile,
+    /// An existing, readable file (a certificate, a key, credentials): `~` expanded, relative
+    /// to the working directory. Checked when the settings load, so a wrong path stops the
+    /// program with the setting's name instead of failing at the first connection.
+    File,
     /// A flow resolver, `module:function` or `path/file.py:function`, split at the last `:`
     /// (the runner's rule); the target is a file when it ends in `.py` or contains `/` or `\`.
     /// A file path is `~`-expanded and resolved against the working directory (the runners
@@ -282,6 +286,11 @@ impl Kind {
             Kind::Dirs => "directory paths separated by `:` (`~` expanded)".into(),
             Kind::Program => "a program path, or a command name looked up in PATH".into(),
             Kind::EnvFile => "a file path (`~` expanded; relative to the working directory)".into(),
+            Kind::File => {
+                "the path of an existing, readable file (`~` expanded; relative to the working \
+                 directory)"
+                    .into()
+            }
             Kind::FlowResolver => {
                 "module:function or path/file.py:function (a dotted function name is fine)".into()
             }

@@ -151,7 +151,52 @@ settings_table! {
     nats_url: String = PYOCO_NATS_URL {
         group: Nats, kind: Kind::NatsUrl, default: Some("nats://127.0.0.1:4222"), scope: Server,
         restarts: GatewayAndWorker,
-        help: "NATS server URL; several servers as a comma-separated list.",
+        help: "NATS server URL; several servers of a cluster as a comma-separated list (each may carry its own `user:pass@`; the rest of the cluster is discovered). `tls://` requires TLS.",
+    },
+    nats_tls_ca_file: Option<PathBuf> = PYOCO_NATS_TLS_CA_FILE {
+        group: Nats, kind: Kind::File, default: None, scope: Server,
+        restarts: GatewayAndWorker,
+        help: "PEM file of the CA(s) that signed the NATS servers' certificates (else the system's roots). Setting it turns TLS on.",
+    },
+    nats_tls_cert_file: Option<PathBuf> = PYOCO_NATS_TLS_CERT_FILE {
+        group: Nats, kind: Kind::File, default: None, scope: Server,
+        restarts: GatewayAndWorker,
+        help: "PEM client certificate for servers that verify clients (`verify: true`); needs PYOCO_NATS_TLS_KEY_FILE. Turns TLS on.",
+    },
+    nats_tls_key_file: Option<PathBuf> = PYOCO_NATS_TLS_KEY_FILE {
+        group: Nats, kind: Kind::File, default: None, scope: Server,
+        restarts: GatewayAndWorker,
+        help: "PEM private key of PYOCO_NATS_TLS_CERT_FILE.",
+    },
+    nats_tls_first: bool = PYOCO_NATS_TLS_FIRST {
+        group: Nats, kind: Kind::Bool, default: Some("false"), scope: Server,
+        restarts: GatewayAndWorker,
+        help: "Start with the TLS handshake before the server's INFO, for servers configured with `handshake_first` (they never answer a client that waits for INFO).",
+    },
+    nats_creds_file: Option<PathBuf> = PYOCO_NATS_CREDS_FILE {
+        group: Nats, kind: Kind::File, default: None, scope: Server,
+        restarts: GatewayAndWorker,
+        help: "NATS credentials file (`.creds`: user JWT and nkey seed, as `nsc` writes it). Only one of the credentials settings may be set.",
+    },
+    nats_nkey_seed_file: Option<PathBuf> = PYOCO_NATS_NKEY_SEED_FILE {
+        group: Nats, kind: Kind::File, default: None, scope: Server,
+        restarts: GatewayAndWorker,
+        help: "File holding a user nkey seed (`SU…`), for servers whose users are nkeys.",
+    },
+    nats_token: Option<String> = PYOCO_NATS_TOKEN {
+        group: Nats, kind: Kind::Secret, default: None, scope: Server,
+        restarts: GatewayAndWorker,
+        help: "Token for servers with token authentication.",
+    },
+    nats_user: Option<String> = PYOCO_NATS_USER {
+        group: Nats, kind: Kind::Text, default: None, scope: Server,
+        restarts: GatewayAndWorker,
+        help: "User name for servers with user/password authentication; with PYOCO_NATS_PASSWORD. A `user:pass@` in a URL wins for that server.",
+    },
+    nats_password: Option<String> = PYOCO_NATS_PASSWORD {
+        group: Nats, kind: Kind::Secret, default: None, scope: Server,
+        restarts: GatewayAndWorker,
+        help: "Password of PYOCO_NATS_USER.",
     },
 
     // ── Subjects & buckets ──────────────────────────────────────────────────────────────────

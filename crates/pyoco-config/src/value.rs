@@ -252,6 +252,11 @@ pub(crate) fn parse(kind: Kind, raw: &str, ctx: &Context<'_>) -> Result<Option<V
             }
             Value::Path(ctx.cwd.join(expand_tilde(text, ctx.home)?))
         }
+        Kind::File => {
+            let path = ctx.cwd.join(expand_tilde(text, ctx.home)?);
+            check_readable_file(&path)?;
+            Value::Path(path)
+        }
         Kind::FlowResolver => Value::Text(parse_flow_resolver(text, ctx)?),
     };
     Ok(Some(value))
@@ -499,6 +504,20 @@ fn check_host(text: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An existing file this process can open for reading.
+fn check_readable_file(path: &std::path::Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(format!("{} is a directory", path.display())),
+        Ok(_) => std::fs::File::open(path)
+            .map(drop)
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("no such file: {}", path.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
 }
 
 fn check_nats_urls(text: &str) -> Result<(), String> {

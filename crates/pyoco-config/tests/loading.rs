@@ -169,13 +169,20 @@ fn the_table_is_complete_and_consistent() {
         groups.windows(2).all(|w| w[0] <= w[1]),
         "table not in group order"
     );
-    // Only the pepper is secret; scopes as specified.
+    // The pepper and the NATS token and password are secret; scopes as specified.
     let secrets: Vec<_> = specs()
         .iter()
         .filter(|s| s.secret)
         .map(|s| s.name)
         .collect();
-    assert_eq!(secrets, ["PYOCO_AUTH_PEPPER"]);
+    assert_eq!(
+        secrets,
+        [
+            "PYOCO_NATS_TOKEN",
+            "PYOCO_NATS_PASSWORD",
+            "PYOCO_AUTH_PEPPER"
+        ]
+    );
     assert_eq!(spec("PYOCO_NATS_SERVER_BIN").unwrap().scope, Scope::Local);
     assert_eq!(spec("PYOCO_PYTHON").unwrap().scope, Scope::Server);
     assert_eq!(spec("PYOCO_ENV_FILE").unwrap().scope, Scope::ProcessEnv);
@@ -758,4 +765,69 @@ fn raw_and_source_of_unknown_names_are_none() {
     assert_eq!(s.source("PYOCO_NOPE"), None);
     assert_eq!(s.raw("PYOCO_AUTH_PEPPER"), None);
     assert_eq!(s.entries().count(), specs().len());
+}
+
+#[test]
+fn nats_files_must_exist_and_are_resolved_against_the_working_directory() {
+    let f = Fixture::new()
+        .file("certs/ca.pem", "-----BEGIN CERTIFICATE-----\n")
+        .file("home/nats.creds", "creds")
+        .env("PYOCO_NATS_TLS_CA_FILE", "certs/ca.pem")
+        .env("PYOCO_NATS_CREDS_FILE", "~/nats.creds");
+    let s = f.settings();
+    assert_eq!(s.nats_tls_ca_file, Some(f.cwd().join("certs/ca.pem")));
+    assert_eq!(s.nats_creds_file, Some(f.home().join("nats.creds")));
+    assert!(!s.nats_tls_first);
+
+    let text = Fixture::new()
+        .env("PYOCO_NATS_TLS_CA_FILE", "missing/ca.pem")
+        .error()
+        .to_string();
+    assert!(text.contains("PYOCO_NATS_TLS_CA_FILE"), "{text}");
+    assert!(text.contains("no such file:"), "{text}");
+    assert!(text.contains("missing/ca.pem"), "{text}");
+    let text = Fixture::new()
+        .file("d/x", "")
+        .env("PYOCO_NATS_NKEY_SEED_FILE", "d")
+        .error()
+        .to_string();
+    assert!(
+        text.contains("PYOCO_NATS_NKEY_SEED_FILE") && text.contains("is a directory"),
+        "{text}"
+    );
+}
+
+#[test]
+fn nats_settings_that_only_work_together_are_checked_together() {
+    let f = Fixture::new()
+        .file("c.pem", "x")
+        .env("PYOCO_NATS_TLS_CERT_FILE", "c.pem");
+    let text = f.error().to_string();
+    assert!(
+        text.contains("PYOCO_NATS_TLS_CERT_FILE")
+            && text.contains("PYOCO_NATS_TLS_KEY_FILE is not set"),
+        "{text}"
+    );
+    let text = Fixture::new()
+        .env("PYOCO_NATS_USER", "u")
+        .error()
+        .to_string();
+    assert!(text.contains("PYOCO_NATS_PASSWORD is not set"), "{text}");
+    // One way to authenticate; the secret is not shown.
+    let text = Fixture::new()
+        .env("PYOCO_NATS_TOKEN", "s3cret")
+        .env("PYOCO_NATS_USER", "u")
+        .env("PYOCO_NATS_PASSWORD", "p4ss")
+        .error()
+        .to_string();
+    assert!(
+        text.contains("PYOCO_NATS_USER") && text.contains("PYOCO_NATS_TOKEN is set too"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret") && !text.contains("p4ss"), "{text}");
+    let s = Fixture::new()
+        .env("PYOCO_NATS_USER", "u")
+        .env("PYOCO_NATS_PASSWORD", " p ")
+        .settings();
+    assert_eq!(s.nats_password.as_deref(), Some(" p "));
 }

@@ -139,7 +139,9 @@ fn input_of(kind: Kind) -> (&'static str, Option<&'static [&'static str]>) {
         ),
         Kind::DashboardLang => ("select", Some(&["auto", "en", "ja"])),
         Kind::Secret => ("secret", None),
-        Kind::Path | Kind::Dir | Kind::Dirs | Kind::Program | Kind::EnvFile => ("path", None),
+        Kind::Path | Kind::Dir | Kind::Dirs | Kind::Program | Kind::EnvFile | Kind::File => {
+            ("path", None)
+        }
         Kind::Port { .. } | Kind::Interval { .. } | Kind::Seconds | Kind::Integer { .. } => {
             ("number", None)
         }

@@ -127,6 +127,15 @@ impl AppState {
 
     /// The connected store, or `503 nats unavailable: NotConnected` before the first
     /// connection and `503 nats unavailable: Disconnected` while the connection is down.
+    /// Why this gateway never connected to NATS (the last attempt's error, naming the settings
+    /// to check), or `None` once it did (a later outage is answered per request instead).
+    pub fn nats_problem(&self) -> Option<String> {
+        if self.inner.ready.get().is_some() {
+            return None;
+        }
+        self.inner.shared.problem()
+    }
+
     pub fn store(&self) -> Result<&Store, ApiError> {
         if let Some(store) = self.inner.ready.get() {
             store.check_connected()?;

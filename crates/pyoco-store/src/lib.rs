@@ -16,6 +16,7 @@
 mod api_keys;
 mod bucket;
 mod config;
+mod connect;
 mod dlq;
 mod error;
 mod resources;
@@ -29,13 +30,14 @@ use async_nats::{
     connection::State,
     header::NATS_EXPECTED_STREAM,
     jetstream::{self, consumer},
-    ConnectOptions, HeaderMap,
+    HeaderMap,
 };
 use bytes::Bytes;
 
 pub use api_keys::CreateKeyError;
 pub use bucket::{next_entry, Bucket, Versioned};
 pub use config::StoreConfig;
+pub use connect::NatsConnect;
 pub use dlq::{DlqEntry, DlqState};
 pub use error::StoreError;
 pub use resources::consumer_config;
@@ -85,7 +87,17 @@ impl Store {
         cfg: StoreConfig,
         connect_timeout: Duration,
     ) -> Result<Store, StoreError> {
-        let client = connect_client(url, client_name, connect_timeout).await?;
+        Store::connect_with(&NatsConnect::url(url), client_name, cfg, connect_timeout).await
+    }
+
+    /// [`Store::connect`] as `target` says (several URLs, TLS, credentials).
+    pub async fn connect_with(
+        target: &NatsConnect,
+        client_name: &str,
+        cfg: StoreConfig,
+        connect_timeout: Duration,
+    ) -> Result<Store, StoreError> {
+        let client = connect_client_with(target, client_name, connect_timeout).await?;
         Store::from_client(client, cfg).await
     }
 
@@ -290,33 +302,43 @@ impl Store {
     }
 }
 
-/// Connect with the options every pyoco process uses: a client name, unlimited reconnects,
-/// and a bounded wait for the first connection.
+/// Connect to `url` with the options every pyoco process uses: a client name, unlimited
+/// reconnects, and a bounded wait for the first connection.
 pub async fn connect_client(
     url: &str,
     client_name: &str,
     connect_timeout: Duration,
 ) -> Result<async_nats::Client, StoreError> {
-    let options = ConnectOptions::new()
-        .name(client_name)
-        .max_reconnects(None)
-        .connection_timeout(connect_timeout.min(Duration::from_secs(5)))
-        .retry_on_initial_connect();
-    let client = options
-        .connect(url)
-        .await
-        .map_err(|err| StoreError::unavailable("ConnectError", err))?;
+    connect_client_with(&NatsConnect::url(url), client_name, connect_timeout).await
+}
+
+/// Connect as `target` says (URLs, TLS, credentials), retrying for up to `connect_timeout`;
+/// the error of the last attempt says which setting to look at. Once connected, the client
+/// reconnects forever (0.5.1 gives up after about two minutes, §14-21).
+pub async fn connect_client_with(
+    target: &NatsConnect,
+    client_name: &str,
+    connect_timeout: Duration,
+) -> Result<async_nats::Client, StoreError> {
     let deadline = tokio::time::Instant::now() + connect_timeout;
-    while client.connection_state() != State::Connected {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(StoreError::unavailable(
-                "ConnectTimeout",
-                format!("could not connect to {url} within {connect_timeout:?}"),
-            ));
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let attempt = left.clamp(Duration::from_millis(200), Duration::from_secs(5));
+        match target.connect_once(client_name, attempt).await {
+            Ok(client) => return Ok(client),
+            // A bad setting does not get better by waiting.
+            Err(err) if err.unavailable_kind() == Some("SettingsError") => return Err(err),
+            Err(err) if err.unavailable_kind() == Some("ServerParse") => return Err(err),
+            Err(err) => {
+                if tokio::time::Instant::now() + delay >= deadline {
+                    return Err(err);
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(client)
 }
 
 async fn open_bucket(

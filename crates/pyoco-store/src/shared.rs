@@ -10,37 +10,76 @@ use std::time::Duration;
 use async_nats::connection::State;
 use tokio::sync::watch;
 
-use crate::{Store, StoreConfig, StoreError};
+use crate::{NatsConnect, Store, StoreConfig, StoreError};
 
 /// A [`Store`] that becomes available once NATS answers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SharedStore {
     rx: watch::Receiver<Option<Store>>,
+    /// Why it is not connected yet (the last attempt's error), until the first connection.
+    problem: watch::Receiver<Option<String>>,
 }
+
+/// How often a connection that keeps failing the same way is reported again at error level.
+const REPEAT_ERROR_EVERY: Duration = Duration::from_secs(60);
 
 impl SharedStore {
     /// Start connecting to `url` in the background and return at once.
     pub fn connect_in_background(url: &str, client_name: &str, cfg: StoreConfig) -> SharedStore {
+        SharedStore::connect_in_background_with(NatsConnect::url(url), client_name, cfg)
+    }
+
+    /// Start connecting as `target` says (several URLs, TLS, credentials) in the background
+    /// and return at once. Each failed attempt is kept as [`SharedStore::problem`] and logged
+    /// at error level (once per distinct error, then every minute while it lasts), with the
+    /// settings to look at.
+    pub fn connect_in_background_with(
+        target: NatsConnect,
+        client_name: &str,
+        cfg: StoreConfig,
+    ) -> SharedStore {
         let (tx, rx) = watch::channel(None);
-        let url = url.to_string();
+        let (problem_tx, problem) = watch::channel(Some(format!(
+            "connecting to NATS at {}",
+            target.redacted_url()
+        )));
         let client_name = client_name.to_string();
         tokio::spawn(async move {
+            let url = target.redacted_url();
             let mut delay = Duration::from_millis(100);
+            let mut reported: Option<(String, tokio::time::Instant)> = None;
             let client = loop {
-                let options = async_nats::ConnectOptions::new()
-                    .name(&client_name)
-                    .max_reconnects(None)
-                    .connection_timeout(Duration::from_secs(2))
-                    .retry_on_initial_connect();
-                match options.connect(&url).await {
+                if tx.is_closed() {
+                    return;
+                }
+                match target
+                    .connect_once(&client_name, Duration::from_secs(2))
+                    .await
+                {
                     Ok(client) => break client,
                     Err(err) => {
-                        // Only a bad URL fails here; keep saying so.
-                        tracing::error!(%url, "cannot connect to NATS: {err}");
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        let text = err.to_string();
+                        let now = tokio::time::Instant::now();
+                        let repeat = match &reported {
+                            Some((last, at)) => *last == text && now - *at < REPEAT_ERROR_EVERY,
+                            None => false,
+                        };
+                        if repeat {
+                            tracing::debug!(%url, "still cannot connect to NATS: {text}");
+                        } else {
+                            tracing::error!(%url, "cannot connect to NATS: {text}");
+                            reported = Some((text.clone(), now));
+                        }
+                        let _ = problem_tx.send(Some(text));
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
                     }
                 }
             };
+            if reported.is_some() {
+                tracing::info!(%url, "connected to NATS");
+            }
+            let mut delay = Duration::from_millis(100);
             loop {
                 if tx.is_closed() {
                     return;
@@ -49,11 +88,14 @@ impl SharedStore {
                     match Store::from_client(client.clone(), cfg.clone()).await {
                         Ok(store) => {
                             tracing::info!(%url, "connected to NATS; JetStream resources ready");
+                            let _ = problem_tx.send(None);
                             let _ = tx.send(Some(store));
                             return;
                         }
                         Err(err) => {
-                            tracing::warn!(%url, "preparing JetStream resources failed, retrying: {err}")
+                            let text = format!("preparing JetStream resources failed: {err}");
+                            tracing::warn!(%url, "{text}; retrying");
+                            let _ = problem_tx.send(Some(text));
                         }
                     }
                 } else {
@@ -63,20 +105,37 @@ impl SharedStore {
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
         });
-        SharedStore { rx }
+        SharedStore { rx, problem }
+    }
+
+    /// Why the store was never ready (the last connection attempt's error, which names the
+    /// settings to check), or `None` once it connected — a later outage is not reported
+    /// here ([`SharedStore::get`] says `Disconnected` then).
+    pub fn problem(&self) -> Option<String> {
+        if self.rx.borrow().is_some() {
+            return None;
+        }
+        Some(
+            self.problem
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| "not connected to NATS".to_string()),
+        )
     }
 
     /// A store that never connects (a placeholder until the real one is known): `get` says
     /// "not connected" and `wait_ready` fails at once.
     pub fn disconnected() -> SharedStore {
         let (_tx, rx) = watch::channel(None);
-        SharedStore { rx }
+        let (_ptx, problem) = watch::channel(Some("not connected to NATS".to_string()));
+        SharedStore { rx, problem }
     }
 
     /// A store that is ready now (tests, and callers that connected themselves).
     pub fn ready(store: Store) -> SharedStore {
         let (_tx, rx) = watch::channel(Some(store));
-        SharedStore { rx }
+        let (_ptx, problem) = watch::channel(None);
+        SharedStore { rx, problem }
     }
 
     /// The store, if connected; `Unavailable("NotConnected")` before the first connection and

@@ -14,8 +14,19 @@ async fn gateway_without_nats() -> Gateway {
 }
 
 #[tokio::test]
-async fn health_is_ok_without_touching_nats() {
-    let gateway = gateway_without_nats().await;
+async fn health_is_ok_once_connected_without_touching_nats() {
+    let nats = pyoco_testkit::TestNats::start().await;
+    let settings = settings_for(&nats.url());
+    let store = SharedStore::connect_in_background(
+        &settings.nats_url,
+        "pyoco-http-api",
+        StoreConfig::from(&settings),
+    );
+    store
+        .wait_ready(std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    let gateway = Gateway::start(&settings, store).await;
     let response = gateway.get("/health").await;
     assert_eq!(
         response.headers()["content-type"].to_str().unwrap(),
@@ -23,6 +34,19 @@ async fn health_is_ok_without_touching_nats() {
     );
     let (status, body) = status_json(response).await;
     assert_eq!((status, body), (200, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn health_is_503_with_the_reason_while_nats_never_connected() {
+    let gateway = gateway_without_nats().await;
+    let (status, body) = status_json(gateway.get("/health").await).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("nats://127.0.0.1:1"),
+        "the URL it tries: {detail}"
+    );
 }
 
 #[tokio::test]
@@ -78,7 +102,7 @@ async fn nats_endpoints_say_not_connected_before_nats_is_there() {
 #[tokio::test]
 async fn graceful_shutdown_returns() {
     let mut gateway = gateway_without_nats().await;
-    assert_eq!(gateway.get("/health").await.status(), 200);
+    assert_eq!(gateway.get("/health").await.status(), 503);
     gateway.stop().await;
     assert!(gateway
         .http

@@ -49,7 +49,26 @@ async fn a_gateway_started_before_nats_answers_503_then_works() {
     let (settings, store) = shared_store(&format!("nats://127.0.0.1:{port}"));
     let gateway = Gateway::start(&settings, store).await;
 
-    assert_eq!(gateway.get("/health").await.status(), 200);
+    // Never connected: /health says so, with what to check (not 200 while every call fails).
+    let detail = eventually(
+        Duration::from_secs(10),
+        "/health naming the problem",
+        || async {
+            let (status, body) = status_json(gateway.get("/health").await).await;
+            assert_eq!(
+                (status, &body["status"]),
+                (503, &json!("unavailable")),
+                "{body}"
+            );
+            let detail = body["detail"].as_str()?.to_string();
+            detail.contains("cannot reach NATS").then_some(detail)
+        },
+    )
+    .await;
+    assert!(
+        detail.contains(&format!("nats://127.0.0.1:{port}")) && detail.contains("PYOCO_NATS_URL"),
+        "{detail}"
+    );
     let (status, body) =
         status_json(gateway.post_json("/runs", &json!({"flow_name": "f"})).await).await;
     assert_eq!(
@@ -59,6 +78,8 @@ async fn a_gateway_started_before_nats_answers_503_then_works() {
 
     let _nats = TestNats::start_with(|c| c.port = Some(port)).await;
     let run_id = submit_eventually(&gateway, "the gateway to submit once NATS is up").await;
+    let (status, body) = status_json(gateway.get("/health").await).await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
     let (status, body) = status_json(gateway.get(&format!("/runs/{run_id}")).await).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], json!("PENDING"));
