@@ -1743,6 +1743,8 @@ async fn logs_prints_the_lines_and_follows_them_until_the_run_ends() {
         "{}",
         missing.stderr
     );
+}
+
 #[tokio::test]
 async fn schedule_yaml_schedules_runs_pause_resume_and_delete() {
     let app = App::start().await;
