@@ -761,33 +761,33 @@ async fn log_lines_and_state(client: &Client) -> (u64, String) {
 async fn a_running_task_s_log_lines_appear_live_on_the_run_page() {
     let app = TestApp::start(AppOptions::default()).await;
     pyoco_testkit::write_task_module(&app.tasks_dir(), "dash_chatty", CHATTY_PY);
-    let yaml = "version: 1\nflow:\n  graph: |\n    chatty\ntasks:\n  chatty:\n    callable: dash_chatty:chatty\n    inputs: {n: 20}\n";
+    let yaml = "version: 1\nflow:\n  graph: |\n    chatty\ntasks:\n  chatty:\n    callable: dash_chatty:chatty\n    inputs: {n: 50}\n";
     let run_id = app.submit_yaml(yaml, "chatty", "default").await;
     let (_driver, client) = browser().await;
     client
         .goto(&format!("{}/#/runs/{run_id}", app.base_url()))
         .await
         .unwrap();
-    // Lines show up while the task still runs (20 lines take 2 s).
+    // Lines show up while the task still runs (50 lines take 5 s).
     let seen = eventually(T, "log lines while running", || async {
         let (n, state) = log_lines_and_state(&client).await;
         (n >= 3 && state == "running").then_some(n)
     })
     .await;
-    assert!(seen < 21, "seen before the end: {seen}");
+    assert!(seen < 51, "seen before the end: {seen}");
     shot(&client, "19-run-log-live").await;
     // All of them once the run ended, stderr marked as such, in order.
     wait_attr(&client, "#log-live", "data-state", "done").await;
     let (n, state) = log_lines_and_state(&client).await;
-    assert_eq!((n, state.as_str()), (21, "completed"));
+    assert_eq!((n, state.as_str()), (51, "completed"));
     let texts = js(
         &client,
         "return [...document.querySelectorAll('#run-log .log-line')].map(l => [l.dataset.stream, l.querySelector('.log-task').textContent, l.querySelector('.log-text').textContent]);",
     )
     .await;
     assert_eq!(texts[0], json!(["stdout", "chatty", "chatty line 0"]));
-    assert_eq!(texts[19], json!(["stdout", "chatty", "chatty line 19"]));
-    assert_eq!(texts[20], json!(["stderr", "chatty", "chatty done"]));
+    assert_eq!(texts[49], json!(["stdout", "chatty", "chatty line 49"]));
+    assert_eq!(texts[50], json!(["stderr", "chatty", "chatty done"]));
     // The stream filter.
     js(
         &client,

@@ -54,7 +54,7 @@ export function submitView(root, params, { navigate }) {
   // When: now (a run) or a schedule.
   const initialWhen = WHENS.includes(params.get("when")) ? params.get("when") : "now";
   const whenRadios = WHENS.map((w) =>
-    h("label", { class: "radio" }, h("input", { type: "radio", name: "when", value: w, id: `when-${w}`, checked: w === initialWhen }), h("span", {}, t(`when.${w}`)))
+    h("label", { class: "radio" }, h("input", { type: "radio", name: "when", value: w, id: `when-opt-${w}`, checked: w === initialWhen }), h("span", {}, t(`when.${w}`)))
   );
   const runAtInput = h("input", { type: "datetime-local", id: "when-run-at", step: 1, value: localText(new Date(Date.now() + 60_000)) });
   const intervalInput = h("input", { type: "number", id: "when-interval", min: 1, step: "any", value: 60, inputmode: "decimal" });
