@@ -775,6 +775,11 @@ async fn a_running_task_s_log_lines_appear_live_on_the_run_page() {
     })
     .await;
     assert!(seen < 51, "seen before the end: {seen}");
+    js(
+        &client,
+        "document.getElementById('run-logs').scrollIntoView(); return null;",
+    )
+    .await;
     shot(&client, "19-run-log-live").await;
     // All of them once the run ended, stderr marked as such, in order.
     wait_attr(&client, "#log-live", "data-state", "done").await;
@@ -795,6 +800,11 @@ async fn a_running_task_s_log_lines_appear_live_on_the_run_page() {
     )
     .await;
     assert_eq!(log_lines_and_state(&client).await.0, 1);
+    js(
+        &client,
+        "document.getElementById('run-logs').scrollIntoView(); return null;",
+    )
+    .await;
     shot(&client, "20-run-log-done").await;
     client.close().await.unwrap();
 }
