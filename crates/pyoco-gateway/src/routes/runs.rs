@@ -173,17 +173,7 @@ async fn submit_yaml(
         }
     };
     // 3. Routing tag (2. is auth, not here yet).
-    let tag = match form.tag.as_deref().map(py_strip) {
-        Some(t) if !t.is_empty() => t.to_string(),
-        _ => state.default_tag().to_string(),
-    };
-    pyoco_wire::validate_tag(&tag).map_err(|err| {
-        ApiError::with_reason(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid tag",
-            err.to_string(),
-        )
-    })?;
+    let tag = form_tag(&state, form.tag.as_deref())?;
     // 4. Size; 5. flow.yaml rules (§8) and the allowed modules.
     let (raw, workflow) = checked_workflow(&state, upload).await?;
     // 7. flow_name.
@@ -661,4 +651,21 @@ async fn add_worker_liveness(
 /// `str(uuid4())`.
 pub(crate) fn new_run_id() -> String {
     uuid::Uuid::new_v4().hyphenated().to_string()
+}
+
+/// The routing tag of a flow.yaml form: its `tag` part (whitespace stripped as Python does),
+/// else the default tag; 422 `invalid tag` when it breaks the tag rules.
+pub(super) fn form_tag(state: &AppState, tag: Option<&str>) -> Result<String, ApiError> {
+    let tag = match tag.map(py_strip) {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => state.default_tag().to_string(),
+    };
+    pyoco_wire::validate_tag(&tag).map_err(|err| {
+        ApiError::with_reason(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid tag",
+            err.to_string(),
+        )
+    })?;
+    Ok(tag)
 }

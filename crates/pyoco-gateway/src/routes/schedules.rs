@@ -349,17 +349,7 @@ async fn create_schedule(
             ))
         }
     };
-    let tag = match form.tag.as_deref().map(py_strip) {
-        Some(t) if !t.is_empty() => t.to_string(),
-        _ => state.default_tag().to_string(),
-    };
-    pyoco_wire::validate_tag(&tag).map_err(|err| {
-        ApiError::with_reason(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid tag",
-            err.to_string(),
-        )
-    })?;
+    let tag = super::runs::form_tag(&state, form.tag.as_deref())?;
     let (raw, workflow) = super::runs::checked_workflow(&state, upload).await?;
     let flow_name = py_strip(&flow_name).to_string();
     if flow_name.is_empty() {
