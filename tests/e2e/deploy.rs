@@ -13,8 +13,7 @@
 //!   run the README flow on the worker named after the host (and, for the tag `etl`, on the
 //!   template's instance `etl`), and all stop on SIGTERM with success within `TimeoutStopSec`;
 //! - the Dockerfile's stages, copied paths and binaries exist (no image is built here);
-//! - every `PYOCO_*` name in `deploy/` and `docs/deploy.md` is a setting of the table, or one
-//!   of [`PENDING_SETTINGS`] (being added in parallel, listed in docs/deploy.md).
+//! - every `PYOCO_*` name in `deploy/` and `docs/deploy.md` is a setting of the table.
 //!
 //! Without `systemd-analyze` (not a systemd distribution) the unit checks are skipped with a
 //! message; everything else always runs.
@@ -28,22 +27,6 @@ use std::{
 };
 
 use pyoco_testkit::{free_port, nats_server_bin, workspace_binary, workspace_root};
-
-/// Settings docs/deploy.md names that the settings table does not have yet (issue 16, parts
-/// 1–2, built in parallel). Once they exist in the table, this list may shrink; a name in it
-/// must appear in docs/deploy.md.
-const PENDING_SETTINGS: &[&str] = &[
-    "PYOCO_NATS_TLS_CA_FILE",
-    "PYOCO_NATS_TLS_CERT_FILE",
-    "PYOCO_NATS_TLS_KEY_FILE",
-    "PYOCO_NATS_TLS_FIRST",
-    "PYOCO_NATS_CREDS_FILE",
-    "PYOCO_NATS_NKEY_SEED_FILE",
-    "PYOCO_NATS_TOKEN",
-    "PYOCO_NATS_USER",
-    "PYOCO_NATS_PASSWORD",
-    "PYOCO_JETSTREAM_REPLICAS",
-];
 
 /// The units, as shipped, with the name each is verified under (a template needs an instance).
 const UNITS: &[(&str, &str)] = &[
@@ -572,12 +555,8 @@ fn every_setting_named_in_deploy_files_exists() {
         }
     }
     files.push(root.join(".dockerignore"));
-    let known = |name: &str| pyoco_config::spec(name).is_some() || PENDING_SETTINGS.contains(&name);
-    let all: Vec<&str> = pyoco_config::specs()
-        .iter()
-        .map(|s| s.name)
-        .chain(PENDING_SETTINGS.iter().copied())
-        .collect();
+    let known = |name: &str| pyoco_config::spec(name).is_some();
+    let all: Vec<&str> = pyoco_config::specs().iter().map(|s| s.name).collect();
 
     let mut seen = BTreeSet::new();
     let mut unknown = Vec::new();
@@ -598,19 +577,14 @@ fn every_setting_named_in_deploy_files_exists() {
     }
     assert!(
         unknown.is_empty(),
-        "names that are no setting (crates/pyoco-config/src/table.rs) and not listed as pending \
-         in tests/e2e/deploy.rs:\n{}",
+        "names that are no setting (crates/pyoco-config/src/table.rs):\n{}",
         unknown.join("\n")
     );
     // A scan that finds (almost) nothing is broken, not clean.
     assert!(seen.len() >= 20, "only {seen:?}");
 
-    // The pending names are the ones docs/deploy.md tells operators about.
+    // The guide covers every file it deploys.
     let doc = read(&root.join("docs/deploy.md"));
-    for name in PENDING_SETTINGS {
-        assert!(doc.contains(name), "docs/deploy.md does not name {name}");
-    }
-    // And the guide covers every file it deploys.
     for file in &files[1..] {
         let name = file.file_name().unwrap().to_str().unwrap();
         assert!(doc.contains(name), "docs/deploy.md does not mention {name}");

@@ -11,6 +11,7 @@ mod dashboard;
 mod deploy;
 mod dlq;
 mod docs_references;
+mod fleet;
 mod hostile;
 mod interop;
 mod module_graph;

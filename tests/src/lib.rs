@@ -24,7 +24,8 @@
 //! - [`UpServer`]: the built `pyoco-server up --with-nats` binary as a user starts it, in its
 //!   own home, project folder and data dir.
 //!
-//! Always: [`workspace_binary`] (the built `pyoco-client`/`pyoco-server` binaries),
+//! Always: [`TestCluster`] (a JetStream cluster of supervised nats-servers with routes, a node
+//! killed with -9 comes back), [`workspace_binary`] (the built `pyoco-client`/`pyoco-server` binaries),
 //! [`hold_port`] (keep a default port taken during a test), [`procfs`] (which processes are
 //! alive, their children and memory) and the merge-key bombs [`nested_merge_defaults`] and
 //! [`wide_merge_defaults`].
@@ -43,6 +44,7 @@ use pyoco_natsd::{NatsServerConfig, NatsSupervisor, RestartPolicy};
 
 #[cfg(feature = "app")]
 mod app;
+mod cluster;
 #[cfg(feature = "desktop")]
 mod desktop;
 #[cfg(feature = "app")]
@@ -59,6 +61,7 @@ mod wheels;
 
 #[cfg(feature = "app")]
 pub use app::{free_port, write_task_module, AppOptions, TestApp, TASKS_MODULE, TASKS_PY};
+pub use cluster::{ClusterNode, TestCluster};
 #[cfg(feature = "desktop")]
 pub use desktop::{desktop_options, start_desktop};
 #[cfg(feature = "app")]

@@ -508,18 +508,23 @@ impl Appliance {
     /// keeps reconnecting, so both survive a NATS restart on the same URL.
     fn connect_store(&mut self) {
         let url = self.status.borrow().nats_url.clone();
-        // The managed nats-server is plain and open (loopback); an external one gets the
-        // TLS and credentials settings.
+        // The managed nats-server is plain, open (loopback) and a single node; an external one
+        // gets the TLS, credentials and replica settings.
+        let mut cfg = StoreConfig::from(&self.settings);
         let target = if self.managed_nats {
+            if cfg.replicas > 1 {
+                tracing::info!(
+                    replicas = cfg.replicas,
+                    "PYOCO_JETSTREAM_REPLICAS is for a NATS cluster; the managed nats-server is \
+                     one node, so its streams keep one copy"
+                );
+            }
+            cfg.replicas = 1;
             NatsConnect::url(url)
         } else {
             NatsConnect::from(&self.settings).with_url(url)
         };
-        self.store = SharedStore::connect_in_background_with(
-            target,
-            "pyoco-appliance",
-            StoreConfig::from(&self.settings),
-        );
+        self.store = SharedStore::connect_in_background_with(target, "pyoco-appliance", cfg);
     }
 
     fn spawn_gateway(&mut self) -> Result<(), ApplianceError> {

@@ -202,6 +202,8 @@ pub enum Kind {
     Seconds,
     /// An integer ≥ `min`.
     Integer { min: u64 },
+    /// A JetStream replica count, 1..=5 (JetStream keeps at most five copies).
+    Replicas,
     /// `1/true/yes/on` or `0/false/no/off`, case-insensitive.
     Bool,
     /// `none` or `api_key`.
@@ -272,6 +274,7 @@ impl Kind {
             Kind::Interval { .. } => "a number of seconds > 0".into(),
             Kind::Seconds => "a number of seconds ≥ 0".into(),
             Kind::Integer { min } => format!("an integer ≥ {min}"),
+            Kind::Replicas => "1, 3 or 5 (any of 1..5; JetStream keeps at most five copies)".into(),
             Kind::Bool => "1/true/yes/on or 0/false/no/off".into(),
             Kind::AuthMode => "none or api_key".into(),
             Kind::LogLevel => "trace, debug, info, warning, error or critical".into(),

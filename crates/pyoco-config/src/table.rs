@@ -198,6 +198,11 @@ settings_table! {
         restarts: GatewayAndWorker,
         help: "Password of PYOCO_NATS_USER.",
     },
+    jetstream_replicas: u64 = PYOCO_JETSTREAM_REPLICAS {
+        group: Nats, kind: Kind::Replicas, default: Some("1"), scope: Server,
+        restarts: GatewayAndWorker,
+        help: "Copies JetStream keeps of every stream, KV bucket and object store we create (3 on a 3-node cluster survives the loss of one node; at most the number of servers). Applied when a resource is created: an existing one keeps its count, with a warning.",
+    },
 
     // ── Subjects & buckets ──────────────────────────────────────────────────────────────────
     work_subject_prefix: String = PYOCO_WORK_SUBJECT_PREFIX {

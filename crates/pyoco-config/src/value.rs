@@ -208,6 +208,16 @@ pub(crate) fn parse(kind: Kind, raw: &str, ctx: &Context<'_>) -> Result<Option<V
             }
             Value::Uint(u64::try_from(n).map_err(|_| "too large".to_owned())?)
         }
+        Kind::Replicas => {
+            let n = parse_int(text)?;
+            if !(1..=5).contains(&n) {
+                return Err(
+                    "must be 1..5: JetStream keeps at most five copies (1, 3 or 5 are usual)"
+                        .into(),
+                );
+            }
+            Value::Uint(n as u64)
+        }
         Kind::Bool => Value::Bool(parse_bool(text).ok_or("not a boolean word")?),
         Kind::AuthMode => Value::AuthMode(match text.to_ascii_lowercase().as_str() {
             "none" => AuthMode::None,

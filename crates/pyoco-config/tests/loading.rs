@@ -652,6 +652,9 @@ fn each_listed_bad_value_is_rejected() {
         ("PYOCO_LOAD_DOTENV", "sometimes"),
         ("PYOCO_HTTP_HOST", "my host"),
         ("PYOCO_WORKER_ID", "w 1"),
+        ("PYOCO_JETSTREAM_REPLICAS", "0"),
+        ("PYOCO_JETSTREAM_REPLICAS", "6"),
+        ("PYOCO_JETSTREAM_REPLICAS", "three"),
     ];
     for (name, value) in cases {
         let f = Fixture::new().env(name, value);

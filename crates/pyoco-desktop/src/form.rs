@@ -138,6 +138,7 @@ fn input_of(kind: Kind) -> (&'static str, Option<&'static [&'static str]>) {
             Some(&["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]),
         ),
         Kind::DashboardLang => ("select", Some(&["auto", "en", "ja"])),
+        Kind::Replicas => ("select", Some(&["1", "2", "3", "4", "5"])),
         Kind::Secret => ("secret", None),
         Kind::Path | Kind::Dir | Kind::Dirs | Kind::Program | Kind::EnvFile | Kind::File => {
             ("path", None)

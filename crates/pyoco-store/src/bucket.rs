@@ -52,6 +52,28 @@ impl Bucket {
             })
     }
 
+    /// [`Bucket::create`] of a fresh key (a new run id), retried through a leader election
+    /// ([`crate::through_election`]). A retry that finds the key holding exactly `value` means
+    /// an earlier attempt landed although its answer was lost: that is success.
+    pub async fn create_new(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        let mut retried = false;
+        crate::through_election(|| {
+            let attempt = retried;
+            retried = true;
+            let value = value.clone();
+            async move {
+                match self.create(key, value.clone()).await {
+                    Err(StoreError::Conflict(_)) if attempt => match self.get(key).await? {
+                        Some(entry) if entry.value == value => Ok(entry.revision),
+                        _ => Err(StoreError::Conflict(key.to_string())),
+                    },
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+
     /// Write `key` only if its current revision is `revision`. `Conflict` when another writer
     /// got there first.
     pub async fn update(

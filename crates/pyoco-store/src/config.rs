@@ -47,6 +47,9 @@ pub struct StoreConfig {
     pub wheel_max_bytes: i64,
     /// Timeout of one JetStream API request (nats-py's default is 5 s).
     pub request_timeout: Duration,
+    /// `PYOCO_JETSTREAM_REPLICAS`: copies of every stream, KV bucket and object store we create
+    /// (0.5.1 always creates one). Durable consumers follow their stream.
+    pub replicas: usize,
 }
 
 impl Default for StoreConfig {
@@ -82,6 +85,7 @@ impl Default for StoreConfig {
             wheel_bucket: "pyoco_wheels".into(),
             wheel_max_bytes: 536_870_912,
             request_timeout: Duration::from_secs(5),
+            replicas: 1,
         }
     }
 }
@@ -139,6 +143,7 @@ impl From<&pyoco_config::Settings> for StoreConfig {
             schedules_bucket: s.yaml_schedules_kv_bucket.clone(),
             wheel_bucket: s.wheel_object_store_bucket.clone(),
             wheel_max_bytes: int(s.wheel_max_bytes),
+            replicas: usize::try_from(s.jetstream_replicas).map_or(1, |n| n.clamp(1, 5)),
             ..StoreConfig::default()
         }
     }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use async_nats::{
     connection::State,
-    header::NATS_EXPECTED_STREAM,
+    header::{NATS_EXPECTED_STREAM, NATS_MESSAGE_ID},
     jetstream::{self, consumer},
     HeaderMap,
 };
@@ -108,18 +108,23 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(cfg.request_timeout);
-        resources::ensure_stream(&js, resources::work_stream_config(&cfg)).await?;
-        resources::ensure_stream(&js, resources::dlq_stream_config(&cfg)).await?;
-        resources::ensure_stream(&js, resources::task_logs_stream_config(&cfg)).await?;
-        let runs = open_bucket(&js, &cfg.runs_bucket, Duration::ZERO).await?;
-        let workers = open_bucket(&js, &cfg.workers_bucket, cfg.workers_ttl).await?;
-        let auth = open_bucket(&js, &cfg.auth_bucket, Duration::ZERO).await?;
+        for want in [
+            resources::work_stream_config(&cfg),
+            resources::dlq_stream_config(&cfg),
+            resources::task_logs_stream_config(&cfg),
+        ] {
+            resources::ensure_stream(&js, want).await?;
+        }
+        let runs = open_bucket(&js, &cfg, &cfg.runs_bucket, Duration::ZERO).await?;
+        let workers = open_bucket(&js, &cfg, &cfg.workers_bucket, cfg.workers_ttl).await?;
+        let auth = open_bucket(&js, &cfg, &cfg.auth_bucket, Duration::ZERO).await?;
         let wheel_history =
-            open_bucket(&js, &cfg.wheel_history_bucket, cfg.wheel_history_ttl).await?;
-        let dlq_replays = open_bucket(&js, &cfg.dlq_replays_bucket, cfg.dlq_max_age).await?;
-        let workflows = open_bucket(&js, &cfg.workflows_bucket, cfg.workflow_keep).await?;
+            open_bucket(&js, &cfg, &cfg.wheel_history_bucket, cfg.wheel_history_ttl).await?;
+        let dlq_replays = open_bucket(&js, &cfg, &cfg.dlq_replays_bucket, cfg.dlq_max_age).await?;
+        let workflows = open_bucket(&js, &cfg, &cfg.workflows_bucket, cfg.workflow_keep).await?;
         let schedules = open_bucket_with_history(
             &js,
+            &cfg,
             &cfg.schedules_bucket,
             SCHEDULES_HISTORY,
             Duration::ZERO,
@@ -238,6 +243,34 @@ impl Store {
         .await
     }
 
+    /// Publish the job of the new run `run_id` on `<prefix>.<tag>`, with `Nats-Msg-Id: <run_id>`
+    /// so the stream stores it once however often it is sent (within its duplicate window),
+    /// retrying through a leader election ([`through_election`]).
+    pub async fn publish_new_job(
+        &self,
+        tag: &str,
+        run_id: &str,
+        payload: Bytes,
+    ) -> Result<(), StoreError> {
+        let subject = self.inner.cfg.work_subject(tag);
+        let stream = self.inner.cfg.work_stream.as_str();
+        through_election(|| async {
+            self.check_connected()?;
+            let mut headers = HeaderMap::new();
+            headers.insert(NATS_EXPECTED_STREAM, stream);
+            headers.insert(NATS_MESSAGE_ID, run_id);
+            let ack = self
+                .inner
+                .js
+                .publish_with_headers(subject.clone(), headers, payload.clone())
+                .await
+                .map_err(nats)?;
+            ack.await.map_err(nats)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn publish_to_stream(
         &self,
         subject: String,
@@ -302,6 +335,44 @@ impl Store {
     }
 }
 
+/// How long [`through_election`] keeps trying while a stream elects a leader (JetStream's
+/// election timeout is 4–9 s after a node dies without warning).
+pub const ELECTION_RETRY_FOR: Duration = Duration::from_secs(12);
+
+/// How long [`through_election`] waits for a lost connection to come back.
+const RECONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// Run `op` until it succeeds, retrying while the error is one a leader election or a move to
+/// another server of the cluster causes: no responders or no answer in time (for up to
+/// [`ELECTION_RETRY_FOR`]), not connected (for up to 2 s: a server that is gone gets a 503
+/// soon, as in 0.5.1). Other errors (a conflict, a bad request) return at once. `op` must be
+/// safe to repeat (a message id, a compare-and-set).
+pub async fn through_election<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let err = match op().await {
+            Ok(value) => return Ok(value),
+            Err(err) => err,
+        };
+        let give_up_at = match err.unavailable_kind() {
+            Some("Disconnected" | "BrokenPipe" | "NotConnected") => started + RECONNECT_GRACE,
+            Some(_) => started + ELECTION_RETRY_FOR,
+            None => return Err(err),
+        };
+        if tokio::time::Instant::now() + delay >= give_up_at {
+            return Err(err);
+        }
+        tracing::debug!("retrying through a NATS leader election: {err}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
 /// Connect to `url` with the options every pyoco process uses: a client name, unlimited
 /// reconnects, and a bounded wait for the first connection.
 pub async fn connect_client(
@@ -343,10 +414,11 @@ pub async fn connect_client_with(
 
 async fn open_bucket(
     js: &jetstream::Context,
+    cfg: &StoreConfig,
     bucket: &str,
     ttl: Duration,
 ) -> Result<Bucket, StoreError> {
-    open_bucket_with_history(js, bucket, 1, ttl).await
+    open_bucket_with_history(js, cfg, bucket, 1, ttl).await
 }
 
 /// History of the schedules bucket, as pyoco-server 0.7 creates it.
@@ -354,11 +426,13 @@ const SCHEDULES_HISTORY: i64 = 5;
 
 async fn open_bucket_with_history(
     js: &jetstream::Context,
+    cfg: &StoreConfig,
     bucket: &str,
     history: i64,
     ttl: Duration,
 ) -> Result<Bucket, StoreError> {
-    resources::ensure_stream(js, resources::kv_stream_config(bucket, history, ttl)).await?;
+    let want = resources::kv_stream_config(bucket, history, ttl, cfg.replicas);
+    resources::ensure_stream(js, want).await?;
     let kv = js.get_key_value(bucket).await.map_err(nats)?;
     Ok(Bucket::new(kv))
 }
@@ -367,7 +441,8 @@ async fn open_wheel_registry(
     js: &jetstream::Context,
     cfg: &StoreConfig,
 ) -> Result<WheelRegistry, StoreError> {
-    let want = resources::object_stream_config(&cfg.wheel_bucket, cfg.wheel_max_bytes);
+    let want =
+        resources::object_stream_config(&cfg.wheel_bucket, cfg.wheel_max_bytes, cfg.replicas);
     let stream = resources::ensure_stream(js, want).await?;
     let objects = ObjectStore::new(js.clone(), stream, &cfg.wheel_bucket, cfg.request_timeout);
     Ok(WheelRegistry::new(objects, cfg.wheel_max_bytes))

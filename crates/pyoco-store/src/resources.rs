@@ -24,7 +24,7 @@ pub(crate) fn work_stream_config(cfg: &StoreConfig) -> stream::Config {
         subjects: vec![format!("{}.>", cfg.work_subject_prefix)],
         retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
-        num_replicas: 1,
+        num_replicas: cfg.replicas,
         ..Default::default()
     }
 }
@@ -35,7 +35,7 @@ pub(crate) fn dlq_stream_config(cfg: &StoreConfig) -> stream::Config {
         subjects: vec![format!("{}.>", cfg.dlq_subject_prefix)],
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
-        num_replicas: 1,
+        num_replicas: cfg.replicas,
         max_age: cfg.dlq_max_age,
         max_messages: cfg.dlq_max_msgs,
         max_bytes: cfg.dlq_max_bytes,
@@ -51,7 +51,7 @@ pub(crate) fn task_logs_stream_config(cfg: &StoreConfig) -> stream::Config {
         subjects: vec![format!("{}.>", cfg.task_logs_subject_prefix)],
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
-        num_replicas: 1,
+        num_replicas: cfg.replicas,
         max_age: cfg.task_log_max_age,
         max_bytes: cfg.task_log_stream_max_bytes,
         discard: DiscardPolicy::Old,
@@ -61,8 +61,13 @@ pub(crate) fn task_logs_stream_config(cfg: &StoreConfig) -> stream::Config {
 
 /// A KV bucket's stream as nats-py's `create_key_value` makes it (contract §1.3):
 /// rollup allowed, delete denied, discard new, history as max msgs per subject, TTL as max age,
-/// duplicate window `min(120 s, ttl)`, **no** direct get.
-pub(crate) fn kv_stream_config(bucket: &str, history: i64, ttl: Duration) -> stream::Config {
+/// duplicate window `min(120 s, ttl)`, **no** direct get; `replicas` copies (nats-py: 1).
+pub(crate) fn kv_stream_config(
+    bucket: &str,
+    history: i64,
+    ttl: Duration,
+    replicas: usize,
+) -> stream::Config {
     let two_minutes = Duration::from_secs(120);
     let duplicate_window = if ttl.is_zero() {
         two_minutes
@@ -79,15 +84,19 @@ pub(crate) fn kv_stream_config(bucket: &str, history: i64, ttl: Duration) -> str
         deny_delete: true,
         discard: DiscardPolicy::New,
         storage: StorageType::File,
-        num_replicas: 1,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
 
 /// The wheel object store's stream as nats-py's `create_object_store(bucket=…, max_bytes=…)`
 /// makes it (contract §1.4): chunk and meta subjects, `max_bytes` (0 ⇒ unlimited), discard
-/// new, rollup and direct get allowed, no max age, file storage, one replica.
-pub(crate) fn object_stream_config(bucket: &str, max_bytes: i64) -> stream::Config {
+/// new, rollup and direct get allowed, no max age, file storage, `replicas` copies (nats-py: 1).
+pub(crate) fn object_stream_config(
+    bucket: &str,
+    max_bytes: i64,
+    replicas: usize,
+) -> stream::Config {
     stream::Config {
         name: crate::wheels::stream_name(bucket),
         subjects: vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")],
@@ -96,7 +105,7 @@ pub(crate) fn object_stream_config(bucket: &str, max_bytes: i64) -> stream::Conf
         allow_rollup: true,
         allow_direct: true,
         storage: StorageType::File,
-        num_replicas: 1,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
@@ -138,7 +147,36 @@ pub(crate) async fn ensure_stream(
             {
                 js.get_stream(&want.name).await.map_err(nats)
             }
-            Err(err) => Err(nats(err)),
+            Err(err) => match err.kind() {
+                CreateStreamErrorKind::JetStream(ref e)
+                    if e.error_code() == ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED =>
+                {
+                    Err(StoreError::unavailable(
+                        "SettingsError",
+                        format!(
+                            "stream {} cannot be created with {} replicas: the NATS server is not \
+                             part of a JetStream cluster; set PYOCO_JETSTREAM_REPLICAS=1 ({e})",
+                            want.name, want.num_replicas
+                        ),
+                    ))
+                }
+                CreateStreamErrorKind::JetStream(ref e)
+                    if want.num_replicas > 1
+                        && e.error_code() == ErrorCode::INSUFFICIENT_RESOURCES =>
+                {
+                    // Fewer servers than replicas now (a node is down, or the cluster is
+                    // smaller than the setting): retried, as a node may come back.
+                    Err(StoreError::unavailable(
+                        "InsufficientResources",
+                        format!(
+                            "stream {} needs {} servers with JetStream (PYOCO_JETSTREAM_REPLICAS) \
+                             and the cluster has fewer available: {e}",
+                            want.name, want.num_replicas
+                        ),
+                    ))
+                }
+                _ => Err(nats(err)),
+            },
         },
         Err(err) => Err(nats(err)),
     }
@@ -213,6 +251,17 @@ fn warn_stream_differences(want: &stream::Config, have: &stream::Config) {
         diffs.push(format!(
             "discard {:?} (we would use {:?})",
             have.discard, want.discard
+        ));
+    }
+    // The server reports 0 for "one" on some versions.
+    if want.num_replicas.max(1) != have.num_replicas.max(1) {
+        diffs.push(format!(
+            "replicas {} (PYOCO_JETSTREAM_REPLICAS says {}; change it with `nats stream edit {} \
+             --replicas {}`)",
+            have.num_replicas.max(1),
+            want.num_replicas.max(1),
+            want.name,
+            want.num_replicas.max(1)
         ));
     }
     if !diffs.is_empty() {

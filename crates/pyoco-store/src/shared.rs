@@ -94,7 +94,23 @@ impl SharedStore {
                         }
                         Err(err) => {
                             let text = format!("preparing JetStream resources failed: {err}");
-                            tracing::warn!(%url, "{text}; retrying");
+                            let now = tokio::time::Instant::now();
+                            let repeat = match &reported {
+                                Some((last, at)) => *last == text && now - *at < REPEAT_ERROR_EVERY,
+                                None => false,
+                            };
+                            if repeat {
+                                tracing::debug!(%url, "{text}; retrying");
+                            } else if err.unavailable_kind() == Some("SettingsError") {
+                                // A setting that cannot work with this server (replicas on a
+                                // single node): an operator has to act.
+                                tracing::error!(%url, "{text}; retrying");
+                            } else {
+                                tracing::warn!(%url, "{text}; retrying");
+                            }
+                            if !repeat {
+                                reported = Some((text.clone(), now));
+                            }
                             let _ = problem_tx.send(Some(text));
                         }
                     }

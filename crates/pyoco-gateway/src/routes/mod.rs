@@ -63,7 +63,7 @@ pub(crate) fn protected(state: &AppState) -> Router<AppState> {
         ))
 }
 
-pub(crate) use runs::{new_run_id, submit_scheduled_run};
+pub(crate) use runs::submit_scheduled_run;
 
 /// 404 `{"detail":"Not Found"}` for unknown paths, like Starlette.
 pub(crate) async fn not_found() -> ApiError {

@@ -16,7 +16,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use pyoco_store::Store;
+use pyoco_store::{Store, StoreError};
 use pyoco_wire::{
     python::{self, py_strip, truthy},
     JobMessage, NewRun, RunSnapshot, WorkerRecord, WorkflowUpload,
@@ -396,7 +396,7 @@ pub(super) async fn submit_new_run_with(
     run: NewRun,
     extra: Map<String, Value>,
 ) -> Result<PyJson<Submitted>, ApiError> {
-    submit_with_extras(state, run, extra, Map::new()).await
+    submit_with_extras(state, run, extra, Map::new(), false).await
 }
 
 /// A run a schedule dispatches (pyoco-server 0.7): the job and every snapshot carry
@@ -411,16 +411,20 @@ pub(crate) async fn submit_scheduled_run(
     let mut extra = Map::new();
     extra.insert("schedule_id".into(), Value::String(schedule_id.to_string()));
     extra.insert("scheduled_at".into(), python::float_value(slot));
-    let PyJson(submitted) = submit_with_extras(state, run, extra.clone(), extra).await?;
+    let PyJson(submitted) = submit_with_extras(state, run, extra.clone(), extra, true).await?;
     Ok(submitted)
 }
 
 /// [`submit_new_run`] with `extra` keys in the PENDING snapshot and `job_extra` in the job.
+/// `slot_run`: the run id is a schedule slot's (the same on every gateway), so finding it
+/// taken means the slot was dispatched already: the job is published again, deduplicated by
+/// the stream, instead of a 409.
 async fn submit_with_extras(
     state: &AppState,
     run: NewRun,
     extra: Map<String, Value>,
     job_extra: Map<String, Value>,
+    slot_run: bool,
 ) -> Result<PyJson<Submitted>, ApiError> {
     if run.flow_name.len() > pyoco_wire::MAX_FLOW_NAME_BYTES {
         return Err(ApiError::with_reason(
@@ -449,8 +453,12 @@ async fn submit_with_extras(
         ..
     } = run;
 
-    let revision = match store.runs().create(&run_id, snapshot.clone()).await {
-        Ok(revision) => revision,
+    let revision = match store.runs().create_new(&run_id, snapshot.clone()).await {
+        Ok(revision) => Some(revision),
+        // A schedule slot's run id is the same on every gateway: another gateway dispatched
+        // this slot and may have died before it published the job or advanced the schedule.
+        // Publish again (the stream keeps one job per run id) and report the run.
+        Err(StoreError::Conflict(_)) if slot_run => None,
         Err(err) => {
             tracing::warn!(%run_id, %flow_name, %tag, "submit failed writing the snapshot: {err}");
             if err.unavailable_kind().is_some() {
@@ -460,15 +468,19 @@ async fn submit_with_extras(
             return Err(err.into());
         }
     };
-    if let Err(err) = store.publish_job(&tag, Bytes::from(job)).await {
+    if let Err(err) = store.publish_new_job(&tag, &run_id, Bytes::from(job)).await {
         tracing::warn!(%run_id, %flow_name, %tag, "submit failed publishing the job: {err}");
-        forget_snapshot(store, &run_id).await;
+        if revision.is_some() {
+            forget_snapshot(store, &run_id).await;
+        }
         return Err(err.into());
     }
     // Read-your-writes: the submitter's next `GET /runs` lists it, watch or no watch yet.
-    state
-        .run_index()
-        .insert_submitted(&run_id, &snapshot, revision);
+    if let Some(revision) = revision {
+        state
+            .run_index()
+            .insert_submitted(&run_id, &snapshot, revision);
+    }
     tracing::debug!(%run_id, %flow_name, %tag, "run submitted");
     Ok(PyJson(Submitted {
         run_id,

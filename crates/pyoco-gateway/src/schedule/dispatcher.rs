@@ -360,6 +360,17 @@ async fn finish(
     tracing::warn!(schedule_id = %id, "gave up advancing a schedule after repeated conflicts");
 }
 
+/// The run id of a schedule's slot: a UUID (version 5) of the schedule id and the slot, the
+/// same on every gateway. When a gateway dies between submitting a slot's run and advancing
+/// the schedule (or the advance is lost in a NATS leader election), the gateway that takes the
+/// slot over after the lease finds the run already there and does not start a second one.
+pub(crate) fn slot_run_id(schedule_id: &str, slot: f64) -> String {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x8a4f_3c2e_5d1b_4e8f_9a7c_6b5d_4e3f_2a1b);
+    uuid::Uuid::new_v5(&NAMESPACE, format!("{schedule_id}@{slot:.6}").as_bytes())
+        .hyphenated()
+        .to_string()
+}
+
 /// Submit the schedule's run; the run id, or `<ExcClass>: <msg>` as 0.7 stores it.
 async fn submit(state: &AppState, schedule: &Schedule, slot: f64) -> Result<String, String> {
     let text = schedule.str("workflow_yaml").unwrap_or("").to_string();
@@ -385,7 +396,7 @@ async fn submit(state: &AppState, schedule: &Schedule, slot: f64) -> Result<Stri
         _ => Default::default(),
     };
     let run = NewRun {
-        run_id: crate::routes::new_run_id(),
+        run_id: slot_run_id(&schedule.id, slot),
         flow_name: schedule.str("flow_name").unwrap_or("").to_string(),
         tag: tag.clone(),
         tags: vec![tag],
