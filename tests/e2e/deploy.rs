@@ -555,7 +555,9 @@ fn every_setting_named_in_deploy_files_exists() {
         }
     }
     files.push(root.join(".dockerignore"));
-    let known = |name: &str| pyoco_config::spec(name).is_some();
+    // The JetStream streams' names (not settings) are named in the replicas section.
+    let streams = ["PYOCO_WORK", "PYOCO_DLQ", "PYOCO_TASK_LOGS"];
+    let known = |name: &str| pyoco_config::spec(name).is_some() || streams.contains(&name);
     let all: Vec<&str> = pyoco_config::specs().iter().map(|s| s.name).collect();
 
     let mut seen = BTreeSet::new();
