@@ -17,9 +17,12 @@ use pyoco_testkit::{python, TestNats};
 use serde_json::{Map, Value};
 
 const PEPPER: &str = "log-test-pepper";
-const TASKS_PY: &str = "def hello():\n    return 'hi'\n";
+const TASKS_PY: &str =
+    "def hello():\n    return 'hi'\n\ndef boom():\n    raise ValueError('kaboom')\n";
 const FLOW_YAML: &str =
     "version: 1\nflow:\n  graph: |\n    t1\ntasks:\n  t1:\n    callable: log_tasks:hello\n";
+const FAILING_YAML: &str =
+    "version: 1\nflow:\n  graph: |\n    t1\ntasks:\n  t1:\n    callable: log_tasks:boom\n";
 /// Small enough that a padded flow.yaml is over it (ERR-PYOCO-0016).
 const YAML_MAX_BYTES: usize = 400;
 
@@ -148,6 +151,48 @@ fn yaml_form(yaml: String) -> reqwest::multipart::Form {
         .text("flow_name", "main")
 }
 
+/// Submit `yaml` as flow `main` and wait for the run's status `want`; returns the run id.
+async fn run_to(base: &str, key: Option<&str>, yaml: &str, want: &str, dir: &Path) -> String {
+    let http = reqwest::Client::new();
+    let with_key = |r: reqwest::RequestBuilder| match key {
+        Some(k) => r.header("X-API-Key", k),
+        None => r,
+    };
+    let submitted: Value = with_key(http.post(format!("{base}/runs/yaml")))
+        .multipart(yaml_form(yaml.to_string()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = submitted["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{submitted}"))
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let snap: Value = with_key(http.get(format!("{base}/runs/{run_id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if snap["status"] == want {
+            return run_id;
+        }
+        let terminal =
+            ["COMPLETED", "FAILED", "CANCELLED"].contains(&snap["status"].as_str().unwrap_or(""));
+        assert!(
+            Instant::now() < deadline && !terminal,
+            "run did not end {want}: {snap}\n{}",
+            read(dir.join("worker.out"))
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Every line of `text` as a JSON object; fails on any other line.
 fn json_lines(text: &str, what: &str) -> Vec<Map<String, Value>> {
     text.lines()
@@ -186,42 +231,9 @@ async fn gateway_and_worker_write_0_5_1_json_lines_on_stdout() {
     wait_healthy(&base, dir).await;
     let http = reqwest::Client::new();
 
-    // A run that completes.
-    let submitted: Value = http
-        .post(format!("{base}/runs/yaml"))
-        .header("X-API-Key", &key)
-        .multipart(yaml_form(FLOW_YAML.to_string()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let run_id = submitted["run_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{submitted}"))
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let snap: Value = http
-            .get(format!("{base}/runs/{run_id}"))
-            .header("X-API-Key", &key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if snap["status"] == "COMPLETED" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline && snap["status"] != "FAILED",
-            "run did not complete: {snap}\n{}",
-            read(dir.join("worker.out"))
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // A run that completes, and one whose task raises.
+    let run_id = run_to(&base, Some(&key), FLOW_YAML, "COMPLETED", dir).await;
+    let failed_id = run_to(&base, Some(&key), FAILING_YAML, "FAILED", dir).await;
 
     // The error paths.
     let status = |r: reqwest::Response| r.status().as_u16();
@@ -385,6 +397,19 @@ async fn gateway_and_worker_write_0_5_1_json_lines_on_stdout() {
     assert_eq!(finished["worker_id"], "log-worker");
     assert_eq!(finished["logger"], "pyoco_server.worker");
     assert_eq!(finished["status"], "COMPLETED");
+
+    // The failed task: 0.5.1's `execution error` with the Python exception, no traceback.
+    let failed = with_err(&wk_lines, "ERR-PYOCO-0007");
+    assert_eq!(failed["msg_id"], "MSG-PYOCO-0007");
+    assert_eq!(failed["level"], "ERROR");
+    assert_eq!(failed["message"], "execution error");
+    assert_eq!(failed["run_id"], failed_id.as_str());
+    assert_eq!(failed["worker_id"], "log-worker");
+    assert_eq!(failed["exc_type"], "ValueError", "{failed:?}");
+    assert!(
+        failed["exc_message"].as_str().unwrap().contains("kaboom"),
+        "{failed:?}"
+    );
 }
 
 /// §12's text pattern: `<LEVEL> <service> <logger> <path>:<line> <func> - <message> (keys)`.
@@ -394,15 +419,49 @@ async fn the_text_format_is_0_5_1_s() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let port = free_port();
-    let mut gw = gateway(dir, &nats.url(), port, &[("PYOCO_LOG_FORMAT", "text")]);
+    let text = [("PYOCO_LOG_FORMAT", "text")];
+    let mut gw = gateway(dir, &nats.url(), port, &text);
+    let mut wk = worker(dir, &nats.url(), &text);
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base, dir).await;
     let r = reqwest::get(format!("{base}/runs/missing-run"))
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    let failed_id = run_to(&base, None, FAILING_YAML, "FAILED", dir).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.stop();
+    wk.stop();
+
+    // The worker's execution error, with the Python traceback after it (the default
+    // PYOCO_LOG_INCLUDE_TRACEBACK=true).
+    let wk_out = read(dir.join("worker.out"));
+    let lines: Vec<&str> = wk_out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("ERR-PYOCO-0007"))
+        .unwrap_or_else(|| panic!("no ERR-PYOCO-0007 line:\n{wk_out}"));
+    let line = lines[at];
+    assert!(
+        line.starts_with("ERROR pyoco-server:worker pyoco_server.worker "),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            " - execution error (err_id=ERR-PYOCO-0007, msg_id=MSG-PYOCO-0007, run_id={failed_id}, flow_name=main, tag=default, worker_id=log-worker"
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        lines[at + 1],
+        "Traceback (most recent call last):",
+        "{wk_out}"
+    );
+    let last = lines[at + 1..]
+        .iter()
+        .find(|l| l.starts_with("ValueError"))
+        .unwrap_or_else(|| panic!("no ValueError line:\n{wk_out}"));
+    assert!(last.contains("kaboom"), "{last}");
 
     let out = read(dir.join("gateway.out"));
     let line = out
