@@ -18,10 +18,10 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-/// Log why a client's request is refused, as 0.5.1 does: one INFO line with
-/// `err_id = "ERR-PYOCO-00NN"` and `msg_id = "MSG-PYOCO-00NN"` for the number given, then the
-/// context fields and the message (`log_refusal!("0005", "run not found", run_id = %id)`). Mark the
-/// error [`ApiError::logged`] so the answer adds no line.
+/// Log why a client's request is refused, as 0.5.1 does (contract §12): one INFO line with
+/// `err_id = "ERR-PYOCO-<code>"`, `msg_id = "MSG-PYOCO-<code>"`, the context fields and the
+/// message, e.g. `log_refusal!("0005", "run not found", run_id = %id)`. Mark the error
+/// [`ApiError::logged`] so the answer adds no second line.
 macro_rules! log_refusal {
     ($code:literal, $message:literal $(, $($field:tt)+)?) => {
         tracing::info!(
