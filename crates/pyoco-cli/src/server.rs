@@ -7,6 +7,9 @@
 //! and a local worker. Without it, `up` is 0.5.1's gateway-only launcher (add `--with-worker`
 //! for a local worker, as in later pyoco-server versions). The local worker takes 0.7's
 //! `--worker-id`, `--worker-tags`, `--worker-flow-resolver` and `--worker-poll-timeout`.
+//!
+//! Log lines go to stdout ([`crate::logging`]); the banner (addresses, data dir, the port
+//! notices) and start-up errors go to stderr, so a `PYOCO_LOG_FORMAT=json` stdout is all JSON.
 
 use std::{ffi::OsString, path::Path, process::ExitCode};
 
@@ -249,25 +252,28 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
             )));
         }
     }
+    // The banner is for the person who started us: stderr, like the notices above and the
+    // startup errors. Stdout carries the log lines only (0.5.1's stream), so with
+    // PYOCO_LOG_FORMAT=json every stdout line is JSON.
     if let Some(api) = &status.api_url {
-        println!("pyoco-server: API and dashboard at {api}/");
+        eprintln!("pyoco-server: API and dashboard at {api}/");
     }
     if managed_nats {
-        println!(
+        eprintln!(
             "pyoco-server: NATS (JetStream) ready at {}",
             status.nats_url
         );
         if let Some(m) = appliance.nats().and_then(|n| n.monitor_url()) {
-            println!("pyoco-server: NATS monitoring at {m}");
+            eprintln!("pyoco-server: NATS monitoring at {m}");
         }
         if let Some(n) = appliance.nats() {
-            println!("pyoco-server: JetStream store {}", n.store_dir().display());
+            eprintln!("pyoco-server: JetStream store {}", n.store_dir().display());
         }
     } else {
-        println!("pyoco-server: using NATS at {}", status.nats_url);
+        eprintln!("pyoco-server: using NATS at {}", status.nats_url);
     }
     if worker {
-        println!(
+        eprintln!(
             "pyoco-server: local worker {:?} serving tags {}",
             settings.worker_id,
             settings.worker_tags.join(",")
@@ -275,20 +281,20 @@ async fn up(args: UpArgs, settings: Settings) -> Result<(), Failure> {
         // Where `tasks:hello` is looked for: the first thing to check when a run fails with
         // `ModuleNotFoundError`.
         if let Some(config) = &worker_config {
-            println!(
+            eprintln!(
                 "pyoco-server: local worker {:?} imports task modules from {}",
                 settings.worker_id,
                 task_import_folders(config)
             );
         }
     }
-    println!("pyoco-server: data dir {}", status.data_dir);
-    println!("pyoco-server: press Ctrl-C to stop");
+    eprintln!("pyoco-server: data dir {}", status.data_dir);
+    eprintln!("pyoco-server: press Ctrl-C to stop");
 
     let outcome = wait_for_stop(&appliance).await;
     tracing::info!("stopping");
     appliance.stop().await;
-    println!("pyoco-server: stopped");
+    eprintln!("pyoco-server: stopped");
     outcome
 }
 

@@ -30,10 +30,11 @@ fn free_port() -> String {
     l.local_addr().unwrap().port().to_string()
 }
 
-/// Read stdout lines until one contains `needle`; returns that line.
+/// Read stderr lines (the banner is there; stdout has the log lines) until one contains
+/// `needle`; returns that line.
 fn wait_for_line(child: &mut Child, needle: &str) -> String {
-    let stdout = child.stdout.as_mut().expect("piped stdout");
-    let mut reader = BufReader::new(stdout);
+    let stderr = child.stderr.as_mut().expect("piped stderr");
+    let mut reader = BufReader::new(stderr);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut line = String::new();
     while Instant::now() < deadline {
@@ -48,10 +49,12 @@ fn wait_for_line(child: &mut Child, needle: &str) -> String {
     panic!("no line with {needle:?} within 20 s");
 }
 
-/// Read stdout lines until each of `needles` was seen (in any order); the first line with each.
-fn wait_for_lines(child: &mut Child, needles: &[&str]) -> Vec<String> {
-    let stdout = child.stdout.as_mut().expect("piped stdout");
-    let mut reader = BufReader::new(stdout);
+/// Read stderr lines until each of `needles` was seen (in any order); the first line with
+/// each, and everything read.
+fn wait_for_lines(child: &mut Child, needles: &[&str]) -> (Vec<String>, String) {
+    let stderr = child.stderr.as_mut().expect("piped stderr");
+    let mut reader = BufReader::new(stderr);
+    let mut read = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut found: Vec<Option<String>> = vec![None; needles.len()];
     let mut line = String::new();
@@ -64,13 +67,14 @@ fn wait_for_lines(child: &mut Child, needles: &[&str]) -> Vec<String> {
         if reader.read_line(&mut line).unwrap() == 0 {
             panic!("pyoco-server exited before printing all of {needles:?}: {found:?}");
         }
+        read.push_str(&line);
         for (needle, slot) in needles.iter().zip(found.iter_mut()) {
             if slot.is_none() && line.contains(needle) {
                 *slot = Some(line.trim().to_string());
             }
         }
     }
-    found.into_iter().flatten().collect()
+    (found.into_iter().flatten().collect(), read)
 }
 
 fn nats_pids_using(store: &std::path::Path) -> Vec<i32> {
@@ -116,7 +120,7 @@ async fn up_with_nats_runs_jetstream_until_ctrl_c_and_leaves_nothing() {
             "--port",
             &free_port(),
         ])
-        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let line = wait_for_line(&mut child, "ready at nats://");
@@ -149,7 +153,7 @@ async fn kill_9_of_pyoco_server_leaves_no_nats_server() {
             "--port",
             &free_port(),
         ]) // legacy flat form
-        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_for_line(&mut child, "ready at nats://");
@@ -230,15 +234,14 @@ async fn taken_default_ports_are_replaced_for_up_with_nats() {
     let _nats = pyoco_testkit::hold_port(4222);
     let _http = pyoco_testkit::hold_port(8000);
     let data = tempfile::tempdir().unwrap();
-    let stderr_path = data.path().join("stderr.log");
     // No port settings: the defaults 4222 and 8000 apply, and both are taken.
     let mut child = pyoco_server(data.path())
         .args(["up", "--with-nats", "--no-worker"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = wait_for_lines(&mut child, &["API and dashboard at ", "ready at nats://"]);
+    let (lines, err) = wait_for_lines(&mut child, &["API and dashboard at ", "ready at nats://"]);
     let last_word = |line: &str| line.rsplit(' ').next().unwrap().to_string();
     let api = last_word(&lines[0]).trim_end_matches('/').to_string();
     let nats = last_word(&lines[1]);
@@ -254,7 +257,6 @@ async fn taken_default_ports_are_replaced_for_up_with_nats() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "Ctrl-C is a clean stop: {status}");
-    let err = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(
         err.contains("pyoco-server: NATS port 4222 is taken (another NATS?): the managed nats-server uses a free port instead; set PYOCO_NATS_CLIENT_PORT to choose one"),
         "{err}"
@@ -356,7 +358,7 @@ async fn up_with_nats_survives_its_nats_server_being_killed_while_starting() {
             real = pyoco_testkit::nats_server_bin().display(),
         ),
     );
-    let stderr_path = data.path().join("stderr.log");
+    let stdout_path = data.path().join("stdout.log");
     let mut child = pyoco_server(data.path())
         .env("PYOCO_NATS_SERVER_BIN", &wrapper)
         .args([
@@ -368,13 +370,14 @@ async fn up_with_nats_survives_its_nats_server_being_killed_while_starting() {
             "--port",
             &free_port(),
         ])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    // The log lines (the banner is read from stderr).
+    let stderr = || std::fs::read_to_string(&stdout_path).unwrap_or_default();
     let lines = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for_lines(&mut child, &["API and dashboard at ", "ready at nats://"])
+        wait_for_lines(&mut child, &["API and dashboard at ", "ready at nats://"]).0
     }))
     .unwrap_or_else(|_| panic!("pyoco-server did not come up; its stderr:\n{}", stderr()));
     let invocations = std::fs::read_to_string(&counter).unwrap();

@@ -62,10 +62,13 @@ async fn run_once_executes_a_queued_job_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let out = worker_command(dir.path(), &nats.url())
         .args(["--run-once", "--poll-timeout", "5"])
+        .stdout(Stdio::piped())
         .output()
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The log lines are on stdout (as 0.5.1), a startup error on stderr.
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
 
     let snap = store.runs().get(run_id).await.unwrap().unwrap();
@@ -281,7 +284,8 @@ fn is_dead(pid: u32) -> bool {
     }
 }
 
-/// A log file for a long-running worker's stderr (a pipe nobody reads would stall it).
+/// A log file for a long-running worker's log lines (its stdout; a pipe nobody reads would
+/// stall it).
 fn log_file(dir: &Path, name: &str) -> std::fs::File {
     std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()
 }
@@ -306,7 +310,7 @@ async fn sigkill_mid_run_is_redelivered_and_completed_by_another_worker() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = worker_command_as(dir.path(), &nats.url(), "crash-a")
         .env("PYOCO_CONSUMER_ACK_WAIT_SEC", "3")
-        .stderr(log_file(dir.path(), "crash-a"))
+        .stdout(log_file(dir.path(), "crash-a"))
         .arg("--concurrency")
         .arg("2")
         .spawn()
@@ -335,7 +339,7 @@ async fn sigkill_mid_run_is_redelivered_and_completed_by_another_worker() {
     let _ = a.wait().await;
     let mut b = worker_command_as(dir.path(), &nats.url(), "crash-b")
         .env("PYOCO_CONSUMER_ACK_WAIT_SEC", "3")
-        .stderr(log_file(dir.path(), "crash-b"))
+        .stdout(log_file(dir.path(), "crash-b"))
         .spawn()
         .unwrap();
 
@@ -388,7 +392,7 @@ async fn sigterm_mid_run_lets_the_run_finish_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = worker_command(dir.path(), &nats.url())
         .env("PYOCO_DEFAULT_TAG", "gpu")
-        .stderr(log_file(dir.path(), "worker"))
+        .stdout(log_file(dir.path(), "worker"))
         .spawn()
         .unwrap();
     let rec = wait_registered(&store, "cli-worker").await;
@@ -430,7 +434,7 @@ async fn sigterm_with_a_run_outlasting_the_stop_timeout_hands_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = worker_command(dir.path(), &nats.url())
         .args(["--stop-timeout", "0.5"])
-        .stderr(log_file(dir.path(), "worker"))
+        .stdout(log_file(dir.path(), "worker"))
         .spawn()
         .unwrap();
     wait_registered(&store, "cli-worker").await;

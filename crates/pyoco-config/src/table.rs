@@ -484,7 +484,7 @@ settings_table! {
     log_format: LogFormat = PYOCO_LOG_FORMAT {
         group: Logging, kind: Kind::LogFormat, default: Some("json"), scope: Server,
         restarts: Nothing,
-        help: "Log lines as JSON or as text.",
+        help: "Log lines (the gateway's and worker's stdout) as JSON or as text, in pyoco-server 0.5.1's shape.",
     },
     log_utc: bool = PYOCO_LOG_UTC {
         group: Logging, kind: Kind::Bool, default: Some("true"), scope: Server,
@@ -494,7 +494,7 @@ settings_table! {
     log_include_traceback: bool = PYOCO_LOG_INCLUDE_TRACEBACK {
         group: Logging, kind: Kind::Bool, default: Some("true"), scope: Server,
         restarts: Nothing,
-        help: "Include the error chain/traceback in error logs.",
+        help: "Add `exc_traceback` (the error chain, or a failed task's Python traceback) and `exc_origin` to error log lines.",
     },
 
     // ── Auth ────────────────────────────────────────────────────────────────────────────────

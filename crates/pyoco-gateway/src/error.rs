@@ -18,6 +18,22 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+/// Log why a client's request is refused, as 0.5.1 does (contract §12): one INFO line with
+/// `err_id = "ERR-PYOCO-<code>"`, `msg_id = "MSG-PYOCO-<code>"`, the context fields and the
+/// message, e.g. `log_refusal!("0005", "run not found", run_id = %id)`. Mark the error
+/// [`ApiError::logged`] so the answer adds no second line.
+macro_rules! log_refusal {
+    ($code:literal, $message:literal $(, $($field:tt)+)?) => {
+        tracing::info!(
+            err_id = concat!("ERR-PYOCO-", $code),
+            msg_id = concat!("MSG-PYOCO-", $code),
+            $($($field)+ ,)?
+            $message
+        )
+    };
+}
+pub(crate) use log_refusal;
+
 /// Why a request failed. Handlers return `Result<_, ApiError>`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -27,6 +43,9 @@ pub enum ApiError {
         status: StatusCode,
         detail: Cow<'static, str>,
         reason: Option<String>,
+        /// Already logged where it was raised (with its `err_id`/`msg_id`, contract §12):
+        /// the answer adds no second line.
+        logged: bool,
     },
     /// 422 with a pydantic-v2-shaped list as `detail` (request body validation).
     #[error("422: request validation failed: {0:?}")]
@@ -43,6 +62,7 @@ impl ApiError {
             status,
             detail: detail.into(),
             reason: None,
+            logged: false,
         }
     }
 
@@ -56,7 +76,17 @@ impl ApiError {
             status,
             detail: detail.into(),
             reason: Some(reason.into()),
+            logged: false,
         }
+    }
+
+    /// This error, marked as logged at its origin (see [`log_refusal!`]):
+    /// turning it into a response writes no other line.
+    pub fn logged(mut self) -> Self {
+        if let ApiError::Detail { logged, .. } = &mut self {
+            *logged = true;
+        }
+        self
     }
 
     /// 404 `run not found` (also what another tenant's run looks like, §3.1).
@@ -191,9 +221,23 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = match &self {
-            ApiError::Detail { detail, reason, .. } => {
-                if status.is_server_error() {
-                    tracing::error!(%status, detail = %detail, reason = reason.as_deref(), "request failed");
+            ApiError::Detail {
+                detail,
+                reason,
+                logged,
+                ..
+            } => {
+                if *logged {
+                    // Logged where it was raised.
+                } else if status.is_server_error() {
+                    tracing::error!(
+                        err_id = "ERR-PYOCO-0007",
+                        msg_id = "MSG-PYOCO-0007",
+                        %status,
+                        detail = %detail,
+                        reason = reason.as_deref(),
+                        "request failed"
+                    );
                 } else {
                     tracing::debug!(%status, detail = %detail, reason = reason.as_deref(), "request refused");
                 }
@@ -207,7 +251,14 @@ impl IntoResponse for ApiError {
                 pyoco_wire::to_python_json(&ValidationBody { detail: errors })
             }
             ApiError::Unavailable { kind, message } => {
-                tracing::warn!(kind = %kind, "nats unavailable: {message}");
+                // 0.5.1 logs these with logger.exception: ERROR, the exception's class and text.
+                tracing::error!(
+                    err_id = "ERR-PYOCO-0003",
+                    msg_id = "MSG-PYOCO-0003",
+                    exc_type = %kind,
+                    error = %message,
+                    "request failed: nats unavailable"
+                );
                 let detail = format!("nats unavailable: {kind}");
                 pyoco_wire::to_python_json(&DetailBody {
                     detail: &detail,

@@ -155,8 +155,16 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
-    tracing::error!("request handler panicked: {message}");
-    ApiError::detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response()
+    tracing::error!(
+        err_id = "ERR-PYOCO-0007",
+        msg_id = "MSG-PYOCO-0007",
+        exc_type = "panic",
+        error = %message,
+        "request handler panicked"
+    );
+    ApiError::detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+        .logged()
+        .into_response()
 }
 
 #[cfg(test)]

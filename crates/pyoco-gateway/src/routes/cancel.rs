@@ -23,7 +23,7 @@ use pyoco_wire::python;
 use serde_json::{Map, Value};
 
 use super::components::{BadRequest, CorruptRecord, NatsUnavailable, RunNotFound, RunSnapshot};
-use super::stored::{is_valid_kv_key, load_run_at, Include};
+use super::stored::{is_valid_kv_key, load_run_at, run_not_found, Include};
 use crate::{auth::Caller, error::ApiError, json::PyJson, AppState};
 
 /// How many times a cancel re-reads the snapshot after losing a compare-and-set to another
@@ -67,7 +67,7 @@ async fn cancel_run(
     let Path(run_id) = run_id?;
     if !is_valid_kv_key(&run_id) {
         // No run can be stored under it; NATS would refuse the lookup.
-        return Err(ApiError::run_not_found());
+        return Err(run_not_found(&run_id));
     }
     let store = state.store()?;
     let mut snapshot = cancel_with_retries(store, &caller, &run_id).await?;

@@ -25,7 +25,7 @@ use super::components::{NatsUnavailable, RunList, Unprocessable};
 use crate::pydantic;
 use crate::{
     auth::Caller,
-    error::{json_bytes_response, ApiError, FieldError},
+    error::{json_bytes_response, log_refusal, ApiError, FieldError},
     index::{PageQuery, READY_WAIT},
     AppState,
 };
@@ -302,11 +302,14 @@ impl ListParams {
         match self.cursor.as_deref() {
             None | Some("") => Ok(None),
             Some(token) => RunsCursor::decode(token).map(Some).map_err(|err| {
+                let reason = format!("cursor: {err}");
+                log_refusal!("0017", "list_runs failed: invalid cursor", reason = %reason);
                 ApiError::with_reason(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid list query",
-                    format!("cursor: {err}"),
+                    reason,
                 )
+                .logged()
             }),
         }
     }

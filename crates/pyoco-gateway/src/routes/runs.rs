@@ -34,7 +34,7 @@ use super::submit_request::{RunSubmitBody, RunSubmitRequest};
 use super::yaml_form::{body_limit, Upload, YamlForm, YamlUpload};
 use crate::{
     auth::Caller,
-    error::{ApiError, FieldError},
+    error::{log_refusal, ApiError, FieldError},
     json::PyJson,
     AppState,
 };
@@ -179,10 +179,10 @@ async fn submit_yaml(
     // 7. flow_name.
     let flow_name = py_strip(&flow_name);
     if flow_name.is_empty() {
-        return Err(ApiError::detail(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "missing flow_name",
-        ));
+        log_refusal!("0002", "submit yaml failed: missing flow_name", tag = %tag);
+        return Err(
+            ApiError::detail(StatusCode::UNPROCESSABLE_ENTITY, "missing flow_name").logged(),
+        );
     }
     // `parse_workflow_yaml` succeeded, so the bytes are UTF-8.
     let text = String::from_utf8(raw).map_err(|_| {
@@ -228,11 +228,18 @@ pub(super) async fn checked_workflow(
     let raw = match upload {
         Upload::Fits(raw) => raw,
         Upload::TooLarge { bytes } => {
+            log_refusal!(
+                "0016",
+                "submit yaml failed: workflow too large",
+                size_bytes = bytes,
+                max_bytes = max
+            );
             return Err(ApiError::with_reason(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "workflow too large",
                 format!("{bytes} bytes; PYOCO_WORKFLOW_YAML_MAX_BYTES is {max}"),
-            ))
+            )
+            .logged());
         }
     };
     let (raw, parsed) = state.parse_workflow_yaml(raw).await?;
@@ -242,22 +249,27 @@ pub(super) async fn checked_workflow(
             Some(detail) => format!("{}: {detail}", err.reason()),
             None => err.reason(),
         };
+        log_refusal!("0002", "submit yaml failed: invalid workflow yaml", reason = %reason);
         ApiError::with_reason(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid workflow yaml",
             reason,
         )
+        .logged()
     })?;
     if let Some((task, module)) = workflow.disallowed_module(state.task_modules()) {
+        let reason = format!(
+            "task_module_not_allowed: task {task} calls module {module}; this gateway's \
+             PYOCO_TASK_MODULES allows only {}",
+            state.task_modules().join(", ")
+        );
+        log_refusal!("0002", "submit yaml failed: invalid workflow yaml", reason = %reason);
         return Err(ApiError::with_reason(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid workflow yaml",
-            format!(
-                "task_module_not_allowed: task {task} calls module {module}; this gateway's \
-                 PYOCO_TASK_MODULES allows only {}",
-                state.task_modules().join(", ")
-            ),
-        ));
+            reason,
+        )
+        .logged());
     }
     Ok((raw, workflow))
 }
@@ -673,11 +685,13 @@ pub(super) fn form_tag(state: &AppState, tag: Option<&str>) -> Result<String, Ap
         _ => state.default_tag().to_string(),
     };
     pyoco_wire::validate_tag(&tag).map_err(|err| {
+        log_refusal!("0002", "submit yaml failed: invalid tag", tag = %tag, reason = %err);
         ApiError::with_reason(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid tag",
             err.to_string(),
         )
+        .logged()
     })?;
     Ok(tag)
 }

@@ -11,7 +11,10 @@ use pyoco_store::{Store, StoreError};
 use serde_json::{Map, Value};
 use utoipa::IntoParams;
 
-use crate::{auth::Caller, error::ApiError};
+use crate::{
+    auth::Caller,
+    error::{log_refusal, ApiError},
+};
 
 /// Read a run's snapshot as raw JSON (so keys this version does not know are kept), hidden
 /// from other tenants. A value that is not a JSON object is a corrupt record: 500
@@ -32,22 +35,28 @@ pub(crate) async fn load_run_at(
 ) -> Result<(Map<String, Value>, u64), ApiError> {
     if !is_valid_kv_key(run_id) {
         // No run can be stored under it; NATS would refuse the lookup.
-        return Err(ApiError::run_not_found());
+        return Err(run_not_found(run_id));
     }
     let entry = store
         .runs()
         .get(run_id)
         .await?
-        .ok_or_else(ApiError::run_not_found)?;
+        .ok_or_else(|| run_not_found(run_id))?;
     let snapshot = match pyoco_wire::value_from_python_json(&entry.value) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(corrupt_run(run_id, "not a JSON object")),
         Err(err) => return Err(corrupt_run(run_id, err)),
     };
     if !caller.can_see(&snapshot) {
-        return Err(ApiError::run_not_found());
+        return Err(run_not_found(run_id));
     }
     Ok((snapshot, entry.revision))
+}
+
+/// 404 `run not found`, logged as 0.5.1 does (INFO, `ERR-PYOCO-0005`, the run id).
+pub(crate) fn run_not_found(run_id: &str) -> ApiError {
+    log_refusal!("0005", "run not found", run_id = %run_id);
+    ApiError::run_not_found().logged()
 }
 
 /// 500 `run record is corrupt` for a stored run value that is not a JSON object; the reason

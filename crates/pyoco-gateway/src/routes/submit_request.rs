@@ -400,6 +400,7 @@ mod tests {
             status,
             detail,
             reason,
+            ..
         } = err
         else {
             panic!("{err:?}")

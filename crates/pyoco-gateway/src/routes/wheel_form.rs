@@ -28,7 +28,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use utoipa::ToSchema;
 
 use crate::{
-    error::{ApiError, FieldError},
+    error::{log_refusal, ApiError, FieldError},
     pydantic,
 };
 
@@ -258,18 +258,22 @@ impl RawForm {
 fn check_name(file_name: &str) -> Result<(String, WheelFilename), ApiError> {
     let name = py_strip(file_name);
     if !is_valid_wheel_name(name) {
+        log_refusal!("0002", "upload wheel failed: invalid wheel name", wheel_name = %file_name);
         return Err(ApiError::with_reason(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid wheel name",
             format!("file name {file_name:?}: only letters, digits and `._+-`, ending in .whl"),
-        ));
+        )
+        .logged());
     }
     let filename = WheelFilename::parse(name).map_err(|err| {
+        log_refusal!("0002", "upload wheel failed: invalid wheel filename", wheel_name = %name);
         ApiError::with_reason(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid wheel filename",
             err.to_string(),
         )
+        .logged()
     })?;
     Ok((name.to_string(), filename))
 }
@@ -278,16 +282,23 @@ fn check_name(file_name: &str) -> Result<(String, WheelFilename), ApiError> {
 fn check_tags(raw: Option<&str>) -> Result<Vec<String>, ApiError> {
     raw.map_or(Ok(Vec::new()), parse_wheel_tags_csv)
         .map_err(|err| {
+            log_refusal!(
+                "0002",
+                "upload wheel failed: invalid wheel tags",
+                tags = raw.unwrap_or_default()
+            );
             ApiError::with_reason(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid wheel tags",
                 err.to_string(),
             )
+            .logged()
         })
 }
 
 fn too_large(reason: String) -> ApiError {
-    ApiError::with_reason(StatusCode::PAYLOAD_TOO_LARGE, "wheel too large", reason)
+    log_refusal!("0002", "upload wheel failed: wheel too large", reason = %reason);
+    ApiError::with_reason(StatusCode::PAYLOAD_TOO_LARGE, "wheel too large", reason).logged()
 }
 
 fn non_empty(text: String) -> Option<String> {

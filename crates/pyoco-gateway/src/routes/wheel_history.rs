@@ -28,7 +28,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::components::{NatsUnavailable, Unprocessable};
 use crate::{
     auth::Caller,
-    error::{json_bytes_response, ApiError, FieldError},
+    error::{json_bytes_response, log_refusal, ApiError, FieldError},
     pydantic, AppState,
 };
 
@@ -191,21 +191,33 @@ impl HistoryQuery {
             None | Some("") => None,
             Some(name) if is_valid_wheel_name(name) => Some(name.to_string()),
             Some(name) => {
+                log_refusal!(
+                    "0002",
+                    "wheel history failed: invalid wheel name filter",
+                    wheel_name = %name
+                );
                 return Err(ApiError::with_reason(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid wheel name",
                     format!("wheel_name {name:?}: only letters, digits and `._+-`, ending in .whl"),
-                ))
+                )
+                .logged());
             }
         };
         let action = match action.as_deref().map(py_strip) {
             None | Some("") => None,
             Some(raw) => Some(WheelHistoryAction::parse(raw).ok_or_else(|| {
+                log_refusal!(
+                    "0002",
+                    "wheel history failed: invalid action filter",
+                    action = %raw
+                );
                 ApiError::with_reason(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid action",
                     format!("action {raw:?}: use upload, delete or install_failed"),
                 )
+                .logged()
             })?),
         };
         Ok(HistoryQuery {

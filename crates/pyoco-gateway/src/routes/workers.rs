@@ -50,7 +50,7 @@ use super::components::{
 use super::stored::is_valid_kv_key;
 use super::submit_request::read_json_body;
 use crate::{
-    error::{ApiError, FieldError},
+    error::{log_refusal, ApiError, FieldError},
     json::PyJson,
     AppState,
 };
@@ -275,16 +275,23 @@ impl WorkersQuery {
             Some(raw) => match py_strip(&raw).to_lowercase().as_str() {
                 "active" => true,
                 "all" => false,
-                _ => return Err(invalid_request(format!("scope {raw:?}: use active or all"))),
+                _ => {
+                    log_refusal!("0019", "workers failed: invalid scope", scope = %raw);
+                    return Err(
+                        invalid_request(format!("scope {raw:?}: use active or all")).logged()
+                    );
+                }
             },
         };
         // Blank means "no filter"; otherwise `strip().upper()` must name a state.
         let state = match state.as_deref().map(py_strip).filter(|s| !s.is_empty()) {
             None => None,
             Some(raw) => Some(WorkerState::parse(&raw.to_uppercase()).ok_or_else(|| {
+                log_refusal!("0019", "workers failed: invalid state filter", state = %raw);
                 invalid_request(format!(
                     "state {raw:?}: use RUNNING, IDLE, STOPPED_GRACEFUL or DISCONNECTED"
                 ))
+                .logged()
             })?),
         };
         Ok(WorkersQuery {
@@ -374,7 +381,7 @@ async fn patch_worker(
     let hidden = hidden_from_body(&headers, &body?)?;
     if !is_valid_kv_key(&worker_id) {
         // No worker can be registered under it; NATS would refuse the lookup.
-        return Err(worker_not_found());
+        return Err(worker_not_found(&worker_id));
     }
     let store = state.store()?;
     let updated_at = set_hidden(store, &worker_id, hidden).await?;
@@ -391,7 +398,10 @@ async fn patch_worker(
 async fn set_hidden(store: &Store, worker_id: &str, hidden: bool) -> Result<f64, ApiError> {
     let bucket = store.workers();
     for attempt in 0..MAX_ATTEMPTS {
-        let entry = bucket.get(worker_id).await?.ok_or_else(worker_not_found)?;
+        let entry = bucket
+            .get(worker_id)
+            .await?
+            .ok_or_else(|| worker_not_found(worker_id))?;
         let mut record = WorkerRecord::from_json(&entry.value, worker_id).unwrap_or_else(|err| {
             // 0.5.1 does the same: an unreadable record is replaced by a bare one.
             tracing::warn!(%worker_id, "unreadable worker record replaced: {err}");
@@ -466,8 +476,10 @@ fn hidden_from_body(headers: &HeaderMap, body: &[u8]) -> Result<bool, ApiError> 
     hidden.map_err(|err| ApiError::Validation(vec![err]))
 }
 
-fn worker_not_found() -> ApiError {
-    ApiError::detail(StatusCode::NOT_FOUND, "worker not found")
+/// 404 `worker not found`, logged as 0.5.1 does (`ERR-PYOCO-0020`).
+fn worker_not_found(worker_id: &str) -> ApiError {
+    log_refusal!("0020", "worker not found", worker_id = %worker_id);
+    ApiError::detail(StatusCode::NOT_FOUND, "worker not found").logged()
 }
 
 /// Set once the TTL warning has been logged: one warning per process.

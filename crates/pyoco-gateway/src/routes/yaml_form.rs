@@ -15,7 +15,7 @@ use axum::extract::Multipart;
 use axum::http::StatusCode;
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{log_refusal, ApiError};
 
 // The `POST /runs/yaml` form as `/openapi.json` describes it; `YamlForm::read` reads it.
 /// A flow.yaml to run. Other parts are ignored; of a part sent twice, the last counts.
@@ -105,11 +105,17 @@ impl YamlForm {
         match Self::read_parts(multipart, max_yaml).await {
             Ok(form) => Ok(form),
             Err(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                log_refusal!(
+                    "0016",
+                    "submit yaml failed: workflow too large",
+                    max_bytes = max_yaml
+                );
                 Err(ApiError::with_reason(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "workflow too large",
                     "the request body is larger than the flow.yaml limit plus the form overhead",
-                ))
+                )
+                .logged())
             }
             Err(err) => {
                 tracing::debug!("unreadable multipart body, read as an empty form: {err}");

@@ -131,8 +131,11 @@ async fn drive_events(
             }
             _ = sleep_until(grace_deadline.unwrap_or_else(far_future)), if grace_deadline.is_some() => {
                 tracing::warn!(
+                    err_id = "ERR-PYOCO-0021",
+                    msg_id = "MSG-PYOCO-0021",
                     grace = ?sh.config.cancel_grace_period,
-                    "cancelled run did not stop within the grace period; killing its runner"
+                    "cancel request timed out: the run did not stop within the grace period; \
+                     killing its runner"
                 );
                 lease.runner().kill();
                 let _ = lease.runner().wait_exit().await;

@@ -47,6 +47,9 @@ pub(super) async fn finish(
             };
             let kind = f.error_kind.clone();
             let error = f.error.clone();
+            // For the log line: the Python exception's class and traceback, when sent.
+            let exc_type = python_exc_type(f.traceback.as_deref(), kind.as_deref());
+            let traceback = f.traceback.clone();
             let built = f.graph_mode.is_some() || !f.tasks.is_empty();
             w.update(|s| {
                 s.status = status.clone();
@@ -65,11 +68,24 @@ pub(super) async fn finish(
                 let error = error.unwrap_or_default();
                 match kind.as_deref() {
                     Some("flow_not_found") => {
-                        tracing::error!("flow not found: {error}");
+                        tracing::error!(
+                            err_id = "ERR-PYOCO-0006",
+                            msg_id = "MSG-PYOCO-0006",
+                            exc_type = "flow_not_found",
+                            error = %error,
+                            "flow not found"
+                        );
                         dlq = Some(DlqMessage::flow_not_found(job, worker_id, t));
                     }
                     Some("execution_error") | None => {
-                        tracing::error!("run failed: {error}");
+                        tracing::error!(
+                            err_id = "ERR-PYOCO-0007",
+                            msg_id = "MSG-PYOCO-0007",
+                            exc_type = %exc_type,
+                            exc_traceback = traceback.as_deref(),
+                            error = %error,
+                            "execution error"
+                        );
                         if sh.config.dlq_publish_execution_error {
                             dlq = Some(DlqMessage::execution_error(job, worker_id, &error, t));
                         }
@@ -78,7 +94,15 @@ pub(super) async fn finish(
                         // A run that failed before its tasks ran (an import error, a flow.yaml
                         // the runner refused): 0.5.1 dead-lettered none of these, but they are
                         // the ones worth replaying once the cause is fixed.
-                        tracing::error!(error_kind = kind, "run failed: {error}");
+                        tracing::error!(
+                            err_id = "ERR-PYOCO-0007",
+                            msg_id = "MSG-PYOCO-0007",
+                            error_kind = kind,
+                            exc_type = %exc_type,
+                            exc_traceback = traceback.as_deref(),
+                            error = %error,
+                            "execution error"
+                        );
                         if sh.config.dlq_publish_execution_error {
                             dlq = Some(DlqMessage::execution_error(job, worker_id, &error, t));
                         }
@@ -90,7 +114,13 @@ pub(super) async fn finish(
         }
         Outcome::RunnerDied(exit) => {
             let error = format!("runner process exited unexpectedly ({exit}) while running");
-            tracing::error!("{error}");
+            tracing::error!(
+                err_id = "ERR-PYOCO-0007",
+                msg_id = "MSG-PYOCO-0007",
+                exc_type = "RunnerDied",
+                error = %error,
+                "unexpected error during job processing"
+            );
             w.update(|s| {
                 s.status = RunStatus::Failed;
                 s.error = Some(error.clone());
@@ -152,7 +182,13 @@ pub(super) async fn finish(
         }
         Ok(_) => d.ack().await,
         Err(err) => {
-            tracing::error!("terminal snapshot write failed; NAK so the job is retried: {err}");
+            tracing::error!(
+                err_id = "ERR-PYOCO-0003",
+                msg_id = "MSG-PYOCO-0003",
+                error = %err,
+                "transient nats error during job processing: terminal snapshot write failed; \
+                 NAK so the job is retried"
+            );
             nak(sh, d).await;
             false
         }
@@ -277,11 +313,41 @@ async fn publish_dlq(sh: &Shared, record: &DlqMessage) -> bool {
     }
 }
 
+/// The exception class a Python traceback ends with (`ValueError: boom` → `ValueError`,
+/// `pkg.mod.Error: …` → `pkg.mod.Error`), else the runner's error kind, else `Error`.
+fn python_exc_type(traceback: Option<&str>, kind: Option<&str>) -> String {
+    let last = traceback
+        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or_default();
+    let name = last.split(':').next().unwrap_or_default().trim();
+    let is_class = !name.is_empty()
+        && last.starts_with(name)
+        && name.split('.').all(|part| {
+            part.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+        });
+    if is_class {
+        name.to_string()
+    } else {
+        kind.unwrap_or("Error").to_string()
+    }
+}
+
 /// §6.6 "Decode failure": DLQ `invalid_job`, a FAILED snapshot when the run id is readable
 /// (§14-9), TERM.
 pub(super) async fn invalid_job(sh: &Shared, d: &Delivery, invalid: InvalidJob) {
     let subject = d.msg.subject.to_string();
-    tracing::error!(reason = invalid.reason(), "invalid job message: {invalid}");
+    tracing::error!(
+        err_id = "ERR-PYOCO-0012",
+        msg_id = "MSG-PYOCO-0012",
+        reason = invalid.reason(),
+        tag = %d.tag,
+        exc_type = "InvalidJob",
+        error = %invalid,
+        "invalid job payload"
+    );
     let record = DlqMessage::invalid_job(
         &subject,
         &sh.config.worker_id,
@@ -400,4 +466,26 @@ fn flow_name_of(payload: &[u8]) -> String {
         .ok()
         .and_then(|v| v.get("flow_name")?.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::python_exc_type;
+
+    #[test]
+    fn the_exception_class_comes_from_the_traceback_else_the_kind() {
+        let tb = "Traceback (most recent call last):\n  File \"t.py\", line 1, in f\nValueError: boom: twice\n";
+        assert_eq!(
+            python_exc_type(Some(tb), Some("execution_error")),
+            "ValueError"
+        );
+        let tb = "Traceback …\npkg.mod.Oops: x";
+        assert_eq!(python_exc_type(Some(tb), None), "pkg.mod.Oops");
+        assert_eq!(python_exc_type(Some("  indented: no"), Some("k")), "k");
+        assert_eq!(python_exc_type(Some("two words: no"), None), "Error");
+        assert_eq!(
+            python_exc_type(None, Some("execution_error")),
+            "execution_error"
+        );
+    }
 }

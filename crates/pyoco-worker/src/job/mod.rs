@@ -112,11 +112,13 @@ pub(crate) async fn process(sh: Arc<Shared>, d: Delivery, lease: Lease) {
         invalid_job(&sh, &d, invalid).instrument(span).await;
         return;
     }
+    // The context keys of 0.5.1's log lines (contract §12), on every line of the run.
     let span = tracing::info_span!(
         "run",
         run_id = %job.run_id,
-        flow = %job.flow_name,
+        flow_name = %job.flow_name,
         tag = %job.tag,
+        worker_id = %sh.config.worker_id,
         attempt = d.delivered().unwrap_or(0)
     );
     run_job(sh, d, job, lease).instrument(span).await;
@@ -156,7 +158,13 @@ async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease
         Ok(c) => c,
         Err(err) => {
             lease.give_back();
-            tracing::error!("claiming the run failed, the job goes back to the queue: {err}");
+            tracing::error!(
+                err_id = "ERR-PYOCO-0003",
+                msg_id = "MSG-PYOCO-0003",
+                error = %err,
+                "transient nats error during job processing: claiming the run failed, the job \
+                 goes back to the queue"
+            );
             nak(&sh, &d).await;
             return;
         }
