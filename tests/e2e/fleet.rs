@@ -532,7 +532,11 @@ async fn a_fleet_on_a_three_node_cluster_survives_node_worker_and_gateway_loss()
         .iter()
         .map(|s| s.outcome.clone().unwrap())
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // A run is stuck when nothing moves any more, not when a loaded machine (CI runs other
+    // tests beside this one) works through a backlog: wait while runs keep finishing.
+    let give_up = Instant::now() + Duration::from_secs(300);
+    let mut last_progress = Instant::now();
+    let mut open_before = usize::MAX;
     let mut snaps = snapshots(&runs_kv, &run_ids).await;
     loop {
         let open: Vec<String> = run_ids
@@ -540,7 +544,14 @@ async fn a_fleet_on_a_three_node_cluster_survives_node_worker_and_gateway_loss()
             .filter(|id| !snaps.get(*id).is_some_and(is_terminal))
             .cloned()
             .collect();
-        if open.is_empty() || Instant::now() > deadline {
+        if open.len() < open_before {
+            open_before = open.len();
+            last_progress = Instant::now();
+        }
+        if open.is_empty()
+            || Instant::now() > give_up
+            || last_progress.elapsed() > Duration::from_secs(30)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

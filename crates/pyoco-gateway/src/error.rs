@@ -250,6 +250,16 @@ impl IntoResponse for ApiError {
                 tracing::debug!(?errors, "request body invalid");
                 pyoco_wire::to_python_json(&ValidationBody { detail: errors })
             }
+            ApiError::Unavailable { kind, message } if kind.ends_with("IndexLoading") => {
+                // Not a NATS failure: the gateway has just started and is still reading the
+                // bucket (a second or two); the client is told to retry.
+                tracing::warn!(kind = %kind, "request answered 503 while the index loads: {message}");
+                let detail = format!("nats unavailable: {kind}");
+                pyoco_wire::to_python_json(&DetailBody {
+                    detail: &detail,
+                    reason: None,
+                })
+            }
             ApiError::Unavailable { kind, message } => {
                 // 0.5.1 logs these with logger.exception: ERROR, the exception's class and text.
                 tracing::error!(
