@@ -705,17 +705,22 @@ async fn a_fleet_on_a_three_node_cluster_survives_node_worker_and_gateway_loss()
         submissions.len(),
         accepted.len(),
         refused.len(),
-        refused
-            .iter()
-            .take(3)
-            .map(|s| format!(
-                "{}@gw{}: {}",
-                s.key,
-                s.gateway + 1,
-                s.outcome.clone().unwrap_err()
-            ))
-            .collect::<Vec<_>>()
-            .join("; "),
+        {
+            // Each distinct answer once, with how often and from which gateway.
+            let mut reasons = BTreeMap::<String, usize>::new();
+            for s in &refused {
+                let reason = s.outcome.clone().unwrap_err();
+                let reason = reason.split(" for url ").next().unwrap_or("").to_string();
+                *reasons
+                    .entry(format!("gateway-{}: {reason}", s.gateway + 1))
+                    .or_default() += 1;
+            }
+            reasons
+                .iter()
+                .map(|(r, n)| format!("{n}× {r}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
         slots.len(),
     );
 

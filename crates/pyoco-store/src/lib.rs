@@ -340,11 +340,11 @@ impl Store {
 pub const ELECTION_RETRY_FOR: Duration = Duration::from_secs(12);
 
 /// How long [`through_election`] waits for a lost connection to come back.
-const RECONNECT_GRACE: Duration = Duration::from_secs(2);
+const RECONNECT_GRACE: Duration = Duration::from_secs(4);
 
 /// Run `op` until it succeeds, retrying while the error is one a leader election or a move to
 /// another server of the cluster causes: no responders or no answer in time (for up to
-/// [`ELECTION_RETRY_FOR`]), not connected (for up to 2 s: a server that is gone gets a 503
+/// [`ELECTION_RETRY_FOR`]), not connected (for up to 4 s: a server that is gone gets a 503
 /// soon, as in 0.5.1). Other errors (a conflict, a bad request) return at once. `op` must be
 /// safe to repeat (a message id, a compare-and-set).
 pub async fn through_election<T, F, Fut>(mut op: F) -> Result<T, StoreError>
