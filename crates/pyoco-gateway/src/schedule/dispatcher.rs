@@ -511,4 +511,25 @@ mod tests {
         apply(&known, s(5), 5);
         assert_eq!(lock(&known).map["s1"].1, 5, "created again");
     }
+
+    #[test]
+    fn a_slot_has_one_run_id_on_every_gateway() {
+        let a = slot_run_id("5b0f3c2e-0000-4000-8000-000000000001", 1_765_000_000.0);
+        assert_eq!(
+            a,
+            slot_run_id("5b0f3c2e-0000-4000-8000-000000000001", 1_765_000_000.0)
+        );
+        let parsed = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(parsed.get_version_num(), 5);
+        assert_eq!(a.len(), 36, "hyphenated like every run id");
+        // Another slot, another schedule: another run.
+        assert_ne!(
+            a,
+            slot_run_id("5b0f3c2e-0000-4000-8000-000000000001", 1_765_000_001.0)
+        );
+        assert_ne!(
+            a,
+            slot_run_id("5b0f3c2e-0000-4000-8000-000000000002", 1_765_000_000.0)
+        );
+    }
 }
