@@ -3,7 +3,7 @@
 //! Three supervised nats-servers with routes (`TestCluster`), two gateways (`pyoco-server up`,
 //! gateway only) and three workers (`pyoco-worker`, one at `--concurrency 2`), all real
 //! processes with `PYOCO_NATS_URL` listing the three nodes and `PYOCO_JETSTREAM_REPLICAS=3`.
-//! A steady load (22 runs a second, alternating between the gateways, over 1,000 runs) runs
+//! A steady load (40 runs a second for 28 s, alternating between the gateways: 1,120 runs) runs
 //! while, in turn:
 //! 1. the node leading the work stream is killed -9 (its supervisor starts it again),
 //! 2. a worker is killed -9 (not restarted: the other two carry on),
@@ -73,12 +73,12 @@ tasks:
 ";
 
 /// Submissions per second, and for how long.
-const RATE: u32 = 22;
-const LOAD: Duration = Duration::from_secs(50);
+const RATE: u32 = 40;
+const LOAD: Duration = Duration::from_secs(28);
 /// When each fault happens, from the start of the load.
-const NODE_FAULT_AT: Duration = Duration::from_secs(6);
-const WORKER_FAULT_AT: Duration = Duration::from_secs(18);
-const GATEWAY_FAULT_AT: Duration = Duration::from_secs(30);
+const NODE_FAULT_AT: Duration = Duration::from_secs(4);
+const WORKER_FAULT_AT: Duration = Duration::from_secs(13);
+const GATEWAY_FAULT_AT: Duration = Duration::from_secs(20);
 /// How long the killed gateway stays down (systemd's RestartSec=).
 const GATEWAY_DOWN: Duration = Duration::from_secs(1);
 
@@ -461,7 +461,7 @@ async fn a_fleet_on_a_three_node_cluster_survives_node_worker_and_gateway_loss()
         ),
     });
 
-    // 2. A worker (the one at --concurrency 2, mid-run at 25 runs/s).
+    // 2. A worker (the one at --concurrency 2, mid-run).
     sleep_until(WORKER_FAULT_AT).await;
     // Kill it while it runs something, so that run has to be taken over.
     let busy_until = Instant::now() + Duration::from_secs(5);

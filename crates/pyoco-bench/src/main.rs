@@ -41,6 +41,9 @@ def ticks(n=40, every=0.05):
     return n
 ";
 
+/// The floor row: pyoco's `Engine` running the bench flow in a loop (`--floor-seconds`).
+const FLOOR_PY: &str = include_str!("floor.py");
+
 /// Row 16b (Rust only): a task printing a line every 50 ms, followed through
 /// `GET /runs/{id}/logs/watch`.
 const LOG_FLOW_YAML: &str = "\
@@ -174,6 +177,17 @@ struct Args {
     /// reported). Default 5 (3 with --quick).
     #[arg(long)]
     dashboard_changes: Option<usize>,
+    /// Only the worker phases (end-to-end latency, throughput, the floor row, the concurrency
+    /// levels) on a fresh gateway: none of the HTTP, list, watch or API key phases.
+    #[arg(long)]
+    worker_only: bool,
+    /// `--concurrency` levels of one Rust worker measured for the throughput rows (1 is the
+    /// default worker of the 1-worker row).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    concurrency_levels: Vec<usize>,
+    /// Seconds the floor row runs pyoco's Engine in a loop (0 = no floor row).
+    #[arg(long, default_value_t = 3.0)]
+    floor_seconds: f64,
     /// Measure only how late scheduled runs are (Rust only): a cron schedule firing every
     /// second until this many of its runs completed; dispatch and start lateness p50/p99.
     #[arg(long, value_name = "RUNS")]
@@ -206,6 +220,14 @@ struct Plan {
     dashboard: Option<dashboard::DashPlan>,
     /// `--dashboard-only`: none of the other phases.
     dashboard_only: bool,
+    /// `--worker-only`: the worker phases only.
+    worker_only: bool,
+    /// `--concurrency-levels` (sorted, without 0).
+    concurrency_levels: Vec<usize>,
+    /// `--floor-seconds`.
+    floor_seconds: f64,
+    /// Python for the floor row (the Rust worker's runner interpreter).
+    floor_python: PathBuf,
 }
 
 impl Plan {
@@ -256,6 +278,23 @@ impl Plan {
                 idle: Duration::from_secs(if q { 10 } else { 30 }),
             }),
             dashboard_only: a.dashboard_only,
+            worker_only: a.worker_only,
+            concurrency_levels: {
+                let mut l: Vec<usize> = a
+                    .concurrency_levels
+                    .iter()
+                    .copied()
+                    .filter(|c| *c > 0)
+                    .collect();
+                l.sort_unstable();
+                l.dedup();
+                l
+            },
+            floor_seconds: a.floor_seconds.max(0.0),
+            floor_python: a
+                .rust_python
+                .clone()
+                .unwrap_or_else(|| data_dir().join("venv/bin/python")),
         }
     }
     /// Every stored-run count the list / metrics measurements run at.
@@ -561,6 +600,7 @@ async fn run(args: Args) -> Result<()> {
         plan.tput,
         plan.start_reps,
         plan.dashboard.as_ref().map(|d| (d.runs, d.loads)),
+        &plan.concurrency_levels,
     );
     let refs: Vec<&SystemResult> = results.iter().collect();
     let table = report::table(&rows, &refs);
@@ -771,10 +811,15 @@ async fn phases(ctx: &mut Ctx<'_>, res: &mut SystemResult, nats_pid: Option<u32>
     // 1. Gateway start.
     let mut starts = Vec::new();
     let mut gateway = None;
-    for rep in 0..ctx.plan.start_reps {
+    let reps = if ctx.plan.worker_only {
+        1
+    } else {
+        ctx.plan.start_reps
+    };
+    for rep in 0..reps {
         let (g, ms) = start_gateway(ctx, rep).await?;
         starts.push(ms);
-        if rep + 1 < ctx.plan.start_reps {
+        if rep + 1 < reps {
             g.stop(Duration::from_secs(5)).await;
         } else {
             gateway = Some(g);
@@ -801,8 +846,10 @@ async fn phases(ctx: &mut Ctx<'_>, res: &mut SystemResult, nats_pid: Option<u32>
     if let Some(r) = procs::rss_mib(gateway.pid) {
         res.set("rss_gateway_load_mib", r);
     }
-    if let Err(e) = auth_phase(ctx, res).await {
-        res.note(format!("API key phase: {e:#}"));
+    if !ctx.plan.worker_only {
+        if let Err(e) = auth_phase(ctx, res).await {
+            res.note(format!("API key phase: {e:#}"));
+        }
     }
     if let Some(r) = nats_pid.and_then(procs::rss_mib) {
         res.set("rss_nats_load_mib", r);
@@ -1248,6 +1295,18 @@ async fn http_and_worker_phases(
 ) -> Result<()> {
     let name = ctx.spec.name;
     let plan = ctx.plan.clone();
+    if plan.worker_only {
+        let client = tokio::time::timeout(
+            Duration::from_secs(10),
+            async_nats::connect(ctx.nats_url.as_str()),
+        )
+        .await
+        .map_err(|_| anyhow!("connecting to nats timed out"))??;
+        // The gateway creates the runs bucket and the work stream on its first submit.
+        post_yaml_when_ready(&ctx.http, &ctx.base, ctx.yaml).await?;
+        let watcher = RunWatcher::start(&client, "pyoco_runs").await?;
+        return worker_phases(ctx, res, &watcher).await;
+    }
 
     // 2a. Seed K runs (no worker: they just queue). Also the ids for GET /runs/{id}.
     log(
@@ -1750,6 +1809,37 @@ async fn log_latency(ctx: &Ctx<'_>) -> Result<load::Stats> {
     }
 }
 
+/// pyoco's `Engine` running the bench flow in a loop inside the runner's Python for
+/// `--floor-seconds` (`floor.py`): runs/s and the pyoco version.
+async fn floor_rps(ctx: &Ctx<'_>) -> Result<(f64, String)> {
+    let script = ctx.dir.join("floor.py");
+    std::fs::write(&script, FLOOR_PY)?;
+    let out = tokio::process::Command::new(&ctx.plan.floor_python)
+        .arg(&script)
+        .arg(ctx.dir.join("flow.yaml"))
+        .arg(ctx.plan.floor_seconds.to_string())
+        .env("PYTHONPATH", &ctx.tasks_dir)
+        .current_dir(&ctx.dir)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("running {}", ctx.plan.floor_python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} floor.py: {}: {}",
+            ctx.plan.floor_python.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("floor.py printed {:?}", snippet(&out.stdout)))?;
+    let rps = v["runs_per_s"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("floor.py printed no runs_per_s: {v}"))?;
+    Ok((rps, v["pyoco"].as_str().unwrap_or("?").to_string()))
+}
+
 /// A few runs through the current workers so every one has warmed up.
 async fn warm(ctx: &Ctx<'_>, watcher: &RunWatcher, n: usize) -> Result<()> {
     let r = post_load(ctx, n, 8).await?;
@@ -1787,6 +1877,64 @@ async fn worker_phases(ctx: &Ctx<'_>, res: &mut SystemResult, watcher: &RunWatch
         );
         res.set("worker_start_ms", m);
         res.detail("worker_start_ms_all", json!(starts));
+    }
+
+    // 4b. The floor: pyoco's own Engine running the bench flow in a loop in one process.
+    let floor = if plan.floor_seconds > 0.0 {
+        match floor_rps(ctx).await {
+            Ok(f) => {
+                log(
+                    name,
+                    format!(
+                        "floor: pyoco Engine in a loop, one process: {:.0} runs/s (pyoco {})",
+                        f.0, f.1
+                    ),
+                );
+                res.set("floor_rps", f.0);
+                Some(f.0)
+            }
+            Err(e) => {
+                res.note(format!("floor row: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let share = |res: &mut SystemResult, key: &str, rps: f64| {
+        if let Some(f) = floor {
+            res.set(&format!("{key}_floor_pct"), 100.0 * rps / f);
+        }
+    };
+
+    // 4c. The bench client's own ceiling: `GET /health` at c=32.
+    {
+        let http = ctx.http.clone();
+        let url = Arc::new(format!("{}/health", ctx.base));
+        let n = if plan.tput <= 100 { 2000 } else { 10000 };
+        let r = load::run(n, 32, Duration::from_secs(60), move |_| {
+            let http = http.clone();
+            let url = url.clone();
+            async move { get_ok(&http, &url).await.map(|_| ()) }
+        })
+        .await;
+        match r {
+            Ok(r) if r.ok > 0 => {
+                log(
+                    name,
+                    format!(
+                        "GET /health c=32: {:.0} req/s (the client's ceiling)",
+                        r.rps()
+                    ),
+                );
+                res.set("health_c32_rps", r.rps());
+            }
+            Ok(r) => res.note(format!(
+                "GET /health c=32: no request succeeded: {}",
+                r.first_error.unwrap_or_default()
+            )),
+            Err(e) => res.note(format!("GET /health c=32: {e:#}")),
+        }
     }
 
     // One worker.
@@ -1850,6 +1998,11 @@ async fn worker_phases(ctx: &Ctx<'_>, res: &mut SystemResult, watcher: &RunWatch
                 format!("{} runs, 1 worker: {rps:.1} runs/s", plan.tput),
             );
             res.set("tput_1w_rps", rps);
+            share(res, "tput_1w", rps);
+            if ctx.spec.concurrency_flag && plan.concurrency_levels.contains(&1) {
+                res.set("tput_1w_c1_rps", rps);
+                share(res, "tput_1w_c1", rps);
+            }
         }
         Err(e) => res.note(format!("throughput 1 worker: {e:#}")),
     }
@@ -1901,35 +2054,40 @@ async fn worker_phases(ctx: &Ctx<'_>, res: &mut SystemResult, watcher: &RunWatch
     }
     w1.stop(Duration::from_secs(10)).await;
 
-    // 6c. Rust only: one worker with --concurrency 4.
+    // 6c. Rust only: one worker at each --concurrency level above 1.
     if ctx.spec.concurrency_flag {
-        match start_ready_worker(ctx, watcher, "bench-w4", Some(4)).await {
-            Ok((w4, _)) => {
-                let r = async {
-                    warm(ctx, watcher, 8).await?;
-                    throughput(ctx, watcher, plan.tput, res, "tput_1w_c4").await
-                }
-                .await;
-                match r {
-                    Ok(rps) => {
-                        log(
-                            name,
-                            format!(
-                                "{} runs, 1 worker --concurrency 4: {rps:.1} runs/s",
-                                plan.tput
-                            ),
-                        );
-                        res.set("tput_1w_c4_rps", rps);
+        for &c in plan.concurrency_levels.iter().filter(|c| **c > 1) {
+            let id = format!("bench-c{c}");
+            match start_ready_worker(ctx, watcher, &id, Some(c)).await {
+                Ok((w, _)) => {
+                    let key = format!("tput_1w_c{c}");
+                    let r = async {
+                        warm(ctx, watcher, 8 * c).await?;
+                        throughput(ctx, watcher, plan.tput, res, &key).await
                     }
-                    Err(e) => res.note(format!("throughput --concurrency 4: {e:#}")),
+                    .await;
+                    match r {
+                        Ok(rps) => {
+                            log(
+                                name,
+                                format!(
+                                    "{} runs, 1 worker --concurrency {c}: {rps:.1} runs/s",
+                                    plan.tput
+                                ),
+                            );
+                            res.set(&format!("{key}_rps"), rps);
+                            share(res, &key, rps);
+                        }
+                        Err(e) => res.note(format!("throughput --concurrency {c}: {e:#}")),
+                    }
+                    let own = procs::rss_mib(w.pid).unwrap_or(0.0);
+                    let (kids, n) = procs::descendants_rss_mib(w.pid);
+                    res.set(&format!("rss_worker_c{c}_total_mib"), own + kids);
+                    res.detail(&format!("worker_c{c}_children"), json!(n));
+                    w.stop(Duration::from_secs(10)).await;
                 }
-                let own = procs::rss_mib(w4.pid).unwrap_or(0.0);
-                let (kids, n) = procs::descendants_rss_mib(w4.pid);
-                res.set("rss_worker_c4_total_mib", own + kids);
-                res.detail("worker_c4_children", json!(n));
-                w4.stop(Duration::from_secs(10)).await;
+                Err(e) => res.note(format!("worker --concurrency {c}: {e:#}")),
             }
-            Err(e) => res.note(format!("worker --concurrency 4: {e:#}")),
         }
     }
     Ok(())

@@ -135,6 +135,7 @@ pub fn rows(
     tput: usize,
     reps: usize,
     dashboard: Option<(usize, usize)>,
+    concurrency_levels: &[usize],
 ) -> Vec<Row> {
     use Better::*;
     let mut r = vec![
@@ -271,8 +272,23 @@ pub fn rows(
         Lower,
     ));
     r.push(row(
+        "floor_rps",
+        "floor: pyoco `Engine` running the bench flow in a loop, one process (runs/s)",
+        Higher,
+    ));
+    r.push(row(
+        "health_c32_rps",
+        "`GET /health` c=32: the bench client's ceiling (req/s)",
+        Higher,
+    ));
+    r.push(row(
         "tput_1w_rps",
         format!("{tput} runs at once, 1 worker (runs/s)"),
+        Higher,
+    ));
+    r.push(row(
+        "tput_1w_floor_pct",
+        "1 worker as % of the floor",
         Higher,
     ));
     r.push(row(
@@ -280,11 +296,18 @@ pub fn rows(
         format!("{tput} runs at once, 2 workers (runs/s)"),
         Higher,
     ));
-    r.push(row(
-        "tput_1w_c4_rps",
-        format!("{tput} runs at once, 1 worker `--concurrency 4` (runs/s)"),
-        Higher,
-    ));
+    for c in concurrency_levels {
+        r.push(row(
+            &format!("tput_1w_c{c}_rps"),
+            format!("{tput} runs at once, 1 worker `--concurrency {c}` (runs/s)"),
+            Higher,
+        ));
+        r.push(row(
+            &format!("tput_1w_c{c}_floor_pct"),
+            format!("1 worker `--concurrency {c}` as % of the floor"),
+            Higher,
+        ));
+    }
     r.push(row(
         "log_latency_p50_ms",
         "task `print` → `log` event on `/runs/{id}/logs/watch`, p50 (ms)",
@@ -320,13 +343,16 @@ pub fn rows(
             "rss_worker_total_load_mib",
             "RSS worker + children after load (MiB)",
         ),
-        (
-            "rss_worker_c4_total_mib",
-            "RSS worker `--concurrency 4` + children after load (MiB)",
-        ),
         ("rss_nats_idle_mib", "RSS nats-server idle (MiB)"),
         ("rss_nats_load_mib", "RSS nats-server after load (MiB)"),
     ];
+    for c in concurrency_levels.iter().filter(|c| **c > 1) {
+        r.push(row(
+            &format!("rss_worker_c{c}_total_mib"),
+            format!("RSS worker `--concurrency {c}` + children after load (MiB)"),
+            Lower,
+        ));
+    }
     for (k, l) in mib {
         r.push(row(k, l, Lower));
     }

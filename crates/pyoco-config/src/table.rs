@@ -332,6 +332,11 @@ settings_table! {
         restarts: Worker,
         help: "Linux: each runner adopts every process its tasks start (even ones that call `setsid` or double-fork) and kills them when a run ends, is cancelled, or the runner or worker dies (kill -9 included). Off: only the runner's process group is stopped, as on macOS and Windows.",
     },
+    worker_prefetch: bool = PYOCO_WORKER_PREFETCH {
+        group: Worker, kind: Kind::Bool, default: Some("true"), scope: Server,
+        restarts: Worker,
+        help: "While every runner is busy with short runs (under 100 ms on average), fetch the next job ahead and read its run, so it starts the moment a runner is free. A job fetched ahead that waits 500 ms (a run turned out long) goes back to the queue for another worker (one more delivery). Off: a job is fetched only for an idle runner.",
+    },
 
     // ── DLQ ─────────────────────────────────────────────────────────────────────────────────
     dlq_stream: String = PYOCO_DLQ_STREAM {

@@ -46,6 +46,7 @@ import operator
 import os
 import platform
 import queue
+import re
 import signal
 import sys
 import textwrap
@@ -76,9 +77,6 @@ LOG_MAX_LINE_BYTES = 16 * 1024
 LOG_LINE_CUT_MARKER = "\u2026[line cut at %d bytes]"
 LOG_FLUSH_SEC = 0.02
 LOG_FLUSH_BYTES = 64 * 1024
-# Written to fd 1 and fd 2 at the end of a run; when the pipe readers see it, every byte the
-# run's processes wrote before it has been read (PROTOCOL.md §5.1).
-FD_SYNC = b"\x00pyoco-runner-fd-sync\x00\n"
 
 # Error kinds reported in run_finished.error_kind
 EK_INVALID_REQUEST = "invalid_request"
@@ -201,12 +199,26 @@ def _bounded_value(value, what):
 def bound_task_record(rec):
     """Replace the `output` and `inputs` values of a serialised task record that are too big."""
     if "output" in rec:
-        rec["output"] = _bounded_value(rec["output"], "output")
+        rec["output"] = _jsonable(_bounded_value(rec["output"], "output"))
     inputs = rec.get("inputs")
     if isinstance(inputs, dict):
+        rec["inputs"] = inputs = {_json_key(k): v for k, v in inputs.items()}
         for k in list(inputs):
-            inputs[k] = _bounded_value(inputs[k], "input %s" % k)
+            inputs[k] = _jsonable(_bounded_value(inputs[k], "input %s" % k))
+    if rec.get("artifacts"):
+        rec["artifacts"] = _jsonable(rec["artifacts"])
     return rec
+
+
+def _pyoco_safe_value(value):
+    """pyoco's RunContext._safe_value (0.8): a value JSON cannot hold becomes its repr."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    try:
+        json.dumps(value)
+        return value
+    except Exception:
+        return _safe_repr(value)
 
 
 MAX_TASK_EDGES = 5000
@@ -227,8 +239,24 @@ def task_edges(flow):
     return [list(e) for e in sorted(edges)]
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
+# A surrogate escape in the encoder's output: a lone one is not JSON serde_json accepts.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def dumps_line(msg):
-    """One protocol line (bytes, newline terminated): compact, ASCII-only."""
+    """One protocol line (bytes, newline terminated): compact, ASCII-only.
+
+    Most messages are plain JSON already: they are encoded as they are, and only a message the
+    encoder refuses (a non-finite float, an object it does not know, a key of another type) or
+    whose text holds a surrogate escape goes through ``_jsonable`` (the same result, slower).
+    """
+    try:
+        text = _ENCODE(msg)
+        if "\\u" not in text or not _SURROGATE_ESCAPE.search(text):
+            return text.encode("ascii") + b"\n"
+    except (TypeError, ValueError, RecursionError):
+        pass
     text = json.dumps(_jsonable(msg), separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return text.encode("ascii") + b"\n"
 
@@ -544,6 +572,10 @@ class LiveLog:
         self.dropped_lines = 0
         self.dropped_bytes = 0
         self.closed = False
+        # Set when a later run's log is attached to the flusher thread while this one is still
+        # open (cannot happen in the normal order; keeps the thread from waiting on it forever).
+        self.detached = False
+        self.attached = False
         self.wake = threading.Event()
         self.full = threading.Event()
 
@@ -560,6 +592,11 @@ class LiveLog:
         self.pending_bytes += n
         if not self.wake.is_set():
             self.wake.set()
+            if not self.attached:
+                # The flusher thread serves a run from its first line on: a run that prints
+                # nothing never wakes it.
+                self.attached = True
+                LOG_FLUSHER.attach(self)
         if self.pending_bytes >= LOG_FLUSH_BYTES:
             self.full.set()
 
@@ -646,13 +683,14 @@ class LiveLog:
                 "dropped_lines": self.dropped_lines, "dropped_bytes": self.dropped_bytes}
 
     def flusher(self):
-        """Flusher loop for this run (its own thread)."""
+        """Flusher loop for this run (on the runner's one LogFlusher thread); returns once the
+        run's log is closed or a later run's log took the thread over."""
         while True:
             self.wake.wait()
-            if self.closed:
+            if self.closed or self.detached:
                 return
             self.full.wait(LOG_FLUSH_SEC)
-            if self.closed:
+            if self.closed or self.detached:
                 return
             try:
                 self.flush()
@@ -660,24 +698,81 @@ class LiveLog:
                 log("ERROR", "sending log lines failed: %s" % traceback.format_exc())
 
 
+class LogFlusher:
+    """One thread for the runner's whole life that sends the current run's pending log lines
+    (LiveLog.flusher): starting a thread per run cost more than a short run itself."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.live = None
+        self.thread = None
+
+    def attach(self, live):
+        with self.cond:
+            previous = self.live
+            if previous is not None and previous is not live:
+                previous.detached = True
+                previous.wake.set()
+                previous.full.set()
+            self.live = live
+            if self.thread is None:
+                # Started lazily: after the guard's fork, in the process that runs the runs.
+                self.thread = threading.Thread(target=self._loop, name="pyoco-runner-log", daemon=True)
+                self.thread.start()
+            self.cond.notify()
+
+    def _loop(self):
+        while True:
+            with self.cond:
+                while self.live is None:
+                    self.cond.wait()
+                live = self.live
+            try:
+                live.flusher()
+            except Exception:
+                log("ERROR", "log flusher failed: %s" % traceback.format_exc())
+            with self.cond:
+                if self.live is live:
+                    self.live = None
+
+
+LOG_FLUSHER = LogFlusher()
+
+
 class FdCapture:
     """fd 1 and fd 2 point at pipes; a reader thread per pipe splits what arrives into lines.
 
     During a run a line goes to the run's LiveLog, attributed to the only running task (else
     to no task); outside runs it is passed through to the runner's stderr, as before.
+
+    The read ends are non-blocking and each has a lock: the reader thread waits in poll()
+    without it and drains the pipe holding it, and ``sync`` drains what is left itself under the
+    same lock. So when ``sync`` returns, everything written to fd 1 and 2 before it was called
+    has been handled, and an empty pipe (the usual case at a task's end) costs two reads that
+    find nothing, not a round trip through the reader threads.
     """
+
+    READ_SIZE = 65536
+    # Reads one drain does at most before giving the lock up (a process writing without end
+    # must not hold a task's end forever).
+    DRAIN_READS = 16
 
     def __init__(self):
         self.server = None
-        self.sync_lock = threading.Lock()
-        self.synced = {"stdout": threading.Event(), "stderr": threading.Event()}
         self.started = False
+        self.fds = {}
+        self.locks = {"stdout": threading.Lock(), "stderr": threading.Lock()}
+        self.carry = {"stdout": b"", "stderr": b""}
+        self.skipping = {"stdout": False, "stderr": False}
+        self.eof = {"stdout": False, "stderr": False}
 
     def start(self):
         for fd, name in ((1, "stdout"), (2, "stderr")):
             r, w = os.pipe()
             os.dup2(w, fd)
             os.close(w)
+            os.set_blocking(r, False)
+            self.fds[name] = r
             threading.Thread(target=self._read, args=(r, name), name="pyoco-runner-fd%d" % fd,
                              daemon=True).start()
         self.started = True
@@ -692,58 +787,78 @@ class FdCapture:
         else:
             _passthrough(text + "\n")
 
-    def _read(self, fd, stream):
-        carry = b""
-        skipping = False
-        while True:
+    def _drain(self, fd, stream, max_reads, flush_partial=False):
+        """Read what the pipe holds (lock held) and hand out its complete lines; with
+        ``flush_partial`` also the unterminated rest (a task ended: its last line is done)."""
+        for _ in range(max_reads):
             try:
-                chunk = os.read(fd, 65536)
-            except InterruptedError:
-                continue
+                chunk = os.read(fd, self.READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
             except OSError:
-                return
+                self.eof[stream] = True
+                break
             if not chunk:
-                return
+                self.eof[stream] = True
+                break
             try:
-                data = carry + chunk if carry else chunk
-                parts = data.split(b"\n")
-                carry = parts.pop()
-                for raw in parts:
-                    if skipping:
-                        skipping = False
-                        continue
-                    sync = raw.endswith(FD_SYNC[:-1])
-                    if sync:
-                        raw = raw[:-(len(FD_SYNC) - 1)]
-                        if raw:
-                            self._line(stream, raw)
-                        self.synced[stream].set()
-                        continue
-                    self._line(stream, raw)
-                if len(carry) > LOG_MAX_LINE_BYTES * 4 and not skipping:
-                    self._line(stream, carry)
-                    carry = b""
-                    skipping = True  # the rest of this line is dropped
-                elif skipping:
-                    carry = b""
+                self._chunk(stream, chunk)
             except Exception:
                 log("ERROR", "fd capture failed: %s" % traceback.format_exc())
+            if len(chunk) < self.READ_SIZE:
+                break
+        if flush_partial and self.carry[stream]:
+            carry, self.carry[stream] = self.carry[stream], b""
+            if not self.skipping[stream]:
+                self._line(stream, carry)
+            self.skipping[stream] = False
+
+    def _chunk(self, stream, chunk):
+        carry = self.carry[stream]
+        data = carry + chunk if carry else chunk
+        parts = data.split(b"\n")
+        carry = parts.pop()
+        for raw in parts:
+            if self.skipping[stream]:
+                self.skipping[stream] = False
+                continue
+            self._line(stream, raw)
+        if len(carry) > LOG_MAX_LINE_BYTES * 4 and not self.skipping[stream]:
+            self._line(stream, carry)
+            carry = b""
+            self.skipping[stream] = True  # the rest of this line is dropped
+        elif self.skipping[stream]:
+            carry = b""
+        self.carry[stream] = carry
+
+    def _read(self, fd, stream):
+        import select
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        lock = self.locks[stream]
+        while not self.eof[stream]:
+            try:
+                poller.poll()
+            except InterruptedError:
+                continue
+            except Exception:
+                return
+            with lock:
+                self._drain(fd, stream, self.DRAIN_READS)
 
     def sync(self, timeout=1.0):
-        """Wait until everything written to fd 1 and 2 so far has been read."""
+        """Handle everything written to fd 1 and 2 so far (waits at most ``timeout`` for a
+        reader thread in the middle of a drain)."""
         if not self.started:
             return
-        with self.sync_lock:
-            for ev in self.synced.values():
-                ev.clear()
-            for fd in (1, 2):
-                try:
-                    os.write(fd, FD_SYNC)
-                except OSError:
-                    pass
-            deadline = time.monotonic() + timeout
-            for ev in self.synced.values():
-                ev.wait(max(0.0, deadline - time.monotonic()))
+        for stream, fd in self.fds.items():
+            lock = self.locks[stream]
+            if not lock.acquire(timeout=timeout):
+                continue
+            try:
+                self._drain(fd, stream, 4, flush_partial=True)
+            finally:
+                lock.release()
 
 
 FD_CAPTURE = FdCapture()
@@ -907,9 +1022,24 @@ def _read_file(path):
         os.close(fd)
 
 
+_STATM = [None, None]  # (pid that opened it, fd): /proc/self means the opener, so reopen after fork
+
+
 def _rss_bytes():
-    """This process's resident memory (Linux /proc/self/statm), or None."""
-    fields = _read_file("/proc/self/statm").split()
+    """This process's resident memory (Linux /proc/self/statm), or None. One pread of a kept
+    descriptor: this runs after every run."""
+    pid = os.getpid()
+    if _STATM[0] != pid:
+        try:
+            _STATM[1] = os.open("/proc/self/statm", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            _STATM[0] = pid
+        except OSError:
+            return None
+    try:
+        fields = os.pread(_STATM[1], 256, 0).split()
+    except OSError:
+        _STATM[0] = None
+        return None
     try:
         return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
     except (IndexError, ValueError, OSError, AttributeError):
@@ -1863,9 +1993,10 @@ def eval_expression_graph(tree, namespace):
         ev(stmt.value)
 
 
-def build_expression_flow(tree, tasks_conf, flow_name, source=None):
+def build_expression_flow(tree, tasks_conf, flow_name, source=None, names=None):
     p = PYOCO
-    names = check_expression_graph(tree, source)
+    if names is None:
+        names = check_expression_graph(tree, source)
     tasks = resolve_tasks(names, tasks_conf)
     flow = p.Flow(name=flow_name)
     namespace = {}
@@ -1946,21 +2077,73 @@ def build_dsl_flow(graph_src, tasks_conf, flow_name, python_error):
     return flow, nodes
 
 
+# Parsed flow.yaml texts (most runs of a worker repeat a few flows): the validated document and
+# its parsed graph, so a repeated flow skips PyYAML, the validation and the graph parse. Nothing
+# cached is mutated afterwards (resolve_tasks copies the task inputs); tasks are imported and the
+# Flow built for every run, as before.
+_FLOW_CACHE = OrderedDict()
+FLOW_CACHE_ENTRIES = 64
+FLOW_CACHE_MAX_TEXT = 256 * 1024
+
+
+class _ParsedFlow:
+    __slots__ = ("cfg", "graph_src", "tree", "names", "python_error", "failure")
+
+    def __init__(self, text):
+        self.cfg = self.tree = self.names = self.python_error = self.failure = None
+        self.graph_src = None
+        try:
+            self.cfg = parse_workflow_yaml(text)
+        except RunFailure as failure:
+            self.failure = failure
+            return
+        self.graph_src = textwrap.dedent(self.cfg["flow"]["graph"]).strip()
+        try:
+            self.tree = ast.parse(self.graph_src, mode="exec")
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            if isinstance(exc, SyntaxError):
+                self.python_error = "SyntaxError: %s (line %s)" % (exc.msg, exc.lineno)
+            else:
+                self.python_error = _describe_exc(exc)
+            return
+        try:
+            self.names = check_expression_graph(self.tree, self.graph_src)
+        except RunFailure as failure:
+            self.failure = failure
+
+
+def _parsed_flow(workflow_yaml):
+    key = workflow_yaml if isinstance(workflow_yaml, str) and len(workflow_yaml) <= FLOW_CACHE_MAX_TEXT else None
+    if key is not None:
+        hit = _FLOW_CACHE.get(key)
+        if hit is not None:
+            _FLOW_CACHE.move_to_end(key)
+            return hit
+    parsed = _ParsedFlow(workflow_yaml)
+    if key is not None:
+        _FLOW_CACHE[key] = parsed
+        while len(_FLOW_CACHE) > FLOW_CACHE_ENTRIES:
+            _FLOW_CACHE.popitem(last=False)
+    return parsed
+
+
 def build_yaml_flow(workflow_yaml, flow_name):
     """Returns (flow, task order, graph mode)."""
-    cfg = parse_workflow_yaml(workflow_yaml)
+    parsed = _parsed_flow(workflow_yaml)
+    if parsed.failure is not None:
+        # A copy: the cached one must not collect the traceback of every run that raises it.
+        cached = parsed.failure
+        fresh = RunFailure.__new__(RunFailure)
+        fresh.__dict__.update(cached.__dict__)
+        fresh.args = cached.args
+        raise fresh
+    cfg = parsed.cfg
     name = flow_name or "main"
-    graph_src = textwrap.dedent(cfg["flow"]["graph"]).strip()
-    try:
-        tree = ast.parse(graph_src, mode="exec")
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-        if isinstance(exc, SyntaxError):
-            python_error = "SyntaxError: %s (line %s)" % (exc.msg, exc.lineno)
-        else:
-            python_error = _describe_exc(exc)
-        flow, order = build_dsl_flow(graph_src, cfg["tasks"], name, python_error)
+    if parsed.tree is None:
+        flow, order = build_dsl_flow(parsed.graph_src, cfg["tasks"], name, parsed.python_error)
         return flow, order, "pyoco_dsl"
-    flow, order = build_expression_flow(tree, cfg["tasks"], name, graph_src)
+    flow, order = build_expression_flow(parsed.tree, cfg["tasks"], name, parsed.graph_src,
+                                        names=parsed.names)
     return flow, order, "expression"
 
 
@@ -2265,7 +2448,7 @@ class ActiveRun:
         out, err = self.capture.output(name)
         with self.proto.lock:
             self.finished_tasks.add(name)
-            self.proto.emit({
+            msg = {
                 "type": "task_finished",
                 "run_id": self.run_id,
                 "task": name,
@@ -2275,9 +2458,34 @@ class ActiveRun:
                 "error": None if synthetic or record is None else record.error,
                 "stdout": out,
                 "stderr": err,
-            })
-            if not synthetic:
-                self.emit_snapshot()
+            }
+            if not synthetic and record is not None:
+                # The task's whole record (inputs, output, traceback, …): the worker keeps the
+                # run's snapshot from these instead of a `snapshot` of every task after each one.
+                msg["record"] = self.task_record(name, record)
+            self.proto.emit(msg)
+
+    def task_record(self, name, record):
+        """One task's serialised record, as in `task_records` (PROTOCOL.md §3.3)."""
+        ctx = self.run_ctx
+        safe = getattr(ctx, "_safe_value", None) or _pyoco_safe_value
+        state = record.state
+        rec = {
+            "state": state.value if hasattr(state, "value") else state,
+            "started_at": record.started_at,
+            "ended_at": record.ended_at,
+            "duration_ms": record.duration_ms,
+            "error": record.error,
+            "traceback": record.traceback,
+            "inputs": {k: safe(v) for k, v in list(record.inputs.items())},
+            "output": safe(record.output),
+            "artifacts": record.artifacts,
+        }
+        bound_task_record(rec)
+        out, err = self.capture.output(name)
+        rec["stdout"] = out
+        rec["stderr"] = err
+        return rec
 
     # -- snapshots -------------------------------------------------------------
     def task_map(self):
@@ -2573,7 +2781,6 @@ class Server:
             log_max = self.log_max_bytes
         if log_max > 0:
             active.live = LiveLog(self.proto, run_id, log_max)
-            threading.Thread(target=active.live.flusher, name="pyoco-runner-log", daemon=True).start()
         with self.state_lock:
             self.current = active
             if self.remembered_cancels.pop(run_id, None) is not None:

@@ -68,6 +68,8 @@ pub struct WorkerConfig {
     /// `PYOCO_TASK_MODULES`: the modules a job's flow.yaml may call (empty: any). A job naming
     /// another one is an invalid job (FAILED, DLQ `task_module_not_allowed`).
     pub task_modules: Vec<String>,
+    /// `PYOCO_WORKER_PREFETCH`: fetch the next job while every runner is busy with short runs.
+    pub prefetch: bool,
 }
 
 /// How the worker keeps its interpreter in step with the wheel registry (see `wheel_sync.rs`).
@@ -214,6 +216,7 @@ impl WorkerConfig {
         let secs = |v: f64| Duration::try_from_secs_f64(v.max(0.0)).unwrap_or(Duration::ZERO);
         Ok(WorkerConfig {
             task_modules: settings.task_modules.clone(),
+            prefetch: settings.worker_prefetch,
             worker_id: settings.worker_id.clone(),
             tags,
             default_tag: settings.default_tag.clone(),

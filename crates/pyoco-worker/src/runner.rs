@@ -180,9 +180,13 @@ pub struct TaskFinished {
     pub duration_ms: Option<f64>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The task's whole record (inputs, output, traceback, captured output), as `run_finished`
+    /// will report it; absent for a task cancelled before it started.
+    #[serde(default)]
+    pub record: Option<TaskRecord>,
 }
 
-/// `snapshot`: the whole task state of a run in progress.
+/// `snapshot`: the whole task state of a run in progress (sent after an accepted cancel).
 #[derive(Debug, Clone, Deserialize)]
 pub struct RunProgress {
     pub run_id: String,
@@ -288,7 +292,7 @@ pub enum RunnerEvent {
         #[serde(default)]
         at: Option<f64>,
     },
-    TaskFinished(TaskFinished),
+    TaskFinished(Box<TaskFinished>),
     Snapshot(RunProgress),
     RunFinished(Box<RunFinished>),
     Log(LogBatch),

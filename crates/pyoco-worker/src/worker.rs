@@ -1,14 +1,20 @@
-//! The worker's main loop: fetch as many jobs as there are idle runners, hand each to a job
-//! task, and stop gracefully.
+//! The worker's main loop: fetch as many jobs as there are idle runners (and, while runs are
+//! short, one more per runner), hand each to a job task, and stop gracefully.
 //!
-//! Fetching: whenever runners become idle, the dispatcher takes them all and starts a *puller*
-//! for them. A puller issues one pull request for as many messages as it holds runners and
-//! pairs each message with a runner as it arrives, so a job starts the moment it is delivered.
-//! With one tag the pull request waits `poll_timeout` for messages (a long poll: no latency
-//! added); with several tags the puller asks each tag in order with a short expiry and stops at
-//! the first tag that had work, so earlier tags are favoured as in 0.5.1 (§6.2). Several pullers
-//! can be waiting at once (one per batch of freed runners); their sum never exceeds the number
-//! of runners, so the worker never holds a message it has no runner for.
+//! Fetching: the dispatcher holds the idle runners and keeps pull requests open for as many
+//! messages as they can take. With one tag the pull request waits `poll_timeout` for messages
+//! (a long poll: no latency added); with several tags the puller asks each tag in order with a
+//! short expiry and stops at the first tag that had work, so earlier tags are favoured as in
+//! 0.5.1 (§6.2). A message that arrives goes to an idle runner at once.
+//!
+//! Prefetch (`PYOCO_WORKER_PREFETCH`, on by default): while every runner is busy and the last
+//! runs were short (under [`PREFETCH_MAX_AVG_RUN`] on average), the dispatcher also asks for
+//! one job per runner ahead of time and reads its run snapshot meanwhile, so when a runner
+//! comes back the job's claim is one compare-and-set away instead of a pull request, a read and
+//! a write. A job fetched ahead that waits [`PREFETCH_HOLD`] (the run in progress turned out
+//! long) is NAKed without delay for another worker, and nothing more is fetched ahead until a
+//! runner comes back; one at its last delivery is kept, with in-progress ACKs, instead. The
+//! worker never holds more messages than its runners plus one each.
 //!
 //! Wheel sync (§6.10, `wheel_sync.rs`) installs between runs only. At start a full attempt
 //! runs before the first fetch. Then, whenever `PYOCO_WHEEL_SYNC_INTERVAL_SEC` has passed since
@@ -30,7 +36,7 @@
 //! after `stop_timeout`, `Abort` makes the remaining jobs kill their runners and NAK their
 //! messages. Then the runners are shut down and the registry says `STOPPED_GRACEFUL`.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::VecDeque, future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
@@ -187,10 +193,17 @@ impl Worker {
             "worker started"
         );
 
-        let (work_tx, mut work_rx) = mpsc::unbounded_channel::<(Delivery, Lease)>();
+        let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Delivery>();
         let mut jobs = JoinSet::new();
         let mut pullers = JoinSet::new();
         let mut polled = false;
+        // Fetching and prefetching (module docs): idle runners held for the pull requests in
+        // flight, jobs fetched ahead waiting for a runner, and how many messages the open pull
+        // requests may still deliver.
+        let mut idle: Vec<Lease> = Vec::new();
+        let mut queued: VecDeque<Queued> = VecDeque::new();
+        let mut requested: usize = 0;
+        let mut prefetch = Prefetch::new(cfg.prefetch);
         // Wheel sync scheduling (module docs). The first attempt is a full one, at once.
         let mut next_sync_at = Instant::now();
         let mut first_sync = true;
@@ -201,8 +214,15 @@ impl Worker {
         let mut fetched_since_sync = true;
         tokio::pin!(shutdown);
         loop {
+            // A runner goes to a job that is already here before anything is fetched.
+            while !queued.is_empty() && !idle.is_empty() {
+                if let (Some(q), Some(lease)) = (queued.pop_front(), idle.pop()) {
+                    jobs.spawn(q.start(shared.clone(), lease));
+                }
+            }
             let fetching = !(cfg.run_once && polled);
-            let quiet = pullers.is_empty() && jobs.is_empty() && work_rx.is_empty();
+            let quiet =
+                pullers.is_empty() && jobs.is_empty() && work_rx.is_empty() && queued.is_empty();
             if !fetching && quiet && sync_task.is_none() {
                 tracing::info!("--run-once: one poll done");
                 break;
@@ -228,7 +248,7 @@ impl Worker {
                         fetched_since_sync = false;
                         sync_task = Some(SyncTask::spawn(ws, SyncMode::Full));
                     }
-                } else if pause.overdue && !jobs.is_empty() && pool.idle_count() > 0 {
+                } else if pause.overdue && !jobs.is_empty() && idle.len() + pool.idle_count() > 0 {
                     // (Pullers alone are waited for: they end within `poll_timeout`.)
                     sync_pause = None;
                     next_sync_at = Instant::now() + cfg.wheel_sync.interval;
@@ -241,6 +261,26 @@ impl Worker {
             }
             let paused = sync_pause.is_some_and(|_| fetched_since_sync)
                 || sync_task.as_ref().is_some_and(|t| t.mode == SyncMode::Full);
+            if paused {
+                // The install waits for idle runners in the pool (and restarts them).
+                for lease in idle.drain(..) {
+                    lease.give_back();
+                }
+            }
+            // One pull request for what the idle runners and the prefetch room can take that
+            // the open requests and the waiting jobs do not cover yet.
+            if fetching && !paused {
+                let room = idle.len() + prefetch.room(pool.size(), cfg.run_once);
+                let covered = queued.len() + requested;
+                if room > covered {
+                    let n = room - covered;
+                    requested += n;
+                    polled = true;
+                    fetched_since_sync = true;
+                    pullers.spawn(pull(shared.clone(), consumers.clone(), n, work_tx.clone()));
+                }
+            }
+            let hold_until = queued.iter().map(|q| q.hold_until).min();
             let sync_waits = sync_idle(&sync_pause, &sync_task, &wheel_sync);
             tokio::select! {
                 biased;
@@ -248,18 +288,44 @@ impl Worker {
                     tracing::info!("shutdown requested: no new jobs; waiting for runs in progress");
                     break;
                 }
-                Some((d, lease)) = work_rx.recv() => {
-                    jobs.spawn(job::process(shared.clone(), d, lease));
+                Some(d) = work_rx.recv() => {
+                    requested = requested.saturating_sub(1);
+                    match idle.pop() {
+                        Some(lease) => {
+                            jobs.spawn(job::process(shared.clone(), d, lease, None));
+                        }
+                        None => {
+                            // Fetched ahead: read its run while the runners finish theirs.
+                            let preread = job::preread(&shared, &d);
+                            queued.push_back(Queued {
+                                d,
+                                preread,
+                                hold_until: Instant::now() + PREFETCH_HOLD,
+                            });
+                        }
+                    }
                 }
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => {
-                    if let Err(err) = done {
-                        tracing::error!("a job task failed: {err}");
+                    match done {
+                        Ok(ran) => prefetch.record(ran),
+                        Err(err) => tracing::error!("a job task failed: {err}"),
                     }
                 }
                 Some(done) = pullers.join_next(), if !pullers.is_empty() => {
-                    if let Err(err) = done {
-                        tracing::error!("a job puller failed: {err}");
+                    match done {
+                        Ok(undelivered) => requested = requested.saturating_sub(undelivered),
+                        Err(err) => {
+                            tracing::error!("a job puller failed: {err}");
+                            // Its count is unknown: nothing open is assumed once none is left.
+                            if pullers.is_empty() {
+                                requested = 0;
+                            }
+                        }
                     }
+                }
+                _ = tokio::time::sleep_until(hold_until.unwrap_or_else(Instant::now)), if hold_until.is_some() => {
+                    release_overdue(&mut queued).await;
+                    prefetch.blocked = true;
                 }
                 done = SyncTask::join(&mut sync_task), if sync_task.is_some() => {
                     sync_task = None;
@@ -284,10 +350,10 @@ impl Worker {
                         p.overdue = true;
                     }
                 }
-                leases = pool.take_idle_wait(), if fetching && !paused => {
-                    polled = true;
-                    fetched_since_sync = true;
-                    pullers.spawn(pull(shared.clone(), consumers.clone(), leases, work_tx.clone()));
+                leases = pool.take_idle_wait(), if (fetching && !paused) || !queued.is_empty() => {
+                    // A runner came back: a job fetched ahead may be held again.
+                    prefetch.blocked = false;
+                    idle.extend(leases);
                 }
             }
         }
@@ -295,6 +361,15 @@ impl Worker {
         // Graceful stop.
         let _ = phase_tx.send(Phase::Draining);
         drop(work_tx);
+        for lease in idle.drain(..) {
+            lease.give_back();
+        }
+        for q in queued.drain(..) {
+            // Fetched but not started: straight back to the queue.
+            if let Err(err) = q.d.msg.ack_with(AckKind::Nak(None)).await {
+                tracing::warn!("NAK of an unstarted job failed: {err}");
+            }
+        }
         let deadline = Instant::now() + cfg.stop_timeout;
         let mut aborted = false;
         if let Some(task) = sync_task.take_if(|t| t.mode == SyncMode::Check) {
@@ -311,9 +386,8 @@ impl Worker {
                         apply_sync_outcome(&shared.registry, &pool, outcome, false).await;
                     }
                 }
-                Some((d, lease)) = work_rx.recv() => {
+                Some(d) = work_rx.recv() => {
                     // Fetched but not started: straight back to the queue.
-                    lease.give_back();
                     if let Err(err) = d.msg.ack_with(AckKind::Nak(None)).await {
                         tracing::warn!("NAK of an unstarted job failed: {err}");
                     }
@@ -433,14 +507,14 @@ async fn apply_sync_outcome(
     needs_changes
 }
 
-/// Fetch jobs for the runners in `leases` (see the module docs) and hand each message with a
-/// runner to the dispatcher; give back the runners that got no message.
+/// Fetch up to `n` jobs (see the module docs) and hand each message to the dispatcher. Returns
+/// how many of the `n` did not come.
 async fn pull(
     sh: Arc<Shared>,
     consumers: Arc<Vec<TagConsumer>>,
-    mut leases: Vec<Lease>,
-    work: mpsc::UnboundedSender<(Delivery, Lease)>,
-) {
+    n: usize,
+    work: mpsc::UnboundedSender<Delivery>,
+) -> usize {
     let single = consumers.len() == 1;
     let expires = if single {
         sh.config.poll_timeout
@@ -449,33 +523,34 @@ async fn pull(
             .clamp(Duration::from_millis(50), Duration::from_millis(200))
     }
     .max(Duration::from_millis(10));
+    let mut left = n;
     for tc in consumers.iter() {
-        if leases.is_empty() || *sh.phase.borrow() != Phase::Running {
+        if left == 0 || *sh.phase.borrow() != Phase::Running {
             break;
         }
-        if fetch_batch(&sh, tc, &mut leases, expires, &work).await {
-            // Start over from the first tag with the runners left.
+        let got = fetch_batch(&sh, tc, left, expires, &work).await;
+        left -= got;
+        if got > 0 {
+            // Start over from the first tag with the room left.
             break;
         }
     }
-    for lease in leases {
-        lease.give_back();
-    }
+    left
 }
 
-/// One pull request on `tc` for `leases.len()` messages. Returns true when any message came.
+/// One pull request on `tc` for `n` messages. Returns how many came.
 async fn fetch_batch(
     sh: &Shared,
     tc: &TagConsumer,
-    leases: &mut Vec<Lease>,
+    n: usize,
     expires: Duration,
-    work: &mpsc::UnboundedSender<(Delivery, Lease)>,
-) -> bool {
+    work: &mpsc::UnboundedSender<Delivery>,
+) -> usize {
     let batch = {
         let consumer = tc.consumer.lock().await;
         consumer
             .batch()
-            .max_messages(leases.len())
+            .max_messages(n)
             .expires(expires)
             .messages()
             .await
@@ -486,30 +561,27 @@ async fn fetch_batch(
             tracing::warn!(tag = %tc.tag, "pulling jobs failed, retrying in 1 s: {err}");
             refresh_consumer(sh, tc).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            return false;
+            return 0;
         }
     };
-    let mut got = false;
+    let mut got = 0;
     while let Some(item) = batch.next().await {
         match item {
             Ok(msg) => {
-                got = true;
+                if got >= n {
+                    // Cannot happen: the pull request asked for n messages.
+                    tracing::error!(tag = %tc.tag, "more jobs delivered than requested; handing it back");
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    continue;
+                }
+                got += 1;
                 if *sh.phase.borrow() != Phase::Running {
                     if let Err(err) = msg.ack_with(AckKind::Nak(None)).await {
                         tracing::warn!("NAK of a job fetched while stopping failed: {err}");
                     }
                     continue;
                 }
-                let Some(lease) = leases.pop() else {
-                    // Cannot happen: the pull request asked for one message per runner.
-                    tracing::error!(tag = %tc.tag, "more jobs delivered than requested; handing it back");
-                    let _ = msg.ack_with(AckKind::Nak(None)).await;
-                    continue;
-                };
-                if let Err(mpsc::error::SendError((d, lease))) =
-                    work.send((Delivery::new(msg, tc), lease))
-                {
-                    lease.give_back();
+                if let Err(mpsc::error::SendError(d)) = work.send(Delivery::new(msg, tc)) {
                     let _ = d.msg.ack_with(AckKind::Nak(None)).await;
                 }
             }
@@ -522,6 +594,108 @@ async fn fetch_batch(
         }
     }
     got
+}
+
+/// How long a job fetched ahead waits for a runner before it goes back to the queue for
+/// another worker (a run turned out long).
+const PREFETCH_HOLD: Duration = Duration::from_millis(500);
+
+/// Jobs are fetched ahead only while the runs of this worker are short: on average (the last
+/// runs weighted most) at most this long.
+const PREFETCH_MAX_AVG_RUN: Duration = Duration::from_millis(100);
+
+/// When to fetch jobs ahead of a free runner (module docs).
+#[derive(Debug)]
+struct Prefetch {
+    enabled: bool,
+    /// Moving average of how long the runner took for the last runs (seconds).
+    avg_run: Option<f64>,
+    /// A job fetched ahead had to be handed back: none again until a runner comes back.
+    blocked: bool,
+}
+
+impl Prefetch {
+    fn new(enabled: bool) -> Self {
+        Prefetch {
+            enabled,
+            avg_run: None,
+            blocked: false,
+        }
+    }
+
+    /// A job ended; `ran` is how long its runner took, when it ran to its end.
+    fn record(&mut self, ran: Option<Duration>) {
+        if let Some(ran) = ran {
+            let x = ran.as_secs_f64();
+            self.avg_run = Some(match self.avg_run {
+                Some(avg) => avg * 0.8 + x * 0.2,
+                None => x,
+            });
+        }
+    }
+
+    /// How many jobs may wait for a runner now (besides one per idle runner).
+    fn room(&self, runners: usize, run_once: bool) -> usize {
+        let short = self
+            .avg_run
+            .is_some_and(|a| a <= PREFETCH_MAX_AVG_RUN.as_secs_f64());
+        if self.enabled && short && !self.blocked && !run_once {
+            runners
+        } else {
+            0
+        }
+    }
+}
+
+/// A job fetched ahead, waiting for a runner.
+struct Queued {
+    d: Delivery,
+    preread: job::Preread,
+    /// Handed back to the queue if no runner takes it by then.
+    hold_until: Instant,
+}
+
+impl Queued {
+    fn start(self, sh: Arc<Shared>, lease: Lease) -> impl Future<Output = Option<Duration>> {
+        let mut d = self.d;
+        // The worker's own time for the run starts now (the wait was for a runner).
+        d.received = Instant::now();
+        job::process(sh, d, lease, self.preread)
+    }
+}
+
+/// Hand the jobs whose hold time passed back to the queue (NAK without delay, so another
+/// worker takes them at once). A job at its last delivery is kept instead (a NAK would use up
+/// its last delivery): its ack wait is renewed and it waits on.
+async fn release_overdue(queued: &mut VecDeque<Queued>) {
+    let now = Instant::now();
+    let mut waiting = VecDeque::with_capacity(queued.len());
+    for mut q in queued.drain(..) {
+        if q.hold_until > now {
+            waiting.push_back(q);
+            continue;
+        }
+        let delivered = q.d.delivered().unwrap_or(1);
+        if q.d.max_deliver > 0 && delivered >= q.d.max_deliver {
+            if let Err(err) = q.d.msg.ack_with(AckKind::Progress).await {
+                tracing::warn!("in-progress ACK of a waiting job failed: {err}");
+            }
+            q.hold_until = now + q.d.ack_progress.unwrap_or(q.d.ack_wait / 2);
+            waiting.push_back(q);
+            continue;
+        }
+        if let Some(read) = q.preread.take() {
+            read.abort();
+        }
+        tracing::debug!(
+            subject = %q.d.msg.subject,
+            "a job fetched ahead waited {PREFETCH_HOLD:?} for a runner; handed back for another worker"
+        );
+        if let Err(err) = q.d.msg.ack_with(AckKind::Nak(None)).await {
+            tracing::warn!("NAK of a job fetched ahead failed: {err}");
+        }
+    }
+    *queued = waiting;
 }
 
 /// After a pull error, make sure the durable consumer exists (a NATS server restarted with a

@@ -755,3 +755,149 @@ async fn bench_throughput() {
         );
     }
 }
+
+/// Warm a worker up with short runs, so it fetches ahead (`PYOCO_WORKER_PREFETCH`).
+async fn short_runs(h: &Harness, n: usize) {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(h.submit_yaml(TRIVIAL, json!({})).await);
+    }
+    for id in ids {
+        let s = h.wait_terminal(&id, T).await;
+        assert_eq!(s.status, RunStatus::Completed, "{s:?}");
+    }
+}
+
+/// While its only runner is busy with runs that have been short, the worker fetches the next
+/// job ahead; when the run in progress turns out long, the job fetched ahead goes back to the
+/// queue after the hold time and another worker runs it at once (attempt 2, run once), long
+/// before the long run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_fetched_ahead_behind_a_long_run_goes_to_another_worker() {
+    let mut h = Harness::start().await;
+    h.start_worker(|_| {}).await;
+    short_runs(&h, 5).await;
+
+    let slow = flow("t1", &[("t1", "wtasks:slow")], "{seconds: 6}");
+    let long = h
+        .submit_yaml(
+            &slow,
+            json!({"marker": h.marker("long.txt").display().to_string()}),
+        )
+        .await;
+    h.wait_for(&long, T, "the long run RUNNING", |s| {
+        s.status == RunStatus::Running
+    })
+    .await;
+    let quick = flow("t1", &[("t1", "wtasks:mark")], "");
+    let next = h
+        .submit_yaml(
+            &quick,
+            json!({"marker": h.marker("next.txt").display().to_string()}),
+        )
+        .await;
+    // The only pull request open is the first worker's (fetching ahead): it holds the job.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.snapshot(&next).await.unwrap().status, RunStatus::Pending);
+    let started = Instant::now();
+    let (_, (stop, task)) = h.spawn_worker(|c| c.worker_id = "second".into()).await;
+    let s = h.wait_terminal(&next, T).await;
+    let waited = started.elapsed();
+    assert_eq!(s.status, RunStatus::Completed, "{s:?}");
+    assert_eq!(s.worker_id.as_deref(), Some("second"));
+    assert_eq!(s.extra["attempt"], 2, "handed back once: {s:?}");
+    assert_eq!(h.marker_lines("next.txt"), vec!["ran".to_string()]);
+    assert!(
+        waited < Duration::from_secs(4),
+        "the job waited {waited:?}: it should not wait for the 6 s run"
+    );
+    assert_eq!(
+        h.snapshot(&long).await.unwrap().status,
+        RunStatus::Running,
+        "the long run is still going"
+    );
+    let done = h.wait_terminal(&long, T).await;
+    assert_eq!(done.status, RunStatus::Completed);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    h.stop_worker().await.unwrap();
+}
+
+/// A job fetched ahead has its run read while it waits; a cancel written meanwhile still wins:
+/// the claim's compare-and-set fails on the stale read, and the run ends CANCELLED without
+/// running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_written_while_a_job_waits_fetched_ahead_still_wins() {
+    let mut h = Harness::start().await;
+    h.start_worker(|_| {}).await;
+    short_runs(&h, 5).await;
+
+    let slow = flow("t1", &[("t1", "wtasks:slow")], "{seconds: 0.3}");
+    let first = h
+        .submit_yaml(
+            &slow,
+            json!({"marker": h.marker("first.txt").display().to_string()}),
+        )
+        .await;
+    h.wait_for(&first, T, "the first run RUNNING", |s| {
+        s.status == RunStatus::Running
+    })
+    .await;
+    let quick = flow("t1", &[("t1", "wtasks:mark")], "");
+    let next = h
+        .submit_yaml(
+            &quick,
+            json!({"marker": h.marker("next.txt").display().to_string()}),
+        )
+        .await;
+    // Fetched ahead and read by now; cancelled before the runner is free.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    h.cancel(&next).await;
+    let s = h.wait_terminal(&next, T).await;
+    assert_eq!(s.status, RunStatus::Cancelled, "{s:?}");
+    assert!(
+        h.marker_lines("next.txt").is_empty(),
+        "the cancelled run ran"
+    );
+    assert_eq!(
+        h.wait_terminal(&first, T).await.status,
+        RunStatus::Completed
+    );
+    h.stop_worker().await.unwrap();
+}
+
+/// With prefetch off, a job is fetched only for an idle runner: behind a long run it waits in
+/// the queue, where a second worker finds it on its first delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_prefetch_a_job_behind_a_long_run_stays_in_the_queue() {
+    let mut h = Harness::start().await;
+    h.start_worker(|c| c.prefetch = false).await;
+    short_runs(&h, 5).await;
+    let slow = flow("t1", &[("t1", "wtasks:slow")], "{seconds: 4}");
+    let long = h
+        .submit_yaml(
+            &slow,
+            json!({"marker": h.marker("long.txt").display().to_string()}),
+        )
+        .await;
+    h.wait_for(&long, T, "the long run RUNNING", |s| {
+        s.status == RunStatus::Running
+    })
+    .await;
+    let quick = flow("t1", &[("t1", "wtasks:mark")], "");
+    let next = h
+        .submit_yaml(
+            &quick,
+            json!({"marker": h.marker("next.txt").display().to_string()}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, (stop, task)) = h.spawn_worker(|c| c.worker_id = "second".into()).await;
+    let s = h.wait_terminal(&next, T).await;
+    assert_eq!(s.worker_id.as_deref(), Some("second"));
+    assert_eq!(s.extra["attempt"], 1, "never handed back: {s:?}");
+    h.wait_terminal(&long, T).await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    h.stop_worker().await.unwrap();
+}

@@ -248,9 +248,13 @@ class ReadmeExample(RunnerTestCase):
         # `log` events (the live log, batched by time) come between the others
         self.assertEqual(
             [t for t in types_of(events) if t != "log"],
-            ["run_started", "task_started", "task_finished", "snapshot",
-             "task_started", "task_finished", "snapshot", "run_finished"],
+            ["run_started", "task_started", "task_finished",
+             "task_started", "task_finished", "run_finished"],
         )
+        # Each task_finished carries that task's whole record, equal to what run_finished
+        # reports for it (no `snapshot` of every task after each one).
+        for ev in [e for e in events if e["type"] == "task_finished"]:
+            self.assertEqual(ev["record"], fin["task_records"][ev["task"]])
         self.assertEqual([l[1:] for l in log_lines(events)], [["stdout", "t1", "adding 1"]])
         started = events[0]
         self.assertEqual(started["run_id"], run_id)
@@ -282,7 +286,8 @@ class ReadmeExample(RunnerTestCase):
         self.assertGreaterEqual(fin["end_time"], rec2["ended_at"])
         t1_done = events[2]
         self.assertEqual((t1_done["task"], t1_done["state"], t1_done["stdout"]), ("t1", "SUCCEEDED", "adding 1\n"))
-        self.assertEqual(events[3]["tasks"], {"t1": "SUCCEEDED", "t2": "PENDING"})
+        self.assertEqual((t1_done["record"]["state"], t1_done["record"]["output"]), ("SUCCEEDED", 2))
+        self.assertEqual(t1_done["record"]["stdout"], "adding 1\n")
         self.assertTrue((self.cwd / "artifacts").is_dir())  # pyoco's Engine side effect
 
     def test_params_are_not_merged_with_defaults(self):
@@ -325,8 +330,9 @@ class Failures(RunnerTestCase):
         finished = [e for e in events if e["type"] == "task_finished" and e["task"] == "bad"]
         self.assertEqual(len(finished), 1)
         self.assertEqual((finished[0]["state"], finished[0]["error"]), ("FAILED", "kaboom"))
-        snaps = [e for e in events if e["type"] == "snapshot"]
-        self.assertEqual(snaps[-1]["error"], "kaboom")
+        self.assertEqual(finished[0]["record"]["error"], "kaboom")
+        self.assertIn("ValueError: kaboom", finished[0]["record"]["traceback"])
+        self.assertNotIn("snapshot", types_of(events))
 
     def test_unknown_module(self):
         y = yaml_doc("t1 >> t2", tasks={"t1": "no_such_module_xyz:run", "t2": "rt_tasks:pick_a"})

@@ -2,7 +2,8 @@
 //! our `worker_id`, the delivery count as `attempt`), or shows that it finished already, was
 //! cancelled before it started, or is executing elsewhere.
 
-use pyoco_store::StoreError;
+use bytes::Bytes;
+use pyoco_store::{StoreError, Versioned};
 use pyoco_wire::{compact_snapshot, JobMessage, RunSnapshot, RunStatus, TaskState};
 
 use super::{
@@ -43,10 +44,15 @@ pub(super) enum Claim {
 /// execution is considered dead — or when its heartbeat is older than the ack wait. A *first*
 /// delivery that finds a fresh RUNNING snapshot is a duplicate message for a run executing
 /// elsewhere: it is acknowledged and dropped.
+///
+/// `preread` is the run's snapshot as read while the job waited for a runner (a prefetched
+/// job): the first attempt writes against it instead of reading again. A cancel or any other
+/// write since then makes that compare-and-set fail, and the loop reads afresh.
 pub(super) async fn claim(
     sh: &Shared,
     d: &Delivery,
     job: &JobMessage,
+    mut preread: Option<Option<Versioned<Bytes>>>,
 ) -> Result<Claim, StoreError> {
     let runs = sh.store.runs();
     let cfg = &sh.config;
@@ -55,7 +61,10 @@ pub(super) async fn claim(
     let mut takeover_logged = false;
     for _ in 0..MAX_CLAIM_ATTEMPTS {
         let t = now();
-        let current = runs.get(&job.run_id).await?;
+        let current = match preread.take() {
+            Some(read) => read,
+            None => runs.get(&job.run_id).await?,
+        };
         let (stored, revision) = match &current {
             None => (None, 0),
             Some(v) => match RunSnapshot::from_json(&v.value) {

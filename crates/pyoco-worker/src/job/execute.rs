@@ -225,11 +225,17 @@ fn apply_event(w: &mut SnapshotWriter, run_id: &str, ev: RunnerEvent) {
                 .task_records
                 .entry(t.task)
                 .or_insert_with(|| TaskRecord::new(TaskState::Pending));
-            rec.state = t.state.clone();
-            rec.ended_at = t.at.or(rec.ended_at);
-            rec.duration_ms = t.duration_ms.or(rec.duration_ms);
-            if t.error.is_some() {
-                rec.error = t.error.clone();
+            match t.record {
+                // The runner's record of the task is the whole truth about it.
+                Some(record) => *rec = record,
+                None => {
+                    rec.state = t.state.clone();
+                    rec.ended_at = t.at.or(rec.ended_at);
+                    rec.duration_ms = t.duration_ms.or(rec.duration_ms);
+                    if t.error.is_some() {
+                        rec.error = t.error.clone();
+                    }
+                }
             }
             if t.state == TaskState::Failed && t.error.is_some() {
                 snap.error = t.error;

@@ -30,8 +30,10 @@ mod snapshot;
 use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+use pyoco_store::Versioned;
 use pyoco_wire::{parse_workflow_yaml, InvalidJob, JobMessage, WorkflowYamlError};
-use tokio::time::Instant;
+use tokio::{task::JoinHandle, time::Instant};
 use tracing::Instrument;
 
 use crate::{
@@ -74,7 +76,7 @@ impl Delivery {
     }
 
     /// How many times JetStream has delivered this message (1 = first delivery).
-    fn delivered(&self) -> Option<i64> {
+    pub(crate) fn delivered(&self) -> Option<i64> {
         self.msg.info().ok().map(|i| i.delivered)
     }
 
@@ -95,23 +97,46 @@ impl Delivery {
     }
 }
 
-/// Process one message with the runner in `lease`.
-pub(crate) async fn process(sh: Arc<Shared>, d: Delivery, lease: Lease) {
+/// The run's snapshot, being read while a prefetched job waits for a runner (`None`: not read
+/// ahead; the claim reads it). The task's result is `None` when the read failed.
+pub(crate) type Preread = Option<JoinHandle<Option<Option<Versioned<Bytes>>>>>;
+
+/// Start reading the snapshot of the run `d` carries (a job that waits for a runner).
+pub(crate) fn preread(sh: &Shared, d: &Delivery) -> Preread {
+    let run_id = JobMessage::decode(&d.msg.payload, &sh.config.default_tag)
+        .ok()?
+        .run_id;
+    let runs = sh.store.runs().clone();
+    Some(tokio::spawn(async move { runs.get(&run_id).await.ok() }))
+}
+
+/// Process one message with the runner in `lease`. Returns how long the runner took for the
+/// run (from the `run` request to `run_finished`) when it ran to its end.
+pub(crate) async fn process(
+    sh: Arc<Shared>,
+    d: Delivery,
+    lease: Lease,
+    preread: Preread,
+) -> Option<Duration> {
     let job = match JobMessage::decode(&d.msg.payload, &sh.config.default_tag) {
         Ok(job) => job,
         Err(invalid) => {
             lease.give_back();
             let span = tracing::error_span!("invalid_job", subject = %d.msg.subject);
             invalid_job(&sh, &d, invalid).instrument(span).await;
-            return;
+            return None;
         }
     };
     if let Some(invalid) = refused_workflow(&sh.config.task_modules, &job).await {
         lease.give_back();
         let span = tracing::error_span!("invalid_job", run_id = %job.run_id);
         invalid_job(&sh, &d, invalid).instrument(span).await;
-        return;
+        return None;
     }
+    let preread = match preread {
+        Some(read) => read.await.ok().flatten(),
+        None => None,
+    };
     // The context keys of 0.5.1's log lines (contract §12), on every line of the run.
     let span = tracing::info_span!(
         "run",
@@ -121,7 +146,7 @@ pub(crate) async fn process(sh: Arc<Shared>, d: Delivery, lease: Lease) {
         worker_id = %sh.config.worker_id,
         attempt = d.delivered().unwrap_or(0)
     );
-    run_job(sh, d, job, lease).instrument(span).await;
+    run_job(sh, d, job, lease, preread).instrument(span).await
 }
 
 /// A job the runner must not get, as an invalid job: its flow.yaml expands beyond the loader's
@@ -153,8 +178,14 @@ async fn refused_workflow(allowed: &[String], job: &JobMessage) -> Option<Invali
     .flatten()
 }
 
-async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease) {
-    let claimed = match claim(&sh, &d, &job).await {
+async fn run_job(
+    sh: Arc<Shared>,
+    d: Delivery,
+    job: JobMessage,
+    mut lease: Lease,
+    preread: Option<Option<Versioned<Bytes>>>,
+) -> Option<Duration> {
+    let claimed = match claim(&sh, &d, &job, preread).await {
         Ok(c) => c,
         Err(err) => {
             lease.give_back();
@@ -166,7 +197,7 @@ async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease
                  goes back to the queue"
             );
             nak(&sh, &d).await;
-            return;
+            return None;
         }
     };
     let mut writer = match claimed {
@@ -175,7 +206,7 @@ async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease
             lease.give_back();
             tracing::info!(%status, "run is already finished (redelivery); acknowledged without running it again");
             d.ack().await;
-            return;
+            return None;
         }
         Claim::CancelledBeforeStart => {
             lease.give_back();
@@ -183,14 +214,14 @@ async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease
                 "run was cancelled before it started; marked CANCELLED without running it"
             );
             d.ack().await;
-            return;
+            return None;
         }
         Claim::TooLarge { bytes, limit } => {
             // A NAK would bring it back until max_deliver, failing the same way each time.
             lease.give_back();
             let invalid = InvalidJob::snapshot_too_large(&job.run_id, bytes, limit);
             invalid_job(&sh, &d, invalid).await;
-            return;
+            return None;
         }
         Claim::RunningElsewhere { worker_id, age } => {
             lease.give_back();
@@ -202,7 +233,7 @@ async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease
                  own message brings the run back if the owner dies"
             );
             d.ack().await;
-            return;
+            return None;
         }
     };
     let runner = lease.runner();
@@ -210,6 +241,7 @@ async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease
     let pid = runner.pid();
     sh.probe.started(&job.run_id, pid);
     sh.registry.run_started(&job.run_id);
+    let handed = Instant::now();
     let outcome = if runner.send(run_request(&job)) {
         let before_run = d.received.elapsed();
         tracing::debug!(pid, ?before_run, "run handed to the pyoco runner");
@@ -243,4 +275,5 @@ async fn run_job(sh: Arc<Shared>, d: Delivery, job: JobMessage, mut lease: Lease
         );
         sh.probe.record_overhead(o);
     }
+    normal.then(|| run_done.duration_since(handed))
 }
