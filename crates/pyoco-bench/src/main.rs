@@ -3,6 +3,7 @@
 
 mod browser;
 mod dashboard;
+mod index_scale;
 mod load;
 mod procs;
 mod report;
@@ -192,6 +193,11 @@ struct Args {
     /// second until this many of its runs completed; dispatch and start lateness p50/p99.
     #[arg(long, value_name = "RUNS")]
     schedules: Option<usize>,
+    /// Measure only the gateway's run index at scale (Rust only): this many finished runs
+    /// written into the runs bucket, then a gateway restart; reports the time until the index
+    /// is complete, the gateway's RSS and `GET /runs?limit=100` latency.
+    #[arg(long, value_name = "RUNS")]
+    index_scale: Option<usize>,
 }
 
 /// Request counts for one invocation.
@@ -450,6 +456,16 @@ async fn run(args: Args) -> Result<()> {
             std::fs::write(
                 out,
                 serde_json::to_vec_pretty(&json!({ "schedules": result }))?,
+            )?;
+        }
+        return Ok(());
+    }
+    if let Some(n) = args.index_scale {
+        let result = index_scale::run(&rust_dir, &nats_bin, n.max(1), args.keep_tmp).await?;
+        if let Some(out) = &args.out {
+            std::fs::write(
+                out,
+                serde_json::to_vec_pretty(&json!({ "index_scale": result }))?,
             )?;
         }
         return Ok(());

@@ -5,11 +5,14 @@
 //! `GET /runs?limit=100` over 6,000 runs). Here a page costs O(log n + runs walked) and the
 //! metrics O(statuses + runs updated today).
 //!
-//! What it keeps per run, and nothing more: the `GET /runs` summary item already encoded as
-//! JSON (only the summary keys present in the snapshot, §3.2), the fields the list filters on
+//! What it keeps per run, and nothing more: the `GET /runs` summary item (only the summary keys
+//! present in the snapshot, §3.2) as a shared template plus the values of its holes (run id,
+//! times: [`summary`]), the fields the list filters on
 //! (`status`, `flow_name`, `tag`, `workflow_yaml_sha256`, `schedule_id`, `tenant_id`), the status label the
 //! metrics count by and the KV revision it was read at. Repeated strings (statuses, flows,
-//! tags, tenants, digests) are shared. Runs are ordered by `(updated_at, run_id)` in a B-tree —
+//! tags, tenants, digests, summary templates) are shared, and canonical UUID keys are held as
+//! their 16 bytes ([`run_key`]). After each load the B-tree is rebuilt full and freed memory is
+//! given back to the system. Runs are ordered by `(updated_at, run_id)` in a B-tree —
 //! the list order and the cursor's coordinates — and per-status totals change with every write.
 //!
 //! How it stays current: one task per gateway, started once NATS is ready, follows
@@ -37,12 +40,18 @@ use std::{
 use async_nats::jetstream::kv::{Entry, Operation};
 use futures::StreamExt;
 use pyoco_store::{SharedStore, Store};
-use pyoco_wire::{python, RunSummary, RunsCursor, RUN_SUMMARY_KEYS};
+use pyoco_wire::{python, RunsCursor, RUN_SUMMARY_KEYS};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::error::ApiError;
+
+mod run_key;
+mod summary;
+
+use run_key::RunKey;
+use summary::{Fill, HoleValues};
 
 /// How long a request waits for the first load before answering `503 IndexLoading`.
 pub(crate) const READY_WAIT: Duration = Duration::from_secs(5);
@@ -260,8 +269,9 @@ impl RunIndex {
                 break;
             }
             page.items.push(item(RunView {
-                key: &sort.key,
+                sort,
                 run,
+                template: state.templates.name(run.template),
             }));
             last = Some(sort);
         }
@@ -368,6 +378,7 @@ impl Shared {
             return;
         }
         let dropped = state.sweep(generation);
+        state.compact();
         let runs = state.slots.len();
         drop(state);
         if dropped > 0 {
@@ -378,6 +389,7 @@ impl Shared {
         }
         tracing::debug!(runs, generation, "run index caught up");
         self.caught_up.send_replace(true);
+        return_freed_memory();
     }
 }
 
@@ -456,13 +468,14 @@ pub(crate) struct StatusCounts {
     pub today: Vec<(String, u64)>,
 }
 
-/// One run as the index holds it (about 40 bytes plus its summary).
+/// One run as the index holds it: 56 bytes, nothing on the heap of its own.
 #[derive(Debug)]
 struct IndexedRun {
-    /// The `GET /runs` summary item, encoded.
-    summary: Box<[u8]>,
-    /// `,"start_time":…,"end_time":…` (the keys present), for `include=times`.
-    times: Box<[u8]>,
+    /// The values of the summary template's holes (see [`summary`]).
+    values: HoleValues,
+    /// The `GET /runs` summary item and `include=times` keys, as a template in
+    /// [`IndexState::templates`].
+    template: Sym,
     /// `str(status or "UNKNOWN")`, the metrics label.
     label: Sym,
     flow_name: Option<Sym>,
@@ -492,37 +505,33 @@ impl IndexedRun {
 /// A run of a page, as [`RunIndex::page`] shows it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RunView<'a> {
-    key: &'a Arc<str>,
+    sort: &'a SortKey,
     run: &'a IndexedRun,
+    template: &'a [u8],
 }
 
-impl<'a> RunView<'a> {
+impl RunView<'_> {
     /// The KV key of the run.
-    pub(crate) fn key(&self) -> &'a Arc<str> {
-        self.key
+    pub(crate) fn key(&self) -> String {
+        self.sort.key.to_string()
     }
 
-    /// The summary item as JSON.
-    pub(crate) fn summary_json(&self) -> &'a [u8] {
-        &self.run.summary
+    fn fill(&self) -> Fill<'_> {
+        Fill {
+            run_id: &self.sort.run_id,
+            updated_at: self.sort.updated_at.0,
+            values: &self.run.values,
+        }
+    }
+
+    /// Append the summary item as JSON to `out`.
+    pub(crate) fn write_summary(&self, out: &mut Vec<u8>) {
+        summary::write_summary(self.template, &self.fill(), out);
     }
 
     /// Append the summary item with its `start_time` and `end_time` (those present) to `out`.
     pub(crate) fn write_summary_with_times(&self, out: &mut Vec<u8>) {
-        let summary = &self.run.summary;
-        let times = &self.run.times;
-        if times.is_empty() || summary.len() < 2 {
-            out.extend_from_slice(summary);
-            return;
-        }
-        out.extend_from_slice(&summary[..summary.len() - 1]);
-        // `{}` takes the fragment without its leading comma.
-        out.extend_from_slice(if summary.len() == 2 {
-            &times[1..]
-        } else {
-            times
-        });
-        out.push(b'}');
+        summary::write_summary_with_times(self.template, &self.fill(), out);
     }
 }
 
@@ -568,8 +577,8 @@ impl Ord for Timestamp {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct SortKey {
     updated_at: Timestamp,
-    run_id: Arc<str>,
-    key: Arc<str>,
+    run_id: RunKey,
+    key: RunKey,
 }
 
 impl SortKey {
@@ -577,8 +586,8 @@ impl SortKey {
     fn first_at(updated_at: f64, run_id: &str) -> SortKey {
         SortKey {
             updated_at: Timestamp::new(updated_at),
-            run_id: Arc::from(run_id),
-            key: Arc::from(""),
+            run_id: RunKey::new(run_id),
+            key: RunKey::new(""),
         }
     }
 
@@ -597,11 +606,11 @@ struct Slot {
     generation: u64,
     updated_at: Timestamp,
     /// The snapshot's `run_id` when it is not the key (it always is, for sane writers).
-    run_id: Option<Arc<str>>,
+    run_id: Option<RunKey>,
 }
 
 impl Slot {
-    fn sort_key(&self, key: &Arc<str>) -> SortKey {
+    fn sort_key(&self, key: &RunKey) -> SortKey {
         SortKey {
             updated_at: self.updated_at,
             run_id: self.run_id.clone().unwrap_or_else(|| key.clone()),
@@ -612,10 +621,12 @@ impl Slot {
 
 #[derive(Debug, Default)]
 struct IndexState {
-    slots: HashMap<Arc<str>, Slot>,
+    slots: HashMap<RunKey, Slot>,
     order: BTreeMap<SortKey, IndexedRun>,
     status_totals: HashMap<Sym, u64>,
     symbols: Symbols,
+    /// The summary templates runs use (see [`summary`]).
+    templates: Symbols<[u8]>,
     /// The current watch; entries of older generations are replaced whatever their revision.
     generation: u64,
     /// Highest revision the current watch delivered: a submit insert at or below it is
@@ -624,29 +635,31 @@ struct IndexState {
 }
 
 impl IndexState {
-    fn is_newer(&self, key: &str, revision: u64, generation: u64) -> bool {
+    fn is_newer(&self, key: &RunKey, revision: u64, generation: u64) -> bool {
         self.slots
             .get(key)
             .is_none_or(|slot| slot.generation < generation || revision > slot.revision)
     }
 
     fn put(&mut self, key: &str, revision: u64, generation: u64, run: ParsedRun) {
-        if !self.is_newer(key, revision, generation) {
+        let key = RunKey::new(key);
+        if !self.is_newer(&key, revision, generation) {
             return;
         }
-        let key = self.remove(key).unwrap_or_else(|| Arc::from(key));
+        self.remove(&key);
         let slot = Slot {
             revision,
             generation,
-            updated_at: Timestamp::new(run.updated_at),
-            run_id: (*run.run_id != *key).then(|| Arc::from(run.run_id)),
+            updated_at: run.updated_at,
+            run_id: (run.run_id != key).then_some(run.run_id),
         };
         let label = self.symbols.acquire(&run.label);
         *self.status_totals.entry(label).or_default() += 1;
+        let template = self.templates.acquire(&run.template);
         let mut acquire = |name: Option<String>| name.map(|name| self.symbols.acquire(&name));
         let indexed = IndexedRun {
-            summary: run.summary,
-            times: run.times,
+            values: run.values,
+            template,
             label,
             flow_name: acquire(run.flow_name),
             tag: acquire(run.tag),
@@ -661,15 +674,19 @@ impl IndexState {
 
     /// The key was deleted, purged, or now holds something unreadable.
     fn forget(&mut self, key: &str, revision: u64, generation: u64) {
-        if self.slots.contains_key(key) && self.is_newer(key, revision, generation) {
-            self.remove(key);
+        let key = RunKey::new(key);
+        if self.slots.contains_key(&key) && self.is_newer(&key, revision, generation) {
+            self.remove(&key);
         }
     }
 
-    /// Remove `key`; returns its shared name for reuse.
-    fn remove(&mut self, key: &str) -> Option<Arc<str>> {
-        let (key, slot) = self.slots.remove_entry(key)?;
+    /// Remove `key` if it is indexed.
+    fn remove(&mut self, key: &RunKey) {
+        let Some((key, slot)) = self.slots.remove_entry(key) else {
+            return;
+        };
         if let Some(run) = self.order.remove(&slot.sort_key(&key)) {
+            self.templates.release(run.template);
             if let Some(n) = self.status_totals.get_mut(&run.label) {
                 *n -= 1;
                 if *n == 0 {
@@ -680,12 +697,21 @@ impl IndexState {
                 self.symbols.release(sym);
             }
         }
-        Some(key)
+    }
+
+    /// After a load: the B-tree rebuilt from its sorted runs, so its nodes are full (one write
+    /// at a time in key order leaves them about half full), and the maps at their size.
+    fn compact(&mut self) {
+        self.order = std::mem::take(&mut self.order).into_iter().collect();
+        self.slots.shrink_to_fit();
+        self.status_totals.shrink_to_fit();
+        self.symbols.shrink_to_fit();
+        self.templates.shrink_to_fit();
     }
 
     /// Drop every run older generations put here and `generation` did not confirm.
     fn sweep(&mut self, generation: u64) -> usize {
-        let stale: Vec<Arc<str>> = self
+        let stale: Vec<RunKey> = self
             .slots
             .iter()
             .filter(|(_, slot)| slot.generation < generation)
@@ -709,25 +735,38 @@ impl Sym {
     }
 }
 
-/// The strings runs use, counted, so a string no run uses any more is forgotten.
-#[derive(Debug, Default)]
-struct Symbols {
-    ids: HashMap<Arc<str>, Sym>,
+/// The strings (or byte strings) runs use, counted, so one no run uses any more is forgotten.
+#[derive(Debug)]
+struct Symbols<T: ?Sized = str> {
+    ids: HashMap<Arc<T>, Sym>,
     /// Name and number of uses per symbol; `None` while a symbol is free.
-    names: Vec<Option<(Arc<str>, u32)>>,
+    names: Vec<Option<(Arc<T>, u32)>>,
     free: Vec<Sym>,
 }
 
-impl Symbols {
+impl<T: ?Sized> Default for Symbols<T> {
+    fn default() -> Self {
+        Symbols {
+            ids: HashMap::new(),
+            names: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T: ?Sized + Eq + std::hash::Hash> Symbols<T>
+where
+    for<'a> Arc<T>: From<&'a T>,
+{
     /// The symbol of `name`, counting one more use.
-    fn acquire(&mut self, name: &str) -> Sym {
+    fn acquire(&mut self, name: &T) -> Sym {
         if let Some(&sym) = self.ids.get(name) {
             if let Some((_, uses)) = &mut self.names[sym.index()] {
                 *uses += 1;
             }
             return sym;
         }
-        let name: Arc<str> = Arc::from(name);
+        let name: Arc<T> = Arc::from(name);
         let sym = match self.free.pop() {
             Some(sym) => {
                 self.names[sym.index()] = Some((name.clone(), 1));
@@ -756,14 +795,31 @@ impl Symbols {
         }
     }
 
-    fn lookup(&self, name: &str) -> Option<Sym> {
+    fn lookup(&self, name: &T) -> Option<Sym> {
         self.ids.get(name).copied()
     }
 
+    /// Give the memory of a first load's growth back: the maps at their size.
+    fn shrink_to_fit(&mut self) {
+        self.ids.shrink_to_fit();
+        self.names.shrink_to_fit();
+        self.free.shrink_to_fit();
+    }
+}
+
+impl Symbols<str> {
     fn name(&self, sym: Sym) -> &str {
         self.names[sym.index()]
             .as_ref()
             .map_or("", |(name, _)| name)
+    }
+}
+
+impl Symbols<[u8]> {
+    fn name(&self, sym: Sym) -> &[u8] {
+        self.names[sym.index()]
+            .as_ref()
+            .map_or(&[], |(name, _)| name)
     }
 }
 
@@ -818,10 +874,11 @@ impl<'de> Deserialize<'de> for IndexedFields {
 /// A snapshot reduced to what the index keeps, built before taking the lock.
 #[derive(Debug)]
 struct ParsedRun {
-    updated_at: f64,
-    run_id: String,
-    summary: Box<[u8]>,
-    times: Box<[u8]>,
+    updated_at: Timestamp,
+    run_id: RunKey,
+    /// The summary template (see [`summary`]) and the values of its holes.
+    template: Vec<u8>,
+    values: HoleValues,
     label: String,
     status_is_label: bool,
     flow_name: Option<String>,
@@ -834,23 +891,16 @@ struct ParsedRun {
 impl ParsedRun {
     fn from_fields(IndexedFields(fields): IndexedFields) -> ParsedRun {
         let (updated_at, run_id) = pyoco_wire::run_sort_key(&fields);
-        let summary = pyoco_wire::to_python_json(&RunSummary::from_snapshot(&fields));
+        let updated_at = Timestamp::new(updated_at);
+        let run_id = RunKey::new(&run_id);
+        let (template, values) = summary::encode(&fields, &run_id, updated_at.0);
         let status = fields.get("status");
         let string = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_owned);
-        let mut times = Vec::new();
-        for key in TIME_KEYS {
-            if let Some(value) = fields.get(key) {
-                times.extend_from_slice(b",\"");
-                times.extend_from_slice(key.as_bytes());
-                times.extend_from_slice(b"\":");
-                times.extend_from_slice(&pyoco_wire::to_python_json(value));
-            }
-        }
         ParsedRun {
             updated_at,
             run_id,
-            summary: summary.into_boxed_slice(),
-            times: times.into_boxed_slice(),
+            template,
+            values,
             label: status_label(status),
             status_is_label: matches!(status, Some(Value::String(s)) if !s.is_empty()),
             flow_name: string("flow_name"),
@@ -871,6 +921,17 @@ fn status_label(status: Option<&Value>) -> String {
             String::from_utf8_lossy(&pyoco_wire::to_python_json(json)).into_owned()
         }
         Some(status) => python::str_of_json(status),
+    }
+}
+
+/// Give the memory a load freed back to the system: glibc keeps it in its arenas (the parsed
+/// snapshots of a 100,000-run bucket, the half-empty B-tree the load built). `malloc_trim(0)`
+/// on a blocking thread; elsewhere (musl, macOS) a no-op.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        // SAFETY: malloc_trim only walks the allocator's own arenas.
+        drop(runtime.spawn_blocking(|| unsafe { libc::malloc_trim(0) }));
     }
 }
 
@@ -1057,43 +1118,52 @@ mod tests {
         }
     }
 
+    /// The summary item (`times`: with `include=times`) of `snapshot` stored under key `r`.
+    fn rendered(snapshot: &Value, times: bool) -> String {
+        let mut state = IndexState::default();
+        state.put("r", 1, 0, parsed(snapshot));
+        let (sort, run) = state.order.iter().next().unwrap();
+        let view = RunView {
+            sort,
+            run,
+            template: state.templates.name(run.template),
+        };
+        let mut out = Vec::new();
+        if times {
+            view.write_summary_with_times(&mut out);
+        } else {
+            view.write_summary(&mut out);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn the_summary_keeps_only_present_summary_keys() {
-        let p = parsed(&json!({
+        let snapshot = json!({
             "run_id": "r", "status": "RUNNING", "updated_at": 5.0, "worker_id": null,
             "workflow_yaml_sha256": "abc", "task_records": {"t": {}}, "params": {}
-        }));
+        });
         assert_eq!(
-            std::str::from_utf8(&p.summary).unwrap(),
+            rendered(&snapshot, false),
             r#"{"run_id":"r","status":"RUNNING","updated_at":5.0,"worker_id":null}"#
         );
-        assert_eq!(p.workflow_yaml_sha256.as_deref(), Some("abc"));
+        assert_eq!(
+            parsed(&snapshot).workflow_yaml_sha256.as_deref(),
+            Some("abc")
+        );
+        let id = "0f3c2a9e-5b7d-4e1f-8a2b-9c0d1e2f3a4b";
+        assert_eq!(
+            rendered(
+                &json!({"run_id": id, "updated_at": 1712345678.123456, "heartbeat_at": 1.5}),
+                false
+            ),
+            format!(r#"{{"run_id":"{id}","updated_at":1712345678.123456,"heartbeat_at":1.5}}"#)
+        );
     }
 
     #[test]
     fn include_times_adds_the_present_times_to_the_summary() {
-        let with = |snapshot: Value| {
-            let p = parsed(&snapshot);
-            let key: Arc<str> = Arc::from("r");
-            let run = IndexedRun {
-                summary: p.summary,
-                times: p.times,
-                label: Sym(NonZeroU32::MIN),
-                flow_name: None,
-                tag: None,
-                workflow_yaml_sha256: None,
-                schedule_id: None,
-                tenant_id: None,
-                status_is_label: true,
-            };
-            let mut out = Vec::new();
-            RunView {
-                key: &key,
-                run: &run,
-            }
-            .write_summary_with_times(&mut out);
-            String::from_utf8(out).unwrap()
-        };
+        let with = |snapshot: Value| rendered(&snapshot, true);
         assert_eq!(
             with(json!({"run_id": "r", "status": "RUNNING", "start_time": 1.5, "end_time": null})),
             r#"{"run_id":"r","status":"RUNNING","start_time":1.5,"end_time":null}"#
@@ -1103,6 +1173,7 @@ mod tests {
             r#"{"run_id":"r","status":"PENDING"}"#
         );
         assert_eq!(with(json!({"start_time": 2})), r#"{"start_time":2}"#);
+        assert_eq!(with(json!({"end_time": 2.5})), r#"{"end_time":2.5}"#);
     }
 
     #[test]
@@ -1277,7 +1348,14 @@ mod tests {
         // A server that lost its data starts revisions again from 1.
         state.put("a", 1, 2, run("a", "COMPLETED", 2.0));
         assert_eq!(state.sweep(2), 1);
-        assert_eq!(state.slots.keys().map(|k| &**k).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            state
+                .slots
+                .keys()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
         assert_eq!(labels(&state), ["COMPLETED"]);
     }
 
@@ -1411,14 +1489,14 @@ mod tests {
         let mut summary_bytes = 0;
         for (i, bytes) in snapshots.iter().enumerate() {
             let run = ParsedRun::from_fields(IndexedFields::parse(bytes).unwrap());
-            summary_bytes += run.summary.len();
+            summary_bytes += run.template.len();
             let key = format!("{:08x}-2f0a-4d4e-9a8b-1c2d3e4f5a6b", i);
             state.put(&key, i as u64 + 1, 0, run);
         }
         let after = rss_kib();
         let heap_after = heap_in_use();
         println!(
-            "10,000 runs: heap +{} KiB ({} bytes/run), RSS +{} KiB; summaries {} bytes/run",
+            "10,000 runs: heap +{} KiB ({} bytes/run), RSS +{} KiB; summary templates {} bytes/run (shared)",
             (heap_after - heap_before) / 1024,
             (heap_after - heap_before) / 10_000,
             after - before,

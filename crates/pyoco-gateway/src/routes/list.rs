@@ -112,7 +112,7 @@ async fn respond(
     let mut body = Vec::with_capacity(256 * params.limit.min(64) + 64);
     body.extend_from_slice(if params.vnext { b"{\"items\":[" } else { b"[" });
     let next_cursor = if params.full {
-        let page = index.page(&query, |run| run.key().clone());
+        let page = index.page(&query, |run| run.key());
         write_full_snapshots(store, caller, &page.items, &mut body).await?;
         page.next_cursor
     } else {
@@ -124,7 +124,7 @@ async fn respond(
             if params.times {
                 run.write_summary_with_times(&mut body);
             } else {
-                body.extend_from_slice(run.summary_json());
+                run.write_summary(&mut body);
             }
         });
         page.next_cursor
@@ -146,7 +146,7 @@ async fn respond(
 async fn write_full_snapshots(
     store: &Store,
     caller: &Caller,
-    keys: &[std::sync::Arc<str>],
+    keys: &[String],
     body: &mut Vec<u8>,
 ) -> Result<(), ApiError> {
     let runs = store.runs();
