@@ -35,10 +35,23 @@ fn replicated(replicas: usize) -> StoreConfig {
     }
 }
 
+/// Connect as the gateway and worker do: a cluster that has just started may still answer
+/// "no suitable peers for placement, peer offline" until every route is up, and the services
+/// retry that; so does this, for up to 30 s.
 async fn connect(urls: &str, cfg: StoreConfig) -> Store {
-    Store::connect(urls, "replicas-test", cfg, DEFAULT_CONNECT_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("store connects to {urls}: {e}"))
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match Store::connect(urls, "replicas-test", cfg.clone(), DEFAULT_CONNECT_TIMEOUT).await {
+            Ok(store) => return store,
+            Err(e)
+                if e.to_string().contains("peer offline")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("store connects to {urls}: {e}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -314,6 +314,25 @@ class ReadmeExample(RunnerTestCase):
         self.assertEqual(self.runner.proc.pid, pid)
         self.assertIsNone(self.runner.proc.poll())
 
+    def test_a_repeated_flow_yaml_runs_the_same_from_its_cache(self):
+        # The validated document and the parsed graph of a repeated text are reused; each run
+        # still gets fresh Task objects, its own params and its own records.
+        outs = []
+        for i in range(3):
+            _, fin = self.run_flow(rid(), README_YAML, params={"x": 10 * i})
+            self.assertEqual(fin["status"], "COMPLETED")
+            outs.append(fin["task_records"]["t2"]["output"]["text"])
+        self.assertEqual(outs, ["v=1", "v=11", "v=21"])
+        # A refused text is refused the same way every time (the cached failure is raised
+        # afresh, not re-raised with a growing traceback).
+        bad = "version: 1\nflow:\n  graph: '__import__(\"os\")'\ntasks: {}\n"
+        errors = []
+        for _ in range(3):
+            _, fin = self.run_flow(rid(), bad)
+            errors.append((fin["status"], fin["error_kind"], fin["error"]))
+        self.assertEqual(len(set(errors)), 1, errors)
+        self.assertEqual(errors[0][:2], ("FAILED", "invalid_workflow"))
+
 
 class Failures(RunnerTestCase):
     def test_task_raises(self):
