@@ -228,6 +228,23 @@ impl Fleet {
         format!("http://127.0.0.1:{}", self.gateways[i].0)
     }
 
+    /// One run through each gateway, waited for until terminal.
+    async fn warm(&self, http: &reqwest::Client) {
+        for i in 0..2 {
+            let run = submit(http, &self.base(i), &self.marker(1_000_000 + i))
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+            pyoco_testkit::wait_status(
+                http,
+                &self.base(i),
+                &run,
+                crate::TERMINAL,
+                crate::RUN_TIMEOUT,
+            )
+            .await;
+        }
+    }
+
     fn logs(&self) -> String {
         self.gateways
             .iter()
@@ -364,19 +381,7 @@ async fn a_fleet_on_a_three_node_cluster_survives_node_worker_and_gateway_loss()
     let runs_kv = js.get_key_value("pyoco_runs").await.unwrap();
 
     // Warm: one run through each gateway completes before the clock starts.
-    for i in 0..2 {
-        let run = submit(&http, &fleet.base(i), &fleet.marker(1_000_000 + i))
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", fleet.logs()));
-        pyoco_testkit::wait_status(
-            &http,
-            &fleet.base(i),
-            &run,
-            crate::TERMINAL,
-            crate::RUN_TIMEOUT,
-        )
-        .await;
-    }
+    fleet.warm(&http).await;
 
     // The every-second schedule, fired by whichever gateway claims each slot.
     let form = reqwest::multipart::Form::new()
@@ -775,18 +780,8 @@ async fn fleet_throughput(nats_urls: &str, replicas: usize, runs: usize) -> f64 
         wait_ready(&http, &fleet.base(i), Duration::from_secs(60))
             .await
             .unwrap();
-        let run = submit(&http, &fleet.base(i), &fleet.marker(1_000_000 + i))
-            .await
-            .unwrap();
-        pyoco_testkit::wait_status(
-            &http,
-            &fleet.base(i),
-            &run,
-            crate::TERMINAL,
-            crate::RUN_TIMEOUT,
-        )
-        .await;
     }
+    fleet.warm(&http).await;
     let servers: Vec<async_nats::ServerAddr> =
         nats_urls.split(',').map(|u| u.parse().unwrap()).collect();
     let client = async_nats::connect(servers).await.unwrap();

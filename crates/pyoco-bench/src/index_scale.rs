@@ -57,15 +57,7 @@ fn spawn_gateway(
     let gateway = ChildProc::spawn(Spawn {
         name: format!("rust-gateway-{label}"),
         program: rust_dir.join("pyoco-server"),
-        args: vec![
-            "up".into(),
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--nats-url".into(),
-            nats_url.to_string(),
-        ],
+        args: procs::gateway_up_args(port, nats_url),
         env: vec![],
         cwd: dir,
         log: dir.join(format!("gateway-{label}.log")),

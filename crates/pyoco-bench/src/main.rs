@@ -889,15 +889,7 @@ async fn start_gateway_with(
     let mut g = ChildProc::spawn(Spawn {
         name: format!("{}-gateway", ctx.spec.name),
         program: ctx.spec.gateway.clone(),
-        args: vec![
-            "up".into(),
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--nats-url".into(),
-            ctx.nats_url.clone(),
-        ],
+        args: procs::gateway_up_args(port, &ctx.nats_url),
         env,
         cwd: &ctx.dir,
         log: ctx.dir.join(format!("gateway-{label}.log")),

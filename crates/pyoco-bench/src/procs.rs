@@ -269,6 +269,20 @@ pub fn descendants_rss_mib(pid: u32) -> (f64, usize) {
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
+/// The arguments of a gateway (`pyoco-server up`, Rust or Python) on 127.0.0.1:`port` against
+/// `nats_url`.
+pub fn gateway_up_args(port: u16, nats_url: &str) -> Vec<String> {
+    vec![
+        "up".into(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+        "--nats-url".into(),
+        nats_url.to_string(),
+    ]
+}
+
 pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(l.local_addr()?.port())

@@ -99,15 +99,7 @@ async fn measure(
     let mut gateway = ChildProc::spawn(Spawn {
         name: "rust-gateway-schedules".into(),
         program: rust_dir.join("pyoco-server"),
-        args: vec![
-            "up".into(),
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--nats-url".into(),
-            nats_url.clone(),
-        ],
+        args: procs::gateway_up_args(port, &nats_url),
         env: vec![],
         cwd: dir,
         log: dir.join("gateway.log"),

@@ -768,17 +768,14 @@ async fn short_runs(h: &Harness, n: usize) {
     }
 }
 
-/// While its only runner is busy with runs that have been short, the worker fetches the next
-/// job ahead; when the run in progress turns out long, the job fetched ahead goes back to the
-/// queue after the hold time and another worker runs it at once (attempt 2, run once), long
-/// before the long run ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_fetched_ahead_behind_a_long_run_goes_to_another_worker() {
-    let mut h = Harness::start().await;
-    h.start_worker(|_| {}).await;
-    short_runs(&h, 5).await;
-
-    let slow = flow("t1", &[("t1", "wtasks:slow")], "{seconds: 6}");
+/// A run of `wtasks:slow` for `seconds` (marker `long.txt`), waited for until RUNNING, then a
+/// one-task run of `wtasks:mark` (marker `next.txt`) submitted behind it: (long, next).
+async fn long_run_then_next(h: &Harness, seconds: f64) -> (String, String) {
+    let slow = flow(
+        "t1",
+        &[("t1", "wtasks:slow")],
+        &format!("{{seconds: {seconds}}}"),
+    );
     let long = h
         .submit_yaml(
             &slow,
@@ -796,6 +793,20 @@ async fn a_job_fetched_ahead_behind_a_long_run_goes_to_another_worker() {
             json!({"marker": h.marker("next.txt").display().to_string()}),
         )
         .await;
+    (long, next)
+}
+
+/// While its only runner is busy with runs that have been short, the worker fetches the next
+/// job ahead; when the run in progress turns out long, the job fetched ahead goes back to the
+/// queue after the hold time and another worker runs it at once (attempt 2, run once), long
+/// before the long run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_fetched_ahead_behind_a_long_run_goes_to_another_worker() {
+    let mut h = Harness::start().await;
+    h.start_worker(|_| {}).await;
+    short_runs(&h, 5).await;
+
+    let (long, next) = long_run_then_next(&h, 6.0).await;
     // The only pull request open is the first worker's (fetching ahead): it holds the job.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.snapshot(&next).await.unwrap().status, RunStatus::Pending);
@@ -832,24 +843,7 @@ async fn a_cancel_written_while_a_job_waits_fetched_ahead_still_wins() {
     h.start_worker(|_| {}).await;
     short_runs(&h, 5).await;
 
-    let slow = flow("t1", &[("t1", "wtasks:slow")], "{seconds: 0.3}");
-    let first = h
-        .submit_yaml(
-            &slow,
-            json!({"marker": h.marker("first.txt").display().to_string()}),
-        )
-        .await;
-    h.wait_for(&first, T, "the first run RUNNING", |s| {
-        s.status == RunStatus::Running
-    })
-    .await;
-    let quick = flow("t1", &[("t1", "wtasks:mark")], "");
-    let next = h
-        .submit_yaml(
-            &quick,
-            json!({"marker": h.marker("next.txt").display().to_string()}),
-        )
-        .await;
+    let (first, next) = long_run_then_next(&h, 0.3).await;
     // Fetched ahead and read by now; cancelled before the runner is free.
     tokio::time::sleep(Duration::from_millis(80)).await;
     h.cancel(&next).await;
@@ -873,24 +867,7 @@ async fn without_prefetch_a_job_behind_a_long_run_stays_in_the_queue() {
     let mut h = Harness::start().await;
     h.start_worker(|c| c.prefetch = false).await;
     short_runs(&h, 5).await;
-    let slow = flow("t1", &[("t1", "wtasks:slow")], "{seconds: 4}");
-    let long = h
-        .submit_yaml(
-            &slow,
-            json!({"marker": h.marker("long.txt").display().to_string()}),
-        )
-        .await;
-    h.wait_for(&long, T, "the long run RUNNING", |s| {
-        s.status == RunStatus::Running
-    })
-    .await;
-    let quick = flow("t1", &[("t1", "wtasks:mark")], "");
-    let next = h
-        .submit_yaml(
-            &quick,
-            json!({"marker": h.marker("next.txt").display().to_string()}),
-        )
-        .await;
+    let (long, next) = long_run_then_next(&h, 4.0).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let (_, (stop, task)) = h.spawn_worker(|c| c.worker_id = "second".into()).await;
     let s = h.wait_terminal(&next, T).await;
